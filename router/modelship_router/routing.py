@@ -1,0 +1,183 @@
+"""Pure routing decisions: which variant serves a request, and whether to mirror it.
+
+No I/O and no clock here; randomness comes in as an argument (a bucket draw in
+``range(BUCKETS)``), so every decision is reproducible in table-driven tests.
+
+Bucket layout. Every variant owns a contiguous range of the :data:`BUCKETS` buckets,
+sized by its weight. Non-fallback variants come first, in the order they are declared,
+starting at bucket 0; the fallback (stable) variant owns the top of the range. With one
+canary, a key goes to the canary exactly when its bucket is below the canary's weight
+(in buckets), so raising the canary's weight only ever moves keys from stable to canary.
+
+Sticky hash (documented so other tools can reproduce an assignment)::
+
+    bucket = int.from_bytes(sha256(f"{deployment}\\x00{key}".encode()).digest()[:8], "big")
+             % 10000
+
+The deployment name salts the hash, so two experiments split their users independently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from modelship_router.config import BUCKETS, RoutingConfig, weight_to_buckets
+
+#: Why a variant was chosen (also a log/debug detail).
+REASON_MATCH = "match"
+REASON_STICKY = "sticky"
+REASON_WEIGHT = "weight"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A compiled match rule: header (lowercase) or cookie name, exact value, variant."""
+
+    header: str | None
+    cookie: str | None
+    value: str
+    variant: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """A RoutingConfig compiled for fast, pure per-request decisions."""
+
+    salt: str
+    #: (exclusive upper bucket, variant) in ascending order; empty ranges are dropped.
+    ranges: tuple[tuple[int, str], ...]
+    fallback: str
+    sticky_header: str | None
+    sticky_cookie: str | None
+    rules: tuple[Rule, ...]
+    mirror_variant: str | None
+    #: Mirror a request when a draw in range(BUCKETS) is below this.
+    mirror_buckets: int
+    #: Lowercase header names a decision reads ("cookie" included when cookies matter).
+    header_names: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The variant chosen for a request and why."""
+
+    variant: str
+    reason: str
+
+
+def build_table(config: RoutingConfig) -> RoutingTable:
+    """Compile ``config`` into a :class:`RoutingTable`."""
+    buckets = config.buckets()
+    order = [v.name for v in config.variants if v.name != config.fallback] + [config.fallback]
+    ranges: list[tuple[int, str]] = []
+    upper = 0
+    for name in order:
+        if buckets[name] > 0:
+            upper += buckets[name]
+            ranges.append((upper, name))
+    rules = tuple(Rule(r.header, r.cookie, r.value, r.variant) for r in config.match)
+    sticky_header = config.sticky.header if config.sticky else None
+    sticky_cookie = config.sticky.cookie if config.sticky else None
+    names = {r.header for r in rules if r.header is not None}
+    if sticky_header is not None:
+        names.add(sticky_header)
+    if sticky_cookie is not None or any(r.cookie is not None for r in rules):
+        names.add("cookie")
+    mirror = config.mirror
+    return RoutingTable(
+        salt=config.deployment,
+        ranges=tuple(ranges),
+        fallback=config.fallback,
+        sticky_header=sticky_header,
+        sticky_cookie=sticky_cookie,
+        rules=rules,
+        mirror_variant=mirror.variant if mirror is not None else None,
+        mirror_buckets=weight_to_buckets(mirror.percent) if mirror is not None else 0,
+        header_names=frozenset(names),
+    )
+
+
+def sticky_bucket(salt: str, key: str) -> int:
+    """Stable bucket in ``range(BUCKETS)`` for ``key``, salted with the deployment name."""
+    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def variant_for_bucket(table: RoutingTable, bucket: int) -> str:
+    """The variant owning ``bucket`` in the table's layout."""
+    for upper, name in table.ranges:
+        if bucket < upper:
+            return name
+    # Unreachable with a valid config (ranges cover all buckets); stay total anyway.
+    return table.fallback
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """Parse a Cookie header (``a=1; b=2``); malformed pairs are skipped, first wins."""
+    cookies: dict[str, str] = {}
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if not sep or not name:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        cookies.setdefault(name, value)
+    return cookies
+
+
+def decide(table: RoutingTable, headers: Mapping[str, str], draw: int) -> Decision:
+    """Choose the variant for a request.
+
+    ``headers`` maps lowercase header names to values (only ``table.header_names`` are
+    read); ``draw`` is a uniform random integer in ``range(BUCKETS)`` used when neither a
+    match rule nor a sticky key decides.
+    """
+    cookies: dict[str, str] | None = None
+    for rule in table.rules:
+        if rule.header is not None:
+            if headers.get(rule.header) == rule.value:
+                return Decision(rule.variant, REASON_MATCH)
+        else:
+            if cookies is None:
+                cookies = parse_cookies(headers.get("cookie", ""))
+            if cookies.get(rule.cookie or "") == rule.value:
+                return Decision(rule.variant, REASON_MATCH)
+    key: str | None = None
+    if table.sticky_header is not None:
+        key = headers.get(table.sticky_header)
+    elif table.sticky_cookie is not None:
+        if cookies is None:
+            cookies = parse_cookies(headers.get("cookie", ""))
+        key = cookies.get(table.sticky_cookie)
+    if key:
+        return Decision(variant_for_bucket(table, sticky_bucket(table.salt, key)), REASON_STICKY)
+    return Decision(variant_for_bucket(table, draw), REASON_WEIGHT)
+
+
+def mirror_target(table: RoutingTable, served: str, draw: int) -> str | None:
+    """Variant to send a shadow copy to, or None.
+
+    ``draw`` is uniform in ``range(BUCKETS)``. A request the shadow variant serves itself
+    is not copied to it again.
+    """
+    if table.mirror_variant is None or table.mirror_variant == served:
+        return None
+    return table.mirror_variant if draw < table.mirror_buckets else None
+
+
+def resolve_available(
+    chosen: str, fallback: str, has_upstream: Callable[[str], bool]
+) -> tuple[str | None, bool]:
+    """Apply the fallback rule: ``(variant to use or None, whether it fell back)``.
+
+    A chosen variant with no ready upstream falls back to ``fallback``; if that has none
+    either, there is nothing to route to (None).
+    """
+    if has_upstream(chosen):
+        return chosen, False
+    if chosen != fallback and has_upstream(fallback):
+        return fallback, True
+    return None, chosen != fallback

@@ -1,0 +1,278 @@
+"""Table-driven tests of the pure routing core (no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+
+import pytest
+from modelship_router.config import BUCKETS, RoutingConfig
+from modelship_router.routing import (
+    REASON_MATCH,
+    REASON_STICKY,
+    REASON_WEIGHT,
+    build_table,
+    decide,
+    mirror_target,
+    parse_cookies,
+    resolve_available,
+    sticky_bucket,
+    variant_for_bucket,
+)
+
+
+def make_config(canary: float = 10.0, **extra: object) -> RoutingConfig:
+    data: dict[str, object] = {
+        "deployment": "churn",
+        "variants": [
+            {"name": "stable", "modelVersion": "1.0", "upstreams": ["127.0.0.1:9001"]},
+            {
+                "name": "canary",
+                "modelVersion": "2.0",
+                "upstreams": ["127.0.0.1:9002"],
+                "weight": canary,
+            },
+        ],
+    }
+    data.update(extra)
+    return RoutingConfig.model_validate(data)
+
+
+def within_sigmas(count: int, n: int, p: float, sigmas: float = 4.5) -> bool:
+    """Whether ``count`` successes out of ``n`` are within ``sigmas`` binomial sigmas of n*p."""
+    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p))
+
+
+# --- sticky hash -------------------------------------------------------------------------
+
+
+def test_sticky_bucket_is_the_documented_formula() -> None:
+    digest = hashlib.sha256(b"churn\x00user-42").digest()
+    assert sticky_bucket("churn", "user-42") == int.from_bytes(digest[:8], "big") % 10_000
+
+
+@pytest.mark.parametrize("key", ["a", "user-1", "ü-unicode", "x" * 500])
+def test_sticky_bucket_is_in_range_and_deterministic(key: str) -> None:
+    first = sticky_bucket("churn", key)
+    assert 0 <= first < BUCKETS
+    assert sticky_bucket("churn", key) == first
+
+
+def test_salt_makes_experiments_independent() -> None:
+    keys = [f"user-{i}" for i in range(2000)]
+    a = [sticky_bucket("churn", k) < 1000 for k in keys]
+    b = [sticky_bucket("fraud", k) < 1000 for k in keys]
+    both = sum(x and y for x, y in zip(a, b, strict=True))
+    # Independent 10 % assignments overlap in ~1 % of keys (20 of 2000), not ~10 % (200).
+    assert within_sigmas(both, len(keys), 0.01)
+
+
+# --- bucket layout -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("canary", "bucket", "expected"),
+    [
+        (10, 0, "canary"),
+        (10, 999, "canary"),
+        (10, 1000, "stable"),
+        (10, 9999, "stable"),
+        (0, 0, "stable"),
+        (100, 9999, "canary"),
+        (0.01, 0, "canary"),
+        (0.01, 1, "stable"),
+        (33.33, 3332, "canary"),
+        (33.33, 3333, "stable"),
+    ],
+)
+def test_variant_for_bucket(canary: float, bucket: int, expected: str) -> None:
+    assert variant_for_bucket(build_table(make_config(canary)), bucket) == expected
+
+
+def test_three_variants_layout_in_declared_order_fallback_last() -> None:
+    config = RoutingConfig.model_validate(
+        {
+            "deployment": "d",
+            "variants": [
+                {"name": "stable", "modelVersion": "1", "upstreams": ["h:1"], "weight": 50},
+                {"name": "b", "modelVersion": "2", "upstreams": ["h:2"], "weight": 20},
+                {"name": "c", "modelVersion": "3", "upstreams": ["h:3"], "weight": 30},
+            ],
+        }
+    )
+    table = build_table(config)
+    assert table.ranges == ((2000, "b"), (5000, "c"), (10000, "stable"))
+
+
+# --- decide ------------------------------------------------------------------------------
+
+RULES = [
+    {"header": "x-group", "value": "beta", "variant": "canary"},
+    {"cookie": "pin", "value": "old", "variant": "stable"},
+]
+
+
+@pytest.mark.parametrize(
+    ("canary", "headers", "draw", "expected"),
+    [
+        # Weighted draw only.
+        (10, {}, 0, ("canary", REASON_WEIGHT)),
+        (10, {}, 1000, ("stable", REASON_WEIGHT)),
+        # A header rule overrides the weights, whatever the draw.
+        (0, {"x-group": "beta"}, 9999, ("canary", REASON_MATCH)),
+        # Values are exact and case-sensitive.
+        (0, {"x-group": "Beta"}, 9999, ("stable", REASON_WEIGHT)),
+        # A cookie rule, among other cookies.
+        (100, {"cookie": "a=1; pin=old; b=2"}, 0, ("stable", REASON_MATCH)),
+        # First matching rule wins.
+        (50, {"x-group": "beta", "cookie": "pin=old"}, 0, ("canary", REASON_MATCH)),
+    ],
+)
+def test_decide_rules_then_weights(
+    canary: float, headers: dict[str, str], draw: int, expected: tuple[str, str]
+) -> None:
+    table = build_table(make_config(canary, match=RULES))
+    decision = decide(table, headers, draw)
+    assert (decision.variant, decision.reason) == expected
+
+
+def test_match_rule_overrides_sticky_key() -> None:
+    table = build_table(make_config(0, match=RULES, sticky={"header": "x-user-id"}))
+    decision = decide(table, {"x-user-id": "u1", "x-group": "beta"}, 0)
+    assert decision.variant == "canary"
+    assert decision.reason == REASON_MATCH
+
+
+@pytest.mark.parametrize(
+    ("sticky", "headers", "key"),
+    [
+        ({"header": "X-User-Id"}, {"x-user-id": "alice"}, "alice"),
+        ({"cookie": "uid"}, {"cookie": "theme=dark; uid=bob"}, "bob"),
+        ({"cookie": "uid"}, {"cookie": 'uid="carol"'}, "carol"),
+    ],
+)
+def test_sticky_key_from_header_or_cookie(
+    sticky: dict[str, str], headers: dict[str, str], key: str
+) -> None:
+    table = build_table(make_config(50, sticky=sticky))
+    expected = variant_for_bucket(table, sticky_bucket("churn", key))
+    for draw in (0, 5000, 9999):  # the draw is ignored when the key decides
+        decision = decide(table, headers, draw)
+        assert (decision.variant, decision.reason) == (expected, REASON_STICKY)
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-user-id": ""}, {"cookie": "uid=1"}])
+def test_missing_sticky_key_falls_back_to_weighted_draw(headers: dict[str, str]) -> None:
+    table = build_table(make_config(10, sticky={"header": "x-user-id"}))
+    assert decide(table, headers, 0) == decide(table, {}, 0)
+    assert decide(table, headers, 0).reason == REASON_WEIGHT
+
+
+def test_header_names_lists_what_decisions_read() -> None:
+    table = build_table(make_config(10, match=RULES, sticky={"header": "X-User-Id"}))
+    assert table.header_names == {"x-group", "x-user-id", "cookie"}
+    assert build_table(make_config(10)).header_names == frozenset()
+
+
+# --- statistics --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_weighted_draws_hold_ten_percent(seed: int) -> None:
+    """10 % over 20,000 draws stays within 4.5 sigma (±190 requests, i.e. 9.05 %..10.95 %)."""
+    table = build_table(make_config(10))
+    rng = random.Random(seed)
+    n = 20_000
+    canary = sum(decide(table, {}, rng.randrange(BUCKETS)).variant == "canary" for _ in range(n))
+    assert within_sigmas(canary, n, 0.10), canary
+
+
+def test_sticky_keys_hold_ten_percent() -> None:
+    table = build_table(make_config(10, sticky={"header": "x-user-id"}))
+    n = 20_000
+    canary = sum(decide(table, {"x-user-id": f"user-{i}"}, 0).variant == "canary" for i in range(n))
+    assert within_sigmas(canary, n, 0.10), canary
+
+
+def test_raising_weight_never_moves_a_key_back_to_stable() -> None:
+    keys = [f"user-{i}" for i in range(20_000)]
+    before = build_table(make_config(10, sticky={"header": "x-user-id"}))
+    after = build_table(make_config(50, sticky={"header": "x-user-id"}))
+    moved_back = moved_forward = 0
+    for key in keys:
+        a = decide(before, {"x-user-id": key}, 0).variant
+        b = decide(after, {"x-user-id": key}, 0).variant
+        moved_back += a == "canary" and b == "stable"
+        moved_forward += a == "stable" and b == "canary"
+    assert moved_back == 0
+    # Roughly 40 % of users move forward: the test would notice a frozen assignment.
+    assert within_sigmas(moved_forward, len(keys), 0.40)
+
+
+# --- mirror ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("percent", "served", "draw", "expected"),
+    [
+        (100, "stable", 9999, "canary"),
+        (0, "stable", 0, None),
+        (10, "stable", 999, "canary"),
+        (10, "stable", 1000, None),
+        (100, "canary", 0, None),  # never copy a request to the variant that served it
+    ],
+)
+def test_mirror_target(percent: float, served: str, draw: int, expected: str | None) -> None:
+    table = build_table(make_config(0, mirror={"variant": "canary", "percent": percent}))
+    assert mirror_target(table, served, draw) == expected
+
+
+def test_no_mirror_configured() -> None:
+    assert mirror_target(build_table(make_config(10)), "stable", 0) is None
+
+
+def test_mirror_sampling_rate() -> None:
+    table = build_table(make_config(0, mirror={"variant": "canary", "percent": 25}))
+    rng = random.Random(7)
+    n = 20_000
+    copies = sum(
+        mirror_target(table, "stable", rng.randrange(BUCKETS)) is not None for _ in range(n)
+    )
+    assert within_sigmas(copies, n, 0.25)
+
+
+# --- fallback ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ready", "chosen", "expected"),
+    [
+        ({"stable", "canary"}, "canary", ("canary", False)),
+        ({"stable"}, "canary", ("stable", True)),
+        ({"canary"}, "canary", ("canary", False)),
+        ({"canary"}, "stable", (None, False)),
+        (set(), "canary", (None, True)),
+    ],
+)
+def test_resolve_available(ready: set[str], chosen: str, expected: tuple[str | None, bool]) -> None:
+    assert resolve_available(chosen, "stable", ready.__contains__) == expected
+
+
+# --- cookies -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("", {}),
+        ("a=1", {"a": "1"}),
+        ("a=1; b=2", {"a": "1", "b": "2"}),
+        ("a=1;b=2;;junk; =x", {"a": "1", "b": "2"}),
+        ("a=1; a=2", {"a": "1"}),
+        ('a="quoted"', {"a": "quoted"}),
+        ("a=x=y", {"a": "x=y"}),
+    ],
+)
+def test_parse_cookies(header: str, expected: dict[str, str]) -> None:
+    assert parse_cookies(header) == expected
