@@ -1,0 +1,98 @@
+"""`modelship-cluster`: build, start, stop and inspect the local Kubernetes cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from modelship_cluster import binaries
+from modelship_cluster.cluster import Cluster, default_state_dir
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelship-cluster",
+        description=(
+            "A real Kubernetes control plane on this machine (etcd, kube-apiserver, "
+            "kube-controller-manager, kube-scheduler built from Kubernetes' Go modules), "
+            "for modelship's tests and demo. Everything listens on this machine only."
+        ),
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help=f"where the cluster keeps certificates, data, logs and pids "
+        f"(default: $MODELSHIP_CLUSTER_DIR or {default_state_dir()})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "build",
+        help="build missing binaries into the cache "
+        f"(Kubernetes v{binaries.KUBERNETES_VERSION}, etcd v{binaries.ETCD_VERSION}, "
+        f"helm v{binaries.HELM_VERSION})",
+    )
+    up = sub.add_parser("up", help="start the cluster (builds binaries first if missing)")
+    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per component")
+    down = sub.add_parser("down", help="stop every component and remove the cluster's data")
+    down.add_argument("--keep-data", action="store_true", help="keep certificates and etcd data")
+    sub.add_parser("status", help="show which components run and where the kubeconfig is")
+    sub.add_parser("kubeconfig", help="print the admin kubeconfig's path")
+    sub.add_parser("env", help="print shell exports (KUBECONFIG, PATH with kubectl and helm)")
+    return parser
+
+
+def _exports(cluster: Cluster) -> str:
+    bin_dirs = ":".join(str(d) for d in binaries.toolset().bin_dirs)
+    return f'export KUBECONFIG={cluster.kubeconfig}\nexport PATH="{bin_dirs}:$PATH"'
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cluster = Cluster(args.state_dir)
+    if args.command == "build":
+        started = time.monotonic()
+        tools = binaries.ensure_all()
+        for d in tools.bin_dirs:
+            for f in sorted(d.iterdir()):
+                print(f)
+        print(f"binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        return 0
+    if args.command == "up":
+        try:
+            cluster.up(timeout=args.timeout)
+        except (RuntimeError, TimeoutError, FileNotFoundError) as error:
+            print(f"modelship-cluster: {error}", file=sys.stderr)
+            print("stopping what started; run `modelship-cluster up` again", file=sys.stderr)
+            cluster.down(keep_data=True)
+            return 1
+        print("# kubectl and helm for this cluster:")
+        print(f'export PATH="{":".join(str(d) for d in binaries.toolset().bin_dirs)}:$PATH"')
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+        return 0
+    if args.command == "down":
+        cluster.down(keep_data=args.keep_data)
+        print("cluster stopped" + (" (data kept)" if args.keep_data else " and its data removed"))
+        return 0
+    if args.command == "status":
+        if not cluster.status():
+            print(f"no cluster at {cluster.root}")
+            return 1
+        for s in cluster.status():
+            print(f"{s.name:<26} {'running' if s.running else 'STOPPED':<8} pid {s.pid}")
+        print(f"kubeconfig: {cluster.kubeconfig}")
+        print(f"server:     {cluster.config.server_url}")
+        return 0 if cluster.is_up() else 1
+    if args.command == "kubeconfig":
+        print(cluster.kubeconfig)
+        return 0
+    if args.command == "env":
+        print(_exports(cluster))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""One local cluster: its state folder, and the order in which its parts start and stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelship_cluster import binaries, controlplane, pki
+from modelship_cluster.controlplane import ClusterConfig
+from modelship_cluster.processes import ProcessDir, tail
+
+# Stop order: the reverse of start order.
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("MODELSHIP_CLUSTER_DIR")
+    if env:
+        return Path(env)
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "modelship" / "cluster"
+
+
+def _say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    running: bool
+
+
+class Cluster:
+    """Start, stop and inspect the local cluster whose state lives in `root`."""
+
+    def __init__(self, root: Path | None = None, config: ClusterConfig | None = None) -> None:
+        self.root = (root or default_state_dir()).resolve()
+        saved = self.root / "cluster.json"
+        if config is None and saved.exists():
+            config = ClusterConfig.model_validate_json(saved.read_text())
+        self.config = config or ClusterConfig()
+        self.processes = ProcessDir(self.root)
+        self.pki_dir = self.root / "pki"
+
+    # -- paths a user needs -------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "admin.kubeconfig"
+
+    @property
+    def ca(self) -> Path:
+        return self.pki_dir / "ca.crt"
+
+    @property
+    def admin_cert(self) -> pki.CertPair:
+        return pki.CertPair(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def up(self, timeout: float = 120.0) -> None:
+        """Start every component (idempotent: running ones are left alone)."""
+        started = time.monotonic()
+        tools = binaries.ensure_all()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "cluster.json").write_text(self.config.model_dump_json(indent=2))
+        self._write_pki()
+        cfg = self.config
+
+        etcd = self.processes.start(
+            "etcd", controlplane.etcd_args(tools, cfg, self.root / "etcd-data")
+        )
+        controlplane.wait_healthy(
+            f"http://127.0.0.1:{cfg.etcd_client_port}/health",
+            ca=None,
+            client=None,
+            timeout=timeout,
+            alive=etcd.alive,
+            what=self._what("etcd"),
+        )
+        apiserver = self.processes.start(
+            "kube-apiserver", controlplane.apiserver_args(tools, cfg, self.pki_dir)
+        )
+        controlplane.wait_healthy(
+            f"{cfg.server_url}/readyz",
+            ca=self.ca,
+            client=self.admin_cert,
+            timeout=timeout,
+            alive=apiserver.alive,
+            what=self._what("kube-apiserver"),
+        )
+        _say(f"kube-apiserver ready at {cfg.server_url}")
+        manager = self.processes.start(
+            "kube-controller-manager", controlplane.controller_manager_args(tools, cfg, self.root)
+        )
+        scheduler = self.processes.start(
+            "kube-scheduler", controlplane.scheduler_args(tools, cfg, self.root)
+        )
+        for proc, port in ((manager, cfg.controller_manager_port), (scheduler, cfg.scheduler_port)):
+            controlplane.wait_healthy(
+                f"https://127.0.0.1:{port}/healthz",
+                ca=None,
+                client=None,
+                timeout=timeout,
+                alive=proc.alive,
+                what=self._what(proc.name),
+            )
+        _say(f"control plane up in {time.monotonic() - started:.1f}s (state: {self.root})")
+
+    def down(self, keep_data: bool = False) -> None:
+        """Stop every component in reverse order; remove the state unless asked to keep it."""
+        known = [p.name for p in self.processes.all()]
+        order = [n for n in known if n not in CONTROL_PLANE] + [
+            n for n in reversed(CONTROL_PLANE) if n in known
+        ]
+        for name in order:
+            self.processes.stop(name)
+        if not keep_data and self.root.exists():
+            shutil.rmtree(self.root)
+
+    def status(self) -> list[ComponentStatus]:
+        return [ComponentStatus(p.name, p.pid, p.alive()) for p in self.processes.all()]
+
+    def is_up(self) -> bool:
+        procs = {s.name: s.running for s in self.status()}
+        return all(procs.get(name) for name in CONTROL_PLANE)
+
+    # -- internals ----------------------------------------------------------------------
+    def _what(self, name: str) -> str:
+        log = self.processes.logs / f"{name}.log"
+        return f"{name} (log {log}; last lines:\n{tail(log, 15)}\n)"
+
+    def _write_pki(self) -> None:
+        cfg = self.config
+        ca = pki.create_ca(self.pki_dir)
+        pki.create_service_account_key(self.pki_dir)
+        pki.issue(
+            ca,
+            self.pki_dir,
+            "apiserver",
+            "kube-apiserver",
+            dns_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            ip_addresses=tuple(
+                dict.fromkeys(
+                    (
+                        "127.0.0.1",
+                        cfg.apiserver_bind,
+                        cfg.apiserver_advertise,
+                        cfg.kubernetes_service_ip,
+                    )
+                )
+            ),
+            server=True,
+        )
+        identities = {
+            "admin": ("kubernetes-admin", ("system:masters",)),
+            "controller-manager": ("system:kube-controller-manager", ()),
+            "scheduler": ("system:kube-scheduler", ()),
+        }
+        for basename, (common_name, groups) in identities.items():
+            pair = pki.issue(
+                ca, self.pki_dir, basename, common_name, organizations=groups, client=True
+            )
+            path = self.root / f"{basename}.kubeconfig"
+            path.write_text(
+                controlplane.kubeconfig_yaml(cfg.name, cfg.server_url, ca.cert, pair, basename)
+            )
+            path.chmod(0o600)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "state": str(self.root),
+            "kubeconfig": str(self.kubeconfig),
+            "server": self.config.server_url,
+            "components": {s.name: s.running for s in self.status()},
+        }
+
+    def summary_json(self) -> str:
+        return json.dumps(self.summary(), indent=2)

@@ -1,0 +1,98 @@
+"""pytest fixtures for tests against the local cluster.
+
+- `local_cluster` (session): the running cluster at the default state folder if there is
+  one (`make cluster-up`), else one started for this test session and stopped after it
+  (set MODELSHIP_KEEP_CLUSTER=1 to leave it running for the next session).
+- `kube_api` (session): a `kubernetes.client.ApiClient` with the admin identity.
+- `namespace` (function): a fresh namespace per test, deleted after it.
+- `kubectl` (session): run kubectl against the cluster, `kubectl("get", "pods", ...)`.
+
+Tests using them carry the `cluster` marker, added automatically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from modelship_cluster import binaries
+from modelship_cluster.cluster import Cluster
+
+KubectlRunner = Callable[..., subprocess.CompletedProcess[str]]
+CLUSTER_FIXTURES = {"local_cluster", "kube_api", "namespace", "kubectl"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[Cluster]:
+    cluster = Cluster()
+    cluster.root.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = cluster.root.parent / f".{cluster.root.name}.lock"
+    started_here = False
+    with open(lock_path, "w") as lock:
+        # Two test sessions at once must not both start (or half-start) the same cluster.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not cluster.is_up():
+                cluster.up()
+                started_here = True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    yield cluster
+    if started_here and os.environ.get("MODELSHIP_KEEP_CLUSTER") != "1":
+        cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kube_api(local_cluster: Cluster) -> Iterator[object]:
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=str(local_cluster.kubeconfig))
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def kubectl(local_cluster: Cluster) -> KubectlRunner:
+    kubectl_path = binaries.toolset().kubectl
+
+    def run(
+        *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(kubectl_path), f"--kubeconfig={local_cluster.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+            )
+        return result
+
+    return run
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, kube_api: object) -> Iterator[str]:
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_api)
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")

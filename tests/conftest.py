@@ -1,0 +1,1 @@
+pytest_plugins = ["modelship_cluster.pytest_plugin"]
