@@ -1,0 +1,858 @@
+"""The ModelDeployment spec: the typed, validated form of what a user asks for.
+
+These models are the single source of truth of the API: ``modelship_operator.crd`` generates
+the CRD's OpenAPI schema (descriptions, defaults, enums, bounds, CEL rules) from them, and the
+operator parses every resource through them. Each CEL rule is declared once as a
+:class:`~modelship_operator.validation.Rule` and checked by the matching validator here with
+the same message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Final, Literal, Self
+
+from pydantic import Field, model_validator
+
+from modelship_operator.status import ModelDeploymentStatus
+from modelship_operator.validation import (
+    DURATION_PATTERN,
+    ApiModel,
+    DurationBounds,
+    Matches,
+    Quantity,
+    Rule,
+    cel,
+    parse_duration,
+)
+
+GROUP: Final = "modelship.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "ModelDeployment"
+PLURAL: Final = "modeldeployments"
+
+#: Longest ModelDeployment name: children are named ``<name>-stable``/``-canary``/``-router``
+#: and Service names are DNS-1035 labels of at most 63 characters.
+MAX_NAME_LENGTH: Final = 56
+
+#: Annotation for one-shot manual actions (the ``kubectl modelship`` plugin writes it):
+#: ``promote``, ``abort`` or ``retry``, optionally followed by ``/<nonce>`` so the same
+#: action can be asked twice. The operator records the value it has handled in
+#: ``status.lastHandledAction`` and acts once per distinct value.
+ACTION_ANNOTATION: Final = "modelship.io/action"
+ACTIONS: Final = ("promote", "abort", "retry")
+
+Variant = Literal["stable", "canary"]
+VARIANTS: Final[tuple[Variant, ...]] = ("stable", "canary")
+
+# --- built-in metrics -----------------------------------------------------------------------
+
+Better = Literal["Higher", "Lower"]
+
+#: Built-in metrics, computed from the serving pods' own series, and which way is better.
+BUILTIN_METRICS: Final[dict[str, Better]] = {
+    "success-rate": "Higher",  # percent of requests answered without a 5xx, 0..100
+    "latency-p99": "Lower",  # 99th percentile of request duration, seconds
+    "accuracy": "Higher",  # percent of predictions confirmed by feedback, 0..100
+}
+_BUILTIN_LIST = "[" + ", ".join(f"'{n}'" for n in BUILTIN_METRICS) + "]"
+
+# --- string shapes --------------------------------------------------------------------------
+
+_LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_HEADER_NAME = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+_COOKIE_NAME = _HEADER_NAME
+_PRINTABLE = r"^[ -~]*$"
+
+Version = Annotated[
+    str,
+    Matches(
+        _LABEL_VALUE,
+        "version must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a "
+        "letter or digit (it becomes the modelship.io/model-version label)",
+        63,
+    ),
+]
+ModelName = Annotated[
+    str,
+    Matches(
+        _LABEL_VALUE,
+        "model name must be 1-63 letters, digits, '-', '_' or '.', starting and ending with "
+        "a letter or digit (it is the path segment of /v2/models/<name>)",
+        63,
+    ),
+]
+Uri = Annotated[
+    str,
+    Matches(
+        r"^(file:///|https?://)[^\s]+$",
+        "uri must start with file:///, http:// or https:// and contain no spaces",
+        2048,
+    ),
+]
+Sha256 = Annotated[
+    str,
+    Matches(
+        r"^[0-9a-fA-F]{64}$",
+        "sha256 must be 64 hexadecimal characters (the output of sha256sum)",
+        64,
+    ),
+]
+MetricName = Annotated[
+    str,
+    Matches(
+        _DNS_LABEL,
+        "metric name must be a DNS label: lowercase letters, digits and '-', at most 63",
+        63,
+    ),
+]
+HeaderName = Annotated[
+    str, Matches(_HEADER_NAME, "header must be an HTTP header name, e.g. x-user-id", 128)
+]
+CookieName = Annotated[
+    str, Matches(_COOKIE_NAME, "cookie must be a cookie name (an HTTP token), e.g. uid", 128)
+]
+HeaderValue = Annotated[
+    str, Matches(_PRINTABLE, "value must be printable ASCII (it is compared to a header)", 256)
+]
+PromQL = Annotated[str, Field(min_length=1, max_length=4096)]
+Image = Annotated[
+    str,
+    Matches(r"^[^\s]+$", "image must be an image reference without spaces", 512),
+]
+ClaimName = Annotated[
+    str,
+    Matches(
+        _DNS_SUBDOMAIN,
+        "claimName must be a PersistentVolumeClaim name (lowercase DNS subdomain)",
+        253,
+    ),
+]
+MountPath = Annotated[
+    str,
+    Matches(r"^/[^:]*$", "mountPath must be an absolute path without ':'", 1024),
+]
+PrometheusUrl = Annotated[
+    str,
+    Matches(
+        r"^https?://[^\s]+$",
+        "prometheus url must start with http:// or https://, e.g. http://prometheus:9090",
+        2048,
+    ),
+]
+
+# --- model sources --------------------------------------------------------------------------
+
+ModelFormat = Literal["auto", "skops", "joblib", "pickle"]
+
+
+class ModelSource(ApiModel):
+    """The stable model: what the stable variant serves when no rollout is running."""
+
+    name: ModelName | None = Field(
+        default=None,
+        description="Name the model is served under (/v2/models/<name>/infer). Omitted: the "
+        "ModelDeployment's name.",
+    )
+    version: Version = Field(
+        description="Version of the model, e.g. 1.4.0. Labels every pod and metric, so "
+        "stable and canary compare directly; must be a valid label value."
+    )
+    uri: Uri = Field(
+        description="Where the serving pods load the artifact from: file:///path (a file "
+        "visible in the pod, e.g. on spec.storage) or http(s)://host/path."
+    )
+    sha256: Sha256 = Field(
+        description="sha256 of the artifact, hex. The server refuses to load a file with any "
+        "other hash, so an artifact is never unpickled unverified."
+    )
+    format: ModelFormat = Field(
+        default="auto",
+        description="Artifact format. auto: a skops file is detected by content, anything "
+        "else is loaded as joblib/pickle (allowed only because sha256 is pinned).",
+    )
+
+
+class CanarySource(ApiModel):
+    """A candidate version of the same model. Present: a rollout runs; absent: none."""
+
+    version: Version = Field(
+        description="Candidate version; must differ from spec.model.version. Changing it "
+        "starts a new rollout from the first step."
+    )
+    uri: Uri = Field(description="Where the candidate artifact is: file:/// or http(s)://.")
+    sha256: Sha256 = Field(description="sha256 of the candidate artifact, hex.")
+    format: ModelFormat = Field(default="auto", description="Artifact format, as for model.")
+
+
+# --- resources ------------------------------------------------------------------------------
+
+
+class ResourceList(ApiModel):
+    """CPU and memory quantities, as in a container's resources."""
+
+    cpu: Quantity | None = Field(default=None, description="CPU, e.g. 500m or 1.")
+    memory: Quantity | None = Field(default=None, description="Memory, e.g. 256Mi or 1Gi.")
+
+
+class Resources(ApiModel):
+    """Requests and limits for each serving container."""
+
+    requests: ResourceList = Field(
+        default_factory=lambda: ResourceList(cpu="100m", memory="256Mi"),
+        description="Resources the scheduler reserves for each pod.",
+    )
+    limits: ResourceList = Field(
+        default_factory=lambda: ResourceList(memory="1Gi"),
+        description="Most each pod may use; no CPU limit by default (avoids throttling).",
+    )
+
+
+class RouterResources(Resources):
+    """Requests and limits for each router container."""
+
+    requests: ResourceList = Field(
+        default_factory=lambda: ResourceList(cpu="50m", memory="64Mi"),
+        description="Resources the scheduler reserves for each router pod.",
+    )
+    limits: ResourceList = Field(
+        default_factory=lambda: ResourceList(memory="256Mi"),
+        description="Most each router pod may use.",
+    )
+
+
+# --- analysis -------------------------------------------------------------------------------
+
+RULE_MARGIN_ONE_OF: Final = Rule(
+    rule="has(self.absolute) != has(self.relative)",
+    message="margin takes exactly one of absolute or relative",
+)
+
+
+class Margin(ApiModel):
+    """How much worse than stable the canary may be, measured over the same window."""
+
+    model_config = ApiModel.model_config | {"json_schema_extra": cel(RULE_MARGIN_ONE_OF)}
+
+    absolute: float | None = Field(
+        default=None,
+        ge=0,
+        description="In the metric's own unit: success-rate 0.5 lets the canary be 0.5 "
+        "percentage points below stable; latency-p99 0.05 lets it be 50 ms slower.",
+    )
+    relative: float | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="As a fraction of stable's value: 0.2 lets the canary be 20% worse.",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.absolute is None) == (self.relative is None):
+            raise ValueError(RULE_MARGIN_ONE_OF.message)
+        return self
+
+
+RULE_METRIC_BUILTIN_OR_QUERY: Final = Rule(
+    rule=f"has(self.query) || self.name in {_BUILTIN_LIST}",
+    message="a metric without a query must be a built-in one: " + ", ".join(BUILTIN_METRICS),
+    field_path=".name",
+)
+RULE_METRIC_QUERY_NAME: Final = Rule(
+    rule=f"!has(self.query) || !(self.name in {_BUILTIN_LIST})",
+    message="a custom query needs its own name (success-rate, latency-p99 and accuracy "
+    "are built in)",
+    field_path=".name",
+)
+RULE_METRIC_MIN_BELOW_MAX: Final = Rule(
+    rule="!has(self.min) || !has(self.max) || self.min < self.max",
+    message="min must be below max",
+    field_path=".min",
+)
+RULE_METRIC_HAS_CHECK: Final = Rule(
+    rule="has(self.min) || has(self.max) || has(self.compareTo)",
+    message="a metric check needs min, max or compareTo",
+)
+RULE_METRIC_COMPARE_NEEDS_MARGIN: Final = Rule(
+    rule="!has(self.compareTo) || has(self.margin)",
+    message="compareTo: stable needs a margin (absolute or relative)",
+    field_path=".margin",
+    reason="FieldValueRequired",
+)
+RULE_METRIC_MARGIN_NEEDS_COMPARE: Final = Rule(
+    rule="!has(self.margin) || has(self.compareTo)",
+    message="margin is only used with compareTo: stable",
+    field_path=".margin",
+    reason="FieldValueForbidden",
+)
+RULE_METRIC_CUSTOM_COMPARE_BETTER: Final = Rule(
+    rule="!has(self.compareTo) || !has(self.query) || has(self.better)",
+    message="a custom metric compared with stable needs better: Higher or Lower",
+    field_path=".better",
+    reason="FieldValueRequired",
+)
+METRIC_RULES: Final = (
+    RULE_METRIC_BUILTIN_OR_QUERY,
+    RULE_METRIC_QUERY_NAME,
+    RULE_METRIC_MIN_BELOW_MAX,
+    RULE_METRIC_HAS_CHECK,
+    RULE_METRIC_COMPARE_NEEDS_MARGIN,
+    RULE_METRIC_MARGIN_NEEDS_COMPARE,
+    RULE_METRIC_CUSTOM_COMPARE_BETTER,
+)
+
+
+class MetricCheck(ApiModel):
+    """One check run on the canary at every analysis interval.
+
+    A built-in metric (success-rate in percent, latency-p99 in seconds, accuracy in percent
+    from feedback) needs no query. A custom one gives PromQL that returns one number; it
+    may use {{ namespace }}, {{ name }}, {{ variant }} and {{ interval }}. The check passes
+    when the canary's value is within min/max and, with compareTo: stable, not worse than
+    the stable variant's value over the same window by more than the margin.
+    """
+
+    model_config = ApiModel.model_config | {"json_schema_extra": cel(*METRIC_RULES)}
+
+    name: MetricName = Field(
+        description="success-rate, latency-p99 or accuracy for a built-in metric; any other "
+        "name (unique in the list) for a custom query."
+    )
+    query: PromQL | None = Field(
+        default=None,
+        description="PromQL returning one value for the variant being checked, e.g. "
+        'sum(rate(my_errors_total{namespace="{{ namespace }}",variant="{{ variant }}"}'
+        "[{{ interval }}])). Omitted: a built-in metric.",
+    )
+    min: float | None = Field(
+        default=None, description="Lowest passing value (inclusive). NaN never passes."
+    )
+    max: float | None = Field(
+        default=None, description="Highest passing value (inclusive). NaN never passes."
+    )
+    compare_to: Literal["stable"] | None = Field(
+        default=None,
+        description="stable: also compare with the live stable variant over the same window.",
+    )
+    margin: Margin | None = Field(
+        default=None, description="With compareTo: how much worse than stable is tolerated."
+    )
+    better: Better | None = Field(
+        default=None,
+        description="Which direction is better, for comparing with stable: Higher or Lower. "
+        "Built-in metrics know theirs; a custom metric with compareTo needs it.",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        builtin = self.name in BUILTIN_METRICS
+        if self.query is None and not builtin:
+            raise ValueError(RULE_METRIC_BUILTIN_OR_QUERY.message)
+        if self.query is not None and builtin:
+            raise ValueError(RULE_METRIC_QUERY_NAME.message)
+        if self.min is not None and self.max is not None and not self.min < self.max:
+            raise ValueError(RULE_METRIC_MIN_BELOW_MAX.message)
+        if self.min is None and self.max is None and self.compare_to is None:
+            raise ValueError(RULE_METRIC_HAS_CHECK.message)
+        if self.compare_to is not None and self.margin is None:
+            raise ValueError(RULE_METRIC_COMPARE_NEEDS_MARGIN.message)
+        if self.margin is not None and self.compare_to is None:
+            raise ValueError(RULE_METRIC_MARGIN_NEEDS_COMPARE.message)
+        if self.compare_to is not None and self.query is not None and self.better is None:
+            raise ValueError(RULE_METRIC_CUSTOM_COMPARE_BETTER.message)
+        return self
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.query is None
+
+    @property
+    def direction(self) -> Better:
+        """Which way is better: explicit, else the built-in's, else from min/max."""
+        if self.better is not None:
+            return self.better
+        if self.name in BUILTIN_METRICS:
+            return BUILTIN_METRICS[self.name]
+        return "Lower" if self.max is not None and self.min is None else "Higher"
+
+
+RULE_KEY_ONE_OF: Final = Rule(
+    rule="has(self.header) != has(self.cookie)",
+    message="set exactly one of header or cookie",
+)
+
+
+class RequestKey(ApiModel):
+    """Where a request carries a value: exactly one of a header or a cookie."""
+
+    model_config = ApiModel.model_config | {"json_schema_extra": cel(RULE_KEY_ONE_OF)}
+
+    header: HeaderName | None = Field(
+        default=None, description="HTTP header name (case-insensitive), e.g. x-user-id."
+    )
+    cookie: CookieName | None = Field(default=None, description="Cookie name (case-sensitive).")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError(RULE_KEY_ONE_OF.message)
+        return self
+
+
+class StickyKey(RequestKey):
+    """The user key that pins each user to one variant for the whole test."""
+
+
+class MatchRule(RequestKey):
+    """Send requests whose header or cookie equals value to one variant, outside the split.
+
+    Rules are checked in order before the sticky split; the first match wins. Requests
+    routed by a rule are not counted in the test's statistics.
+    """
+
+    value: HeaderValue = Field(description="Exact value to match (case-sensitive).")
+    variant: Variant = Field(default="canary", description="Variant these requests go to.")
+
+
+RULE_BUSINESS_PAIR: Final = Rule(
+    rule="has(self.successes) == has(self.trials)",
+    message="successes and trials go together: give both queries or neither",
+)
+RULE_BUSINESS_BUILTIN: Final = Rule(
+    rule="has(self.successes) || self.name == 'accuracy'",
+    message="without successes and trials queries the business metric is the built-in accuracy",
+    field_path=".name",
+)
+
+
+class BusinessMetric(ApiModel):
+    """The rate the A/B test compares: successes / trials per variant.
+
+    Built in: accuracy, from the feedback the application posts for each prediction.
+    Custom: two PromQL counters (templated like metric queries) counting successes and
+    trials of the variant since the test began.
+    """
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(RULE_BUSINESS_PAIR, RULE_BUSINESS_BUILTIN)
+    }
+
+    name: MetricName = Field(
+        default="accuracy", description="accuracy (built in), or a name for the custom pair."
+    )
+    successes: PromQL | None = Field(
+        default=None, description="PromQL: number of successes of {{ variant }}."
+    )
+    trials: PromQL | None = Field(
+        default=None, description="PromQL: number of trials of {{ variant }}."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if (self.successes is None) != (self.trials is None):
+            raise ValueError(RULE_BUSINESS_PAIR.message)
+        if self.successes is None and self.name != "accuracy":
+            raise ValueError(RULE_BUSINESS_BUILTIN.message)
+        return self
+
+
+class ABTest(ApiModel):
+    """A/B test: a fixed, sticky split and a statistical verdict on a business metric.
+
+    The verdict is a sequential test that stays valid when looked at every interval; the
+    better variant is promoted (promotion: Automatic) or reported (Manual). No significant
+    difference by progressDeadline keeps stable and says so.
+    """
+
+    sticky_key: StickyKey = Field(
+        default_factory=lambda: StickyKey(header="x-user-id"),
+        description="Where the user key is read from; the same key always gets the same "
+        "variant. Requests without the key are split at random.",
+    )
+    split: int = Field(
+        default=50, ge=1, le=99, description="Percent of users assigned to the canary."
+    )
+    match: list[MatchRule] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Requests sent to a fixed variant outside the test (e.g. testers).",
+    )
+    metric: BusinessMetric = Field(
+        default_factory=BusinessMetric, description="The rate the test compares."
+    )
+    significance: float = Field(
+        default=0.05,
+        gt=0,
+        le=0.2,
+        description="Significance level (false positive rate) of the verdict, e.g. 0.05.",
+    )
+    min_samples: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000_000,
+        description="Trials each variant needs before any verdict is drawn.",
+    )
+
+
+class Shadow(ApiModel):
+    """Shadow mode: the candidate sees mirrored traffic only; clients never see its answers.
+
+    Its error rate and latency are checked with strategy.metrics (use compareTo: stable);
+    it must also agree with stable on at least agreementThreshold of the mirrored requests.
+    Passing moves it to the first canary step; failing rejects it.
+    """
+
+    mirror_percent: int = Field(
+        default=100, ge=1, le=100, description="Percent of requests copied to the candidate."
+    )
+    agreement_threshold: float = Field(
+        default=0.95,
+        ge=0,
+        le=1,
+        description="Lowest fraction of mirrored requests on which the candidate's "
+        "prediction equals stable's.",
+    )
+
+
+# --- strategy -------------------------------------------------------------------------------
+
+Interval = Annotated[str, DurationBounds("1s", "24h", "interval")]
+Deadline = Annotated[str, DurationBounds("1s", "720h", "progressDeadline")]
+ScaleDownDelay = Annotated[str, DurationBounds("0s", "24h", "scaleDownDelay")]
+
+RULE_STEPS_INCREASING: Final = Rule(
+    rule="self.isSorted() && self.all(x, self.exists_one(y, y == x))",
+    message="steps must be strictly increasing canary weights in percent, e.g. [5, 25, 50]",
+)
+RULE_AB_ONLY_FOR_AB: Final = Rule(
+    rule="!has(self.abTest) || self.type == 'ABTest'",
+    message="abTest is only used with type: ABTest",
+    field_path=".abTest",
+    reason="FieldValueForbidden",
+)
+RULE_SHADOW_ONLY_FOR_SHADOW: Final = Rule(
+    rule="!has(self.shadow) || self.type == 'Shadow'",
+    message="shadow is only used with type: Shadow",
+    field_path=".shadow",
+    reason="FieldValueForbidden",
+)
+RULE_DEADLINE_AFTER_INTERVAL: Final = Rule(
+    rule=f"!self.interval.matches('{DURATION_PATTERN}') || "
+    f"!self.progressDeadline.matches('{DURATION_PATTERN}') || "
+    "duration(self.progressDeadline) >= duration(self.interval)",
+    message="progressDeadline must be at least one interval",
+    field_path=".progressDeadline",
+)
+
+
+def _default_metrics() -> list[MetricCheck]:
+    return [MetricCheck(name="success-rate", min=99), MetricCheck(name="latency-p99", max=0.5)]
+
+
+class Strategy(ApiModel):
+    """How a canary is rolled out and analysed."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(
+            RULE_AB_ONLY_FOR_AB, RULE_SHADOW_ONLY_FOR_SHADOW, RULE_DEADLINE_AFTER_INTERVAL
+        )
+    }
+
+    type: Literal["Canary", "ABTest", "Shadow"] = Field(
+        default="Canary",
+        description="Canary: shift traffic step by step while metrics hold. ABTest: a fixed "
+        "sticky split decided by a statistical test. Shadow: mirror traffic to the candidate, "
+        "then continue as Canary if it agrees with stable.",
+    )
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 25, 50],
+        min_length=1,
+        max_length=20,
+        description="Canary weight in percent at each step, strictly increasing, each 1-100.",
+        json_schema_extra=cel(RULE_STEPS_INCREASING),
+    )
+    interval: Interval = Field(
+        default="30s",
+        description="Time between analyses, and the window each analysis looks at.",
+    )
+    max_failed_checks: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Failed analyses (in total for this rollout) at which it is rolled back. "
+        "1 rolls back at the first failure.",
+    )
+    max_consecutive_errors: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="Analyses in a row that could not be run (Prometheus unreachable, bad "
+        "query) after which the rollout pauses. Errors never promote and never roll back.",
+    )
+    min_samples: int = Field(
+        default=100,
+        ge=0,
+        le=100_000_000,
+        description="Requests the canary must receive in an interval for the analysis to "
+        "count; fewer is Inconclusive (no promotion, no rollback).",
+    )
+    progress_deadline: Deadline = Field(
+        default="10m",
+        description="Longest a step may go without a decision (e.g. no traffic). When it "
+        "passes the canary is rolled back; an A/B test ends keeping stable.",
+    )
+    promotion: Literal["Automatic", "Manual"] = Field(
+        default="Automatic",
+        description="Automatic: promote after the last step passes. Manual: wait at the "
+        "last step for `kubectl modelship promote`.",
+    )
+    scale_down_delay: ScaleDownDelay = Field(
+        default="30s",
+        description="After a rollback or promotion, how long the canary pods keep running "
+        "(at 0% traffic) before they are scaled to zero.",
+    )
+    metrics: list[MetricCheck] = Field(
+        default_factory=_default_metrics,
+        max_length=16,
+        description="Checks at every interval, keyed by name. Empty: steps advance on "
+        "time and minSamples alone.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    ab_test: ABTest | None = Field(
+        default=None, description="A/B test settings (type: ABTest); defaults when omitted."
+    )
+    shadow: Shadow | None = Field(
+        default=None, description="Shadow settings (type: Shadow); defaults when omitted."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError(RULE_STEPS_INCREASING.message)
+        names = [m.name for m in self.metrics]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"metric names must be unique: {', '.join(duplicates)} repeats")
+        if self.ab_test is not None and self.type != "ABTest":
+            raise ValueError(RULE_AB_ONLY_FOR_AB.message)
+        if self.shadow is not None and self.type != "Shadow":
+            raise ValueError(RULE_SHADOW_ONLY_FOR_SHADOW.message)
+        if parse_duration(self.progress_deadline) < parse_duration(self.interval):
+            raise ValueError(RULE_DEADLINE_AFTER_INTERVAL.message)
+        return self
+
+    @property
+    def interval_delta(self) -> timedelta:
+        return parse_duration(self.interval)
+
+    @property
+    def progress_deadline_delta(self) -> timedelta:
+        return parse_duration(self.progress_deadline)
+
+    @property
+    def scale_down_delay_delta(self) -> timedelta:
+        return parse_duration(self.scale_down_delay)
+
+    @property
+    def ab_test_settings(self) -> ABTest:
+        """The A/B settings in force (defaults when abTest is omitted)."""
+        return self.ab_test if self.ab_test is not None else ABTest()
+
+    @property
+    def shadow_settings(self) -> Shadow:
+        """The shadow settings in force (defaults when shadow is omitted)."""
+        return self.shadow if self.shadow is not None else Shadow()
+
+
+# --- router, prometheus, images, storage ----------------------------------------------------
+
+
+class Router(ApiModel):
+    """The traffic router in front of the variants."""
+
+    type: Literal["builtin", "none"] = Field(
+        default="builtin",
+        description="builtin: deploy modelship's router (<name>-router Service) and split "
+        "traffic there. none: no router; clients call <name>-stable directly and canary "
+        "weights are not enforced.",
+    )
+    replicas: int = Field(default=1, ge=1, le=10, description="Router pods.")
+    resources: RouterResources = Field(
+        default_factory=RouterResources, description="Router container resources."
+    )
+
+
+class Prometheus(ApiModel):
+    """Where analysis queries go."""
+
+    url: PrometheusUrl | None = Field(
+        default=None,
+        description="Prometheus base URL, e.g. http://prometheus.monitoring:9090. Omitted: "
+        "the operator's MODELSHIP_OPERATOR_PROMETHEUS_URL.",
+    )
+
+
+class Images(ApiModel):
+    """Container images, when the operator's defaults do not fit."""
+
+    serving: Image | None = Field(
+        default=None, description="Model server image. Omitted: the operator's default."
+    )
+    router: Image | None = Field(
+        default=None, description="Router image. Omitted: the operator's default."
+    )
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="imagePullPolicy of both. Omitted: Kubernetes' default."
+    )
+
+
+class Storage(ApiModel):
+    """A PersistentVolumeClaim holding model files, mounted read-only in serving pods."""
+
+    claim_name: ClaimName = Field(description="Name of the PersistentVolumeClaim.")
+    mount_path: MountPath = Field(
+        default="/models",
+        description="Where it is mounted; file:/// URIs refer to paths below it.",
+    )
+
+
+# --- the spec -------------------------------------------------------------------------------
+
+RULE_CANARY_DIFFERS: Final = Rule(
+    rule="!has(self.canary) || self.canary.version != self.model.version",
+    message="canary.version must differ from model.version (the stable version)",
+    field_path=".canary.version",
+)
+
+
+class ModelDeploymentSpec(ApiModel):
+    """What to serve and how to roll out a new version."""
+
+    model_config = ApiModel.model_config | {"json_schema_extra": cel(RULE_CANARY_DIFFERS)}
+
+    model: ModelSource = Field(description="The stable model.")
+    canary: CanarySource | None = Field(
+        default=None,
+        description="A candidate version. Setting it starts a rollout; removing it after "
+        "the rollout ends deletes the canary's Deployment and Service.",
+    )
+    replicas: int = Field(
+        default=1, ge=1, le=100, description="Serving pods per variant (stable and canary)."
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="Serving container resources."
+    )
+    strategy: Strategy = Field(
+        default_factory=Strategy, description="How the canary is rolled out and analysed."
+    )
+    paused: bool = Field(
+        default=False,
+        description="true holds the rollout where it is (traffic unchanged, no analysis); "
+        "false resumes it.",
+    )
+    router: Router = Field(default_factory=Router, description="Traffic router.")
+    prometheus: Prometheus = Field(
+        default_factory=Prometheus, description="Metrics source of the analysis."
+    )
+    images: Images = Field(default_factory=Images, description="Image overrides.")
+    storage: Storage | None = Field(
+        default=None, description="Volume with model files for file:/// URIs."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if self.canary is not None and self.canary.version == self.model.version:
+            raise ValueError(RULE_CANARY_DIFFERS.message)
+        return self
+
+    def rollout_key(self) -> str:
+        """Identity of a rollout: changes when the candidate, the stable model or the strategy
+        does, which restarts the analysis from the first step. Replicas, resources, images and
+        the paused flag do not count."""
+        relevant = {
+            "model": self.model.to_api(),
+            "canary": self.canary.to_api() if self.canary else None,
+            "strategy": self.strategy.to_api(),
+        }
+        digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+        return digest[:16]
+
+
+# --- the resource ---------------------------------------------------------------------------
+
+RULE_NAME: Final = Rule(
+    rule=f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && "
+    f"self.metadata.name.matches(r'{_DNS_1035}')",
+    message=f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
+    "(lowercase letters, digits and '-', starting with a letter): it prefixes the names of "
+    "Services like <name>-canary",
+    field_path=".metadata.name",
+)
+
+
+class ObjectMeta(ApiModel):
+    """The parts of metadata the operator uses."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelDeployment(ApiModel):
+    """A ModelDeployment as read from the API: metadata, spec and status."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
+
+    @model_validator(mode="after")
+    def _name(self) -> Self:
+        name = self.metadata.name
+        if len(name) > MAX_NAME_LENGTH or not re.fullmatch(_DNS_1035, name):
+            raise ValueError(RULE_NAME.message)
+        return self
+
+    @classmethod
+    def from_api(cls, body: dict[str, Any]) -> ModelDeployment:
+        """Parse an object from the API (raises pydantic.ValidationError with reasons).
+
+        A status the operator cannot read (e.g. written by an older version) is dropped
+        rather than blocking the resource: status is always recomputable.
+        """
+        data = dict(body)
+        try:
+            ModelDeploymentStatus.model_validate(data.get("status") or {})
+        except ValueError:
+            data["status"] = {}
+        return cls.model_validate(data)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def model_name(self) -> str:
+        """The name the model is served under."""
+        return self.spec.model.name or self.metadata.name
