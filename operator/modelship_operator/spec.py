@@ -572,7 +572,7 @@ class Strategy(ApiModel):
         "sticky split decided by a statistical test. Shadow: mirror traffic to the candidate, "
         "then continue as Canary if it agrees with stable.",
     )
-    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+    steps: list[Annotated[int, Field(ge=1, le=100, description="Canary weight, percent.")]] = Field(
         default_factory=lambda: [10, 25, 50],
         min_length=1,
         max_length=20,

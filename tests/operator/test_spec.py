@@ -1,0 +1,511 @@
+"""The API's rules, checked twice on the same inputs: by the CRD (as the API server applies
+it: defaults, schema, CEL) and by the pydantic models the operator parses with.
+
+Each invalid case names the words a user must see from each layer; for CEL rules those are
+the same message (one ``Rule`` object feeds both), for schema bounds each layer words it
+its own way. Valid cases must be accepted by both, and the API server's defaults must equal
+the models' defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mdep_fixtures import SHA_CANARY, base_resource, set_path
+from modelship_operator import crd
+from modelship_operator.spec import ModelDeployment, ModelDeploymentSpec, parse_duration
+from pydantic import ValidationError
+from schemacheck import admit
+
+SCHEMA = crd.resource_schema()
+
+CANARY = {
+    "version": "1.5.0",
+    "uri": "https://models.example/churn-1.5.0.skops",
+    "sha256": SHA_CANARY,
+}
+
+
+def metric(**fields: Any) -> dict[str, Any]:
+    return fields
+
+
+def with_metrics(*metrics: dict[str, Any]) -> dict[str, Any]:
+    return set_path(base_resource(), "spec.strategy.metrics", list(metrics))
+
+
+def pydantic_errors(body: dict[str, Any]) -> str:
+    try:
+        ModelDeployment.from_api(body)
+    except ValidationError as exc:
+        return str(exc)
+    return ""
+
+
+# (case id, resource, words from the API server, words from pydantic)
+INVALID: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "sha256-too-short",
+        set_path(base_resource(), "spec.model.sha256", "abc123"),
+        "sha256 must be 64 hexadecimal characters",
+        "sha256 must be 64 hexadecimal characters",
+    ),
+    (
+        "sha256-not-hex",
+        set_path(base_resource(), "spec.model.sha256", "z" * 64),
+        "sha256 must be 64 hexadecimal characters",
+        "sha256 must be 64 hexadecimal characters",
+    ),
+    (
+        "sha256-too-long",
+        set_path(base_resource(), "spec.model.sha256", "a" * 65),
+        "Too long",
+        "at most 64 characters",
+    ),
+    (
+        "canary-same-version",
+        base_resource(canary={**CANARY, "version": "1.4.0"}),
+        "spec.canary.version: canary.version must differ from model.version",
+        "canary.version must differ from model.version",
+    ),
+    (
+        "steps-decreasing",
+        set_path(base_resource(), "spec.strategy.steps", [10, 50, 25]),
+        "spec.strategy.steps: steps must be strictly increasing",
+        "steps must be strictly increasing",
+    ),
+    (
+        "steps-repeated",
+        set_path(base_resource(), "spec.strategy.steps", [10, 10, 50]),
+        "steps must be strictly increasing",
+        "steps must be strictly increasing",
+    ),
+    (
+        "step-zero",
+        set_path(base_resource(), "spec.strategy.steps", [0, 50]),
+        "spec.strategy.steps[0]: should be greater than 1",
+        "greater than or equal to 1",
+    ),
+    (
+        "step-over-100",
+        set_path(base_resource(), "spec.strategy.steps", [50, 101]),
+        "spec.strategy.steps[1]: should be less than 100",
+        "less than or equal to 100",
+    ),
+    (
+        "steps-empty",
+        set_path(base_resource(), "spec.strategy.steps", []),
+        "at least 1 items",
+        "at least 1 item",
+    ),
+    (
+        "min-not-below-max",
+        with_metrics(metric(name="success-rate", min=99, max=95)),
+        "spec.strategy.metrics[0].min: min must be below max",
+        "min must be below max",
+    ),
+    (
+        "min-equals-max",
+        with_metrics(metric(name="success-rate", min=99, max=99)),
+        "min must be below max",
+        "min must be below max",
+    ),
+    (
+        "unknown-metric-without-query",
+        with_metrics(metric(name="error-budget", max=1)),
+        "spec.strategy.metrics[0].name: a metric without a query must be a built-in one",
+        "a metric without a query must be a built-in one",
+    ),
+    (
+        "custom-query-with-builtin-name",
+        with_metrics(metric(name="success-rate", query="vector(1)", min=1)),
+        "a custom query needs its own name",
+        "a custom query needs its own name",
+    ),
+    (
+        "metric-without-check",
+        with_metrics(metric(name="latency-p99")),
+        "a metric check needs min, max or compareTo",
+        "a metric check needs min, max or compareTo",
+    ),
+    (
+        "compare-without-margin",
+        with_metrics(metric(name="latency-p99", compareTo="stable")),
+        "spec.strategy.metrics[0].margin: compareTo: stable needs a margin",
+        "compareTo: stable needs a margin",
+    ),
+    (
+        "margin-without-compare",
+        with_metrics(metric(name="latency-p99", max=1, margin={"relative": 0.1})),
+        "margin is only used with compareTo: stable",
+        "margin is only used with compareTo: stable",
+    ),
+    (
+        "margin-both-kinds",
+        with_metrics(
+            metric(name="latency-p99", compareTo="stable", margin={"absolute": 1, "relative": 1})
+        ),
+        "margin takes exactly one of absolute or relative",
+        "margin takes exactly one of absolute or relative",
+    ),
+    (
+        "margin-neither-kind",
+        with_metrics(metric(name="latency-p99", compareTo="stable", margin={})),
+        "margin takes exactly one of absolute or relative",
+        "margin takes exactly one of absolute or relative",
+    ),
+    (
+        "custom-compare-without-direction",
+        with_metrics(
+            metric(name="cost", query="vector(1)", compareTo="stable", margin={"absolute": 1})
+        ),
+        "spec.strategy.metrics[0].better: a custom metric compared with stable needs better",
+        "a custom metric compared with stable needs better",
+    ),
+    (
+        "duplicate-metric-names",
+        with_metrics(metric(name="success-rate", min=99), metric(name="success-rate", min=98)),
+        "Duplicate value",
+        "metric names must be unique: success-rate repeats",
+    ),
+    (
+        "interval-zero",
+        set_path(base_resource(), "spec.strategy.interval", "0s"),
+        "spec.strategy.interval: interval must be between 1s and 24h",
+        "interval must be between 1s and 24h",
+    ),
+    (
+        "interval-too-long",
+        set_path(base_resource(), "spec.strategy.interval", "25h"),
+        "interval must be between 1s and 24h",
+        "interval must be between 1s and 24h",
+    ),
+    (
+        "interval-not-a-duration",
+        set_path(base_resource(), "spec.strategy.interval", "thirty seconds"),
+        "spec.strategy.interval: should match",
+        "is not a duration like 30s",
+    ),
+    (
+        "deadline-shorter-than-interval",
+        set_path(
+            set_path(base_resource(), "spec.strategy.interval", "5m"),
+            "spec.strategy.progressDeadline",
+            "1m",
+        ),
+        "spec.strategy.progressDeadline: progressDeadline must be at least one interval",
+        "progressDeadline must be at least one interval",
+    ),
+    (
+        "abtest-settings-on-canary",
+        set_path(base_resource(), "spec.strategy.abTest", {"split": 30}),
+        "spec.strategy.abTest: abTest is only used with type: ABTest",
+        "abTest is only used with type: ABTest",
+    ),
+    (
+        "shadow-settings-on-abtest",
+        set_path(
+            set_path(base_resource(), "spec.strategy.type", "ABTest"),
+            "spec.strategy.shadow",
+            {"mirrorPercent": 10},
+        ),
+        "shadow is only used with type: Shadow",
+        "shadow is only used with type: Shadow",
+    ),
+    (
+        "sticky-header-and-cookie",
+        set_path(
+            set_path(base_resource(), "spec.strategy.type", "ABTest"),
+            "spec.strategy.abTest",
+            {"stickyKey": {"header": "x-user", "cookie": "uid"}},
+        ),
+        "set exactly one of header or cookie",
+        "set exactly one of header or cookie",
+    ),
+    (
+        "match-rule-without-key",
+        set_path(
+            set_path(base_resource(), "spec.strategy.type", "ABTest"),
+            "spec.strategy.abTest",
+            {"match": [{"value": "beta"}]},
+        ),
+        "set exactly one of header or cookie",
+        "set exactly one of header or cookie",
+    ),
+    (
+        "header-name-with-space",
+        set_path(
+            set_path(base_resource(), "spec.strategy.type", "ABTest"),
+            "spec.strategy.abTest",
+            {"stickyKey": {"header": "user id"}},
+        ),
+        "header must be an HTTP header name",
+        "header must be an HTTP header name",
+    ),
+    (
+        "business-metric-half-pair",
+        set_path(
+            set_path(base_resource(), "spec.strategy.type", "ABTest"),
+            "spec.strategy.abTest",
+            {"metric": {"name": "conversion", "successes": "sum(x)"}},
+        ),
+        "successes and trials go together",
+        "successes and trials go together",
+    ),
+    (
+        "business-metric-unknown-builtin",
+        set_path(
+            set_path(base_resource(), "spec.strategy.type", "ABTest"),
+            "spec.strategy.abTest",
+            {"metric": {"name": "conversion"}},
+        ),
+        "the business metric is the built-in accuracy",
+        "the business metric is the built-in accuracy",
+    ),
+    (
+        "significance-zero",
+        set_path(
+            set_path(base_resource(), "spec.strategy.type", "ABTest"),
+            "spec.strategy.abTest",
+            {"significance": 0},
+        ),
+        "spec.strategy.abTest.significance: should be greater than 0",
+        "greater than 0",
+    ),
+    (
+        "uri-unsupported-scheme",
+        set_path(base_resource(), "spec.model.uri", "s3://bucket/model.skops"),
+        "uri must start with file:///, http:// or https://",
+        "uri must start with file:///, http:// or https://",
+    ),
+    (
+        "uri-relative-file",
+        set_path(base_resource(), "spec.model.uri", "file://models/x.skops"),
+        "uri must start with file:///",
+        "uri must start with file:///",
+    ),
+    (
+        "version-not-a-label-value",
+        set_path(base_resource(), "spec.model.version", "1.4.0 beta"),
+        "version must be 1-63 letters",
+        "version must be 1-63 letters",
+    ),
+    (
+        "replicas-zero",
+        set_path(base_resource(), "spec.replicas", 0),
+        "spec.replicas: should be greater than 1",
+        "greater than or equal to 1",
+    ),
+    (
+        "router-type-unknown",
+        set_path(base_resource(), "spec.router.type", "istio"),
+        "Unsupported value 'istio'",
+        "Input should be 'builtin' or 'none'",
+    ),
+    (
+        "strategy-type-unknown",
+        set_path(base_resource(), "spec.strategy.type", "BlueGreen"),
+        "Unsupported value 'BlueGreen'",
+        "Input should be 'Canary', 'ABTest' or 'Shadow'",
+    ),
+    (
+        "quantity-malformed",
+        set_path(base_resource(), "spec.resources.limits", {"memory": "1GB"}),
+        "spec.resources.limits.memory: should match",
+        "is not a Kubernetes quantity",
+    ),
+    (
+        "typo-in-field-name",
+        set_path(base_resource(), "spec.replica", 3),
+        'unknown field "replica"',
+        "Extra inputs are not permitted",
+    ),
+    (
+        "prometheus-url-without-scheme",
+        set_path(base_resource(), "spec.prometheus.url", "prometheus:9090"),
+        "prometheus url must start with http:// or https://",
+        "prometheus url must start with http:// or https://",
+    ),
+    (
+        "name-starts-with-digit",
+        base_resource(name="1churn"),
+        ".metadata.name: metadata.name must be a DNS-1035 label",
+        "metadata.name must be a DNS-1035 label",
+    ),
+    (
+        "name-too-long",
+        base_resource(name="m" * 57),
+        "Too long",
+        "metadata.name must be a DNS-1035 label of at most 56 characters",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "api_words", "py_words"),
+                         [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])  # fmt: skip
+def test_invalid_resources_are_refused_by_both_layers_with_a_reason(
+    body: dict[str, Any], api_words: str, py_words: str
+) -> None:
+    _, api_errors = admit(SCHEMA, body)
+    assert any(api_words in e for e in api_errors), api_errors
+    assert py_words in pydantic_errors(body)
+
+
+VALID: list[tuple[str, dict[str, Any]]] = [
+    ("minimal", base_resource()),
+    ("with-canary", base_resource(canary=CANARY, replicas=3)),
+    ("uppercase-sha256", set_path(base_resource(), "spec.model.sha256", "ABCDEF" * 10 + "0123")),
+    (
+        "canary-every-field",
+        base_resource(
+            canary={**CANARY, "format": "skops"},
+            replicas=2,
+            paused=True,
+            resources={"requests": {"cpu": 1, "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+            strategy={
+                "type": "Canary",
+                "steps": [5, 25, 50, 100],
+                "interval": "1m30s",
+                "maxFailedChecks": 1,
+                "maxConsecutiveErrors": 2,
+                "minSamples": 0,
+                "progressDeadline": "1h",
+                "promotion": "Manual",
+                "scaleDownDelay": "0s",
+                "metrics": [
+                    {"name": "success-rate", "min": 99.5},
+                    {
+                        "name": "latency-p99",
+                        "max": 0.25,
+                        "compareTo": "stable",
+                        "margin": {"relative": 0.2},
+                    },
+                    {"name": "accuracy", "compareTo": "stable", "margin": {"absolute": 1}},
+                    {
+                        "name": "cost",
+                        "query": "sum(rate(x_total[{{ interval }}]))",
+                        "compareTo": "stable",
+                        "margin": {"absolute": 0.1},
+                        "better": "Lower",
+                    },
+                ],
+            },
+            router={"type": "builtin", "replicas": 2},
+            prometheus={"url": "http://prometheus.monitoring:9090"},
+            images={"serving": "registry.local/serving:1", "pullPolicy": "IfNotPresent"},
+            storage={"claimName": "models", "mountPath": "/models"},
+        ),
+    ),
+    (
+        "abtest-defaults",
+        base_resource(canary=CANARY, strategy={"type": "ABTest"}),
+    ),
+    (
+        "abtest-every-field",
+        base_resource(
+            canary=CANARY,
+            strategy={
+                "type": "ABTest",
+                "abTest": {
+                    "stickyKey": {"cookie": "uid"},
+                    "split": 20,
+                    "match": [
+                        {"header": "x-group", "value": "beta"},
+                        {"cookie": "staff", "value": "1", "variant": "stable"},
+                    ],
+                    "metric": {"name": "conversion", "successes": "sum(a)", "trials": "sum(b)"},
+                    "significance": 0.01,
+                    "minSamples": 500,
+                },
+            },
+        ),
+    ),
+    (
+        "shadow",
+        base_resource(
+            canary=CANARY,
+            strategy={"type": "Shadow", "shadow": {"mirrorPercent": 50, "agreementThreshold": 0.9}},
+        ),
+    ),
+    ("no-metrics", set_path(base_resource(), "spec.strategy.metrics", [])),
+    ("single-step-of-100", set_path(base_resource(), "spec.strategy.steps", [100])),
+    ("router-none", set_path(base_resource(), "spec.router.type", "none")),
+    ("longest-name", base_resource(name="m" * 56)),
+]
+
+
+@pytest.mark.parametrize("body", [c[1] for c in VALID], ids=[c[0] for c in VALID])
+def test_valid_resources_are_accepted_and_both_layers_default_alike(body: dict[str, Any]) -> None:
+    stored, errors = admit(SCHEMA, body)
+    assert errors == []
+    parsed = ModelDeployment.from_api(body)
+    assert parsed.spec.to_api() == stored["spec"]
+    # What the API server stores parses to the same spec (a second round trip is stable).
+    assert ModelDeploymentSpec.model_validate(stored["spec"]) == parsed.spec
+
+
+def test_defaults_fill_a_minimal_spec_with_documented_values() -> None:
+    spec = ModelDeployment.from_api(base_resource()).spec
+    assert spec.replicas == 1
+    assert spec.strategy.type == "Canary"
+    assert spec.strategy.steps == [10, 25, 50]
+    assert spec.strategy.interval_delta.total_seconds() == 30
+    assert [m.name for m in spec.strategy.metrics] == ["success-rate", "latency-p99"]
+    assert spec.router.type == "builtin"
+    assert spec.model.format == "auto"
+    assert spec.strategy.ab_test_settings.sticky_key.header == "x-user-id"
+    assert spec.strategy.shadow_settings.mirror_percent == 100
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("1m30s", 90), ("1.5h", 5400), ("250ms", 0.25), ("0s", 0), ("2h3m4s", 7384)],
+)
+def test_durations_parse_like_kubernetes(text: str, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "30", "1d", "-1s", "1 m", "s"])
+def test_malformed_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("fields", "direction"),
+    [
+        ({"name": "success-rate", "min": 99}, "Higher"),
+        ({"name": "latency-p99", "max": 1}, "Lower"),
+        ({"name": "accuracy", "min": 90}, "Higher"),
+        ({"name": "cost", "query": "q", "max": 1}, "Lower"),
+        ({"name": "gain", "query": "q", "min": 1}, "Higher"),
+        ({"name": "x", "query": "q", "compareTo": "stable", "margin": {"absolute": 1},
+          "better": "Lower"}, "Lower"),
+    ],
+)  # fmt: skip
+def test_metric_direction_for_comparisons(fields: dict[str, Any], direction: str) -> None:
+    from modelship_operator.spec import MetricCheck
+
+    assert MetricCheck.model_validate(fields).direction == direction
+
+
+def test_rollout_key_changes_with_what_restarts_a_rollout_only() -> None:
+    base = ModelDeployment.from_api(base_resource(canary=CANARY)).spec
+    same = ModelDeployment.from_api(
+        base_resource(canary=CANARY, replicas=5, paused=True, images={"serving": "x:1"})
+    ).spec
+    new_canary = ModelDeployment.from_api(base_resource(canary={**CANARY, "version": "1.6.0"})).spec
+    new_strategy = ModelDeployment.from_api(
+        base_resource(canary=CANARY, strategy={"steps": [20, 40]})
+    ).spec
+    assert base.rollout_key() == same.rollout_key()
+    assert base.rollout_key() != new_canary.rollout_key()
+    assert base.rollout_key() != new_strategy.rollout_key()
+
+
+def test_unreadable_status_is_dropped_not_fatal() -> None:
+    body = base_resource()
+    body["status"] = {"phase": "Exploded", "traffic": {"canary": 500}}
+    parsed = ModelDeployment.from_api(body)
+    assert parsed.status.phase is None
