@@ -1,0 +1,692 @@
+"""The HTTP/1.1 reverse proxy: parse with httptools, route, relay over pooled connections.
+
+One :class:`ClientConnection` per client socket parses requests as they stream in (keep-
+alive and pipelining supported; answers go out in order). Each request is buffered whole
+(model requests are small, and a retry or a shadow copy needs the body again), routed by
+the pure functions of :mod:`modelship_router.routing` against the current snapshot, and
+relayed to an upstream over a pooled keep-alive connection. Paths are forwarded unchanged,
+so ``/v1/models/<m>:predict`` and ``/v2/models/<m>/infer`` both work.
+
+The router answers three paths itself (GET/HEAD only; other methods are proxied):
+``/healthz``, ``/readyz`` and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+
+import httptools
+
+from modelship_router.config import BUCKETS
+from modelship_router.metrics import (
+    CONTENT_TYPE,
+    MIRROR_DROPPED,
+    MIRROR_ERROR,
+    MIRROR_HTTP_4XX,
+    MIRROR_HTTP_5XX,
+    MIRROR_OK,
+    MIRROR_TIMEOUT,
+    NO_VARIANT,
+    RouterMetrics,
+)
+from modelship_router.routing import decide, mirror_target
+from modelship_router.settings import RouterSettings
+from modelship_router.state import RouterState, Snapshot, VariantRuntime
+from modelship_router.upstream import (
+    ConnectFailed,
+    NoResponse,
+    Response,
+    Upstream,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+#: Request headers the proxy consumes or rewrites instead of forwarding verbatim.
+_REQUEST_SPECIAL = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"expect",
+        b"host",
+        b"x-request-id",
+        b"x-forwarded-for",
+        b"x-modelship-mirror",
+    }
+)
+_NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
+_LOCAL_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
+_PIPELINE_LIMIT = 16
+_REASONS = {
+    400: b"Bad Request",
+    405: b"Method Not Allowed",
+    413: b"Content Too Large",
+    417: b"Expectation Failed",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+class _Reject(Exception):
+    """Raised from parser callbacks to answer with a 4xx and close the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Request:
+    """One buffered client request."""
+
+    __slots__ = (
+        "body",
+        "body_parts",
+        "body_size",
+        "error",
+        "expect_continue",
+        "head_only",
+        "host",
+        "keep_alive",
+        "lines",
+        "method",
+        "request_id",
+        "url",
+        "wanted",
+        "xff",
+    )
+
+    def __init__(self) -> None:
+        self.method = b"GET"
+        self.url = b""
+        self.lines: list[bytes] = []
+        self.wanted: dict[str, str] = {}
+        self.body = b""
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.request_id: bytes | None = None
+        self.host: bytes | None = None
+        self.xff: bytes | None = None
+        self.keep_alive = True
+        self.head_only = False
+        self.expect_continue = False
+        #: (status, message) when the request was refused while parsing.
+        self.error: tuple[int, str] | None = None
+
+    def serialise(self, peer: bytes, default_host: str, mirror: bool = False) -> bytes:
+        """The request as sent upstream: same method and path, cleaned headers, body."""
+        parts = [self.method, b" ", self.url, b" HTTP/1.1\r\nhost: "]
+        parts.append(self.host if self.host is not None else default_host.encode())
+        parts.append(b"\r\n")
+        parts.extend(self.lines)
+        parts.append(b"x-request-id: ")
+        parts.append(self.request_id or b"")
+        parts.append(b"\r\nx-forwarded-for: ")
+        if self.xff:
+            parts.append(self.xff)
+            parts.append(b", ")
+        parts.append(peer)
+        parts.append(b"\r\n")
+        if mirror:
+            parts.append(b"x-modelship-mirror: 1\r\n")
+        body = self.body
+        if body or self.method not in _NO_BODY_METHODS:
+            parts.append(b"content-length: %d\r\n\r\n" % len(body))
+            parts.append(body)
+        else:
+            parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+def _new_request_id() -> bytes:
+    return uuid.uuid4().hex.encode()
+
+
+def _json_body(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+class ClientConnection(asyncio.Protocol):
+    """A client's connection: parses requests and writes responses in order."""
+
+    __slots__ = (
+        "_busy",
+        "_head_size",
+        "_paused",
+        "_pending",
+        "_req",
+        "closing",
+        "header_names",
+        "last_active",
+        "parser",
+        "peer",
+        "proxy",
+        "transport",
+    )
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer = b"unknown"
+        self._req: Request | None = None
+        self._pending: deque[Request] = deque()
+        self._busy = False
+        self._paused = False
+        self._head_size = 0
+        self.header_names: frozenset[bytes] = frozenset()
+        self.closing = False
+        self.last_active = proxy.loop.time()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.peer = str(peer[0]).encode()
+        self.proxy.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.proxy.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.proxy.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # The request itself was queued with a 501 in on_headers_complete.
+            if self.transport is not None:
+                self.transport.pause_reading()
+        except httptools.HttpParserCallbackError as exc:
+            reject = exc.__context__
+            if isinstance(reject, _Reject):
+                self._refuse(reject.status, reject.message)
+            else:
+                log.exception("request parser callback failed")
+                self._refuse(500, "internal error while reading the request")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"malformed HTTP request: {exc}")
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._req = Request()
+        self._head_size = 0
+        snapshot = self.proxy.state.snapshot
+        self.header_names = snapshot.header_names if snapshot is not None else frozenset()
+
+    def on_url(self, url: bytes) -> None:
+        req = self._req
+        assert req is not None
+        self._head_size += len(url)
+        if self._head_size > self.proxy.max_header_bytes:
+            raise _Reject(431, "request line and headers are too large")
+        req.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self._req
+        assert req is not None
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.proxy.max_header_bytes:
+            raise _Reject(431, "request line and headers are too large")
+        lname = name.lower()
+        if lname in _REQUEST_SPECIAL:
+            if lname == b"host":
+                req.host = value
+            elif lname == b"x-request-id":
+                req.request_id = value
+            elif lname == b"x-forwarded-for":
+                req.xff = value
+            elif lname == b"expect":
+                if value.lower() != b"100-continue":
+                    raise _Reject(417, "only 'Expect: 100-continue' is supported")
+                req.expect_continue = True
+            elif (
+                lname == b"content-length"
+                and value.isdigit()
+                and int(value) > self.proxy.max_body_bytes
+            ):
+                raise _Reject(413, "request body is too large")
+            return
+        req.lines.append(name + b": " + value + b"\r\n")
+        if lname in self.header_names:
+            req.wanted[lname.decode("latin-1")] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        req = self._req
+        assert req is not None
+        parser = self.parser
+        req.method = parser.get_method()
+        req.keep_alive = parser.should_keep_alive()
+        req.head_only = req.method == b"HEAD"
+        if parser.should_upgrade():
+            req.error = (501, "protocol upgrades (e.g. WebSocket) are not supported")
+            req.keep_alive = False
+        if req.expect_continue and self.transport is not None and not self._busy:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        req = self._req
+        assert req is not None
+        req.body_size += len(body)
+        if req.body_size > self.proxy.max_body_bytes:
+            raise _Reject(413, "request body is too large")
+        req.body_parts.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self._req
+        assert req is not None
+        self._req = None
+        parts = req.body_parts
+        if parts:
+            req.body = parts[0] if len(parts) == 1 else b"".join(parts)
+            req.body_parts = []
+        self._enqueue(req)
+
+    # -- processing ------------------------------------------------------------------------
+
+    def _enqueue(self, req: Request) -> None:
+        if self._busy:
+            self._pending.append(req)
+            if len(self._pending) >= _PIPELINE_LIMIT and self.transport is not None:
+                self.transport.pause_reading()
+                self._paused = True
+        else:
+            self._busy = True
+            self.proxy.loop.create_task(self._run(req))
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request that could not be parsed, then close (in order)."""
+        req = self._req or Request()
+        self._req = None
+        req.error = (status, message)
+        req.keep_alive = False
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._enqueue(req)
+
+    async def _run(self, req: Request) -> None:
+        proxy = self.proxy
+        while True:
+            try:
+                if req.error is not None:
+                    proxy.write_error(self, req, req.error[0], req.error[1], None)
+                else:
+                    await proxy.handle(self, req)
+            except Exception:
+                log.exception("unexpected error while proxying")
+                proxy.write_error(self, req, 500, "internal router error", None)
+                req.keep_alive = False
+            transport = self.transport
+            if not req.keep_alive or proxy.stopping:
+                if transport is not None:
+                    transport.close()
+                self._busy = False
+                return
+            self.last_active = proxy.loop.time()
+            if not self._pending:
+                self._busy = False
+                return
+            req = self._pending.popleft()
+            if self._paused and transport is not None and len(self._pending) < _PIPELINE_LIMIT:
+                transport.resume_reading()
+                self._paused = False
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and self._req is None
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+
+class Proxy:
+    """Routes and relays requests; owns metrics and shadow copies. No listening socket."""
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        state: RouterState,
+        metrics: RouterMetrics,
+        loop: asyncio.AbstractEventLoop,
+        draw: Callable[[int], int] = random.randrange,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.metrics = metrics
+        self.loop = loop
+        self.draw = draw
+        self.timeout = settings.upstream_timeout
+        self.max_body_bytes = settings.max_body_bytes
+        self.max_header_bytes = settings.max_header_bytes
+        self.connections: set[ClientConnection] = set()
+        self.stopping = False
+        self._mirrors: set[asyncio.Task[None]] = set()
+
+    def protocol(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    async def handle(self, conn: ClientConnection, req: Request) -> None:
+        if req.url.partition(b"?")[0] in _LOCAL_PATHS and req.method in (b"GET", b"HEAD"):
+            self.local(conn, req)
+            return
+        snapshot = self.state.snapshot
+        if req.request_id is None:
+            req.request_id = _new_request_id()
+        if snapshot is None:
+            self.write_error(conn, req, 503, "no routing configuration applied yet", None)
+            return
+        loop = self.loop
+        now = loop.time()
+        decision = decide(snapshot.table, req.wanted, self.draw(BUCKETS))
+        chosen = variant = snapshot.variants[decision.variant]
+        upstream = variant.pick(now)
+        if upstream is None:
+            variant, upstream = self._fall_back(snapshot, variant, now)
+            if upstream is None:
+                message = f"no ready upstream for variant {variant.name}"
+                self.write_error(conn, req, 503, message, variant)
+                self.metrics.count_request(snapshot.deployment, variant.name, 503)
+                return
+        data = req.serialise(conn.peer, upstream.address)
+        try:
+            response, variant = await self._exchange(snapshot, variant, upstream, data, req)
+        except UpstreamTimeout:
+            self._upstream_failed(conn, req, snapshot, variant, now, 504, "upstream timed out")
+        except UpstreamError as exc:
+            self._upstream_failed(conn, req, snapshot, variant, now, 502, str(exc))
+        else:
+            self.metrics.observe_upstream(snapshot.deployment, variant.name, loop.time() - now)
+            self.write_response(conn, req, response, variant)
+            self.metrics.count_request(snapshot.deployment, variant.name, response.status)
+            if chosen.falling_back and variant is chosen:
+                chosen.falling_back = False
+                log.info("variant %s is served by its own upstreams again", chosen.name)
+        if snapshot.table.mirror_variant is not None:
+            self._mirror(snapshot, req, variant.name, conn.peer)
+
+    def _fall_back(
+        self, snapshot: Snapshot, variant: VariantRuntime, now: float
+    ) -> tuple[VariantRuntime, Upstream | None]:
+        """The chosen variant has no usable upstream: use stable, or anything at all."""
+        fallback = snapshot.fallback
+        if variant is not fallback:
+            upstream = fallback.pick(now)
+            if upstream is not None:
+                self._note_fallback(snapshot, variant)
+                return fallback, upstream
+        # Every upstream is ejected after recent failures: try one anyway rather than 503.
+        upstream = variant.pick_any()
+        if upstream is not None:
+            return variant, upstream
+        upstream = fallback.pick_any()
+        if upstream is not None and variant is not fallback:
+            self._note_fallback(snapshot, variant)
+        return (fallback, upstream) if upstream is not None else (variant, None)
+
+    def _note_fallback(self, snapshot: Snapshot, variant: VariantRuntime) -> None:
+        """Count a fallback; log only when the variant starts falling back."""
+        self.metrics.count_fallback(snapshot.deployment, variant.name)
+        if not variant.falling_back:
+            variant.falling_back = True
+            log.warning(
+                "variant %s has no ready upstream: falling back to %s",
+                variant.name,
+                snapshot.fallback.name,
+            )
+
+    async def _exchange(
+        self,
+        snapshot: Snapshot,
+        variant: VariantRuntime,
+        upstream: Upstream,
+        data: bytes,
+        req: Request,
+    ) -> tuple[Response, VariantRuntime]:
+        """Send ``data``; after a connection failure, retry once on another upstream."""
+        try:
+            return await self._attempt(upstream, data, req.head_only, self.timeout), variant
+        except (ConnectFailed, NoResponse) as exc:
+            upstream.eject()
+            now = self.loop.time()
+            retry = variant.pick(now, exclude=upstream)
+            if retry is None and variant is not snapshot.fallback:
+                retry = snapshot.fallback.pick(now, exclude=upstream)
+                if retry is not None:
+                    self._note_fallback(snapshot, variant)
+                    variant = snapshot.fallback
+            if retry is None:
+                raise
+            log.info("retrying on %s after: %s", retry.address, exc)
+            self.metrics.count_retry(snapshot.deployment, variant.name)
+            return await self._attempt(retry, data, req.head_only, self.timeout), variant
+
+    @staticmethod
+    async def _attempt(
+        upstream: Upstream,
+        data: bytes,
+        head_only: bool,
+        timeout: float,  # noqa: ASYNC109 - per-read deadline, not a whole-call timeout
+    ) -> Response:
+        """One exchange; a pooled connection the upstream had closed is replaced once."""
+        conn = await upstream.connect()
+        try:
+            return await conn.request(data, head_only, timeout)
+        except NoResponse:
+            if not conn.reused:
+                raise
+        conn = await upstream.open()
+        return await conn.request(data, head_only, timeout)
+
+    def _upstream_failed(
+        self,
+        conn: ClientConnection,
+        req: Request,
+        snapshot: Snapshot,
+        variant: VariantRuntime,
+        started: float,
+        status: int,
+        message: str,
+    ) -> None:
+        log.warning("request %s to variant %s failed: %s", req.request_id, variant.name, message)
+        self.metrics.observe_upstream(snapshot.deployment, variant.name, self.loop.time() - started)
+        self.write_error(conn, req, status, message, variant)
+        self.metrics.count_request(snapshot.deployment, variant.name, status)
+
+    # -- responses -------------------------------------------------------------------------
+
+    def write_response(
+        self, conn: ClientConnection, req: Request, resp: Response, variant: VariantRuntime
+    ) -> None:
+        status = resp.status
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, resp.reason)]
+        parts.extend(resp.header_lines)
+        parts.append(b"x-modelship-variant: " + variant.name_b + b"\r\n")
+        if resp.model_version is None:
+            parts.append(b"x-model-version: " + variant.version_b + b"\r\n")
+        if resp.request_id is None:
+            parts.append(b"x-request-id: " + (req.request_id or b"") + b"\r\n")
+        body = resp.body
+        if status != 204 and status != 304:
+            if req.head_only:
+                if resp.content_length is not None:
+                    parts.append(b"content-length: " + resp.content_length + b"\r\n")
+            else:
+                parts.append(b"content-length: %d\r\n" % len(body))
+        if not req.keep_alive or self.stopping:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if body and not req.head_only:
+            parts.append(body)
+        conn.write(b"".join(parts))
+
+    def write_error(
+        self,
+        conn: ClientConnection,
+        req: Request,
+        status: int,
+        message: str,
+        variant: VariantRuntime | None,
+    ) -> None:
+        """A JSON error answered by the router itself."""
+        body = _json_body({"error": message, "status": status})
+        extra = [b"content-type: application/json\r\n"]
+        if variant is not None:
+            extra.append(b"x-modelship-variant: " + variant.name_b + b"\r\n")
+            extra.append(b"x-model-version: " + variant.version_b + b"\r\n")
+        self._write_local(conn, req, status, body, extra)
+        if variant is None and req.error is None:
+            snapshot = self.state.snapshot
+            deployment = snapshot.deployment if snapshot is not None else ""
+            self.metrics.count_request(deployment, NO_VARIANT, status)
+
+    def _write_local(
+        self,
+        conn: ClientConnection,
+        req: Request,
+        status: int,
+        body: bytes,
+        extra: list[bytes],
+    ) -> None:
+        reason = _REASONS.get(status, b"OK" if status == 200 else b"")
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        parts.extend(extra)
+        if req.request_id is not None:
+            parts.append(b"x-request-id: " + req.request_id + b"\r\n")
+        parts.append(b"content-length: %d\r\n" % len(body))
+        if not req.keep_alive or self.stopping:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if not req.head_only:
+            parts.append(body)
+        conn.write(b"".join(parts))
+
+    # -- the router's own endpoints ----------------------------------------------------------
+
+    def local(self, conn: ClientConnection, req: Request) -> None:
+        path = req.url.partition(b"?")[0]
+        if path == b"/healthz":
+            body = _json_body({"status": "ok"})
+            self._write_local(conn, req, 200, body, [b"content-type: application/json\r\n"])
+        elif path == b"/readyz":
+            ready, detail = self.readiness()
+            status = 200 if ready else 503
+            body = _json_body(detail)
+            self._write_local(conn, req, status, body, [b"content-type: application/json\r\n"])
+        else:
+            body = self.metrics.render()
+            ctype = b"content-type: " + CONTENT_TYPE.encode() + b"\r\n"
+            self._write_local(conn, req, 200, body, [ctype])
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready: a configuration is applied and the fallback variant has an upstream."""
+        snapshot = self.state.snapshot
+        if self.stopping:
+            return False, {"ready": False, "reason": "shutting down"}
+        if snapshot is None:
+            return False, {"ready": False, "reason": "no routing configuration applied yet"}
+        weights = snapshot.config.weights()
+        detail: dict[str, Any] = {
+            "ready": snapshot.ready(),
+            "deployment": snapshot.deployment,
+            "generation": snapshot.generation,
+            "variants": {
+                name: {"weight": weights[name], "upstreams": len(v.upstreams)}
+                for name, v in snapshot.variants.items()
+            },
+        }
+        if not snapshot.ready():
+            detail["reason"] = f"fallback variant {snapshot.fallback.name} has no upstream"
+        return snapshot.ready(), detail
+
+    # -- shadow copies -----------------------------------------------------------------------
+
+    def _mirror(self, snapshot: Snapshot, req: Request, served: str, peer: bytes) -> None:
+        target = mirror_target(snapshot.table, served, self.draw(BUCKETS))
+        if target is None:
+            return
+        deployment = snapshot.deployment
+        variant = self.state.mirror_snapshot.get(target)
+        upstream = variant.pick(self.loop.time()) if variant is not None else None
+        if upstream is None and variant is not None:
+            upstream = variant.pick_any()
+        if upstream is None or len(self._mirrors) >= self.settings.mirror_max_in_flight:
+            self.metrics.count_mirror(deployment, target, MIRROR_DROPPED)
+            return
+        data = req.serialise(peer, upstream.address, mirror=True)
+        task = self.loop.create_task(self._send_mirror(deployment, target, upstream, data))
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+
+    async def _send_mirror(
+        self, deployment: str, variant: str, upstream: Upstream, data: bytes
+    ) -> None:
+        try:
+            resp = await self._attempt(upstream, data, False, self.settings.mirror_timeout)
+        except UpstreamTimeout:
+            outcome = MIRROR_TIMEOUT
+        except UpstreamError as exc:
+            log.debug("mirror copy to %s failed: %s", upstream.address, exc)
+            if isinstance(exc, ConnectFailed):
+                upstream.eject()
+            outcome = MIRROR_ERROR
+        else:
+            if resp.status >= 500:
+                outcome = MIRROR_HTTP_5XX
+            elif resp.status >= 400:
+                outcome = MIRROR_HTTP_4XX
+            else:
+                outcome = MIRROR_OK
+        self.metrics.count_mirror(deployment, variant, outcome)
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Close idle client and upstream connections past their timeouts."""
+        now = self.loop.time()
+        deadline = now - self.settings.client_idle_timeout
+        for conn in list(self.connections):
+            if conn.idle and conn.last_active < deadline and conn.transport is not None:
+                conn.transport.close()
+        self.state.upstreams.sweep(now)
+        self.state.mirror_upstreams.sweep(now)
+
+    def close_idle_clients(self) -> None:
+        for conn in list(self.connections):
+            if conn.idle and conn.transport is not None:
+                conn.transport.close()
+
+    @property
+    def busy(self) -> bool:
+        return any(not c.idle for c in self.connections) or bool(self._mirrors)
+
+    async def drain_mirrors(self) -> None:
+        for task in list(self._mirrors):
+            task.cancel()
+        if self._mirrors:
+            await asyncio.gather(*self._mirrors, return_exceptions=True)

@@ -1,0 +1,60 @@
+"""A small real upstream for router tests: echoes which upstream answered and what it got.
+
+Run with uvicorn (``--app-dir tests/router upstream_app:app``). Behaviour, from the
+environment: ``UPSTREAM_NAME`` (echoed), ``UPSTREAM_DELAY`` (seconds before answering),
+``UPSTREAM_STATUS`` (status code), ``UPSTREAM_MODEL_VERSION`` (sent as x-model-version).
+Per request: headers ``x-test-delay`` and ``x-test-status`` override the same.
+``GET /_stats`` returns how many requests (and mirrored copies) arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+NAME = os.environ.get("UPSTREAM_NAME", "upstream")
+DELAY = float(os.environ.get("UPSTREAM_DELAY", "0"))
+STATUS = int(os.environ.get("UPSTREAM_STATUS", "200"))
+VERSION = os.environ.get("UPSTREAM_MODEL_VERSION")
+
+stats = {"requests": 0, "mirrored": 0}
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    if scope["path"] == "/_stats":
+        await _send(send, 200, json.dumps(stats).encode(), [])
+        return
+    stats["requests"] += 1
+    if headers.get("x-modelship-mirror") == "1":
+        stats["mirrored"] += 1
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    delay = float(headers.get("x-test-delay", DELAY))
+    if delay:
+        await asyncio.sleep(delay)
+    status = int(headers.get("x-test-status", STATUS))
+    payload = {
+        "upstream": NAME,
+        "method": scope["method"],
+        "path": scope["path"],
+        "query": scope["query_string"].decode(),
+        "headers": headers,
+        "body": body.decode("utf-8", "replace"),
+    }
+    extra = [(b"x-model-version", VERSION.encode())] if VERSION else []
+    await _send(send, status, json.dumps(payload).encode(), extra)
+
+
+async def _send(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", b"application/json"), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
