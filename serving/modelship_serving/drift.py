@@ -1,0 +1,98 @@
+"""A bounded-cardinality summary of the input features, for drift dashboards and alerts.
+
+Per feature (at most ``max_features`` of them): a running sum (with a row counter, so PromQL can
+take the mean over any window as a ratio of rates), and the mean and quantiles of the most recent
+``window`` rows. Updating costs one slice copy per request; quantiles are computed only when
+Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+class DriftSummary:
+    """Collector (prometheus_client) of per-feature input statistics."""
+
+    def __init__(
+        self,
+        base_labels: dict[str, str],
+        feature_names: Sequence[str],
+        window: int,
+    ) -> None:
+        self._labels = base_labels
+        self._names = [name[:64] for name in feature_names]
+        k = len(self._names)
+        self._buffer = np.zeros((window, k))
+        self._position = 0
+        self._filled = 0
+        self._sums = np.zeros(k)
+        self._rows = 0
+
+    def observe(self, features: np.ndarray) -> None:
+        """Fold a request's rows in (called on the event loop, after the prediction)."""
+        k = len(self._names)
+        if k == 0:
+            return
+        cols = features[:, :k]
+        self._sums += cols.sum(axis=0)
+        self._rows += cols.shape[0]
+        window = self._buffer.shape[0]
+        if cols.shape[0] >= window:
+            self._buffer[:] = cols[-window:]
+            self._position, self._filled = 0, window
+            return
+        end = self._position + cols.shape[0]
+        if end <= window:
+            self._buffer[self._position : end] = cols
+        else:
+            split = window - self._position
+            self._buffer[self._position :] = cols[:split]
+            self._buffer[: end - window] = cols[split:]
+        self._position = end % window
+        self._filled = min(window, self._filled + cols.shape[0])
+
+    def collect(self) -> Iterator[Metric]:
+        base = list(self._labels)
+        values = list(self._labels.values())
+        rows = CounterMetricFamily(
+            "modelship_input_rows", "Input rows seen (denominator for feature sums).", labels=base
+        )
+        rows.add_metric(values, float(self._rows))
+        yield rows
+        if not self._names:
+            return
+        labels = [*base, "feature"]
+        sums = CounterMetricFamily(
+            "modelship_input_feature_sum",
+            "Running sum of each input feature (mean = rate(sum) / rate(rows)).",
+            labels=labels,
+        )
+        mean = GaugeMetricFamily(
+            "modelship_input_feature_window_mean",
+            "Mean of each input feature over the most recent rows.",
+            labels=labels,
+        )
+        quantile = GaugeMetricFamily(
+            "modelship_input_feature_window_quantile",
+            "Quantiles of each input feature over the most recent rows.",
+            labels=[*labels, "quantile"],
+        )
+        for name, total in zip(self._names, self._sums.tolist(), strict=True):
+            sums.add_metric([*values, name], total)
+        if self._filled:
+            recent = self._buffer[: self._filled]
+            means = recent.mean(axis=0).tolist()
+            qs = np.quantile(recent, QUANTILES, axis=0)
+            for j, name in enumerate(self._names):
+                mean.add_metric([*values, name], means[j])
+                for q, row in zip(QUANTILES, qs, strict=True):
+                    quantile.add_metric([*values, name, str(q)], float(row[j]))
+        yield sums
+        yield mean
+        yield quantile

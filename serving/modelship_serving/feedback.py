@@ -1,0 +1,152 @@
+"""Ground truth: predictions remembered by request id, and scoring of the labels sent later.
+
+Pure and single-threaded (the event loop owns it). Memory is bounded by the number of predicted
+rows kept, and every entry expires, so an unanswered prediction cannot pin memory forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ServingError
+
+MAX_FEEDBACK_ITEMS = 10_000
+_SCALARS = (int, float, str, bool)
+
+
+class PredictionStore:
+    """Recent predictions by request id, bounded in rows and expiring after ``ttl`` seconds."""
+
+    def __init__(
+        self, max_rows: int, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._entries: OrderedDict[str, tuple[float, list[Any]]] = OrderedDict()
+        self._max_rows = max_rows
+        self._ttl = ttl
+        self._clock = clock
+        self._rows = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def put(self, request_id: str, predictions: list[Any]) -> None:
+        """Remember one request's predictions (rows beyond the bound evict the oldest)."""
+        if len(predictions) > self._max_rows:
+            return
+        now = self._clock()
+        old = self._entries.pop(request_id, None)
+        if old is not None:
+            self._rows -= len(old[1])
+        self._entries[request_id] = (now, predictions)
+        self._rows += len(predictions)
+        self._evict(now)
+
+    def pop(self, request_id: str) -> list[Any] | None:
+        """Take a request's predictions out (feedback counts once); None if unknown/expired."""
+        now = self._clock()
+        self._evict(now)
+        entry = self._entries.pop(request_id, None)
+        if entry is None:
+            return None
+        self._rows -= len(entry[1])
+        return entry[1]
+
+    def _evict(self, now: float) -> None:
+        entries = self._entries
+        deadline = now - self._ttl
+        while entries:
+            request_id, (stamp, predictions) = next(iter(entries.items()))
+            if stamp >= deadline and self._rows <= self._max_rows:
+                break
+            del entries[request_id]
+            self._rows -= len(predictions)
+
+
+@dataclass
+class FeedbackResult:
+    """What a feedback request matched; counters are incremented from it."""
+
+    rows: int = 0
+    correct: int = 0
+    matched_ids: int = 0
+    unknown_ids: list[str] = field(default_factory=list)
+    mismatched_ids: list[str] = field(default_factory=list)
+    absolute_errors: list[float] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "matched": self.matched_ids,
+            "rows": self.rows,
+            "correct": self.correct,
+            "unknown_request_ids": self.unknown_ids[:100],
+            "row_count_mismatch_request_ids": self.mismatched_ids[:100],
+        }
+
+
+def same_label(predicted: Any, truth: Any) -> bool:
+    """Compare a prediction with a label as JSON values (1 == 1.0, "a" == "a", 1 == "1")."""
+    if type(predicted) is bool or type(truth) is bool:
+        return predicted is truth or str(predicted).lower() == str(truth).lower()
+    if isinstance(predicted, int | float) and isinstance(truth, int | float):
+        return float(predicted) == float(truth)
+    return str(predicted) == str(truth)
+
+
+def _labels_of(item: dict[str, Any], where: str) -> list[Any]:
+    if "labels" in item:
+        labels = item["labels"]
+        if type(labels) is not list or not labels:
+            raise ServingError(422, f"{where}.labels must be a non-empty list")
+    elif "label" in item:
+        labels = [item["label"]]
+    else:
+        raise ServingError(422, f"{where} needs 'label' (one row) or 'labels' (one per row)")
+    for label in labels:
+        if not isinstance(label, _SCALARS):
+            raise ServingError(422, f"{where}: labels must be numbers, strings or booleans")
+    return labels
+
+
+def score_feedback(payload: Any, store: PredictionStore, regression: bool) -> FeedbackResult:
+    """Match ``{"feedback": [{"request_id", "label" | "labels"}]}`` against stored predictions."""
+    if type(payload) is not dict or type(payload.get("feedback")) is not list:
+        raise ServingError(
+            422, 'body must be {"feedback": [{"request_id": "...", "label": ...}, ...]}'
+        )
+    items = payload["feedback"]
+    if not items:
+        raise ServingError(422, "'feedback' is empty")
+    if len(items) > MAX_FEEDBACK_ITEMS:
+        raise ServingError(413, f"at most {MAX_FEEDBACK_ITEMS} feedback items per request")
+    parsed: list[tuple[str, list[Any]]] = []
+    for i, item in enumerate(items):
+        where = f"feedback[{i}]"
+        if type(item) is not dict or type(item.get("request_id")) is not str:
+            raise ServingError(422, f"{where} must be an object with a string 'request_id'")
+        parsed.append((item["request_id"], _labels_of(item, where)))
+    result = FeedbackResult()
+    for request_id, labels in parsed:
+        predictions = store.pop(request_id)
+        if predictions is None:
+            result.unknown_ids.append(request_id)
+            continue
+        if len(predictions) != len(labels):
+            result.mismatched_ids.append(request_id)
+            continue
+        result.matched_ids += 1
+        result.rows += len(labels)
+        for predicted, truth in zip(predictions, labels, strict=True):
+            if regression:
+                if isinstance(truth, int | float) and not isinstance(truth, bool):
+                    result.absolute_errors.append(abs(float(predicted) - float(truth)))
+            elif same_label(predicted, truth):
+                result.correct += 1
+    return result

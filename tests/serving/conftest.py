@@ -1,0 +1,87 @@
+"""Fixtures: real models trained here, and real modelship-serve processes on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from modelship_serving.artifacts import save_model
+from serving_helpers import Artifact, Server, start_server, stop_server
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def classifier(models_dir: Path) -> Artifact:
+    """Breast-cancer LogisticRegression: binary classifier with predict_proba."""
+    X, y = load_breast_cancer(return_X_y=True)
+    est = LogisticRegression(max_iter=5000).fit(X, y)
+    path = models_dir / "bc-logreg.skops"
+    return Artifact(path, save_model(est, path), X, y, est)
+
+
+@pytest.fixture(scope="session")
+def regressor(models_dir: Path) -> Artifact:
+    """Diabetes Ridge regression."""
+    X, y = load_diabetes(return_X_y=True)
+    est = Ridge().fit(X, y)
+    path = models_dir / "diabetes-ridge.skops"
+    return Artifact(path, save_model(est, path), X, y, est)
+
+
+@pytest.fixture(scope="session")
+def named_forest(models_dir: Path) -> Artifact:
+    """Iris RandomForest with string classes and feature names (as if fitted on a DataFrame)."""
+    X, y = load_iris(return_X_y=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    est = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, labels)
+    est.feature_names_in_ = np.array(["sl", "sw", "pl", "pw"], dtype=object)
+    path = models_dir / "iris-forest.skops"
+    return Artifact(path, save_model(est, path), X, labels, est)
+
+
+@pytest.fixture(scope="module")
+def classifier_server(
+    tmp_path_factory: pytest.TempPathFactory, classifier: Artifact
+) -> Iterator[Server]:
+    server = start_server(
+        tmp_path_factory.mktemp("srv"),
+        classifier,
+        "--sha256",
+        classifier.sha256,
+        "--model-version",
+        "1.4.0",
+        "--variant",
+        "canary",
+        name="bc",
+    )
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def regressor_server(
+    tmp_path_factory: pytest.TempPathFactory, regressor: Artifact
+) -> Iterator[Server]:
+    server = start_server(
+        tmp_path_factory.mktemp("srv"), regressor, "--model-version", "2", name="diabetes"
+    )
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def forest_server(
+    tmp_path_factory: pytest.TempPathFactory, named_forest: Artifact
+) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("srv"), named_forest, name="iris")
+    yield server
+    stop_server(server)

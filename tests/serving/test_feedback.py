@@ -1,0 +1,94 @@
+"""Prediction store bounds/expiry and feedback scoring."""
+
+from __future__ import annotations
+
+import pytest
+from modelship_serving.errors import ServingError
+from modelship_serving.feedback import PredictionStore, same_label, score_feedback
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_store_expires_entries_after_ttl() -> None:
+    clock = Clock()
+    store = PredictionStore(max_rows=100, ttl=10, clock=clock)
+    store.put("a", [1])
+    clock.now = 5
+    store.put("b", [0])
+    clock.now = 12
+    assert store.pop("a") is None
+    assert store.pop("b") == [0]
+    assert store.rows == 0
+
+
+def test_store_is_bounded_in_rows_and_evicts_oldest() -> None:
+    store = PredictionStore(max_rows=5, ttl=100)
+    store.put("a", [1, 1])
+    store.put("b", [0, 0])
+    store.put("c", [1, 0])
+    assert store.rows <= 5
+    assert store.pop("a") is None
+    assert store.pop("c") == [1, 0]
+    store.put("huge", [0] * 6)
+    assert store.pop("huge") is None
+    store.put("b", [7])  # a repeated request id replaces the older prediction
+    assert store.pop("b") == [7] and store.rows == 0
+
+
+def test_scoring_counts_rows_correct_unknown_and_mismatched() -> None:
+    store = PredictionStore(max_rows=100, ttl=100)
+    store.put("one", ["cat"])
+    store.put("two", [1, 0, 1])
+    store.put("three", [1])
+    result = score_feedback(
+        {
+            "feedback": [
+                {"request_id": "one", "label": "cat"},
+                {"request_id": "two", "labels": [1, 1, 1.0]},
+                {"request_id": "three", "labels": [1, 0]},
+                {"request_id": "gone", "label": 0},
+            ]
+        },
+        store,
+        regression=False,
+    )
+    assert (result.matched_ids, result.rows, result.correct) == (2, 4, 3)
+    assert result.unknown_ids == ["gone"] and result.mismatched_ids == ["three"]
+
+
+def test_regression_feedback_records_absolute_errors() -> None:
+    store = PredictionStore(max_rows=100, ttl=100)
+    store.put("r", [10.0, 20.0])
+    result = score_feedback({"feedback": [{"request_id": "r", "labels": [12, 19.5]}]}, store, True)
+    assert result.rows == 2 and result.correct == 0
+    assert result.absolute_errors == [2.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"feedback": []},
+        {"feedback": [{"label": 1}]},
+        {"feedback": [{"request_id": "a"}]},
+        {"feedback": [{"request_id": "a", "labels": []}]},
+        {"feedback": [{"request_id": "a", "label": {"x": 1}}]},
+        {"feedback": "x"},
+    ],
+)
+def test_malformed_feedback_is_refused_with_422(payload: object) -> None:
+    with pytest.raises(ServingError) as info:
+        score_feedback(payload, PredictionStore(10, 10), regression=False)
+    assert info.value.status == 422
+
+
+def test_labels_compare_as_json_values() -> None:
+    assert same_label(1, 1.0) and same_label("a", "a") and same_label(1, "1")
+    assert not same_label(1, 0) and not same_label("a", "b")
+    assert same_label(True, True) and not same_label(True, False)
