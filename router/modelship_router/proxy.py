@@ -683,7 +683,8 @@ class Proxy:
 
     @property
     def busy(self) -> bool:
-        return any(not c.idle for c in self.connections) or bool(self._mirrors)
+        """Whether a client request is in flight (shadow copies do not count)."""
+        return any(not c.idle for c in self.connections)
 
     async def drain_mirrors(self) -> None:
         for task in list(self._mirrors):
