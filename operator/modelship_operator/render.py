@@ -1,0 +1,587 @@
+"""Render a ModelDeployment's child objects: pure functions, plain dicts, no I/O.
+
+The result is what the operator server-side applies, in order: the router's ServiceAccount,
+Role and RoleBinding, the routing ConfigMap, a Service per variant and for the router, a
+serving Deployment per variant, the router Deployment, and PodDisruptionBudgets. Every
+object carries the common labels and a controller ownerReference to the ModelDeployment,
+so Kubernetes' garbage collector removes them with it and :func:`stale_children` can find
+the ones the spec no longer asks for.
+
+What runs where is decided before rendering (:class:`DesiredState`): which model each
+variant serves, how many replicas, and the traffic split. Without a rollout engine that is
+simply the spec (:func:`state_from_spec`); during a rollout the reconciler passes the
+state the step machine chose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from modelship_router.config import (
+    CONFIGMAP_KEY,
+    Mirror,
+    RoutingConfig,
+    StickyKey,
+)
+from modelship_router.config import (
+    MatchRule as RouterMatchRule,
+)
+from modelship_router.config import (
+    Variant as RouterVariant,
+)
+
+from modelship_operator.kinds import (
+    CHILD_KINDS,
+    LABEL_COMPONENT,
+    LABEL_DEPLOYMENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL_VERSION,
+    LABEL_NAME,
+    LABEL_PART_OF,
+    LABEL_VARIANT,
+    MANAGED_BY,
+    ChildRef,
+)
+from modelship_operator.rbac import router_rules
+from modelship_operator.settings import OperatorSettings
+from modelship_operator.spec import API_VERSION, KIND, ModelDeployment, ResourceList, Variant
+from modelship_operator.status import ModelRef, Traffic
+
+PORT: Final = 8080
+SERVICE_PORT: Final = 80
+PORT_NAME: Final = "http"
+RUN_AS: Final = 65532
+TMP_VOLUME: Final = "tmp"
+MODELS_VOLUME: Final = "models"
+#: Where the model server downloads http(s) artifacts (on the writable emptyDir).
+MODEL_CACHE_DIR: Final = "/tmp/modelship-models"
+
+
+# --- what runs where ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """One variant's Deployment: the model it serves and how many pods."""
+
+    variant: Variant
+    model: ModelRef
+    replicas: int
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Everything rendering needs beyond the spec: the decisions of the reconciler."""
+
+    stable: VariantPlan
+    canary: VariantPlan | None
+    traffic: Traffic
+    router_generation: int = 1
+
+    def __post_init__(self) -> None:
+        if self.traffic.stable + self.traffic.canary != 100:
+            raise ValueError(f"traffic must add up to 100%: {self.traffic}")
+        if self.canary is None and (self.traffic.canary or self.traffic.mirror):
+            raise ValueError("traffic for a canary that is not deployed")
+
+    def variants(self) -> tuple[VariantPlan, ...]:
+        return (self.stable,) if self.canary is None else (self.stable, self.canary)
+
+
+def stable_model(md: ModelDeployment) -> ModelRef:
+    """spec.model as a ModelRef."""
+    m = md.spec.model
+    return ModelRef(version=m.version, uri=m.uri, sha256=m.sha256.lower(), format=m.format)
+
+
+def canary_model(md: ModelDeployment) -> ModelRef | None:
+    """spec.canary as a ModelRef, if any."""
+    c = md.spec.canary
+    if c is None:
+        return None
+    return ModelRef(version=c.version, uri=c.uri, sha256=c.sha256.lower(), format=c.format)
+
+
+def state_from_spec(md: ModelDeployment, traffic: Traffic | None = None) -> DesiredState:
+    """The state the spec asks for when no rollout engine decides: both variants deployed at
+    full size, traffic on stable unless ``traffic`` says otherwise."""
+    canary = canary_model(md)
+    return DesiredState(
+        stable=VariantPlan("stable", stable_model(md), md.spec.replicas),
+        canary=None if canary is None else VariantPlan("canary", canary, md.spec.replicas),
+        traffic=traffic or Traffic(),
+        router_generation=md.status.router_config_generation or 1,
+    )
+
+
+# --- names and metadata ---------------------------------------------------------------------
+
+
+def variant_name(md_name: str, variant: Variant) -> str:
+    """``<name>-stable`` / ``<name>-canary``: the Deployment and Service of a variant."""
+    return f"{md_name}-{variant}"
+
+
+def router_name(md_name: str) -> str:
+    """``<name>-router``: the router's Deployment, Service, ConfigMap and RBAC objects."""
+    return f"{md_name}-router"
+
+
+def common_labels(md: ModelDeployment) -> dict[str, str]:
+    """Labels on every child: who owns it and what it belongs to."""
+    return {
+        LABEL_INSTANCE: md.name,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_PART_OF: "modelship",
+        LABEL_DEPLOYMENT: md.name,
+    }
+
+
+def serving_labels(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
+    return common_labels(md) | {
+        LABEL_NAME: "modelship-serving",
+        LABEL_COMPONENT: "serving",
+        LABEL_VARIANT: plan.variant,
+        LABEL_MODEL_VERSION: plan.model.version,
+    }
+
+
+def router_labels(md: ModelDeployment) -> dict[str, str]:
+    return common_labels(md) | {LABEL_NAME: "modelship-router", LABEL_COMPONENT: "router"}
+
+
+def serving_selector(md: ModelDeployment, variant: Variant) -> dict[str, str]:
+    """Pod selector of a variant; never includes the version (selectors are immutable)."""
+    return {LABEL_DEPLOYMENT: md.name, LABEL_VARIANT: variant}
+
+
+def router_selector(md: ModelDeployment) -> dict[str, str]:
+    return {LABEL_DEPLOYMENT: md.name, LABEL_COMPONENT: "router"}
+
+
+def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+    """Controller reference: garbage collection deletes children with their owner."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": md.name,
+        "uid": md.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(md: ModelDeployment, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": md.namespace,
+        "labels": dict(labels),
+        "ownerReferences": [owner_reference(md)],
+    }
+
+
+# --- pods -----------------------------------------------------------------------------------
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Pod-level settings of the ``restricted`` Pod Security Standard."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """Container-level settings of the ``restricted`` profile, plus a read-only root."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def _resources(requests: ResourceList, limits: ResourceList) -> dict[str, Any]:
+    out = {"requests": requests.to_api(), "limits": limits.to_api()}
+    return {key: value for key, value in out.items() if value}
+
+
+def _image_pull_policy(md: ModelDeployment, settings: OperatorSettings) -> dict[str, str]:
+    policy = md.spec.images.pull_policy or settings.image_pull_policy
+    return {} if policy is None else {"imagePullPolicy": policy}
+
+
+def _env(values: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
+    """The model server's configuration (its ``MODELSHIP_*`` settings)."""
+    return {
+        "MODELSHIP_MODEL_URI": plan.model.uri,
+        "MODELSHIP_MODEL_SHA256": plan.model.sha256,
+        "MODELSHIP_MODEL_NAME": md.model_name,
+        "MODELSHIP_MODEL_VERSION": plan.model.version,
+        "MODELSHIP_MODEL_FORMAT": plan.model.format,
+        "MODELSHIP_VARIANT": plan.variant,
+        "MODELSHIP_PORT": str(PORT),
+        "MODELSHIP_MODEL_CACHE_DIR": MODEL_CACHE_DIR,
+    }
+
+
+def serving_deployment(
+    md: ModelDeployment, plan: VariantPlan, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The Deployment serving one variant's model.
+
+    Rolling updates are readiness-gated with ``maxUnavailable: 0``: a new pod must report
+    ready (model loaded and verified) before an old one is stopped, so changing the model
+    never drops capacity. A pod that cannot load its model never becomes ready and the old
+    ones keep serving; its last log lines become its termination message, which the status
+    reports.
+    """
+    labels = serving_labels(md, plan)
+    mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "2Gi"}}]
+    if md.spec.storage is not None:
+        mounts.append(
+            {"name": MODELS_VOLUME, "mountPath": md.spec.storage.mount_path, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": MODELS_VOLUME,
+                "persistentVolumeClaim": {
+                    "claimName": md.spec.storage.claim_name,
+                    "readOnly": True,
+                },
+            }
+        )
+    container = {
+        "name": "serving",
+        "image": md.spec.images.serving or settings.serving_image,
+        **_image_pull_policy(md, settings),
+        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "env": _env(serving_env(md, plan)),
+        "resources": _resources(md.spec.resources.requests, md.spec.resources.limits),
+        # Loading (and downloading) a model can take a while; liveness waits for startup.
+        "startupProbe": _probe("/v2/health/live", period=2, failures=150),
+        "readinessProbe": _probe("/v2/health/ready", period=2, failures=2),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(md, variant_name(md.name, plan.variant), labels),
+        "spec": {
+            "replicas": plan.replicas,
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": 600,
+            "selector": {"matchLabels": serving_selector(md, plan.variant)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(),
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service(
+    md: ModelDeployment, name: str, labels: Mapping[str, str], selector: Mapping[str, str]
+) -> dict[str, Any]:
+    """A ClusterIP Service, port 80 to the pods' named port http (8080)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(md, name, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(selector),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": SERVICE_PORT,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def pod_disruption_budget(
+    md: ModelDeployment, name: str, labels: Mapping[str, str], selector: Mapping[str, str]
+) -> dict[str, Any]:
+    """At most one pod of the group evicted at a time (node drains keep the model up)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(md, name, labels),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(selector)}},
+    }
+
+
+# --- the router -----------------------------------------------------------------------------
+
+
+def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
+    """The router's configuration (schema owned by the router: modelship_router.config).
+
+    Canary: weights. ABTest: weights plus the sticky key and match rules. Shadow: a mirror
+    of the configured share of requests to the canary. Stable is always the fallback when
+    the chosen variant has no ready pod.
+    """
+    variants = [
+        RouterVariant(
+            name=plan.variant,
+            model_version=plan.model.version,
+            service=variant_name(md.name, plan.variant),
+            port=PORT_NAME,
+            weight=float(
+                state.traffic.stable if plan.variant == "stable" else state.traffic.canary
+            ),
+        )
+        for plan in state.variants()
+    ]
+    strategy = md.spec.strategy
+    sticky: StickyKey | None = None
+    match: tuple[RouterMatchRule, ...] = ()
+    if strategy.type == "ABTest" and state.canary is not None:
+        ab = strategy.ab_test_settings
+        sticky = StickyKey(header=ab.sticky_key.header, cookie=ab.sticky_key.cookie)
+        match = tuple(
+            RouterMatchRule(header=r.header, cookie=r.cookie, value=r.value, variant=r.variant)
+            for r in ab.match
+        )
+    mirror = (
+        Mirror(variant="canary", percent=float(state.traffic.mirror))
+        if state.canary is not None and state.traffic.mirror > 0
+        else None
+    )
+    return RoutingConfig(
+        deployment=md.name,
+        generation=state.router_generation,
+        variants=tuple(variants),
+        fallback="stable",
+        sticky=sticky,
+        match=match,
+        mirror=mirror,
+    )
+
+
+def router_configmap(md: ModelDeployment, state: DesiredState) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(md, router_name(md.name), router_labels(md)),
+        "data": {CONFIGMAP_KEY: routing_config(md, state).to_json()},
+    }
+
+
+def router_rbac(md: ModelDeployment) -> list[dict[str, Any]]:
+    """ServiceAccount, Role (read its ConfigMap and EndpointSlices) and RoleBinding."""
+    name = router_name(md.name)
+    labels = router_labels(md)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(md, name, labels),
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(md, name, labels),
+            "rules": [rule.to_api() for rule in router_rules(name)],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(md, name, labels),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": md.namespace}],
+        },
+    ]
+
+
+def router_deployment(md: ModelDeployment, settings: OperatorSettings) -> dict[str, Any]:
+    """The router pods: they watch their ConfigMap and the variants' EndpointSlices."""
+    name = router_name(md.name)
+    labels = router_labels(md)
+    router = md.spec.router
+    container = {
+        "name": "router",
+        "image": md.spec.images.router or settings.router_image,
+        **_image_pull_policy(md, settings),
+        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "MODELSHIP_ROUTER_DEPLOYMENT", "value": md.name},
+            {
+                "name": "MODELSHIP_ROUTER_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+            {"name": "MODELSHIP_ROUTER_CONFIGMAP", "value": name},
+            {"name": "MODELSHIP_ROUTER_PORT", "value": str(PORT)},
+        ],
+        "resources": _resources(router.resources.requests, router.resources.limits),
+        "readinessProbe": _probe("/readyz", period=2, failures=2),
+        "livenessProbe": _probe("/healthz", period=10, failures=3),
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(md, name, labels),
+        "spec": {
+            "replicas": router.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": router_selector(md)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    # The token is mounted here only: the router reads the API, serving pods
+                    # do not.
+                    "automountServiceAccountToken": True,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(),
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}],
+                },
+            },
+        },
+    }
+
+
+# --- everything -----------------------------------------------------------------------------
+
+
+def render(
+    md: ModelDeployment, settings: OperatorSettings, state: DesiredState | None = None
+) -> list[dict[str, Any]]:
+    """Every child object the ModelDeployment needs now, in apply order."""
+    state = state or state_from_spec(md)
+    objects: list[dict[str, Any]] = []
+    builtin_router = md.spec.router.type == "builtin"
+    if builtin_router:
+        objects += router_rbac(md)
+        objects.append(router_configmap(md, state))
+    for plan in state.variants():
+        name = variant_name(md.name, plan.variant)
+        objects.append(
+            service(md, name, serving_labels(md, plan), serving_selector(md, plan.variant))
+        )
+    if builtin_router:
+        name = router_name(md.name)
+        objects.append(service(md, name, router_labels(md), router_selector(md)))
+    for plan in state.variants():
+        objects.append(serving_deployment(md, plan, settings))
+    if builtin_router:
+        objects.append(router_deployment(md, settings))
+    for plan in state.variants():
+        if plan.replicas > 1:
+            name = variant_name(md.name, plan.variant)
+            objects.append(
+                pod_disruption_budget(
+                    md, name, serving_labels(md, plan), serving_selector(md, plan.variant)
+                )
+            )
+    if builtin_router and md.spec.router.replicas > 1:
+        name = router_name(md.name)
+        objects.append(pod_disruption_budget(md, name, router_labels(md), router_selector(md)))
+    return objects
+
+
+def ref(obj: Mapping[str, Any]) -> ChildRef:
+    """The address of an object (API dict or rendered)."""
+    return ChildRef(obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
+
+
+def _controlled_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
+    return any(
+        o.get("uid") == owner_uid and o.get("controller")
+        for o in obj.get("metadata", {}).get("ownerReferences", [])
+    )
+
+
+def stale_children(
+    desired: Sequence[Mapping[str, Any]],
+    existing: Iterable[Mapping[str, Any]],
+    owner_uid: str,
+) -> list[ChildRef]:
+    """Children that exist but are no longer desired, and are ours to delete.
+
+    Only objects of the kinds the operator manages, labelled as managed by modelship and
+    controlled by this very ModelDeployment (by uid) qualify: an object someone else made
+    with a similar name, or one left by an earlier ModelDeployment of the same name, is
+    never deleted.
+    """
+    wanted = {ref(obj) for obj in desired}
+    kinds = {(k.api_version, k.kind) for k in CHILD_KINDS}
+    stale = set()
+    for obj in existing:
+        key = ref(obj)
+        labels = obj.get("metadata", {}).get("labels") or {}
+        if (
+            (key.api_version, key.kind) in kinds
+            and key not in wanted
+            and labels.get(LABEL_MANAGED_BY) == MANAGED_BY
+            and _controlled_by(obj, owner_uid)
+        ):
+            stale.add(key)
+    return sorted(stale)

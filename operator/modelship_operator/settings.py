@@ -1,0 +1,109 @@
+"""Operator settings, from ``MODELSHIP_OPERATOR_*`` environment variables.
+
+Everything that differs between installations lives here (which namespaces to watch, the
+images to run, where Prometheus is); everything that differs between models lives in the
+ModelDeployment spec, which may override the images and the Prometheus URL.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def package_version() -> str:
+    """The installed modelship version: the tag of the default images."""
+    try:
+        return version("modelship")
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "0.0.0"
+
+
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class OperatorSettings(BaseSettings):
+    """How the operator runs; each field is also ``MODELSHIP_OPERATOR_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELSHIP_OPERATOR_", extra="ignore", frozen=True)
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces to watch, comma separated. Empty: every namespace "
+        "(needs the ClusterRole; a list works with per-namespace Roles).",
+    )
+    serving_image: str = Field(
+        default_factory=lambda: f"modelship/serving:{package_version()}",
+        min_length=1,
+        description="Model server image, unless a ModelDeployment sets spec.images.serving.",
+    )
+    router_image: str = Field(
+        default_factory=lambda: f"modelship/router:{package_version()}",
+        min_length=1,
+        description="Router image, unless a ModelDeployment sets spec.images.router.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="imagePullPolicy for both images. Unset: Kubernetes' default."
+    )
+    prometheus_url: str = Field(
+        default="http://prometheus.monitoring.svc:9090",
+        pattern=r"^https?://\S+$",
+        description="Prometheus base URL, unless a ModelDeployment sets spec.prometheus.url.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe level logged."
+    )
+    log_json: bool = Field(default=False, description="One JSON object per log line.")
+    field_manager: str = Field(
+        default="modelship-operator",
+        min_length=1,
+        max_length=128,
+        description="Field manager name of every server-side apply.",
+    )
+    resync_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds between timer reconciles of each ModelDeployment (status, "
+        "analysis, drift repair), in addition to reacting to every change.",
+    )
+    http_port: int = Field(
+        default=8081, ge=1, le=65535, description="Port of /metrics and /healthz."
+    )
+    leader_election: bool = Field(
+        default=True, description="Only the holder of the Lease acts (run 2 replicas safely)."
+    )
+    lease_name: str = Field(
+        default="modelship-operator", min_length=1, description="Name of the leader Lease."
+    )
+    lease_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the Lease. Unset: the operator pod's own namespace.",
+    )
+    lease_duration_seconds: float = Field(
+        default=15.0, gt=1, le=300, description="How long a leader's claim lasts unrenewed."
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("namespaces")
+    @classmethod
+    def _check_namespaces(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if len(name) > 63 or not _NAMESPACE.match(name):
+                raise ValueError(f"{name!r} is not a namespace name")
+        return sorted(set(value))
+
+    @property
+    def cluster_wide(self) -> bool:
+        """True when every namespace is watched."""
+        return not self.namespaces

@@ -1,0 +1,527 @@
+"""Rendering a ModelDeployment's children: names, labels, pods, routing, pruning."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from mdep_fixtures import SHA_CANARY, base_resource
+from modelship_operator.kinds import CHILD_KINDS, ChildRef
+from modelship_operator.render import (
+    DesiredState,
+    VariantPlan,
+    render,
+    stable_model,
+    stale_children,
+    state_from_spec,
+)
+from modelship_operator.settings import OperatorSettings
+from modelship_operator.spec import ModelDeployment
+from modelship_operator.status import ModelRef, Traffic
+from modelship_router.config import RoutingConfig
+
+SETTINGS = OperatorSettings(
+    serving_image="modelship/serving:9.9", router_image="modelship/router:9.9"
+)
+CANARY = {"version": "1.5.0", "uri": "file:///models/churn-1.5.0.skops", "sha256": SHA_CANARY}
+
+
+def md(**spec: Any) -> ModelDeployment:
+    return ModelDeployment.from_api(base_resource(**spec))
+
+
+def by_key(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def pod_spec(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = by_key(objects)[("Deployment", name)]["spec"]["template"]["spec"]
+    return spec
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+ROUTER_OBJECTS = {
+    ("ServiceAccount", "churn-router"),
+    ("Role", "churn-router"),
+    ("RoleBinding", "churn-router"),
+    ("ConfigMap", "churn-router"),
+    ("Service", "churn-router"),
+    ("Deployment", "churn-router"),
+}
+STABLE = {("Service", "churn-stable"), ("Deployment", "churn-stable")}
+CANARY_OBJS = {("Service", "churn-canary"), ("Deployment", "churn-canary")}
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({}, STABLE | ROUTER_OBJECTS),
+        ({"canary": CANARY}, STABLE | CANARY_OBJS | ROUTER_OBJECTS),
+        (
+            {"canary": CANARY, "replicas": 2},
+            STABLE
+            | CANARY_OBJS
+            | ROUTER_OBJECTS
+            | {("PodDisruptionBudget", "churn-stable"), ("PodDisruptionBudget", "churn-canary")},
+        ),
+        ({"router": {"type": "none"}}, STABLE),
+        ({"router": {"type": "none"}, "canary": CANARY}, STABLE | CANARY_OBJS),
+        (
+            {"router": {"replicas": 2}},
+            STABLE | ROUTER_OBJECTS | {("PodDisruptionBudget", "churn-router")},
+        ),
+    ],
+    ids=["stable-only", "canary", "replicas-2", "no-router", "no-router-canary", "router-ha"],
+)
+def test_children_per_configuration(spec: dict[str, Any], expected: set[tuple[str, str]]) -> None:
+    objects = render(md(**spec), SETTINGS)
+    assert set(by_key(objects)) == expected
+    assert len(objects) == len(expected)
+
+
+def test_every_child_is_owned_labelled_and_of_a_managed_kind() -> None:
+    kinds = {(k.api_version, k.kind) for k in CHILD_KINDS}
+    for obj in render(md(canary=CANARY, replicas=3, router={"replicas": 2}), SETTINGS):
+        meta = obj["metadata"]
+        assert (obj["apiVersion"], obj["kind"]) in kinds
+        assert meta["namespace"] == "ml"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "modelship.io/v1alpha1",
+                "kind": "ModelDeployment",
+                "name": "churn",
+                "uid": "uid-1",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "modelship"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "churn"
+        assert meta["labels"]["modelship.io/deployment"] == "churn"
+
+
+def test_apply_order_puts_rbac_and_config_before_the_pods_that_need_them() -> None:
+    kinds = [o["kind"] for o in render(md(canary=CANARY), SETTINGS)]
+    assert kinds.index("Role") < kinds.index("Deployment")
+    assert kinds.index("RoleBinding") < kinds.index("Deployment")
+    assert kinds.index("ConfigMap") < kinds.index("Deployment")
+
+
+def test_rendering_is_deterministic_and_plain_json() -> None:
+    resource = md(canary=CANARY, replicas=2)
+    first = json.dumps(render(resource, SETTINGS), sort_keys=True)
+    assert first == json.dumps(render(resource, SETTINGS), sort_keys=True)
+
+
+@pytest.mark.parametrize("variant", ["stable", "canary"])
+def test_serving_deployment_of_each_variant(variant: str) -> None:
+    objects = render(md(canary=CANARY, replicas=2), SETTINGS)
+    deployment = by_key(objects)[("Deployment", f"churn-{variant}")]
+    version = "1.4.0" if variant == "stable" else "1.5.0"
+    labels = {
+        "app.kubernetes.io/name": "modelship-serving",
+        "app.kubernetes.io/instance": "churn",
+        "app.kubernetes.io/managed-by": "modelship",
+        "modelship.io/deployment": "churn",
+        "modelship.io/variant": variant,
+        "modelship.io/model-version": version,
+    }
+    template = deployment["spec"]["template"]
+    assert labels.items() <= template["metadata"]["labels"].items()
+    assert labels.items() <= deployment["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"] == {
+        "modelship.io/deployment": "churn",
+        "modelship.io/variant": variant,
+    }
+    assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (container,) = template["spec"]["containers"]
+    assert container["image"] == "modelship/serving:9.9"
+    sha = "a" * 64 if variant == "stable" else SHA_CANARY
+    uri = "file:///models/churn-1.4.0.skops" if variant == "stable" else CANARY["uri"]
+    assert env_of(container) == {
+        "MODELSHIP_MODEL_URI": uri,
+        "MODELSHIP_MODEL_SHA256": sha,
+        "MODELSHIP_MODEL_NAME": "churn",
+        "MODELSHIP_MODEL_VERSION": version,
+        "MODELSHIP_MODEL_FORMAT": "auto",
+        "MODELSHIP_VARIANT": variant,
+        "MODELSHIP_PORT": "8080",
+        "MODELSHIP_MODEL_CACHE_DIR": "/tmp/modelship-models",
+    }
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/v2/health/ready",
+        "port": "http",
+        "scheme": "HTTP",
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+    assert template["spec"]["automountServiceAccountToken"] is False
+
+
+def test_variant_service_maps_port_80_to_the_pods_8080() -> None:
+    svc = by_key(render(md(canary=CANARY), SETTINGS))[("Service", "churn-canary")]
+    assert svc["spec"]["selector"] == {
+        "modelship.io/deployment": "churn",
+        "modelship.io/variant": "canary",
+    }
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+
+
+def test_router_and_serving_selectors_never_overlap() -> None:
+    objects = by_key(render(md(canary=CANARY), SETTINGS))
+    deployments = [o for (kind, _), o in objects.items() if kind == "Deployment"]
+    for selecting in deployments:
+        wanted = selecting["spec"]["selector"]["matchLabels"].items()
+        matched = [
+            d["metadata"]["name"]
+            for d in deployments
+            if wanted <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert matched == [selecting["metadata"]["name"]]
+
+
+# The checks of the Pod Security Standard "restricted" profile (v1.37) that a pod spec can
+# fail, written out so a change to the rendering that breaks one names the rule.
+ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    problems = []
+    psc = pod.get("securityContext", {})
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(flag):
+            problems.append(flag)
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            problems.append(f"volume {volume['name']}: {kinds}")
+    for c in pod["containers"]:
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            problems.append(f"{c['name']}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{c['name']}: allowPrivilegeEscalation")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{c['name']}: capabilities")
+        if not sc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+            problems.append(f"{c['name']}: runAsNonRoot")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            problems.append(f"{c['name']}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in {"RuntimeDefault", "Localhost"}:
+            problems.append(f"{c['name']}: seccompProfile")
+        if any("hostPort" in p for p in c.get("ports", [])):
+            problems.append(f"{c['name']}: hostPort")
+        if not sc.get("readOnlyRootFilesystem"):
+            problems.append(f"{c['name']}: writable root filesystem")
+    return problems
+
+
+@pytest.mark.parametrize("name", ["churn-stable", "churn-canary", "churn-router"])
+def test_pods_meet_the_restricted_pod_security_profile(name: str) -> None:
+    objects = render(md(canary=CANARY, storage={"claimName": "models"}), SETTINGS)
+    pod = pod_spec(objects, name)
+    assert restricted_violations(pod) == []
+    assert pod["securityContext"]["runAsUser"] == 65532
+
+
+def test_the_restricted_check_itself_catches_violations() -> None:
+    pod = pod_spec(render(md(), SETTINGS), "churn-stable")
+    pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    assert len(restricted_violations(pod)) == 2
+
+
+def test_storage_is_mounted_read_only() -> None:
+    objects = render(md(storage={"claimName": "models", "mountPath": "/data"}), SETTINGS)
+    pod = pod_spec(objects, "churn-stable")
+    assert {
+        "name": "models",
+        "persistentVolumeClaim": {"claimName": "models", "readOnly": True},
+    } in (pod["volumes"])
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "models", "mountPath": "/data", "readOnly": True} in mounts
+
+
+@pytest.mark.parametrize(
+    ("spec", "settings", "image", "policy"),
+    [
+        ({}, SETTINGS, "modelship/serving:9.9", None),
+        ({"images": {"serving": "reg.local/s:2"}}, SETTINGS, "reg.local/s:2", None),
+        (
+            {"images": {"pullPolicy": "Never"}},
+            SETTINGS.model_copy(update={"image_pull_policy": "Always"}),
+            "modelship/serving:9.9",
+            "Never",
+        ),
+        ({}, SETTINGS.model_copy(update={"image_pull_policy": "Always"}), None, "Always"),
+    ],
+)
+def test_images_come_from_settings_unless_the_spec_overrides(
+    spec: dict[str, Any], settings: OperatorSettings, image: str | None, policy: str | None
+) -> None:
+    (container,) = pod_spec(render(md(**spec), settings), "churn-stable")["containers"]
+    if image is not None:
+        assert container["image"] == image
+    assert container.get("imagePullPolicy") == policy
+
+
+def test_default_images_are_tagged_with_the_installed_version() -> None:
+    settings = OperatorSettings()
+    assert settings.serving_image.startswith("modelship/serving:")
+    assert settings.router_image.startswith("modelship/router:")
+    assert settings.serving_image.split(":")[1] == settings.router_image.split(":")[1]
+
+
+def test_model_name_defaults_to_the_resource_name_and_sha_is_lowercased() -> None:
+    resource = md(
+        model={"name": "churn-model", "version": "1", "uri": "file:///m", "sha256": "AB" * 32}
+    )
+    env = env_of(pod_spec(render(resource, SETTINGS), "churn-stable")["containers"][0])
+    assert env["MODELSHIP_MODEL_NAME"] == "churn-model"
+    assert env["MODELSHIP_MODEL_SHA256"] == "ab" * 32
+
+
+def test_router_deployment_and_its_least_privilege_role() -> None:
+    objects = by_key(render(md(canary=CANARY), SETTINGS))
+    pod = objects[("Deployment", "churn-router")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "modelship/router:9.9"
+    assert env_of(container) == {
+        "MODELSHIP_ROUTER_DEPLOYMENT": "churn",
+        "MODELSHIP_ROUTER_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        "MODELSHIP_ROUTER_CONFIGMAP": "churn-router",
+        "MODELSHIP_ROUTER_PORT": "8080",
+    }
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["serviceAccountName"] == "churn-router"
+    assert objects[("Role", "churn-router")]["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get", "list", "watch"],
+            "resourceNames": ["churn-router"],
+        },
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        },
+    ]
+    binding = objects[("RoleBinding", "churn-router")]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "churn-router",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "churn-router", "namespace": "ml"}
+    ]
+
+
+def routing(resource: ModelDeployment, traffic: Traffic | None = None) -> RoutingConfig:
+    objects = by_key(render(resource, SETTINGS, state_from_spec(resource, traffic)))
+    return RoutingConfig.from_json(objects[("ConfigMap", "churn-router")]["data"]["routing.json"])
+
+
+def test_routing_without_canary_sends_everything_to_stable() -> None:
+    config = routing(md())
+    assert config.weights() == {"stable": 100.0}
+    assert config.variant("stable").service == "churn-stable"
+    assert config.variant("stable").model_version == "1.4.0"
+    assert config.fallback == "stable"
+
+
+def test_routing_of_a_canary_step() -> None:
+    config = routing(md(canary=CANARY), Traffic(stable=75, canary=25))
+    assert config.weights() == {"stable": 75.0, "canary": 25.0}
+    assert config.variant("canary").service == "churn-canary"
+    assert config.variant("canary").port == "http"
+    assert config.sticky is None and config.mirror is None and config.match == ()
+
+
+def test_routing_of_an_ab_test_is_sticky_with_match_rules() -> None:
+    resource = md(
+        canary=CANARY,
+        strategy={
+            "type": "ABTest",
+            "abTest": {
+                "stickyKey": {"cookie": "uid"},
+                "split": 30,
+                "match": [{"header": "X-Group", "value": "beta"}],
+            },
+        },
+    )
+    config = routing(resource, Traffic(stable=70, canary=30))
+    assert config.sticky is not None and config.sticky.cookie == "uid"
+    assert [(m.header, m.value, m.variant) for m in config.match] == [("x-group", "beta", "canary")]
+    assert config.weights() == {"stable": 70.0, "canary": 30.0}
+
+
+def test_routing_of_shadow_mode_mirrors_without_serving_the_canary() -> None:
+    resource = md(canary=CANARY, strategy={"type": "Shadow"})
+    config = routing(resource, Traffic(stable=100, canary=0, mirror=40))
+    assert config.mirror is not None
+    assert (config.mirror.variant, config.mirror.percent) == ("canary", 40.0)
+    assert config.weights()["canary"] == 0
+
+
+def test_router_generation_is_written_into_the_config() -> None:
+    resource = md()
+    state = DesiredState(
+        stable=VariantPlan("stable", stable_model(resource), 1),
+        canary=None,
+        traffic=Traffic(),
+        router_generation=7,
+    )
+    objects = by_key(render(resource, SETTINGS, state))
+    text = objects[("ConfigMap", "churn-router")]["data"]["routing.json"]
+    assert RoutingConfig.from_json(text).generation == 7
+
+
+def test_a_scaled_down_canary_keeps_its_service_but_not_its_budget() -> None:
+    resource = md(canary=CANARY, replicas=3)
+    canary = ModelRef(version="1.5.0", uri=CANARY["uri"], sha256=SHA_CANARY)
+    state = DesiredState(
+        stable=VariantPlan("stable", stable_model(resource), 3),
+        canary=VariantPlan("canary", canary, 0),
+        traffic=Traffic(),
+    )
+    objects = by_key(render(resource, SETTINGS, state))
+    assert objects[("Deployment", "churn-canary")]["spec"]["replicas"] == 0
+    assert ("Service", "churn-canary") in objects
+    assert ("PodDisruptionBudget", "churn-canary") not in objects
+    assert ("PodDisruptionBudget", "churn-stable") in objects
+
+
+@pytest.mark.parametrize(
+    ("traffic", "canary"),
+    [(Traffic(stable=50, canary=40), True), (Traffic(stable=90, canary=10), False),
+     (Traffic(stable=100, mirror=10), False)],
+)  # fmt: skip
+def test_inconsistent_states_are_refused(traffic: Traffic, canary: bool) -> None:
+    resource = md(canary=CANARY)
+    model = stable_model(resource)
+    with pytest.raises(ValueError, match="traffic"):
+        DesiredState(
+            stable=VariantPlan("stable", model, 1),
+            canary=VariantPlan("canary", model, 1) if canary else None,
+            traffic=traffic,
+        )
+
+
+# --- pruning --------------------------------------------------------------------------------
+
+
+def existing(
+    objects: list[dict[str, Any]], uid: str = "uid-1", managed: bool = True
+) -> list[dict[str, Any]]:
+    """Objects as the API would list them (ownerReferences and labels as given)."""
+    out = []
+    for obj in objects:
+        copy = json.loads(json.dumps(obj))
+        copy["metadata"]["ownerReferences"][0]["uid"] = uid
+        if not managed:
+            del copy["metadata"]["labels"]["app.kubernetes.io/managed-by"]
+        out.append(copy)
+    return out
+
+
+def refs(*pairs: tuple[str, str]) -> list[ChildRef]:
+    versions = {
+        "Deployment": "apps/v1",
+        "Service": "v1",
+        "PodDisruptionBudget": "policy/v1",
+        "ServiceAccount": "v1",
+        "ConfigMap": "v1",
+        "Role": "rbac.authorization.k8s.io/v1",
+        "RoleBinding": "rbac.authorization.k8s.io/v1",
+    }
+    return sorted(ChildRef(versions[k], k, n) for k, n in pairs)
+
+
+def test_finished_canary_is_pruned() -> None:
+    before = render(md(canary=CANARY, replicas=2), SETTINGS)
+    after = render(md(replicas=2), SETTINGS)
+    assert stale_children(after, existing(before), "uid-1") == refs(
+        ("Deployment", "churn-canary"),
+        ("Service", "churn-canary"),
+        ("PodDisruptionBudget", "churn-canary"),
+    )
+
+
+def test_budget_is_pruned_when_scaled_to_one_and_router_objects_when_router_goes() -> None:
+    before = render(md(replicas=2), SETTINGS)
+    after = render(md(replicas=1, router={"type": "none"}), SETTINGS)
+    assert stale_children(after, existing(before), "uid-1") == refs(
+        ("PodDisruptionBudget", "churn-stable"),
+        ("ServiceAccount", "churn-router"),
+        ("Role", "churn-router"),
+        ("RoleBinding", "churn-router"),
+        ("ConfigMap", "churn-router"),
+        ("Service", "churn-router"),
+        ("Deployment", "churn-router"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("uid", "managed", "why"),
+    [
+        ("uid-other", True, "owned by an earlier ModelDeployment of the same name"),
+        ("uid-1", False, "not labelled as managed by modelship"),
+    ],
+)
+def test_objects_that_are_not_ours_are_never_pruned(uid: str, managed: bool, why: str) -> None:
+    before = render(md(canary=CANARY), SETTINGS)
+    after = render(md(), SETTINGS)
+    assert stale_children(after, existing(before, uid=uid, managed=managed), "uid-1") == [], why
+
+
+def test_kinds_the_operator_does_not_manage_are_never_pruned() -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "churn-canary-abc",
+            "labels": {"app.kubernetes.io/managed-by": "modelship"},
+            "ownerReferences": [{"uid": "uid-1", "controller": True}],
+        },
+    }
+    assert stale_children(render(md(), SETTINGS), [pod], "uid-1") == []
+
+
+def test_nothing_is_pruned_when_everything_is_still_wanted() -> None:
+    objects = render(md(canary=CANARY, replicas=2), SETTINGS)
+    assert stale_children(objects, existing(objects), "uid-1") == []
+
+
+def test_spec_changes_do_not_rename_children() -> None:
+    a = render(md(canary=CANARY), SETTINGS)
+    b = render(md(canary={**CANARY, "version": "2.0"}, replicas=4), SETTINGS)
+    names_a = {(o["kind"], o["metadata"]["name"]) for o in a}
+    names_b = {(o["kind"], o["metadata"]["name"]) for o in b if o["kind"] != "PodDisruptionBudget"}
+    assert names_a == names_b
