@@ -105,6 +105,7 @@ def filter_rules(config: PodNetConfig) -> dict[str, list[list[str]]]:
         f"{p}OUTPUT": [
             # Service and pod addresses never leave through another interface
             # (kube-proxy's DNAT happens before this, so routed Services are unaffected).
+            ["-o", "lo", "-j", "RETURN"],
             ["-d", svc, "-j", "REJECT"],
             ["-d", pods, "!", "-o", br, "-j", "REJECT"],
         ],

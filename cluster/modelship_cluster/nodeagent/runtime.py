@@ -211,6 +211,8 @@ class PodRuntime:
         self.sandbox_error: str | None = None
         self.changed = asyncio.Event()
         self.deleting = False
+        self.stopping = False  # the node agent stops: end the pod, keep the API object
+        self.api_gone = False  # the API object is already gone
         self.finished = False  # the runtime stopped (terminal phase or deleted)
         self.start_time = now_iso()
         self._conditions: list[dict[str, Any]] = list(
@@ -226,6 +228,11 @@ class PodRuntime:
             self.deleting = True
         self.changed.set()
 
+    def stop(self) -> None:
+        """End the pod on this node without touching it in the API (the agent stops)."""
+        self.stopping = True
+        self.changed.set()
+
     @property
     def restart_policy(self) -> str:
         return str(self.pod.get("spec", {}).get("restartPolicy", "Always"))
@@ -233,7 +240,10 @@ class PodRuntime:
     # -- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
         try:
-            while not self.deleting and self._phase not in ("Succeeded", "Failed"):
+            while not (self.deleting or self.stopping) and self._phase not in (
+                "Succeeded",
+                "Failed",
+            ):
                 self.changed.clear()
                 try:
                     await self._sync()
@@ -258,7 +268,11 @@ class PodRuntime:
             if self.netns is None:
                 return
         if time.monotonic() >= self.next_volume_sync:
-            await self._sync_volumes()
+            try:
+                await self._sync_volumes()
+            except Exception as error:
+                log.warning("pod %s: volume refresh failed: %s", self.key, error)
+                self.next_volume_sync = time.monotonic() + 5
         for c in self.inits:
             if c.succeeded():
                 continue
@@ -268,7 +282,7 @@ class PodRuntime:
             await self._drive(c)
 
     async def _drive(self, c: ContainerRun) -> None:
-        if c.proc is not None or self.deleting:
+        if c.proc is not None or self.deleting or self.stopping:
             return
         if "terminated" in c.state:
             return  # finished and not to be restarted
@@ -289,7 +303,7 @@ class PodRuntime:
                 podnet.create_pod_netns, self.id, self.ip, self.settings.net, name
             )
             self.sandbox_error = None
-        except (ConfigError, podnet.PodNetError, OSError) as error:
+        except Exception as error:
             self.sandbox_error = str(error)
             for c in [*self.inits, *self.containers]:
                 c.state = {"waiting": {"reason": "ContainerCreating", "message": str(error)}}
@@ -539,7 +553,7 @@ class PodRuntime:
         restart = exit_code != 0 and policy != "Never" if c.init else None
         if restart is None:
             restart = podspec.should_restart(policy, exit_code)
-        if restart and not self.deleting:
+        if restart and not (self.deleting or self.stopping):
             if time.monotonic() - c.started_mono > 600:
                 c.runs = 1  # ran fine for 10 minutes: the back-off starts over
                 c.restart_count = max(c.restart_count, 0)
@@ -626,7 +640,7 @@ class PodRuntime:
             self.netns = None
         if self.ip is not None:
             self.ipam.release(self.ip)
-        if self.deleting:
+        if self.deleting or self.stopping:
             await asyncio.to_thread(shutil.rmtree, self.dir, True)
 
     # -- outputs -------------------------------------------------------------------------

@@ -1,0 +1,3 @@
+from modelship_cluster.nodeagent.cli import main
+
+raise SystemExit(main())
