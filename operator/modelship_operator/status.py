@@ -129,6 +129,9 @@ class RolloutProgress(ApiModel):
         description="Identity of the rollout (hash of model, canary and strategy); a new "
         "key restarts the analysis from the first step."
     )
+    candidate: ModelRef | None = Field(
+        default=None, description="The canary model this rollout is about."
+    )
     started_at: datetime = Field(description="When this rollout began.")
     step_started_at: datetime | None = Field(
         default=None, description="When the current step began (bounds progressDeadline)."
