@@ -1,0 +1,426 @@
+"""The reconcile plan: from (resource, what exists, now) to what to do. Pure, no I/O.
+
+:func:`plan` is the whole decision of one reconcile. The kopf handlers stay thin: parse the
+body (:meth:`ModelDeployment.from_api`; on failure :func:`plan_invalid`), list the children
+and pods (:func:`modelship_operator.observed.observe`), call :func:`plan`, then act on it
+in order: server-side apply ``plan.apply``, delete ``plan.delete``, patch the status with
+:func:`status_patch`, post ``plan.events``. A failed API call is reported by calling
+:func:`plan` again with the failures, which yields the same decisions plus a Degraded
+condition. Because the plan depends only on its inputs and everything a rollout needs is in
+status, running it twice, or after a crash at any point, converges to the same state.
+
+The rollout engine's seam is :func:`track_rollout`: it decides phase, step, traffic and the
+model each variant runs. Without metric analysis it only follows the spec and what it
+observes (a canary enters at its first step once it has a ready pod, promotion completes
+when the stable Deployment runs the canary's model everywhere); the analysis step machine
+replaces the middle of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from modelship_operator.conditions import (
+    Event,
+    Failure,
+    Verdict,
+    degraded,
+    progressing,
+    ready,
+    set_condition,
+    timestamp,
+    transition_events,
+    variant_status,
+)
+from modelship_operator.kinds import ChildRef
+from modelship_operator.observed import DeploymentView, Observed
+from modelship_operator.render import (
+    DesiredState,
+    VariantPlan,
+    canary_model,
+    render,
+    router_name,
+    routing_config,
+    stable_model,
+    stale_children,
+    variant_name,
+)
+from modelship_operator.settings import OperatorSettings
+from modelship_operator.spec import ModelDeployment, Strategy
+from modelship_operator.status import (
+    TERMINAL_PHASES,
+    AnalysisResult,
+    HistoryEntry,
+    ModelDeploymentStatus,
+    ModelRef,
+    Phase,
+    RolledOut,
+    RolloutProgress,
+    Traffic,
+)
+
+#: ``status.rollout.pauseReason`` when the user paused (spec.paused); other reasons (errors)
+#: are the analysis engine's and are not lifted by unpausing.
+PAUSED_BY_USER: Final = "paused by spec.paused"
+HISTORY_LIMIT: Final = 20
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one reconcile should do, in order."""
+
+    apply: tuple[dict[str, Any], ...]
+    delete: tuple[ChildRef, ...]
+    status: ModelDeploymentStatus
+    events: tuple[Event, ...]
+    requeue_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The rollout engine's decision for this reconcile."""
+
+    phase: Phase
+    stable_model: ModelRef
+    canary_model: ModelRef | None
+    canary_replicas: int
+    traffic: Traffic
+    step: int | None = None
+    progress: RolloutProgress | None = None
+    failed_checks: int = 0
+    consecutive_errors: int = 0
+    last_analysis: tuple[AnalysisResult, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
+    detail: str = ""
+    requeue_after: float | None = None
+
+
+def runs(view: DeploymentView | None, model: ModelRef) -> bool:
+    """Whether a Deployment runs ``model`` on every pod, all available."""
+    return (
+        view is not None
+        and view.rolled_out
+        and view.model_version == model.version
+        and view.sha256 == model.sha256
+    )
+
+
+def entry_traffic(strategy: Strategy, step: int) -> Traffic:
+    """Traffic when a canary at ``step`` has a ready pod, before any analysis."""
+    if strategy.type == "ABTest":
+        split = strategy.ab_test_settings.split
+        return Traffic(stable=100 - split, canary=split)
+    if strategy.type == "Shadow":
+        return Traffic(stable=100, canary=0, mirror=strategy.shadow_settings.mirror_percent)
+    weight = strategy.steps[min(step, len(strategy.steps) - 1)]
+    return Traffic(stable=100 - weight, canary=weight)
+
+
+def _history(entries: Sequence[HistoryEntry], *new: HistoryEntry) -> tuple[HistoryEntry, ...]:
+    return tuple([*entries, *new][-HISTORY_LIMIT:])
+
+
+def track_rollout(md: ModelDeployment, observed: Observed, now: datetime) -> Rollout:
+    """Phase, traffic and models from the spec, the previous status and what runs."""
+    spec, prev = md.spec, md.status
+    stable_spec = stable_model(md)
+    candidate = canary_model(md)
+    now = timestamp(now)
+    active = prev.phase in ("Progressing", "Paused", "Promoting")
+
+    history: tuple[HistoryEntry, ...] = tuple(prev.history)
+    if candidate is None:
+        if prev.rollout is not None and active:
+            version = prev.rollout.candidate.version if prev.rollout.candidate else "?"
+            history = _history(
+                history,
+                HistoryEntry(
+                    version=version,
+                    outcome="Aborted",
+                    reason="spec.canary was removed during the rollout",
+                    at=now,
+                ),
+            )
+        return Rollout(
+            phase="Idle",
+            stable_model=stable_spec,
+            canary_model=None,
+            canary_replicas=0,
+            traffic=Traffic(),
+            history=history,
+            detail="no canary in the spec",
+        )
+
+    key = spec.rollout_key()
+    if prev.rollout is None or prev.rollout.key != key:
+        if prev.rollout is not None and active and prev.rollout.candidate is not None:
+            history = _history(
+                history,
+                HistoryEntry(
+                    version=prev.rollout.candidate.version,
+                    outcome="Superseded",
+                    reason="the spec changed during the rollout; analysis restarted",
+                    at=now,
+                ),
+            )
+        progress = RolloutProgress(
+            key=key, candidate=candidate, started_at=now, step_started_at=now
+        )
+        phase: Phase = "Progressing"
+        step = 0
+        traffic = Traffic()
+        failed = errors = 0
+        analysis: tuple[AnalysisResult, ...] = ()
+    else:
+        progress = prev.rollout
+        phase = prev.phase or "Progressing"
+        step = prev.step or 0
+        traffic = prev.traffic or Traffic()
+        failed, errors = prev.failed_checks, prev.consecutive_errors
+        analysis = tuple(prev.last_analysis)
+
+    # Pause and resume by the user; the engine's own pauses are lifted by the engine.
+    if phase in ("Progressing", "Paused"):
+        if spec.paused and phase != "Paused":
+            phase = "Paused"
+            progress = progress.model_copy(update={"pause_reason": PAUSED_BY_USER})
+        elif not spec.paused and phase == "Paused" and progress.pause_reason == PAUSED_BY_USER:
+            phase = "Progressing"
+            progress = progress.model_copy(update={"pause_reason": None, "step_started_at": now})
+
+    stable_view = observed.deployment(variant_name(md.name, "stable"))
+    canary_view = observed.deployment(variant_name(md.name, "canary"))
+
+    if phase == "Promoting" and runs(stable_view, candidate):
+        phase = "Promoted"
+        progress = progress.model_copy(update={"finished_at": now})
+        history = _history(
+            history,
+            HistoryEntry(
+                version=candidate.version,
+                outcome="Promoted",
+                reason="the stable variant runs the canary's model",
+                at=now,
+            ),
+        )
+
+    stable_target = candidate if phase in ("Promoting", "Promoted") else stable_spec
+    canary_ready = canary_view is not None and canary_view.ready > 0
+    requeue: float | None = None
+    canary_replicas = spec.replicas
+    if phase in TERMINAL_PHASES:
+        traffic = Traffic()
+        finished = progress.finished_at or now
+        remaining = (finished + spec.strategy.scale_down_delay_delta - now).total_seconds()
+        if remaining <= 0:
+            canary_replicas = 0
+        else:
+            requeue = remaining
+    elif phase == "Progressing" and canary_ready and traffic.canary == 0 and not traffic.mirror:
+        traffic = entry_traffic(spec.strategy, step)
+
+    detail = _describe(md, phase, step, traffic, candidate, canary_ready, progress)
+    return Rollout(
+        phase=phase,
+        stable_model=stable_target,
+        canary_model=candidate,
+        canary_replicas=canary_replicas,
+        traffic=traffic,
+        step=step,
+        progress=progress,
+        failed_checks=failed,
+        consecutive_errors=errors,
+        last_analysis=analysis,
+        history=history,
+        detail=detail,
+        requeue_after=requeue,
+    )
+
+
+def _describe(
+    md: ModelDeployment,
+    phase: Phase,
+    step: int,
+    traffic: Traffic,
+    candidate: ModelRef,
+    canary_ready: bool,
+    progress: RolloutProgress,
+) -> str:
+    strategy = md.spec.strategy
+    if phase == "Progressing":
+        if not canary_ready and traffic.canary == 0 and not traffic.mirror:
+            return f"waiting for a ready pod of canary {candidate.version}"
+        if strategy.type == "Shadow":
+            return f"canary {candidate.version} receives a {traffic.mirror}% mirror of traffic"
+        if strategy.type == "ABTest":
+            return f"A/B test: canary {candidate.version} serves {traffic.canary}% of users"
+        return (
+            f"canary {candidate.version} at step {step + 1}/{len(strategy.steps)} "
+            f"({traffic.canary}% of traffic)"
+        )
+    if phase == "Paused":
+        return progress.pause_reason or "paused"
+    if phase == "Promoting":
+        return f"the stable variant is rolling out the canary's model {candidate.version}"
+    if phase == "Promoted":
+        return (
+            f"stable serves {candidate.version}; to finish, set spec.model to the canary's "
+            "model and remove spec.canary"
+        )
+    return ""
+
+
+def next_router_generation(
+    config_json: str, observed_json: str | None, status_generation: int | None
+) -> int:
+    """Generation for the routing config: unchanged content keeps the observed generation,
+    any change (or a missing ConfigMap) takes a higher one than ever written."""
+    from modelship_router.config import RoutingConfig
+
+    new = RoutingConfig.from_json(config_json)
+    seen: RoutingConfig | None = None
+    if observed_json is not None:
+        try:
+            seen = RoutingConfig.from_json(observed_json)
+        except ValidationError:
+            seen = None  # unreadable (edited by hand): overwrite it with a new generation
+    if seen is not None and seen.model_copy(update={"generation": 0}) == new.model_copy(
+        update={"generation": 0}
+    ):
+        return int(seen.generation)
+    return max(seen.generation if seen else 0, status_generation or 0) + 1
+
+
+def rolled_out(
+    previous: RolledOut | None, stable: DeploymentView | None, target: ModelRef
+) -> RolledOut:
+    """Current and previous models of stable: moves on once ``target`` runs everywhere."""
+    previous = previous or RolledOut()
+    if not runs(stable, target) or previous.current == target:
+        return previous
+    return RolledOut(current=target, previous=previous.current)
+
+
+def plan(
+    md: ModelDeployment,
+    observed: Observed,
+    settings: OperatorSettings,
+    now: datetime,
+    failures: Sequence[Failure] = (),
+) -> Plan:
+    """What to apply, delete, write to status and announce for ``md`` now."""
+    rollout = track_rollout(md, observed, now)
+    builtin_router = md.spec.router.type == "builtin"
+    canary = (
+        None
+        if rollout.canary_model is None
+        else VariantPlan("canary", rollout.canary_model, rollout.canary_replicas)
+    )
+    state = DesiredState(
+        stable=VariantPlan("stable", rollout.stable_model, md.spec.replicas),
+        canary=canary,
+        traffic=rollout.traffic,
+    )
+    generation = None
+    if builtin_router:
+        draft = routing_config(md, state).to_json()
+        generation = next_router_generation(
+            draft, observed.routing_json, md.status.router_config_generation
+        )
+        state = DesiredState(state.stable, state.canary, state.traffic, generation)
+    objects = render(md, settings, state)
+    delete = stale_children(objects, observed.children, md.metadata.uid)
+
+    stable_view = observed.deployment(variant_name(md.name, "stable"))
+    canary_view = observed.deployment(variant_name(md.name, "canary"))
+    router_view = observed.deployment(router_name(md.name))
+    gen = md.metadata.generation
+    conditions = list(md.status.conditions)
+    verdicts: list[tuple[Any, Verdict]] = [
+        ("Ready", ready(stable_view, router_view, builtin_router)),
+        (
+            "Progressing",
+            progressing(rollout.phase, stable_view, rollout.stable_model, rollout.detail),
+        ),
+        ("Degraded", degraded(observed, failures)),
+    ]
+    for kind, verdict in verdicts:
+        conditions = set_condition(conditions, kind, verdict, now, gen)
+    status = ModelDeploymentStatus(
+        observed_generation=gen,
+        phase=rollout.phase,
+        traffic=rollout.traffic,
+        step=rollout.step if rollout.canary_model is not None else None,
+        failed_checks=rollout.failed_checks,
+        consecutive_errors=rollout.consecutive_errors,
+        last_analysis=list(rollout.last_analysis),
+        stable=variant_status(stable_view, rollout.stable_model),
+        canary=variant_status(canary_view, rollout.canary_model) if canary else None,
+        rolled_out=rolled_out(md.status.rolled_out, stable_view, rollout.stable_model),
+        rollout=rollout.progress,
+        ab_test=md.status.ab_test if rollout.progress is not None else None,
+        history=list(rollout.history),
+        conditions=conditions,
+        router_config_generation=generation,
+        last_handled_action=md.status.last_handled_action,
+    )
+    return Plan(
+        apply=tuple(objects),
+        delete=tuple(delete),
+        status=status,
+        events=tuple(transition_events(md.status, status)),
+        requeue_after=rollout.requeue_after,
+    )
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """A pydantic error as one line per problem: ``spec.strategy.steps: message``."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "spec"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
+
+
+def plan_invalid(body: Mapping[str, Any], problem: str, now: datetime) -> Plan:
+    """A resource the operator cannot read (the CRD let it through, the models did not):
+    touch nothing, say why in a Degraded condition and a Warning Event."""
+    try:
+        previous = ModelDeploymentStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        previous = ModelDeploymentStatus()
+    generation = int((body.get("metadata") or {}).get("generation", 0))
+    verdict = Verdict("True", "InvalidSpec", f"the operator cannot use this spec: {problem}")
+    conditions = set_condition(previous.conditions, "Degraded", verdict, now, generation)
+    status = previous.model_copy(
+        update={"conditions": conditions, "observed_generation": generation}
+    )
+    return Plan(
+        apply=(),
+        delete=(),
+        status=status,
+        events=tuple(transition_events(previous, status)),
+    )
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON merge patch turning status ``old`` into ``new`` (removed keys become null)."""
+    old = old or {}
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = status_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif value != before:
+            patch[key] = value
+    return patch

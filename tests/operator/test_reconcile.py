@@ -1,0 +1,462 @@
+"""The reconcile plan, driven through the life of a ModelDeployment.
+
+The cluster is represented by data: ``listed()`` turns the objects a plan applied into what
+the API would list back (Deployments with the status their controller would report).
+That is the only stand-in; everything under test is the real planning code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from mdep_fixtures import SHA_CANARY, SHA_STABLE, base_resource
+from modelship_operator.conditions import Failure
+from modelship_operator.kinds import ChildRef
+from modelship_operator.observed import Observed, observe
+from modelship_operator.reconcile import (
+    PAUSED_BY_USER,
+    Plan,
+    describe_invalid,
+    next_router_generation,
+    plan,
+    plan_invalid,
+    status_patch,
+)
+from modelship_operator.settings import OperatorSettings
+from modelship_operator.spec import ModelDeployment
+from modelship_operator.status import ConditionType
+from modelship_router.config import RoutingConfig
+from pydantic import ValidationError
+
+T0 = datetime(2026, 3, 1, 9, 0, 0, tzinfo=UTC)
+SETTINGS = OperatorSettings(serving_image="modelship/serving:1", router_image="modelship/router:1")
+CANARY = {"version": "1.5.0", "uri": "file:///models/churn-1.5.0.skops", "sha256": SHA_CANARY}
+
+
+def listed(
+    objects: tuple[dict[str, Any], ...], ready: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """Objects as the API lists them after apply; Deployments report their pods' state.
+
+    ``ready`` maps Deployment name to ready pods (default: all of them, fully rolled out).
+    """
+    out = []
+    for obj in objects:
+        item = copy.deepcopy(obj)
+        if item["kind"] == "Deployment":
+            want = item["spec"]["replicas"]
+            count = want if ready is None else ready.get(item["metadata"]["name"], want)
+            item["metadata"]["generation"] = 1
+            item["status"] = {
+                "observedGeneration": 1,
+                "replicas": want,
+                "readyReplicas": count,
+                "updatedReplicas": want,
+                "availableReplicas": count,
+            }
+        out.append(item)
+    return out
+
+
+def md(status: Any = None, generation: int = 1, **spec: Any) -> ModelDeployment:
+    body = base_resource(**spec)
+    body["metadata"]["generation"] = generation
+    if status is not None:
+        body["status"] = status.to_api() if hasattr(status, "to_api") else status
+    return ModelDeployment.from_api(body)
+
+
+def cluster(p: Plan, ready: dict[str, int] | None = None) -> Observed:
+    return observe(listed(p.apply, ready), routing_configmap="churn-router")
+
+
+def deployment(p: Plan, name: str) -> dict[str, Any]:
+    return next(o for o in p.apply if o["kind"] == "Deployment" and o["metadata"]["name"] == name)
+
+
+def env(p: Plan, name: str) -> dict[str, str]:
+    (container,) = deployment(p, name)["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def routing(p: Plan) -> RoutingConfig:
+    cm = next(o for o in p.apply if o["kind"] == "ConfigMap")
+    return RoutingConfig.from_json(cm["data"]["routing.json"])
+
+
+def cond(p: Plan, kind: ConditionType) -> tuple[str, str]:
+    c = p.status.condition(kind)
+    assert c is not None
+    return c.status, c.reason
+
+
+def message(p: Plan, kind: ConditionType) -> str:
+    c = p.status.condition(kind)
+    assert c is not None
+    return str(c.message)
+
+
+def reasons(p: Plan) -> list[str]:
+    return [e.reason for e in p.events]
+
+
+def converge(resource: ModelDeployment, rounds: int = 3, **kw: Any) -> Plan:
+    """Plan, let the cluster apply it, feed status back; ``rounds`` times."""
+    observed = Observed()
+    p = plan(resource, observed, SETTINGS, T0)
+    for _ in range(rounds):
+        body = base_resource()
+        body["metadata"] = resource.metadata.to_api()
+        body["spec"] = resource.spec.to_api()
+        body["status"] = p.status.to_api()
+        resource = ModelDeployment.from_api(body)
+        p = plan(resource, cluster(p, **kw), SETTINGS, T0)
+    return p
+
+
+# --- a stable model -------------------------------------------------------------------------
+
+
+def test_first_reconcile_creates_everything_and_reports_pending() -> None:
+    p = plan(md(), Observed(), SETTINGS, T0)
+    assert {(o["kind"], o["metadata"]["name"]) for o in p.apply} >= {
+        ("Deployment", "churn-stable"),
+        ("Service", "churn-stable"),
+        ("Deployment", "churn-router"),
+        ("ConfigMap", "churn-router"),
+    }
+    assert p.delete == ()
+    assert p.status.phase == "Idle"
+    assert p.status.observed_generation == 1
+    assert cond(p, "Ready") == ("False", "Pending")
+    assert cond(p, "Degraded") == ("False", "AsExpected")
+    assert p.status.router_config_generation == 1
+    assert p.status.traffic is not None and p.status.traffic.stable == 100
+    assert reasons(p) == ["Idle"]
+
+
+def test_converged_state_is_ready_and_stable_under_repetition() -> None:
+    p = converge(md())
+    assert cond(p, "Ready") == ("True", "Available")
+    assert cond(p, "Progressing") == ("False", "Idle")
+    assert p.status.stable is not None and p.status.stable.version == "1.4.0"
+    assert p.status.stable.ready_replicas == 1
+    assert p.status.rolled_out is not None and p.status.rolled_out.current is not None
+    assert p.status.rolled_out.current.version == "1.4.0"
+    again = converge(md(), rounds=5)
+    assert again.apply == p.apply
+    assert again.status == p.status
+    assert again.events == ()
+    assert again.status.router_config_generation == 1
+
+
+def test_same_plan_whenever_it_is_run_again_after_a_crash() -> None:
+    resource = md(canary=CANARY, replicas=2)
+    observed = cluster(plan(resource, Observed(), SETTINGS, T0))
+    first = plan(resource, observed, SETTINGS, T0)
+    assert plan(resource, observed, SETTINGS, T0) == first
+
+
+def test_stable_model_change_rolls_the_deployment_and_records_the_previous_model() -> None:
+    p = converge(md())
+    new_model = {"version": "1.4.1", "uri": "file:///models/churn-1.4.1.skops", "sha256": "c" * 64}
+    changed = md(status=p.status, generation=2, model=new_model)
+    during = plan(changed, cluster(p), SETTINGS, T0)
+    assert env(during, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.4.1"
+    assert deployment(during, "churn-stable")["spec"]["strategy"]["rollingUpdate"] == {
+        "maxUnavailable": 0,
+        "maxSurge": 1,
+    }
+    assert cond(during, "Progressing") == ("True", "RollingUpdate")
+    assert cond(during, "Ready")[0] == "True"  # the old pods keep serving
+    after = plan(
+        md(status=during.status, generation=2, model=new_model), cluster(during), SETTINGS, T0
+    )
+    assert cond(after, "Progressing") == ("False", "Idle")
+    assert after.status.rolled_out is not None
+    assert after.status.rolled_out.current is not None
+    assert after.status.rolled_out.previous is not None
+    assert after.status.rolled_out.current.version == "1.4.1"
+    assert after.status.rolled_out.previous.version == "1.4.0"
+    assert after.status.rolled_out.previous.sha256 == SHA_STABLE
+
+
+# --- a canary -------------------------------------------------------------------------------
+
+
+def test_canary_waits_for_a_ready_pod_then_enters_at_the_first_step() -> None:
+    p = converge(md())
+    with_canary = md(status=p.status, generation=2, canary=CANARY)
+    waiting = plan(with_canary, cluster(p), SETTINGS, T0)
+    assert waiting.status.phase == "Progressing"
+    assert waiting.status.step == 0
+    assert routing(waiting).weights() == {"stable": 100.0, "canary": 0.0}
+    assert "waiting for a ready pod" in message(waiting, "Progressing")
+    assert "RolloutProgressing" in reasons(waiting)
+    assert env(waiting, "churn-canary")["MODELSHIP_VARIANT"] == "canary"
+
+    live = plan(
+        md(status=waiting.status, generation=2, canary=CANARY), cluster(waiting), SETTINGS, T0
+    )
+    assert routing(live).weights() == {"stable": 90.0, "canary": 10.0}
+    assert live.status.traffic is not None and live.status.traffic.canary == 10
+    assert live.status.canary is not None and live.status.canary.version == "1.5.0"
+    assert waiting.status.router_config_generation is not None
+    assert live.status.router_config_generation == waiting.status.router_config_generation + 1
+    assert cond(live, "Progressing") == ("True", "CanaryRollout")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "stable", "canary", "mirror"),
+    [
+        ({"type": "Canary", "steps": [5, 50]}, 95, 5, 0),
+        ({"type": "ABTest", "abTest": {"split": 30}}, 70, 30, 0),
+        ({"type": "Shadow", "shadow": {"mirrorPercent": 25}}, 100, 0, 25),
+    ],
+)
+def test_entry_traffic_per_strategy(
+    strategy: dict[str, Any], stable: int, canary: int, mirror: int
+) -> None:
+    p = converge(md(canary=CANARY, strategy=strategy))
+    assert p.status.traffic is not None
+    assert (p.status.traffic.stable, p.status.traffic.canary, p.status.traffic.mirror) == (
+        stable,
+        canary,
+        mirror,
+    )
+
+
+def test_pause_and_resume_by_the_user() -> None:
+    running = converge(md(canary=CANARY))
+    paused = plan(md(status=running.status, canary=CANARY, paused=True), Observed(), SETTINGS, T0)
+    assert paused.status.phase == "Paused"
+    assert paused.status.rollout is not None
+    assert paused.status.rollout.pause_reason == PAUSED_BY_USER
+    assert paused.status.traffic == running.status.traffic  # traffic held where it was
+    assert "RolloutPaused" in reasons(paused)
+    resumed = plan(md(status=paused.status, canary=CANARY), Observed(), SETTINGS, T0)
+    assert resumed.status.phase == "Progressing"
+    assert resumed.status.rollout is not None and resumed.status.rollout.pause_reason is None
+
+
+def test_a_pause_for_errors_is_not_lifted_by_the_user_flag() -> None:
+    running = converge(md(canary=CANARY))
+    assert running.status.rollout is not None
+    engine_paused = running.status.model_copy(
+        update={
+            "phase": "Paused",
+            "rollout": running.status.rollout.model_copy(
+                update={"pause_reason": "4 analyses in a row failed: Prometheus unreachable"}
+            ),
+        }
+    )
+    p = plan(md(status=engine_paused, canary=CANARY), Observed(), SETTINGS, T0)
+    assert p.status.phase == "Paused"
+
+
+def test_promotion_rolls_stable_to_the_canary_model_then_completes() -> None:
+    running = converge(md(canary=CANARY, replicas=2))
+    promoting_status = running.status.model_copy(update={"phase": "Promoting"})
+    promoting = plan(
+        md(status=promoting_status, canary=CANARY, replicas=2), cluster(running), SETTINGS, T0
+    )
+    assert promoting.status.phase == "Promoting"
+    assert env(promoting, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.5.0"
+    assert env(promoting, "churn-stable")["MODELSHIP_MODEL_SHA256"] == SHA_CANARY
+    # Traffic stays where the last step left it while stable rolls.
+    assert promoting.status.traffic == running.status.traffic
+
+    done = plan(
+        md(status=promoting.status, canary=CANARY, replicas=2), cluster(promoting), SETTINGS, T0
+    )
+    assert done.status.phase == "Promoted"
+    assert routing(done).weights() == {"stable": 100.0, "canary": 0.0}
+    assert [h.outcome for h in done.status.history] == ["Promoted"]
+    assert "Promoted" in reasons(done)
+    assert "set spec.model to the canary's model" in message(done, "Progressing")
+    # The canary keeps its pods for scaleDownDelay (30s), then goes to zero.
+    assert deployment(done, "churn-canary")["spec"]["replicas"] == 2
+    assert done.requeue_after == pytest.approx(30)
+    later = plan(
+        md(status=done.status, canary=CANARY, replicas=2),
+        cluster(done),
+        SETTINGS,
+        T0 + timedelta(seconds=31),
+    )
+    assert later.status.phase == "Promoted"
+    assert deployment(later, "churn-canary")["spec"]["replicas"] == 0
+    assert env(later, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.5.0"
+    assert later.events == ()
+    # No budget for a Deployment of zero pods.
+    assert later.delete == (ChildRef("policy/v1", "PodDisruptionBudget", "churn-canary"),)
+
+    # The user finishes: the canary's model becomes spec.model, spec.canary goes.
+    finished = plan(md(status=later.status, replicas=2, model=CANARY), cluster(later), SETTINGS, T0)
+    assert finished.status.phase == "Idle"
+    assert env(finished, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.5.0"
+    assert set(finished.delete) == {
+        ChildRef("apps/v1", "Deployment", "churn-canary"),
+        ChildRef("v1", "Service", "churn-canary"),
+    }
+    assert finished.status.canary is None
+    assert finished.status.rolled_out is not None
+    assert finished.status.rolled_out.current is not None
+    assert finished.status.rolled_out.current.version == "1.5.0"
+
+
+def test_rolled_back_canary_gets_no_traffic_and_is_scaled_down_after_the_delay() -> None:
+    running = converge(md(canary=CANARY))
+    assert running.status.rollout is not None
+    rolled_back = running.status.model_copy(
+        update={
+            "phase": "RolledBack",
+            "rollout": running.status.rollout.model_copy(update={"finished_at": T0}),
+        }
+    )
+    p = plan(md(status=rolled_back, canary=CANARY), cluster(running), SETTINGS, T0)
+    assert routing(p).weights() == {"stable": 100.0, "canary": 0.0}
+    assert env(p, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.4.0"
+    assert deployment(p, "churn-canary")["spec"]["replicas"] == 1
+    late = plan(md(status=p.status, canary=CANARY), cluster(p), SETTINGS, T0 + timedelta(minutes=1))
+    assert deployment(late, "churn-canary")["spec"]["replicas"] == 0
+    assert late.status.phase == "RolledBack"
+
+
+def test_a_new_canary_version_restarts_the_rollout() -> None:
+    running = converge(md(canary=CANARY, strategy={"steps": [20, 60]}))
+    running_status = running.status.model_copy(update={"step": 1})
+    newer = {**CANARY, "version": "1.6.0", "sha256": "d" * 64}
+    p = plan(
+        md(status=running_status, canary=newer, strategy={"steps": [20, 60]}),
+        cluster(running, ready={"churn-canary": 0}),
+        SETTINGS,
+        T0,
+    )
+    assert p.status.phase == "Progressing"
+    assert p.status.step == 0
+    assert p.status.traffic is not None and p.status.traffic.canary == 0
+    assert [(h.version, h.outcome) for h in p.status.history] == [("1.5.0", "Superseded")]
+    assert p.status.rollout is not None and p.status.rollout.candidate is not None
+    assert p.status.rollout.candidate.version == "1.6.0"
+
+
+def test_removing_the_canary_mid_rollout_aborts_it_and_prunes_it() -> None:
+    running = converge(md(canary=CANARY))
+    p = plan(md(status=running.status), cluster(running), SETTINGS, T0)
+    assert p.status.phase == "Idle"
+    assert [h.outcome for h in p.status.history] == ["Aborted"]
+    assert ChildRef("apps/v1", "Deployment", "churn-canary") in p.delete
+    assert routing(p).weights() == {"stable": 100.0}
+    assert p.status.rollout is None and p.status.step is None
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def test_failed_api_calls_make_it_degraded_with_the_same_decisions() -> None:
+    resource = md()
+    ok = plan(resource, Observed(), SETTINGS, T0)
+    failures = [Failure("ApplyFailed", "Deployment churn-stable: admission webhook denied it")]
+    bad = plan(resource, Observed(), SETTINGS, T0, failures)
+    assert bad.apply == ok.apply
+    assert cond(bad, "Degraded") == ("True", "ApplyFailed")
+    assert "ApplyFailed" in reasons(bad)
+
+
+def test_a_failing_canary_pod_is_reported_with_its_own_words() -> None:
+    p = converge(md(canary=CANARY), ready={"churn-canary": 0})
+    crashing_pod = {
+        "metadata": {"name": "churn-canary-6f7c", "labels": {"modelship.io/variant": "canary"}},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "serving",
+                    "ready": False,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {
+                        "terminated": {
+                            "exitCode": 1,
+                            "message": "sha256 mismatch: expected bbbb, got 0000",
+                        }
+                    },
+                }
+            ]
+        },
+    }
+    observed = observe(listed(p.apply, {"churn-canary": 0}), [crashing_pod], "churn-router")
+    degraded_plan = plan(md(status=p.status, canary=CANARY), observed, SETTINGS, T0)
+    status, reason = cond(degraded_plan, "Degraded")
+    assert (status, reason) == ("True", "PodFailing")
+    text = message(degraded_plan, "Degraded")
+    assert "churn-canary-6f7c" in text and "sha256 mismatch" in text
+    assert cond(degraded_plan, "Ready")[0] == "True"  # stable still serves
+    assert routing(degraded_plan).weights()["canary"] == 0
+
+
+def test_unusable_spec_touches_nothing_and_says_why() -> None:
+    body = base_resource()
+    body["spec"]["strategy"] = {"steps": [50, 10]}
+    body["metadata"]["generation"] = 3
+    with pytest.raises(ValidationError) as info:
+        ModelDeployment.from_api(body)
+    problem = describe_invalid(info.value)
+    assert "steps must be strictly increasing" in problem
+    p = plan_invalid(body, problem, T0)
+    assert p.apply == () and p.delete == ()
+    assert cond(p, "Degraded") == ("True", "InvalidSpec")
+    assert p.status.observed_generation == 3
+    assert reasons(p) == ["InvalidSpec"]
+
+
+# --- router configuration generations -------------------------------------------------------
+
+
+def config_json(generation: int, canary: float = 0) -> str:
+    variants = [
+        {"name": "stable", "modelVersion": "1", "service": "s", "weight": 100 - canary},
+        {"name": "canary", "modelVersion": "2", "service": "c", "weight": canary},
+    ]
+    return json.dumps({"deployment": "churn", "generation": generation, "variants": variants})
+
+
+@pytest.mark.parametrize(
+    ("observed", "status_gen", "expected"),
+    [
+        (None, None, 1),
+        (None, 7, 8),
+        (config_json(5), 5, 5),
+        (config_json(5, canary=10), 5, 6),
+        (config_json(5, canary=10), 9, 10),
+        ("{not json", 3, 4),
+    ],
+    ids=["first", "configmap-lost", "unchanged", "changed", "status-ahead", "unreadable"],
+)
+def test_router_generation(observed: str | None, status_gen: int | None, expected: int) -> None:
+    assert next_router_generation(config_json(0), observed, status_gen) == expected
+
+
+# --- status patches -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "patch"),
+    [
+        (None, {"phase": "Idle"}, {"phase": "Idle"}),
+        ({"phase": "Idle"}, {"phase": "Idle"}, {}),
+        ({"phase": "Idle", "canary": {"version": "1"}}, {"phase": "Idle"}, {"canary": None}),
+        (
+            {"traffic": {"stable": 90, "canary": 10}},
+            {"traffic": {"stable": 100, "canary": 10}},
+            {"traffic": {"stable": 100}},
+        ),
+        ({"history": [1]}, {"history": [1, 2]}, {"history": [1, 2]}),
+    ],
+)
+def test_status_patch_is_a_json_merge_patch(
+    old: dict[str, Any] | None, new: dict[str, Any], patch: dict[str, Any]
+) -> None:
+    assert status_patch(old, new) == patch
