@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from pydantic import ValidationError
 
+from modelship_router.app import Router, create_router
 from modelship_router.config import RoutingConfig
 from modelship_router.settings import RouterSettings
 from modelship_router.sources import ConfigError, describe_validation_error, load_config_file
@@ -107,10 +109,7 @@ def _check(path: Path) -> int:
     return 0
 
 
-async def _serve(settings: RouterSettings) -> None:
-    from modelship_router.app import create_router
-
-    router = create_router(settings)
+async def _serve(router: Router) -> None:
     await router.start()
     # Long-lived startup objects never become garbage: keep the collector off them.
     gc.collect()
@@ -145,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
             load_config_file(settings.config)
         except ConfigError as exc:
             raise SystemExit(f"modelship-router: {exc}") from None
-    import uvloop
-
-    uvloop.run(_serve(settings))
+    try:
+        router = create_router(settings)
+    except Exception as exc:  # e.g. no kubeconfig / service account, no namespace
+        raise SystemExit(f"modelship-router: cannot start: {exc}") from None
+    uvloop.run(_serve(router))
