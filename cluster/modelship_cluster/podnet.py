@@ -82,12 +82,12 @@ def overlaps(config: PodNetConfig, host_networks: Iterable[str]) -> list[str]:
     return found
 
 
-def filter_rules(config: PodNetConfig) -> dict[str, list[list[str]]]:
-    """Our iptables filter chains and their rules (each rule as iptables arguments)."""
+def guard_rules(config: PodNetConfig) -> dict[tuple[str, str], list[list[str]]]:
+    """Our iptables chains, by (table, chain), and their rules (as iptables arguments)."""
     br, pods, svc = config.bridge, config.pod_cidr, config.service_cidr
     p = config.chain_prefix
     return {
-        f"{p}FORWARD": [
+        ("filter", f"{p}FORWARD"): [
             # pod <-> pod, bridged or routed through the host (Service DNAT).
             ["-i", br, "-o", br, "-j", "ACCEPT"],
             # Nothing from or to the pod network crosses any other interface.
@@ -96,18 +96,20 @@ def filter_rules(config: PodNetConfig) -> dict[str, list[list[str]]]:
             ["-i", br, "-j", "DROP"],
             ["-o", br, "-j", "DROP"],
         ],
-        f"{p}INPUT": [
+        ("filter", f"{p}INPUT"): [
             # The gateway address (apiserver, ...) answers the host and the pods only.
             ["-i", "lo", "-j", "RETURN"],
             ["-d", pods, "!", "-i", br, "-j", "DROP"],
             ["-i", br, "!", "-s", pods, "-j", "DROP"],
         ],
-        f"{p}OUTPUT": [
-            # Service and pod addresses never leave through another interface
-            # (kube-proxy's DNAT happens before this, so routed Services are unaffected).
+        ("mangle", f"{p}POSTROUTING"): [
+            # Pod and Service addresses never leave through another interface. (Here, not
+            # in OUTPUT: only POSTROUTING sees the interface chosen after kube-proxy's DNAT.)
             ["-o", "lo", "-j", "RETURN"],
-            ["-d", svc, "-j", "REJECT"],
-            ["-d", pods, "!", "-o", br, "-j", "REJECT"],
+            ["-o", br, "-j", "RETURN"],
+            ["-d", pods, "-j", "DROP"],
+            ["-s", pods, "-j", "DROP"],
+            ["-d", svc, "-j", "DROP"],
         ],
     }
 
@@ -206,15 +208,16 @@ def ensure_bridge(config: PodNetConfig = DEFAULT) -> None:
 
 
 def _ensure_chains(config: PodNetConfig) -> None:
-    for chain, rules in filter_rules(config).items():
+    for (table, chain), rules in guard_rules(config).items():
+        ipt = ["iptables", "-w", "-t", table]
         parent = chain.removeprefix(config.chain_prefix)
-        if not _ok(["iptables", "-w", "-n", "-L", chain]):
-            _run(["iptables", "-w", "-N", chain])
-        _run(["iptables", "-w", "-F", chain])
+        if not _ok([*ipt, "-n", "-L", chain]):
+            _run([*ipt, "-N", chain])
+        _run([*ipt, "-F", chain])
         for rule in rules:
-            _run(["iptables", "-w", "-A", chain, *rule])
-        if not _ok(["iptables", "-w", "-C", parent, "-j", chain]):
-            _run(["iptables", "-w", "-I", parent, "1", "-j", chain])
+            _run([*ipt, "-A", chain, *rule])
+        if not _ok([*ipt, "-C", parent, "-j", chain]):
+            _run([*ipt, "-I", parent, "1", "-j", chain])
 
 
 def create_pod_netns(
@@ -230,6 +233,8 @@ def create_pod_netns(
         _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
         Path(f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6").write_text("1")
         _run(["ip", "link", "set", veth, "master", config.bridge, "up"])
+        # Hairpin: a pod reaching itself through a Service leaves and re-enters one port.
+        Path(f"/sys/class/net/{veth}/brport/hairpin_mode").write_text("1")
         inside = ["ip", "-n", ns]
         _run([*inside, "link", "set", "lo", "up"])
         _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=1"])
@@ -333,13 +338,14 @@ def teardown(config: PodNetConfig = DEFAULT) -> None:
             _run(["ip", "link", "delete", link], check=False)
     if _link_exists(config.bridge):
         _run(["ip", "link", "delete", config.bridge], check=False)
-    for chain in filter_rules(config):
+    for table, chain in guard_rules(config):
+        ipt = ["iptables", "-w", "-t", table]
         parent = chain.removeprefix(config.chain_prefix)
-        while _ok(["iptables", "-w", "-C", parent, "-j", chain]):
-            _run(["iptables", "-w", "-D", parent, "-j", chain])
-        if _ok(["iptables", "-w", "-n", "-L", chain]):
-            _run(["iptables", "-w", "-F", chain])
-            _run(["iptables", "-w", "-X", chain])
+        while _ok([*ipt, "-C", parent, "-j", chain]):
+            _run([*ipt, "-D", parent, "-j", chain])
+        if _ok([*ipt, "-n", "-L", chain]):
+            _run([*ipt, "-F", chain])
+            _run([*ipt, "-X", chain])
     marker = config.state_dir / "netns-dir-was-mounted"
     made_netns_mount = marker.exists() and marker.read_text() == "no"
     if made_netns_mount and NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
