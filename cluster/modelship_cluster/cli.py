@@ -68,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             print("stopping what started; run `modelship-cluster up` again", file=sys.stderr)
             cluster.down(keep_data=True)
             return 1
+        from modelship_cluster.nodeagent import parts as node_parts
+
+        if node_parts.enabled():
+            print(f"# Prometheus: {node_parts.prometheus_url()}")
+            print(
+                f"# container logs: python -m modelship_cluster.nodeagent --state-dir "
+                f"{cluster.root / 'node'} logs POD -n NAMESPACE [-c CONTAINER]"
+            )
         print("# kubectl and helm for this cluster:")
         print(f'export PATH="{":".join(str(d) for d in binaries.toolset().bin_dirs)}:$PATH"')
         print(f"export KUBECONFIG={cluster.kubeconfig}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from modelship_cluster import binaries, controlplane, pki
 from modelship_cluster.controlplane import ClusterConfig
+from modelship_cluster.nodeagent import parts as node_parts
 from modelship_cluster.processes import ProcessDir, tail
 
 # Stop order: the reverse of start order.
@@ -71,6 +72,7 @@ class Cluster:
         (self.root / "cluster.json").write_text(self.config.model_dump_json(indent=2))
         self._write_pki()
         cfg = self.config
+        node_parts.before_control_plane()  # the apiserver listens on the bridge's gateway
 
         etcd = self.processes.start(
             "etcd", controlplane.etcd_args(tools, cfg, self.root / "etcd-data")
@@ -111,6 +113,7 @@ class Cluster:
                 what=self._what(proc.name),
             )
         _say(f"control plane up in {time.monotonic() - started:.1f}s (state: {self.root})")
+        node_parts.start(self, timeout)  # node agent, kube-proxy, Prometheus
 
     def down(self, keep_data: bool = False) -> None:
         """Stop every component in reverse order; remove the state unless asked to keep it."""
@@ -120,6 +123,7 @@ class Cluster:
         ]
         for name in order:
             self.processes.stop(name)
+        node_parts.teardown(self)  # kube-proxy's rules, the pod network
         if not keep_data and self.root.exists():
             shutil.rmtree(self.root)
 

@@ -26,7 +26,7 @@ class ClusterConfig(BaseModel):
     etcd_client_port: int = 2379
     etcd_peer_port: int = 2380
     apiserver_bind: str = Field(
-        "127.0.0.1",
+        "10.88.0.1",
         description="Address kube-apiserver listens on; the pod network's gateway once pods run.",
     )
     apiserver_advertise: str = Field(

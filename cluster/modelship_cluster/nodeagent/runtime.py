@@ -628,6 +628,8 @@ class PodRuntime:
 
     async def _shutdown(self) -> None:
         grace = podspec.grace_seconds(self.pod)
+        if self.stopping:
+            grace = min(grace, 5.0)  # the whole node stops: do not hold `down` for long
         running = [c for c in [*self.inits, *self.containers] if c.proc is not None]
         procs = [c.proc for c in running if c.proc is not None]
         await asyncio.gather(*(self._stop_process(p, grace) for p in procs))
