@@ -49,3 +49,11 @@ def test_bad_values_are_refused_with_a_reason(
     monkeypatch.setenv(f"MODELSHIP_OPERATOR_{name}", value)
     with pytest.raises(ValidationError, match=words):
         OperatorSettings()
+
+
+def test_every_setting_is_documented() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operator.md").read_text()
+    for name in OperatorSettings.model_fields:
+        assert f"`MODELSHIP_OPERATOR_{name.upper()}`" in text, name
