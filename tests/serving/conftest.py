@@ -23,7 +23,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def classifier(models_dir: Path) -> Artifact:
     """Breast-cancer LogisticRegression: binary classifier with predict_proba."""
     X, y = load_breast_cancer(return_X_y=True)
-    est = LogisticRegression(max_iter=5000).fit(X, y)
+    est = LogisticRegression(solver="newton-cholesky").fit(X, y)
     path = models_dir / "bc-logreg.skops"
     return Artifact(path, save_model(est, path), X, y, est)
 

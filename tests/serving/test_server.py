@@ -103,6 +103,7 @@ def test_metadata_endpoints_describe_the_signature(classifier_server: Server) ->
     assert v1["signature"]["estimator_type"] == "classifier"
     v2 = client.get("/v2/models/bc").json()
     assert v2["versions"] == ["1.4.0"] and v2["inputs"][0]["shape"] == [-1, 30]
+    assert v2["parameters"]["inference_path"] == "numpy-linear"
     assert client.get("/v2/models/bc/versions/1.4.0").status_code == 200
     assert client.get("/v2/models/bc/ready").json() == {"name": "bc", "ready": True}
     assert client.get("/v2/models/other").status_code == 404
@@ -240,7 +241,9 @@ def test_metrics_count_requests_classes_and_model_info(
     assert (
         after("modelship_request_duration_seconds_bucket", endpoint="v1_predict", le="0.0005") >= 0
     )
-    assert after("modelship_model_info", sha256=classifier.sha256) == 1
+    assert (
+        after("modelship_model_info", sha256=classifier.sha256, inference_path="numpy-linear") == 1
+    )
     assert after("modelship_model_load_seconds") > 0
     assert after("modelship_input_rows_total") >= 10
     assert after("modelship_input_feature_window_quantile", feature="0", quantile="0.5") > 0
