@@ -1,0 +1,361 @@
+"""Pods on the local cluster, end to end: the real control plane schedules, the node agent
+runs the pods, kube-proxy routes Services, Prometheus discovers pods.
+
+Uses the session cluster (`local_cluster`, started once). The last test stops the cluster,
+checks that nothing of it is left on the machine, and starts it again with its data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from modelship_cluster.nodeagent import parts
+from modelship_cluster.nodeagent.agent import marked_processes
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(os.geteuid() != 0, reason="pods need root (namespaces, mounts)"),
+]
+
+IMAGE = "modelship/testserver:0.1.0"
+
+
+def until(check: Callable[[], Any], what: str, limit: float = 90.0) -> Any:
+    """Poll `check` until it returns something truthy (its value is returned)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (OSError, client.ApiException):
+            value = None
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def http_get(url: str, method: str = "GET") -> tuple[int, str]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _try_get(url: str) -> tuple[int, str] | None:
+    try:
+        return http_get(url)
+    except OSError:
+        return None
+
+
+def apply(kubectl: Any, namespace: str, *docs: dict[str, Any]) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def web_deployment(replicas: int) -> dict[str, Any]:
+    env = [
+        {"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}}
+        for n, p in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
+                     ("POD_IP", "status.podIP"))
+    ]  # fmt: skip
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": IMAGE,
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "env": env,
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz", "port": "http"},
+                                "periodSeconds": 1,
+                                "failureThreshold": 1,
+                            },
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "http"},
+                                "periodSeconds": 5,
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web"},
+    "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
+}
+
+
+def client_pod(name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, **extra.pop("metadata", {})},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+            "containers": [{"name": "main", "image": IMAGE, **extra}],
+        },
+    }
+
+
+def ready_pods(core: client.CoreV1Api, namespace: str, selector: str) -> list[Any]:
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    live = [p for p in pods if p.metadata.deletion_timestamp is None]
+    return [
+        p
+        for p in live
+        if p.status.phase == "Running"
+        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    ]
+
+
+def slice_addresses(discovery: client.DiscoveryV1Api, namespace: str) -> tuple[set[str], set[str]]:
+    """(ready, not ready) addresses of the `web` Service's EndpointSlices."""
+    ready, other = set(), set()
+    slices = discovery.list_namespaced_endpoint_slice(
+        namespace, label_selector="kubernetes.io/service-name=web"
+    ).items
+    for s in slices:
+        for e in s.endpoints or []:
+            (ready if e.conditions and e.conditions.ready else other).update(e.addresses)
+    return ready, other
+
+
+def fetch_from(pod_ip: str, url: str) -> dict[str, Any]:
+    query = urllib.parse.urlencode({"url": url})
+    status, body = http_get(f"http://{pod_ip}:8080/fetch?{query}")
+    assert status == 200, body
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def test_deployment_runs_routes_scales_heals_and_follows_readiness(
+    namespace: str, kubectl: Any, kube_api: Any
+) -> None:
+    core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
+    discovery = client.DiscoveryV1Api(kube_api)
+    apply(kubectl, namespace, web_deployment(2), SERVICE, client_pod("client"))
+
+    pods = until(lambda: len(ready_pods(core, namespace, "app=web")) == 2
+                 and ready_pods(core, namespace, "app=web"), "2 ready web pods")  # fmt: skip
+    ips = {p.status.pod_ip for p in pods}
+    assert len(ips) == 2 and all(ip.startswith("10.88.") for ip in ips)
+    # From the host, by pod IP: each pod answers with its own identity.
+    for pod in pods:
+        status, body = http_get(f"http://{pod.status.pod_ip}:8080/")
+        assert status == 200
+        assert json.loads(body) == {
+            "pod": pod.metadata.name,
+            "namespace": namespace,
+            "ip": pod.status.pod_ip,
+            "hostname": pod.metadata.name,
+        }
+    until(lambda: slice_addresses(discovery, namespace)[0] == ips, "EndpointSlice lists both")
+    svc = core.read_namespaced_service("web", namespace)
+    cluster_ip = svc.spec.cluster_ip
+    # From the host through the cluster IP (once kube-proxy has written its rules).
+    status, body = until(lambda: _try_get(f"http://{cluster_ip}/"), "cluster IP routes")
+    assert status == 200 and json.loads(body)["ip"] in ips
+
+    # From another pod, through the Service's name (short and full) and its cluster IP.
+    def client_ip() -> str | None:
+        pod = core.read_namespaced_pod("client", namespace)
+        return pod.status.pod_ip if pod.status.phase == "Running" else None
+
+    from_ip = until(client_ip, "client pod running")
+    until(lambda: fetch_from(from_ip, "http://web/").get("status") == 200, "name resolves")
+    for url in (
+        "http://web/",
+        f"http://web.{namespace}.svc.cluster.local/",
+        f"http://{cluster_ip}/",
+    ):
+        answer = fetch_from(from_ip, url)
+        assert answer.get("status") == 200, (url, answer)
+        assert json.loads(answer["body"])["ip"] in ips
+
+    # Scale to 3, then back to 1.
+    apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 3}})
+    until(lambda: len(slice_addresses(discovery, namespace)[0]) == 3, "3 ready endpoints")
+    assert len(ready_pods(core, namespace, "app=web")) == 3
+    apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 1}})
+    until(lambda: len(core.list_namespaced_pod(namespace, label_selector="app=web").items) == 1,
+          "scaled down to 1 pod")  # fmt: skip
+    until(lambda: len(slice_addresses(discovery, namespace)[0]) == 1, "1 ready endpoint")
+
+    # A deleted pod is replaced.
+    (survivor,) = ready_pods(core, namespace, "app=web")
+    core.delete_namespaced_pod(survivor.metadata.name, namespace)
+    replacement = until(
+        lambda: [p for p in ready_pods(core, namespace, "app=web")
+                 if p.metadata.name != survivor.metadata.name],
+        "replacement pod",
+    )[0]  # fmt: skip
+
+    # A killed process is restarted, and its restartCount grows.
+    uid = replacement.metadata.uid
+    pids = [p for p in marked_processes() if _pod_uid(p) == uid]
+    assert pids, "the pod's process is on this machine"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> Any:
+        pod = core.read_namespaced_pod(replacement.metadata.name, namespace)
+        (cs,) = pod.status.container_statuses
+        return cs.restart_count >= 1 and cs.ready and cs
+
+    status_after = until(restarted, "restart after SIGKILL")
+    assert status_after.last_state.terminated.exit_code == 137
+    ip = replacement.status.pod_ip
+
+    # Readiness: failing -> out of the EndpointSlice's ready set; recovered -> back.
+    assert http_get(f"http://{ip}:8080/fail-ready", "POST")[0] == 200
+    until(lambda: ip not in slice_addresses(discovery, namespace)[0], "endpoint not ready")
+    assert ready_pods(core, namespace, "app=web") == []
+    assert http_get(f"http://{ip}:8080/recover", "POST")[0] == 200
+    until(lambda: ip in slice_addresses(discovery, namespace)[0], "endpoint ready again")
+
+
+def _pod_uid(pid: int) -> str | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for entry in environ:
+        if entry.startswith(b"MODELSHIP_POD_UID="):
+            return entry.split(b"=", 1)[1].decode()
+    return None
+
+
+IN_CLUSTER = """
+from kubernetes import client, config
+config.load_incluster_config()
+core = client.CoreV1Api()
+pods = core.list_namespaced_pod(NAMESPACE)
+print("pods-allowed", len(pods.items))
+try:
+    core.list_namespaced_secret(NAMESPACE)
+    print("secrets-allowed")
+except client.ApiException as error:
+    print("secrets-refused", error.status)
+try:
+    core.list_namespaced_pod("kube-system")
+    print("other-namespace-allowed")
+except client.ApiException as error:
+    print("other-namespace-refused", error.status)
+"""
+
+
+def test_pod_uses_in_cluster_config_within_its_role(
+    namespace: str, kubectl: Any, kube_api: Any, local_cluster: Any
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    rbac = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "pod-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "reader-reads-pods"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                        "name": "pod-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader"}],
+        },
+    ]  # fmt: skip
+    pod = client_pod(
+        "in-cluster",
+        command=["python", "-c", IN_CLUSTER.replace("NAMESPACE", repr(namespace))],
+    )
+    pod["spec"]["serviceAccountName"] = "reader"
+    pod["spec"]["restartPolicy"] = "Never"
+    apply(kubectl, namespace, *rbac, pod)
+
+    def finished() -> Any:
+        phase = core.read_namespaced_pod("in-cluster", namespace).status.phase
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase = until(finished, "in-cluster pod to finish")
+    logs = subprocess.run(
+        [sys.executable, "-m", "modelship_cluster.nodeagent", "--state-dir",
+         str(local_cluster.root / "node"), "logs", "in-cluster", "-n", namespace],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert phase == "Succeeded", logs.stdout + logs.stderr
+    lines = logs.stdout.split("\n")
+    assert lines[0] == "pods-allowed 1"
+    assert lines[1] == "secrets-refused 403"
+    assert lines[2] == "other-namespace-refused 403"
+
+
+def test_prometheus_discovers_and_scrapes_a_pod(namespace: str, kubectl: Any) -> None:
+    pod = client_pod(
+        "metrics",
+        ports=[{"name": "http", "containerPort": 8080}],
+        metadata={
+            "labels": {"modelship.io/variant": "canary", "app": "metrics"},
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"},
+        },
+    )
+    apply(kubectl, namespace, pod)
+    query = urllib.parse.urlencode({"query": f'testserver_ready{{namespace="{namespace}"}}'})
+
+    def series() -> Any:
+        status, body = http_get(f"{parts.prometheus_url()}/api/v1/query?{query}")
+        result = json.loads(body)["data"]["result"] if status == 200 else []
+        return result
+
+    (found,) = until(series, "the pod's series in Prometheus")
+    labels = found["metric"]
+    assert labels["pod"] == "metrics"
+    assert labels["namespace"] == namespace
+    assert labels["modelship_io_variant"] == "canary"
+    assert found["value"][1] == "1"
+
+
+def test_cluster_down_leaves_nothing_then_comes_back(local_cluster: Any, kube_api: Any) -> None:
+    """Last in this module: stop everything (keeping certificates and etcd data), check the
+    machine is clean, start again so later tests find the cluster as before."""
+    local_cluster.down(keep_data=True)
+    try:
+        assert parts.leftovers() == []
+        assert not any(s.running for s in local_cluster.status())
+        assert "mship0" not in subprocess.run(["ip", "link"], capture_output=True,
+                                              text=True).stdout  # fmt: skip
+    finally:
+        local_cluster.up()
+    core = client.CoreV1Api(kube_api)
+    node = core.read_node(parts.NODE_NAME)
+    assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
