@@ -427,7 +427,7 @@ RULE_BUSINESS_PAIR: Final = Rule(
     message="successes and trials go together: give both queries or neither",
 )
 RULE_BUSINESS_BUILTIN: Final = Rule(
-    rule="has(self.successes) || self.name == 'accuracy'",
+    rule="has(self.successes) || !has(self.name) || self.name == 'accuracy'",
     message="without successes and trials queries the business metric is the built-in accuracy",
     field_path=".name",
 )
@@ -533,19 +533,20 @@ RULE_STEPS_INCREASING: Final = Rule(
     message="steps must be strictly increasing canary weights in percent, e.g. [5, 25, 50]",
 )
 RULE_AB_ONLY_FOR_AB: Final = Rule(
-    rule="!has(self.abTest) || self.type == 'ABTest'",
+    rule="!has(self.abTest) || (has(self.type) && self.type == 'ABTest')",
     message="abTest is only used with type: ABTest",
     field_path=".abTest",
     reason="FieldValueForbidden",
 )
 RULE_SHADOW_ONLY_FOR_SHADOW: Final = Rule(
-    rule="!has(self.shadow) || self.type == 'Shadow'",
+    rule="!has(self.shadow) || (has(self.type) && self.type == 'Shadow')",
     message="shadow is only used with type: Shadow",
     field_path=".shadow",
     reason="FieldValueForbidden",
 )
 RULE_DEADLINE_AFTER_INTERVAL: Final = Rule(
-    rule=f"!self.interval.matches('{DURATION_PATTERN}') || "
+    rule="!has(self.interval) || !has(self.progressDeadline) || "
+    f"!self.interval.matches('{DURATION_PATTERN}') || "
     f"!self.progressDeadline.matches('{DURATION_PATTERN}') || "
     "duration(self.progressDeadline) >= duration(self.interval)",
     message="progressDeadline must be at least one interval",

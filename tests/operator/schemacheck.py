@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -103,13 +104,17 @@ def schema_errors(schema: dict[str, Any], value: Any, path: str = "") -> list[tu
         return [("TypeInvalid", f"{where}: must be of type {schema.get('type')}")]
     errors: list[tuple[str, str]] = []
     if "enum" in schema and value not in schema["enum"]:
-        errors.append(("NotSupported", f"{where}: Unsupported value {value!r}: {schema['enum']}"))
+        supported = ", ".join(json.dumps(v) for v in schema["enum"])
+        message = f"Unsupported value: {json.dumps(value)}: supported values: {supported}"
+        errors.append(("NotSupported", f"{where}: {message}"))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         low, high = schema.get("minimum"), schema.get("maximum")
+        below = "greater than" if schema.get("exclusiveMinimum") else "greater than or equal to"
+        above = "less than" if schema.get("exclusiveMaximum") else "less than or equal to"
         if low is not None and (value <= low if schema.get("exclusiveMinimum") else value < low):
-            errors.append(("Invalid", f"{where}: should be greater than {low}"))
+            errors.append(("Invalid", f"{where}: in body should be {below} {low}"))
         if high is not None and (value >= high if schema.get("exclusiveMaximum") else value > high):
-            errors.append(("Invalid", f"{where}: should be less than {high}"))
+            errors.append(("Invalid", f"{where}: in body should be {above} {high}"))
     if isinstance(value, str):
         if len(value) > schema.get("maxLength", 1 << 30):
             errors.append(("TooLong", f"{where}: Too long: at most {schema['maxLength']}"))
@@ -140,7 +145,7 @@ def schema_errors(schema: dict[str, Any], value: Any, path: str = "") -> list[tu
             elif isinstance(schema.get("additionalProperties"), dict):
                 errors += schema_errors(schema["additionalProperties"], item, f"{path}.{name}")
             elif props is not None and path and path != ".metadata":
-                errors.append(("Unknown", f'{path}: unknown field "{name}"'))
+                errors.append(("Unknown", f'unknown field "{path[1:]}.{name}"'))
     return errors
 
 

@@ -84,13 +84,13 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "step-zero",
         set_path(base_resource(), "spec.strategy.steps", [0, 50]),
-        "spec.strategy.steps[0]: should be greater than 1",
+        "spec.strategy.steps[0]: in body should be greater than or equal to 1",
         "greater than or equal to 1",
     ),
     (
         "step-over-100",
         set_path(base_resource(), "spec.strategy.steps", [50, 101]),
-        "spec.strategy.steps[1]: should be less than 100",
+        "spec.strategy.steps[1]: in body should be less than or equal to 100",
         "less than or equal to 100",
     ),
     (
@@ -270,7 +270,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
             "spec.strategy.abTest",
             {"significance": 0},
         ),
-        "spec.strategy.abTest.significance: should be greater than 0",
+        "spec.strategy.abTest.significance: in body should be greater than 0",
         "greater than 0",
     ),
     (
@@ -294,19 +294,19 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "replicas-zero",
         set_path(base_resource(), "spec.replicas", 0),
-        "spec.replicas: should be greater than 1",
+        "spec.replicas: in body should be greater than or equal to 1",
         "greater than or equal to 1",
     ),
     (
         "router-type-unknown",
         set_path(base_resource(), "spec.router.type", "istio"),
-        "Unsupported value 'istio'",
+        'Unsupported value: "istio": supported values: "builtin", "none"',
         "Input should be 'builtin' or 'none'",
     ),
     (
         "strategy-type-unknown",
         set_path(base_resource(), "spec.strategy.type", "BlueGreen"),
-        "Unsupported value 'BlueGreen'",
+        'Unsupported value: "BlueGreen"',
         "Input should be 'Canary', 'ABTest' or 'Shadow'",
     ),
     (
@@ -318,7 +318,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "typo-in-field-name",
         set_path(base_resource(), "spec.replica", 3),
-        'unknown field "replica"',
+        'unknown field "spec.replica"',
         "Extra inputs are not permitted",
     ),
     (
