@@ -21,7 +21,10 @@ from modelship_router.upstream import Limits
 
 log = logging.getLogger(__name__)
 
-_SWEEP_INTERVAL = 1.0
+#: Upstream deadlines are checked this often (the precision of upstream timeouts).
+_TICK = 0.05
+#: Idle connections are swept every this many ticks (1 s).
+_SWEEP_EVERY = 20
 
 
 class Router:
@@ -55,12 +58,13 @@ class Router:
             eject_seconds=s.eject_seconds,
             max_response_bytes=s.max_response_bytes,
         )
+        self.limits = limits
         self.state = RouterState(self.endpoints, limits, loop)
         self.state.subscribe(self._on_snapshot)
         self.proxy = Proxy(s, self.state, self.metrics, loop)
         await self.endpoints.start()
         self._tasks.append(loop.create_task(self._watch_config()))
-        self._tasks.append(loop.create_task(self._sweep()))
+        self._tasks.append(loop.create_task(self._timers()))
         self._server = await loop.create_server(
             self.proxy.protocol, s.host, s.port, reuse_address=True, backlog=2048
         )
@@ -106,10 +110,16 @@ class Router:
             log.exception("configuration watch stopped")
             raise
 
-    async def _sweep(self) -> None:
+    async def _timers(self) -> None:
+        """Upstream deadlines (coarse, instead of a timer per request) and idle sweeps."""
+        loop = asyncio.get_running_loop()
+        ticks = 0
         while True:
-            await asyncio.sleep(_SWEEP_INTERVAL)
-            self.proxy.sweep()
+            await asyncio.sleep(_TICK)
+            self.limits.expire(loop.time())
+            ticks += 1
+            if ticks % _SWEEP_EVERY == 0:
+                self.proxy.sweep()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let requests in flight finish (up to ``grace`` s), close all."""

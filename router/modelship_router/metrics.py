@@ -1,19 +1,26 @@
 """Prometheus metrics of the router, served on ``GET /metrics`` of the proxy port.
 
-Labelled children are cached in dicts so the hot path does one dict lookup and one
-increment per metric instead of prometheus-client's label resolution.
+The hot path only bumps plain integers in dicts (one dict update per metric, no locks:
+everything runs on the event loop thread); a custom collector turns them into metric
+families when Prometheus scrapes. This keeps per-request metric cost well under a
+microsecond instead of prometheus-client's labelled-child lookups and locks.
 """
 
 from __future__ import annotations
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -47,101 +54,150 @@ MIRROR_TIMEOUT = "timeout"
 MIRROR_DROPPED = "dropped"  # not sent: too many copies in flight or no shadow upstream
 
 
+class _Histogram:
+    """Bucket counts of one label set (non-cumulative; cumulated at scrape time)."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.total += value
+
+
 class RouterMetrics:
-    """The router's metric families, in their own registry (no process globals)."""
+    """The router's metric families, registered in their own registry (no globals)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        # `*_created` series add nothing for a router and double the scrape size.
-        disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "modelship_router_requests",
-            "Client requests answered, by the variant that served them and status code.",
-            ["deployment", "variant", "code"],
-            registry=r,
-        )
-        self.upstream_duration = Histogram(
-            "modelship_router_upstream_duration_seconds",
-            "Time from sending a request upstream to its complete response (retries included).",
-            ["deployment", "variant"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.retries = Counter(
-            "modelship_router_retries",
-            "Requests retried on another upstream after a connection failure.",
-            ["deployment", "variant"],
-            registry=r,
-        )
-        self.fallbacks = Counter(
-            "modelship_router_fallbacks",
-            "Requests sent to the fallback (stable) variant because theirs had no ready upstream.",
-            ["deployment", "from_variant"],
-            registry=r,
-        )
-        self.mirror_requests = Counter(
-            "modelship_router_mirror_requests",
-            "Shadow copies by outcome: ok, http_4xx, http_5xx, error, timeout, dropped.",
-            ["deployment", "variant", "outcome"],
-            registry=r,
-        )
-        self.config_generation = Gauge(
-            "modelship_router_config_generation",
-            "Generation of the routing configuration currently applied.",
-            ["deployment"],
-            registry=r,
-        )
-        self.config_errors = Counter(
-            "modelship_router_config_errors",
-            "Routing configurations refused as invalid (the previous one stays applied).",
-            ["deployment"],
-            registry=r,
-        )
-        self.upstreams = Gauge(
-            "modelship_router_upstreams",
-            "Upstreams currently known per variant (ready endpoints or static addresses).",
-            ["deployment", "variant"],
-            registry=r,
-        )
-        self._requests: dict[tuple[str, str, int], Counter] = {}
-        self._durations: dict[tuple[str, str], Histogram] = {}
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.durations: dict[tuple[str, str], _Histogram] = {}
+        self.retries: dict[tuple[str, str], int] = {}
+        self.fallbacks: dict[tuple[str, str], int] = {}
+        self.mirror_requests: dict[tuple[str, str, str], int] = {}
+        self.generation: dict[str, int] = {}
+        self.config_errors: dict[str, int] = {}
+        self.upstreams: dict[tuple[str, str], int] = {}
+        self.registry.register(self)
+
+    # -- hot path --------------------------------------------------------------------------
 
     def count_request(self, deployment: str, variant: str, code: int) -> None:
         key = (deployment, variant, code)
-        child = self._requests.get(key)
-        if child is None:
-            child = self.requests.labels(deployment, variant, str(code))
-            self._requests[key] = child
-        child.inc()
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
 
     def observe_upstream(self, deployment: str, variant: str, seconds: float) -> None:
         key = (deployment, variant)
-        child = self._durations.get(key)
-        if child is None:
-            child = self.upstream_duration.labels(deployment, variant)
-            self._durations[key] = child
-        child.observe(seconds)
+        histogram = self.durations.get(key)
+        if histogram is None:
+            histogram = self.durations[key] = _Histogram()
+        histogram.observe(seconds)
+
+    # -- rarer events ----------------------------------------------------------------------
 
     def count_retry(self, deployment: str, variant: str) -> None:
-        self.retries.labels(deployment, variant).inc()
+        key = (deployment, variant)
+        self.retries[key] = self.retries.get(key, 0) + 1
 
     def count_fallback(self, deployment: str, from_variant: str) -> None:
-        self.fallbacks.labels(deployment, from_variant).inc()
+        key = (deployment, from_variant)
+        self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
 
     def count_mirror(self, deployment: str, variant: str, outcome: str) -> None:
-        self.mirror_requests.labels(deployment, variant, outcome).inc()
+        key = (deployment, variant, outcome)
+        self.mirror_requests[key] = self.mirror_requests.get(key, 0) + 1
 
     def set_generation(self, deployment: str, generation: int) -> None:
-        self.config_generation.labels(deployment).set(generation)
+        self.generation[deployment] = generation
 
     def count_config_error(self, deployment: str) -> None:
-        self.config_errors.labels(deployment).inc()
+        self.config_errors[deployment] = self.config_errors.get(deployment, 0) + 1
 
     def set_upstreams(self, deployment: str, counts: dict[str, int]) -> None:
         for variant, count in counts.items():
-            self.upstreams.labels(deployment, variant).set(count)
+            self.upstreams[(deployment, variant)] = count
+
+    # -- exposition ------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        """Build the metric families from the current counts (called at scrape time)."""
+        requests = CounterMetricFamily(
+            "modelship_router_requests",
+            "Client requests answered, by the variant that served them and status code.",
+            labels=["deployment", "variant", "code"],
+        )
+        for (deployment, variant, code), count in list(self.requests.items()):
+            requests.add_metric([deployment, variant, str(code)], count)
+        yield requests
+
+        durations = HistogramMetricFamily(
+            "modelship_router_upstream_duration_seconds",
+            "Time from sending a request upstream to its complete response (retries included).",
+            labels=["deployment", "variant"],
+        )
+        bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for (deployment, variant), histogram in list(self.durations.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, histogram.counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            durations.add_metric([deployment, variant], buckets, histogram.total)
+        yield durations
+
+        yield _counter(
+            "modelship_router_retries",
+            "Requests retried on another upstream after a connection failure.",
+            ["deployment", "variant"],
+            self.retries,
+        )
+        yield _counter(
+            "modelship_router_fallbacks",
+            "Requests sent to the fallback (stable) variant because theirs had no ready upstream.",
+            ["deployment", "from_variant"],
+            self.fallbacks,
+        )
+        yield _counter(
+            "modelship_router_mirror_requests",
+            "Shadow copies by outcome: ok, http_4xx, http_5xx, error, timeout, dropped.",
+            ["deployment", "variant", "outcome"],
+            self.mirror_requests,
+        )
+        generation = GaugeMetricFamily(
+            "modelship_router_config_generation",
+            "Generation of the routing configuration currently applied.",
+            labels=["deployment"],
+        )
+        for deployment, value in list(self.generation.items()):
+            generation.add_metric([deployment], value)
+        yield generation
+        yield _counter(
+            "modelship_router_config_errors",
+            "Routing configurations refused as invalid (the previous one stays applied).",
+            ["deployment"],
+            {(k,): v for k, v in self.config_errors.items()},
+        )
+        upstreams = GaugeMetricFamily(
+            "modelship_router_upstreams",
+            "Upstreams currently known per variant (ready endpoints or static addresses).",
+            labels=["deployment", "variant"],
+        )
+        for (deployment, variant), count in list(self.upstreams.items()):
+            upstreams.add_metric([deployment, variant], count)
+        yield upstreams
 
     def render(self) -> bytes:
         """The exposition text."""
         return generate_latest(self.registry)
+
+
+def _counter(
+    name: str, documentation: str, labels: list[str], values: Mapping[Any, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, count in list(values.items()):
+        family.add_metric(list(key), count)
+    return family

@@ -14,10 +14,11 @@ The router answers three paths itself (GET/HEAD only; other methods are proxied)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import os
 import random
-import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -96,12 +97,19 @@ class _Reject(Exception):
 
 
 class Request:
-    """One buffered client request."""
+    """One buffered client request, and the state of its exchange with an upstream.
+
+    It is also the upstream response handler of its own exchange (``upstream_response``,
+    ``upstream_failed``), so the common case needs no task, future or closure.
+    """
 
     __slots__ = (
         "body",
         "body_parts",
         "body_size",
+        "chosen",
+        "conn",
+        "data",
         "error",
         "expect_continue",
         "head_only",
@@ -110,7 +118,11 @@ class Request:
         "lines",
         "method",
         "request_id",
+        "snapshot",
+        "started",
+        "upstream",
         "url",
+        "variant",
         "wanted",
         "xff",
     )
@@ -131,6 +143,27 @@ class Request:
         self.expect_continue = False
         #: (status, message) when the request was refused while parsing.
         self.error: tuple[int, str] | None = None
+        # Set when the request is routed.
+        self.conn: ClientConnection | None = None
+        self.snapshot: Snapshot | None = None
+        self.chosen: VariantRuntime | None = None
+        self.variant: VariantRuntime | None = None
+        self.upstream: Upstream | None = None
+        self.data = b""
+        self.started = 0.0
+
+    def upstream_response(self, response: Response) -> None:
+        conn = self.conn
+        assert conn is not None
+        try:
+            conn.proxy.complete(self, response)
+        except Exception:
+            conn.proxy.crashed(self)
+
+    def upstream_failed(self, error: UpstreamError) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.proxy.recover(self, error)
 
     def serialise(self, peer: bytes, default_host: str, mirror: bool = False) -> bytes:
         """The request as sent upstream: same method and path, cleaned headers, body."""
@@ -157,8 +190,18 @@ class Request:
         return b"".join(parts)
 
 
-def _new_request_id() -> bytes:
-    return uuid.uuid4().hex.encode()
+class _RequestIds:
+    """Unique request ids: a random per-process prefix and a counter (32 hex digits).
+
+    Cheaper than uuid4 per request, and as unique within and across router processes.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex().encode()
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> bytes:
+        return b"%s%016x" % (self._prefix, next(self._counter))
 
 
 def _json_body(data: Any) -> bytes:
@@ -314,7 +357,7 @@ class ClientConnection(asyncio.Protocol):
                 self._paused = True
         else:
             self._busy = True
-            self.proxy.loop.create_task(self._run(req))
+            self.proxy.dispatch(self, req)
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer a request that could not be parsed, then close (in order)."""
@@ -326,32 +369,23 @@ class ClientConnection(asyncio.Protocol):
             self.transport.pause_reading()
         self._enqueue(req)
 
-    async def _run(self, req: Request) -> None:
-        proxy = self.proxy
-        while True:
-            try:
-                if req.error is not None:
-                    proxy.write_error(self, req, req.error[0], req.error[1], None)
-                else:
-                    await proxy.handle(self, req)
-            except Exception:
-                log.exception("unexpected error while proxying")
-                proxy.write_error(self, req, 500, "internal router error", None)
-                req.keep_alive = False
-            transport = self.transport
-            if not req.keep_alive or proxy.stopping:
-                if transport is not None:
-                    transport.close()
-                self._busy = False
-                return
-            self.last_active = proxy.loop.time()
-            if not self._pending:
-                self._busy = False
-                return
-            req = self._pending.popleft()
-            if self._paused and transport is not None and len(self._pending) < _PIPELINE_LIMIT:
-                transport.resume_reading()
-                self._paused = False
+    def finished(self, req: Request) -> None:
+        """``req`` has been answered: close, or go on with the next pipelined request."""
+        transport = self.transport
+        if not req.keep_alive or self.proxy.stopping:
+            if transport is not None:
+                transport.close()
+            self._busy = False
+            return
+        self.last_active = self.proxy.loop.time()
+        if not self._pending:
+            self._busy = False
+            return
+        following = self._pending.popleft()
+        if self._paused and transport is not None and len(self._pending) < _PIPELINE_LIMIT:
+            transport.resume_reading()
+            self._paused = False
+        self.proxy.dispatch(self, following)
 
     @property
     def idle(self) -> bool:
@@ -385,24 +419,38 @@ class Proxy:
         self.connections: set[ClientConnection] = set()
         self.stopping = False
         self._mirrors: set[asyncio.Task[None]] = set()
+        self.request_ids = _RequestIds()
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)
 
     # -- the hot path ----------------------------------------------------------------------
 
-    async def handle(self, conn: ClientConnection, req: Request) -> None:
+    def dispatch(self, conn: ClientConnection, req: Request) -> None:
+        """Route ``req`` and send it upstream; ``conn.finished(req)`` follows its answer."""
+        req.conn = conn
+        try:
+            self._dispatch(conn, req)
+        except Exception:
+            self.crashed(req)
+
+    def _dispatch(self, conn: ClientConnection, req: Request) -> None:
+        if req.error is not None:
+            self.write_error(conn, req, req.error[0], req.error[1], None)
+            conn.finished(req)
+            return
         if req.url.partition(b"?")[0] in _LOCAL_PATHS and req.method in (b"GET", b"HEAD"):
             self.local(conn, req)
+            conn.finished(req)
             return
         snapshot = self.state.snapshot
         if req.request_id is None:
-            req.request_id = _new_request_id()
+            req.request_id = self.request_ids()
         if snapshot is None:
             self.write_error(conn, req, 503, "no routing configuration applied yet", None)
+            conn.finished(req)
             return
-        loop = self.loop
-        now = loop.time()
+        now = self.loop.time()
         decision = decide(snapshot.table, req.wanted, self.draw(BUCKETS))
         chosen = variant = snapshot.variants[decision.variant]
         upstream = variant.pick(now)
@@ -412,23 +460,84 @@ class Proxy:
                 message = f"no ready upstream for variant {variant.name}"
                 self.write_error(conn, req, 503, message, variant)
                 self.metrics.count_request(snapshot.deployment, variant.name, 503)
+                conn.finished(req)
                 return
-        data = req.serialise(conn.peer, upstream.address)
-        try:
-            response, variant = await self._exchange(snapshot, variant, upstream, data, req)
-        except UpstreamTimeout:
-            self._upstream_failed(conn, req, snapshot, variant, now, 504, "upstream timed out")
-        except UpstreamError as exc:
-            self._upstream_failed(conn, req, snapshot, variant, now, 502, str(exc))
+        req.snapshot = snapshot
+        req.chosen = chosen
+        req.variant = variant
+        req.upstream = upstream
+        req.started = now
+        req.data = req.serialise(conn.peer, upstream.address)
+        pooled = upstream.take_idle(now) if upstream.idle else None
+        if pooled is not None:
+            # The common case: plain callbacks, no task or future.
+            pooled.send(req.data, req.head_only, self.timeout, req)
         else:
-            self.metrics.observe_upstream(snapshot.deployment, variant.name, loop.time() - now)
-            self.write_response(conn, req, response, variant)
-            self.metrics.count_request(snapshot.deployment, variant.name, response.status)
-            if chosen.falling_back and variant is chosen:
-                chosen.falling_back = False
-                log.info("variant %s is served by its own upstreams again", chosen.name)
+            self.loop.create_task(self._slow_path(req, None))
+
+    def complete(self, req: Request, response: Response) -> None:
+        """The upstream answered: relay the response, count it, mirror, finish."""
+        snapshot, variant, conn = req.snapshot, req.variant, req.conn
+        assert snapshot is not None and variant is not None and conn is not None
+        deployment = snapshot.deployment
+        self.metrics.observe_upstream(deployment, variant.name, self.loop.time() - req.started)
+        self.write_response(conn, req, response, variant)
+        self.metrics.count_request(deployment, variant.name, response.status)
+        chosen = req.chosen
+        if chosen is not None and chosen.falling_back and variant is chosen:
+            chosen.falling_back = False
+            log.info("variant %s is served by its own upstreams again", chosen.name)
         if snapshot.table.mirror_variant is not None:
             self._mirror(snapshot, req, variant.name, conn.peer)
+        req.data = b""
+        conn.finished(req)
+
+    def recover(self, req: Request, error: UpstreamError) -> None:
+        """The pooled exchange failed: retry (in a task) or answer the error."""
+        if isinstance(error, ConnectFailed | NoResponse):
+            self.loop.create_task(self._slow_path(req, error))
+        else:
+            self._fail(req, error)
+
+    def crashed(self, req: Request) -> None:
+        """A bug surfaced while handling ``req``: answer 500 and close the connection."""
+        log.exception("unexpected error while proxying")
+        req.keep_alive = False
+        conn = req.conn
+        if conn is not None:
+            self.write_error(conn, req, 500, "internal router error", None)
+            conn.finished(req)
+
+    def _fail(self, req: Request, error: UpstreamError) -> None:
+        snapshot, variant, conn = req.snapshot, req.variant, req.conn
+        assert snapshot is not None and variant is not None and conn is not None
+        if isinstance(error, UpstreamTimeout):
+            status, message = 504, "upstream timed out"
+        else:
+            status, message = 502, str(error)
+        log.warning("request %s to variant %s failed: %s", req.request_id, variant.name, message)
+        self.metrics.observe_upstream(
+            snapshot.deployment, variant.name, self.loop.time() - req.started
+        )
+        self.write_error(conn, req, status, message, variant)
+        self.metrics.count_request(snapshot.deployment, variant.name, status)
+        if snapshot.table.mirror_variant is not None:
+            self._mirror(snapshot, req, variant.name, conn.peer)
+        conn.finished(req)
+
+    async def _slow_path(self, req: Request, error: UpstreamError | None) -> None:
+        """New connections, stale pooled connections and retries, as a coroutine."""
+        try:
+            response = await self._exchange(req, error)
+        except UpstreamError as exc:
+            self._fail(req, exc)
+        except Exception:
+            self.crashed(req)
+        else:
+            try:
+                self.complete(req, response)
+            except Exception:
+                self.crashed(req)
 
     def _fall_back(
         self, snapshot: Snapshot, variant: VariantRuntime, now: float
@@ -460,17 +569,22 @@ class Proxy:
                 snapshot.fallback.name,
             )
 
-    async def _exchange(
-        self,
-        snapshot: Snapshot,
-        variant: VariantRuntime,
-        upstream: Upstream,
-        data: bytes,
-        req: Request,
-    ) -> tuple[Response, VariantRuntime]:
-        """Send ``data``; after a connection failure, retry once on another upstream."""
+    async def _exchange(self, req: Request, error: UpstreamError | None) -> Response:
+        """Get a response for ``req``; after a connection failure, retry once elsewhere.
+
+        ``error`` is how a pooled attempt already failed, if it did. A pooled connection
+        that the upstream had closed is replaced by a fresh one to the same upstream first
+        (that is staleness, not a failure of the upstream).
+        """
+        snapshot, variant, upstream = req.snapshot, req.variant, req.upstream
+        assert snapshot is not None and variant is not None and upstream is not None
         try:
-            return await self._attempt(upstream, data, req.head_only, self.timeout), variant
+            if error is None:
+                return await self._attempt(upstream, req.data, req.head_only, self.timeout)
+            if isinstance(error, NoResponse) and error.reused:
+                conn = await upstream.open()
+                return await conn.request(req.data, req.head_only, self.timeout)
+            raise error
         except (ConnectFailed, NoResponse) as exc:
             upstream.eject()
             now = self.loop.time()
@@ -479,12 +593,12 @@ class Proxy:
                 retry = snapshot.fallback.pick(now, exclude=upstream)
                 if retry is not None:
                     self._note_fallback(snapshot, variant)
-                    variant = snapshot.fallback
+                    variant = req.variant = snapshot.fallback
             if retry is None:
                 raise
             log.info("retrying on %s after: %s", retry.address, exc)
             self.metrics.count_retry(snapshot.deployment, variant.name)
-            return await self._attempt(retry, data, req.head_only, self.timeout), variant
+            return await self._attempt(retry, req.data, req.head_only, self.timeout)
 
     @staticmethod
     async def _attempt(
@@ -502,21 +616,6 @@ class Proxy:
                 raise
         conn = await upstream.open()
         return await conn.request(data, head_only, timeout)
-
-    def _upstream_failed(
-        self,
-        conn: ClientConnection,
-        req: Request,
-        snapshot: Snapshot,
-        variant: VariantRuntime,
-        started: float,
-        status: int,
-        message: str,
-    ) -> None:
-        log.warning("request %s to variant %s failed: %s", req.request_id, variant.name, message)
-        self.metrics.observe_upstream(snapshot.deployment, variant.name, self.loop.time() - started)
-        self.write_error(conn, req, status, message, variant)
-        self.metrics.count_request(snapshot.deployment, variant.name, status)
 
     # -- responses -------------------------------------------------------------------------
 

@@ -3,6 +3,12 @@
 Deliberately small and allocation-light: this is the router's hot path. A response is
 buffered whole (model answers are small) so the proxy can write it to the client in one
 call, with its own headers added and hop-by-hop headers removed.
+
+A request is sent with a *handler* (an object with ``upstream_response(response)`` and
+``upstream_failed(error)``), not a future, so the proxy's common case runs as plain
+callbacks without creating a task or a future per request. ``request()`` wraps the same
+thing in a future for coroutine callers (retries, shadow copies). Deadlines are checked
+by a coarse periodic sweep (``Limits.expire``) instead of one timer per request.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -40,6 +46,11 @@ class ConnectFailed(UpstreamError):
 
 class NoResponse(UpstreamError):
     """The connection closed before any byte of the response arrived."""
+
+    def __init__(self, message: str, reused: bool = False) -> None:
+        super().__init__(message)
+        #: Whether the connection came from the idle pool (it may simply have gone stale).
+        self.reused = reused
 
 
 class UpstreamTimeout(UpstreamError):
@@ -82,6 +93,31 @@ class Response:
         self.request_id = request_id
 
 
+class ResponseHandler(Protocol):
+    """Receives the outcome of one upstream request."""
+
+    def upstream_response(self, response: Response) -> None: ...
+
+    def upstream_failed(self, error: UpstreamError) -> None: ...
+
+
+class _FutureHandler:
+    """Adapts the handler interface to a future, for coroutine callers."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[Response]) -> None:
+        self.future = future
+
+    def upstream_response(self, response: Response) -> None:
+        if not self.future.done():
+            self.future.set_result(response)
+
+    def upstream_failed(self, error: UpstreamError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an upstream; one request at a time."""
 
@@ -95,11 +131,11 @@ class UpstreamConnection(asyncio.Protocol):
         "_loop",
         "_reason",
         "_request_id",
-        "_timer",
         "_until_close",
         "_version",
-        "_waiter",
         "closed",
+        "deadline",
+        "handler",
         "idle_since",
         "keep_alive",
         "parser",
@@ -114,8 +150,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._loop = upstream.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[Response] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.handler: ResponseHandler | None = None
+        self.deadline = 0.0
         self.closed = False
         self.reused = False
         self.received = False
@@ -144,7 +180,7 @@ class UpstreamConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:
+        if self.handler is None:
             # Unsolicited bytes on an idle connection (e.g. a 408): not reusable.
             self.close()
             return
@@ -157,13 +193,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._waiter is not None and not self._waiter.done():
+        if self.handler is not None:
             if self._until_close:
                 self._finish()
             elif self.received:
                 self._fail(BadResponse(f"{self.upstream.address} closed mid-response"))
             else:
-                self._fail(NoResponse(f"{self.upstream.address} closed the connection"))
+                message = f"{self.upstream.address} closed the connection"
+                self._fail(NoResponse(message, self.reused))
         self.upstream.forget(self)
 
     # -- httptools callbacks ---------------------------------------------------------------
@@ -215,26 +252,30 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- request/response ------------------------------------------------------------------
 
-    def request(self, data: bytes, head_only: bool, timeout: float) -> asyncio.Future[Response]:
-        """Send one request (already serialised); the future resolves to its response."""
+    def send(self, data: bytes, head_only: bool, timeout: float, handler: ResponseHandler) -> None:
+        """Send one request (already serialised); ``handler`` gets the outcome."""
         self._reset()
         self._head_only = head_only
         self.received = False
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        self._timer = self._loop.call_later(timeout, self._on_timeout)
+        self.handler = handler
+        limits = self.upstream.limits
+        self.deadline = self._loop.time() + timeout
+        limits.in_flight.add(self)
         assert self.transport is not None
         self.transport.write(data)
+
+    def request(self, data: bytes, head_only: bool, timeout: float) -> asyncio.Future[Response]:
+        """Like :meth:`send`, for coroutines: the future resolves to the response."""
+        waiter: asyncio.Future[Response] = self._loop.create_future()
+        self.send(data, head_only, timeout, _FutureHandler(waiter))
         return waiter
 
     def _finish(self) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        handler = self.handler
+        if handler is None:
             return
-        self._waiter = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.handler = None
+        self.upstream.limits.in_flight.discard(self)
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         response = Response(
             self.parser.get_status_code(),
@@ -249,19 +290,18 @@ class UpstreamConnection(asyncio.Protocol):
             self.upstream.release(self)
         else:
             self.close()
-        waiter.set_result(response)
+        handler.upstream_response(response)
 
     def _fail(self, exc: UpstreamError) -> None:
-        waiter = self._waiter
-        self._waiter = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        handler = self.handler
+        if handler is None:
+            return
+        self.handler = None
+        self.upstream.limits.in_flight.discard(self)
+        handler.upstream_failed(exc)
 
-    def _on_timeout(self) -> None:
-        self._timer = None
+    def expire(self) -> None:
+        """The deadline passed: fail the request and drop the connection."""
         self._fail(UpstreamTimeout(f"{self.upstream.address} did not answer in time"))
         self.close()
 
@@ -279,6 +319,7 @@ class Limits:
         "connect_timeout",
         "eject_seconds",
         "idle_timeout",
+        "in_flight",
         "max_idle",
         "max_response_bytes",
     )
@@ -296,6 +337,13 @@ class Limits:
         self.max_idle = max_idle
         self.eject_seconds = eject_seconds
         self.max_response_bytes = max_response_bytes
+        #: Connections waiting for a response, checked against their deadlines.
+        self.in_flight: set[UpstreamConnection] = set()
+
+    def expire(self, now: float) -> None:
+        """Fail every request whose deadline has passed (call a few times per second)."""
+        for conn in [c for c in self.in_flight if c.deadline <= now]:
+            conn.expire()
 
 
 class Upstream:
@@ -322,18 +370,22 @@ class Upstream:
     def __repr__(self) -> str:
         return f"Upstream({self.address})"
 
+    def take_idle(self, now: float) -> UpstreamConnection | None:
+        """The most recently used idle connection that is still usable, if any."""
+        idle = self.idle
+        deadline = now - self.limits.idle_timeout
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.idle_since > deadline:
+                conn.reused = True
+                return conn
+            conn.close()
+        return None
+
     async def connect(self) -> UpstreamConnection:
         """A connection: the most recently used idle one, else a new one."""
-        idle = self.idle
-        if idle:
-            deadline = self.loop.time() - self.limits.idle_timeout
-            while idle:
-                conn = idle.pop()
-                if not conn.closed and conn.idle_since > deadline:
-                    conn.reused = True
-                    return conn
-                conn.close()
-        return await self.open()
+        conn = self.take_idle(self.loop.time()) if self.idle else None
+        return conn if conn is not None else await self.open()
 
     async def open(self) -> UpstreamConnection:
         """A new connection (raises ConnectFailed)."""
