@@ -1,0 +1,406 @@
+"""Benchmark: latency the router adds, and its throughput, next to nginx on the same backends.
+
+Three paths, measured side by side in the same run, each with wrk (Debian) on loopback:
+
+  direct   client -> stable model server
+  router   client -> modelship-router (90/10 split) -> stable / canary model servers
+  nginx    client -> nginx (split_clients 90/10, keep-alive upstreams) -> same servers
+
+Backends: the real model server (`modelship-serve`, a scikit-learn LogisticRegression on
+iris trained here, skops format) answering POST /v1/models/iris:predict; if it cannot be
+started, a minimal JSON uvicorn app (bench/router_backend.py) -- the output says which.
+
+Pinning (2-core machines): backends and the proxy under test on core 0, wrk on core 1.
+Each measurement: 1 s warm-up, then --duration seconds; --rounds rounds, medians reported.
+Added latency = proxied percentile - direct percentile. Goals (issue 5): the router's
+added p50 and p99 at most 1.5x nginx's at concurrency 1 and 8; its throughput at
+concurrency 8 at least 80 % of nginx's.
+
+Usage: .venv/bin/python bench/run_router.py [--rounds 3] [--duration 5]
+Results are also written to bench/results/router-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from router_nginx import ensure_nginx, nginx_command, write_config  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+CANARY_PERCENT = 10
+BODY = '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
+PREDICT_PATH = "/v1/models/iris:predict"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(core: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *argv] if PINNING else argv
+
+
+PINNING = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+
+class Processes:
+    """Processes started by this benchmark, stopped by PID at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
+        log = (self.workdir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ok(url: str, proc: Any, what: str, timeout: float = 60.0, post: bool = False) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            data = BODY.encode() if post else None
+            request = urllib.request.Request(
+                url, data=data, headers={"content-type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not become ready at {url}")
+
+
+def start_model_servers(procs: Processes, workdir: Path) -> tuple[list[str], str]:
+    """Two real model servers (stable, canary); falls back to the minimal JSON app."""
+    try:
+        import skops.io as sio
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+
+        print("== training the benchmark model (iris, LogisticRegression)", flush=True)
+        x, y = load_iris(return_X_y=True)
+        model_path = workdir / "iris.skops"
+        sio.dump(LogisticRegression(max_iter=500).fit(x, y), model_path)
+        sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        addresses = []
+        for variant, version in (("stable", "1.0.0"), ("canary", "2.0.0")):
+            port = free_port()
+            proc = procs.start(
+                f"serve-{variant}",
+                pinned(
+                    SERVER_CORE,
+                    [
+                        str(VENV_BIN / "modelship-serve"),
+                        f"--model-uri=file://{model_path}",
+                        f"--sha256={sha}",
+                        "--name=iris",
+                        f"--model-version={version}",
+                        f"--variant={variant}",
+                        "--host=127.0.0.1",
+                        f"--port={port}",
+                        "--log-level=warning",
+                    ],
+                ),
+                env={"MODELSHIP_MODEL_CACHE_DIR": str(workdir / f"cache-{variant}")},
+            )
+            wait_ok(
+                f"http://127.0.0.1:{port}{PREDICT_PATH}",
+                proc,
+                f"modelship-serve {variant}",
+                post=True,
+            )
+            addresses.append(f"127.0.0.1:{port}")
+        return addresses, "modelship-serve (iris LogisticRegression, V1 predict, 2 rows)"
+    except Exception as exc:  # the model server is someone else's work in progress
+        print(f"== modelship-serve unavailable ({exc}); using bench/router_backend.py", flush=True)
+        procs.stop_all()
+        procs.procs.clear()
+        addresses = []
+        for variant in ("stable", "canary"):
+            port = free_port()
+            proc = procs.start(
+                f"backend-{variant}",
+                pinned(
+                    SERVER_CORE,
+                    [
+                        str(VENV_BIN / "uvicorn"),
+                        "--app-dir",
+                        str(HERE),
+                        "router_backend:app",
+                        "--host=127.0.0.1",
+                        f"--port={port}",
+                        "--log-level=warning",
+                        "--no-access-log",
+                    ],
+                ),
+            )
+            wait_ok(f"http://127.0.0.1:{port}{PREDICT_PATH}", proc, "backend", post=True)
+            addresses.append(f"127.0.0.1:{port}")
+        return addresses, "minimal JSON uvicorn app (bench/router_backend.py)"
+
+
+def start_router(procs: Processes, workdir: Path, backends: list[str]) -> str:
+    port = free_port()
+    config = workdir / "routing.json"
+    config.write_text(
+        json.dumps(
+            {
+                "deployment": "bench",
+                "variants": [
+                    {"name": "stable", "modelVersion": "1.0.0", "upstreams": [backends[0]]},
+                    {
+                        "name": "canary",
+                        "modelVersion": "2.0.0",
+                        "upstreams": [backends[1]],
+                        "weight": CANARY_PERCENT,
+                    },
+                ],
+            }
+        )
+    )
+    proc = procs.start(
+        "router",
+        pinned(
+            SERVER_CORE,
+            [
+                str(VENV_BIN / "modelship-router"),
+                f"--config={config}",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                "--log-level=warning",
+            ],
+        ),
+    )
+    wait_ok(f"http://127.0.0.1:{port}/readyz", proc, "modelship-router")
+    return f"127.0.0.1:{port}"
+
+
+def start_nginx(procs: Processes, workdir: Path, backends: list[str]) -> str:
+    binary = ensure_nginx()
+    port = free_port()
+    nginx_dir = workdir / "nginx"
+    conf = write_config(nginx_dir, port, backends[0], backends[1], CANARY_PERCENT)
+    proc = procs.start("nginx", pinned(SERVER_CORE, nginx_command(binary, conf, nginx_dir)))
+    wait_ok(f"http://127.0.0.1:{port}{PREDICT_PATH}", proc, "nginx", post=True)
+    return f"127.0.0.1:{port}"
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(f"cannot parse wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(address: str, connections: int, duration: float, script: Path) -> dict[str, float]:
+    argv = pinned(
+        CLIENT_CORE,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://{address}{PREDICT_PATH}",
+        ],
+    )
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", out, re.M)
+    if not (p50 and p99 and rps):
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed = int(errors.group(1)) if errors else 0
+    if sock:
+        failed += sum(int(g) for g in sock.groups())
+    return {
+        "p50": _seconds(p50.group(1)),
+        "p99": _seconds(p99.group(1)),
+        "rps": float(rps.group(1)),
+        "errors": failed,
+    }
+
+
+def wrk_script(workdir: Path) -> Path:
+    script = workdir / "predict.lua"
+    body = BODY.replace('"', '\\"')
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{body}"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return script
+
+
+def busy_builds() -> str:
+    out = subprocess.run(["pgrep", "-fa", "go build"], capture_output=True, text=True).stdout
+    return out.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("== installing wrk (Debian)", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    if busy_builds():
+        print("!! a Go build is running: numbers will be noisy", flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="modelship-bench-router-"))
+    procs = Processes(workdir)
+    try:
+        backends, backend_kind = start_model_servers(procs, workdir)
+        targets = {
+            "direct": backends[0],
+            "router": start_router(procs, workdir, backends),
+            "nginx": start_nginx(procs, workdir, backends),
+        }
+        script = wrk_script(workdir)
+        pinning = (
+            f"backends, router and nginx pinned to core {SERVER_CORE}; wrk pinned to core "
+            f"{CLIENT_CORE} (taskset)"
+            if PINNING
+            else "no pinning (fewer than 2 cores or no taskset)"
+        )
+        print(f"== backend: {backend_kind}")
+        print(f"== {pinning}")
+        print(f"== {args.rounds} rounds x {args.duration:g} s per point, 1 s warm-up; medians")
+        samples: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for round_no in range(1, args.rounds + 1):
+            for connections in (1, 8):
+                for name, address in targets.items():
+                    run_wrk(address, connections, 1.0, script)  # warm-up
+                    result = run_wrk(address, connections, args.duration, script)
+                    samples.setdefault((name, connections), []).append(result)
+                    print(
+                        f"   round {round_no} c={connections} {name:<6} "
+                        f"p50 {result['p50'] * 1e6:7.0f} us  p99 {result['p99'] * 1e6:7.0f} us  "
+                        f"{result['rps']:8.0f} req/s  errors {result['errors']:.0f}",
+                        flush=True,
+                    )
+        report(samples, backend_kind, pinning, args, workdir)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(
+    samples: dict[tuple[str, int], list[dict[str, float]]],
+    backend_kind: str,
+    pinning: str,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> None:
+    med = {
+        key: {m: statistics.median(r[m] for r in runs) for m in ("p50", "p99", "rps", "errors")}
+        for key, runs in samples.items()
+    }
+    rows = []
+    verdicts = []
+    for c in (1, 8):
+        direct, router, nginx = med[("direct", c)], med[("router", c)], med[("nginx", c)]
+        for q in ("p50", "p99"):
+            added_router = router[q] - direct[q]
+            added_nginx = nginx[q] - direct[q]
+            ratio = added_router / added_nginx if added_nginx > 0 else float("inf")
+            rows.append((c, q, direct[q], router[q], nginx[q], added_router, added_nginx, ratio))
+            verdicts.append(
+                (f"added {q} at c={c}: router/nginx = {ratio:.2f} (goal <= 1.5)", ratio <= 1.5)
+            )
+    tput = med[("router", 8)]["rps"] / med[("nginx", 8)]["rps"]
+    verdicts.append((f"throughput at c=8: router/nginx = {tput:.2f} (goal >= 0.80)", tput >= 0.8))
+
+    print()
+    print(f"Backend: {backend_kind}. {pinning}.")
+    print("| c | pct | direct | router | nginx | added: router | added: nginx | router/nginx |")
+    print("|---|-----|-------:|-------:|------:|--------------:|-------------:|-------------:|")
+    for c, q, d, r, n, ar, an, ratio in rows:
+        print(
+            f"| {c} | {q} | {d * 1e6:.0f} us | {r * 1e6:.0f} us | {n * 1e6:.0f} us | "
+            f"{ar * 1e6:.0f} us | {an * 1e6:.0f} us | {ratio:.2f} |"
+        )
+    print()
+    print("| c | direct req/s | router req/s | nginx req/s | router/nginx |")
+    print("|---|-------------:|-------------:|------------:|-------------:|")
+    for c in (1, 8):
+        d, r, n = (med[(k, c)]["rps"] for k in ("direct", "router", "nginx"))
+        print(f"| {c} | {d:.0f} | {r:.0f} | {n:.0f} | {r / n:.2f} |")
+    errors = sum(v["errors"] for v in med.values())
+    print(f"\nerrors (non-2xx + socket, medians summed): {errors:.0f}")
+    for text, ok in verdicts:
+        print(f"{'PASS' if ok else 'MISS'}  {text}")
+
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    out = results / f"router-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "backend": backend_kind,
+                "pinning": pinning,
+                "rounds": args.rounds,
+                "duration": args.duration,
+                "medians": {f"{k[0]}-c{k[1]}": v for k, v in med.items()},
+                "samples": {f"{k[0]}-c{k[1]}": v for k, v in samples.items()},
+                "verdicts": {text: ok for text, ok in verdicts},
+            },
+            indent=1,
+        )
+    )
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
