@@ -340,6 +340,12 @@ def plan(
     canary_view = observed.deployment(variant_name(md.name, "canary"))
     router_view = observed.deployment(router_name(md.name))
     gen = md.metadata.generation
+    previous = md.status.rollout
+    same_rollout = (
+        previous is not None
+        and rollout.progress is not None
+        and previous.key == rollout.progress.key
+    )
     conditions = list(md.status.conditions)
     verdicts: list[tuple[Any, Verdict]] = [
         ("Ready", ready(stable_view, router_view, builtin_router)),
@@ -363,7 +369,7 @@ def plan(
         canary=variant_status(canary_view, rollout.canary_model) if canary else None,
         rolled_out=rolled_out(md.status.rolled_out, stable_view, rollout.stable_model),
         rollout=rollout.progress,
-        ab_test=md.status.ab_test if rollout.progress is not None else None,
+        ab_test=md.status.ab_test if same_rollout else None,
         history=list(rollout.history),
         conditions=conditions,
         router_config_generation=generation,

@@ -28,7 +28,7 @@ from modelship_operator.reconcile import (
 )
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ModelDeployment
-from modelship_operator.status import ConditionType
+from modelship_operator.status import ABTestStatus, ABVariantStats, ConditionType
 from modelship_router.config import RoutingConfig
 from pydantic import ValidationError
 
@@ -342,6 +342,23 @@ def test_a_new_canary_version_restarts_the_rollout() -> None:
     assert [(h.version, h.outcome) for h in p.status.history] == [("1.5.0", "Superseded")]
     assert p.status.rollout is not None and p.status.rollout.candidate is not None
     assert p.status.rollout.candidate.version == "1.6.0"
+
+
+def test_ab_test_results_belong_to_their_rollout() -> None:
+    strategy = {"type": "ABTest"}
+    running = converge(md(canary=CANARY, strategy=strategy))
+    scored = running.status.model_copy(
+        update={
+            "ab_test": ABTestStatus(canary=ABVariantStats(successes=90, trials=100), p_value=0.2)
+        }
+    )
+    kept = plan(md(status=scored.to_api(), canary=CANARY, strategy=strategy), Observed(),
+                SETTINGS, T0)  # fmt: skip
+    assert kept.status.ab_test is not None and kept.status.ab_test.p_value == 0.2
+    newer = {**CANARY, "version": "1.6.0"}
+    reset = plan(md(status=scored.to_api(), canary=newer, strategy=strategy), Observed(),
+                 SETTINGS, T0)  # fmt: skip
+    assert reset.status.ab_test is None
 
 
 def test_removing_the_canary_mid_rollout_aborts_it_and_prunes_it() -> None:
