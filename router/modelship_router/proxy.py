@@ -163,7 +163,10 @@ class Request:
     def upstream_failed(self, error: UpstreamError) -> None:
         conn = self.conn
         assert conn is not None
-        conn.proxy.recover(self, error)
+        try:
+            conn.proxy.recover(self, error)
+        except Exception:
+            conn.proxy.crashed(self)
 
     def serialise(self, peer: bytes, default_host: str, mirror: bool = False) -> bytes:
         """The request as sent upstream: same method and path, cleaned headers, body."""
