@@ -28,6 +28,7 @@ from modelship_cluster.nodeagent.runtime import (
     NodeSettings,
     PodRuntime,
     now_iso,
+    unreadable_for_others,
 )
 
 log = logging.getLogger("modelship.nodeagent")
@@ -138,6 +139,12 @@ class NodeAgent:
     # -- main ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(cleanup_stale, self.settings)
+        for problem in unreadable_for_others(self.settings.venv):
+            log.warning(
+                "containers run as non-root users but cannot read %s: make the environment "
+                "world-readable (chmod -R o+rX) or pods will fail to start",
+                problem,
+            )
         self.settings.pods_dir.mkdir(parents=True, exist_ok=True)
         self.settings.pods_dir.chmod(0o700)
         await self._register()

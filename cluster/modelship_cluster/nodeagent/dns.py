@@ -3,8 +3,8 @@
 Why a hosts file rather than a DNS server: nothing extra listens on the host, there is no
 port 53 to guard, and glibc reads /etc/hosts on every lookup, so a new Service resolves as
 soon as the agent rewrites the file (atomically). The price: exact names only (no search
-list, so every usual form is written out), A records only, no SRV; headless Services
-resolve to their ready pod addresses from the EndpointSlices the agent watches.
+list, so every usual form is written out), A records only, no SRV, and headless Services
+resolve only when the caller passes their addresses (the node agent does not yet).
 """
 
 from __future__ import annotations

@@ -119,6 +119,27 @@ class IPAM:
         (self.dir / ip).unlink(missing_ok=True)
 
 
+def unreadable_for_others(venv: Path) -> list[str]:
+    """Files of the environment a non-root container cannot read or run (folders above the
+    environment are opened per container by the launcher, on its private overlay)."""
+    problems = []
+    site = next(venv.glob("lib/python*/site-packages"), None)
+    checks = [(venv / "bin" / "python", 0o005), (Path(BASE_PREFIX) / "bin", 0o005)]
+    if site is not None:
+        checks.append((site, 0o005))
+    stdlib = next(Path(BASE_PREFIX).glob("lib/python3*/os.py"), None)
+    if stdlib is not None:
+        checks.append((stdlib, 0o004))
+    for path, bits in checks:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & bits != bits:
+            problems.append(f"{path} (mode {mode & 0o777:o})")
+    return problems
+
+
 def host_mounts(paths: list[Path]) -> list[str]:
     """Mount points (other than /) holding `paths`: bound into each container's root."""
     points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
@@ -151,6 +172,7 @@ class ContainerRun:
     next_start: float = 0.0
     started_mono: float = 0.0
     runs: int = 0
+    crashes: int = 0  # consecutive restarts, for the back-off
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     identity: tuple[int, int, list[int]] = (65532, 65532, [])
     env: dict[str, str] = field(default_factory=dict)
@@ -555,10 +577,10 @@ class PodRuntime:
             restart = podspec.should_restart(policy, exit_code)
         if restart and not (self.deleting or self.stopping):
             if time.monotonic() - c.started_mono > 600:
-                c.runs = 1  # ran fine for 10 minutes: the back-off starts over
-                c.restart_count = max(c.restart_count, 0)
+                c.crashes = 0  # ran fine for 10 minutes: the back-off starts over
+            c.crashes += 1
             delay = podspec.backoff_delay(
-                c.restart_count + 1, self.settings.backoff_initial, self.settings.backoff_max
+                c.crashes, self.settings.backoff_initial, self.settings.backoff_max
             )
             c.last_state = {"terminated": terminated}
             c.state = {
