@@ -110,7 +110,9 @@ def marked_processes() -> list[int]:
             continue
         try:
             environ = b"\0" + (entry / "environ").read_bytes()
-        except OSError:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # a zombie is no process left running (its parent reaps it)
+        except (OSError, IndexError):
             continue
         if needle in environ:
             found.append(int(entry.name))

@@ -67,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument(
         "-p", "--previous", action="store_true", help="the log of the previous run (restarts)"
     )
+    sub.add_parser(
+        "leftovers",
+        help="list what the cluster's node side left on this machine (exit 1 if anything)",
+    )
     return p
 
 
@@ -104,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = (args.state_dir or default_state_dir()).resolve()
     if args.command == "logs":
         return show_logs(state_dir, args.namespace, args.pod, args.container, args.previous)
+    if args.command == "leftovers":
+        from modelship_cluster.nodeagent.parts import leftovers
+
+        found = leftovers()
+        for line in found:
+            print(line)
+        return 1 if found else 0
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
