@@ -66,7 +66,8 @@ class DataPlane:
             metrics.observe_classes(prediction.class_indices)
         elif self._regression:
             metrics.observe_values(prediction.labels)
-        metrics.drift.observe(features)
+        if metrics.drift is not None:
+            metrics.drift.observe(features)
         if self.settings.prediction_store_size:
             self.store.put(request_id, labels)
         return labels  # type: ignore[no-any-return]

@@ -2,8 +2,8 @@
 
 Per feature (at most ``max_features`` of them): a running sum (with a row counter, so PromQL can
 take the mean over any window as a ratio of rates), and the mean and quantiles of the most recent
-``window`` rows. Updating costs one slice copy per request; quantiles are computed only when
-Prometheus scrapes.
+``window`` rows. A request costs one slice copy into a ring buffer; sums are folded in lazily
+(before unsummed rows would be overwritten, and at scrape time), quantiles only at scrape time.
 """
 
 from __future__ import annotations
@@ -27,37 +27,59 @@ class DriftSummary:
     ) -> None:
         self._labels = base_labels
         self._names = [name[:64] for name in feature_names]
-        k = len(self._names)
-        self._buffer = np.zeros((window, k))
+        self._k = len(self._names)
+        self._buffer = np.zeros((window, self._k))
+        self._window = window
         self._position = 0
         self._filled = 0
-        self._sums = np.zeros(k)
+        self._unsummed = 0
+        self._sums = np.zeros(self._k)
         self._rows = 0
 
     def observe(self, features: np.ndarray) -> None:
         """Fold a request's rows in (called on the event loop, after the prediction)."""
-        k = len(self._names)
-        if k == 0:
+        n = features.shape[0]
+        self._rows += n
+        if self._k == 0:
             return
-        cols = features[:, :k]
-        self._sums += cols.sum(axis=0)
-        self._rows += cols.shape[0]
-        window = self._buffer.shape[0]
-        if cols.shape[0] >= window:
-            self._buffer[:] = cols[-window:]
-            self._position, self._filled = 0, window
-            return
-        end = self._position + cols.shape[0]
-        if end <= window:
-            self._buffer[self._position : end] = cols
+        window = self._window
+        if self._unsummed + n > window:
+            self._fold()
+        if n == 1:
+            self._buffer[self._position] = features[0, : self._k]
+            self._position = (self._position + 1) % window
+        elif n >= window:
+            self._sums += features[:-window, : self._k].sum(axis=0)
+            self._buffer[:] = features[-window:, : self._k]
+            self._position = 0
+            n = window
         else:
-            split = window - self._position
-            self._buffer[self._position :] = cols[:split]
-            self._buffer[: end - window] = cols[split:]
-        self._position = end % window
-        self._filled = min(window, self._filled + cols.shape[0])
+            cols = features[:, : self._k]
+            end = self._position + n
+            if end <= window:
+                self._buffer[self._position : end] = cols
+            else:
+                split = window - self._position
+                self._buffer[self._position :] = cols[:split]
+                self._buffer[: end - window] = cols[split:]
+            self._position = end % window
+        self._unsummed += n
+        self._filled = min(window, self._filled + n)
+
+    def _fold(self) -> None:
+        """Add the rows not yet summed (the most recent ``_unsummed`` in ring order)."""
+        u, pos = self._unsummed, self._position
+        if u == 0:
+            return
+        if u <= pos:
+            self._sums += self._buffer[pos - u : pos].sum(axis=0)
+        else:
+            self._sums += self._buffer[:pos].sum(axis=0)
+            self._sums += self._buffer[self._window - (u - pos) :].sum(axis=0)
+        self._unsummed = 0
 
     def collect(self) -> Iterator[Metric]:
+        self._fold()
         base = list(self._labels)
         values = list(self._labels.values())
         rows = CounterMetricFamily(

@@ -1,12 +1,16 @@
 """Prometheus series for one served model; every series carries model, version and variant.
 
-Each app gets its own registry (no module globals), and labelled children are bound once and
-cached, so the hot path pays a dict lookup instead of prometheus_client's label resolution.
+Each app gets its own registry (no module globals). The series touched on every request
+(requests, latency, predictions, in-flight) are plain Python numbers updated by the event loop,
+which owns them, and turned into Prometheus families only when /metrics is scraped: that costs a
+fraction of prometheus_client's locked counters on the hot path. Everything else uses
+prometheus_client directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,10 +18,17 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     Summary,
     disable_created_metrics,
 )
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from .drift import DriftSummary
 
@@ -59,6 +70,90 @@ _POSITIVE = _one_two_five(0.01, 1e6)
 PREDICTION_BUCKETS = (*(-v for v in reversed(_POSITIVE)), 0.0, *_POSITIVE)
 
 
+class FastHistogram:
+    """Bucket counts and a sum, updated without locks by the one thread that owns it."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = list(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            running += count
+            out.append((floatToGoString(bound), float(running)))
+        return out
+
+
+class HotSeries:
+    """Collector for the per-request series (see module docstring)."""
+
+    def __init__(self, base_values: tuple[str, str, str]) -> None:
+        self.base = list(base_values)
+        self.requests: dict[tuple[str, int], int] = {}
+        self.durations: dict[str, FastHistogram] = {}
+        self.classes: list[str] = []
+        self.class_counts: list[int] = []
+        self.values: FastHistogram | None = None
+        self.in_flight = 0
+
+    def collect(self) -> Iterator[Metric]:
+        labels = list(BASE_LABELS)
+        requests = CounterMetricFamily(
+            "modelship_requests",
+            "HTTP requests by endpoint and status code.",
+            labels=[*labels, "endpoint", "code"],
+        )
+        for (endpoint, code), count in list(self.requests.items()):
+            requests.add_metric([*self.base, endpoint, str(code)], float(count))
+        yield requests
+        duration = HistogramMetricFamily(
+            "modelship_request_duration_seconds",
+            "Time from request start to the end of the response, by endpoint.",
+            labels=[*labels, "endpoint"],
+        )
+        for endpoint, histogram in list(self.durations.items()):
+            duration.add_metric([*self.base, endpoint], histogram.buckets(), histogram.total)
+        yield duration
+        in_flight = GaugeMetricFamily(
+            "modelship_requests_in_flight", "Requests being served now.", labels=labels
+        )
+        in_flight.add_metric(self.base, float(self.in_flight))
+        yield in_flight
+        predictions = CounterMetricFamily(
+            "modelship_predictions",
+            "Predicted rows by class (classifiers).",
+            labels=[*labels, "class"],
+        )
+        for name, count in zip(self.classes, self.class_counts, strict=True):
+            predictions.add_metric([*self.base, name], float(count))
+        yield predictions
+        if self.values is not None:
+            values = HistogramMetricFamily(
+                "modelship_prediction_value", "Predicted values (regressors).", labels=labels
+            )
+            buckets = self.values.buckets()
+            values.add_metric(self.base, buckets, self.values.total)
+            if not any(s.name.endswith("_count") for s in values.samples):
+                # prometheus_client leaves out _count/_sum when buckets are negative; the mean
+                # prediction (sum / count) is what output-drift alerts want, so keep them.
+                labels_map = dict(zip(labels, self.base, strict=True))
+                values.samples.append(
+                    Sample("modelship_prediction_value_count", labels_map, buckets[-1][1])
+                )
+                values.samples.append(
+                    Sample("modelship_prediction_value_sum", labels_map, self.values.total)
+                )
+            yield values
+
+
 class ServingMetrics:
     """All series of one server process."""
 
@@ -70,35 +165,8 @@ class ServingMetrics:
         values = (model, version, variant)
         self._values = values
         r = self.registry
-        self.requests = Counter(
-            "modelship_requests",
-            "HTTP requests by endpoint and status code.",
-            [*base, "endpoint", "code"],
-            registry=r,
-        )
-        self.duration = Histogram(
-            "modelship_request_duration_seconds",
-            "Time from request start to the end of the response, by endpoint.",
-            [*base, "endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "modelship_requests_in_flight", "Requests being served now.", base, registry=r
-        ).labels(*values)
-        self.predictions = Counter(
-            "modelship_predictions",
-            "Predicted rows by class (classifiers).",
-            [*base, "class"],
-            registry=r,
-        )
-        self.prediction_value = Histogram(
-            "modelship_prediction_value",
-            "Predicted values (regressors).",
-            base,
-            buckets=PREDICTION_BUCKETS,
-            registry=r,
-        ).labels(*values)
+        self.hot = HotSeries(values)
+        r.register(self.hot)
         self.feedback_total = Counter(
             "modelship_feedback",
             "Predicted rows for which ground truth arrived.",
@@ -145,9 +213,7 @@ class ServingMetrics:
             ],
             registry=r,
         )
-        self._request_children: dict[tuple[str, int], Any] = {}
-        self._duration_children: dict[str, Any] = {}
-        self._class_children: list[Any] = []
+        self.drift: DriftSummary | None = None
 
     def model_loaded(
         self,
@@ -162,7 +228,7 @@ class ServingMetrics:
         feature_names: Sequence[str],
         drift_window: int,
     ) -> None:
-        """Publish what was loaded and bind the per-class and drift series."""
+        """Publish what was loaded and bind the per-class, output and drift series."""
         self._info.labels(
             *self._values,
             sha256,
@@ -173,33 +239,34 @@ class ServingMetrics:
         ).set(1)
         self.load_seconds.set(load_seconds)
         if classes is not None:
-            self._class_children = [self.predictions.labels(*self._values, str(c)) for c in classes]
+            self.hot.classes = [str(c) for c in classes]
+            self.hot.class_counts = [0] * len(classes)
+        else:
+            self.hot.values = FastHistogram(PREDICTION_BUCKETS)
         self.drift = DriftSummary(self.base, feature_names, drift_window)
         self.registry.register(self.drift)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
+        hot = self.hot
         key = (endpoint, code)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self.requests.labels(*self._values, endpoint, str(code))
-            self._request_children[key] = child
-        child.inc()
-        duration = self._duration_children.get(endpoint)
-        if duration is None:
-            duration = self.duration.labels(*self._values, endpoint)
-            self._duration_children[endpoint] = duration
-        duration.observe(seconds)
+        hot.requests[key] = hot.requests.get(key, 0) + 1
+        histogram = hot.durations.get(endpoint)
+        if histogram is None:
+            histogram = hot.durations[endpoint] = FastHistogram(LATENCY_BUCKETS)
+        histogram.observe(seconds)
 
     def observe_classes(self, class_indices: np.ndarray) -> None:
         """Count predicted rows per class, given indices into ``classes_``."""
-        children = self._class_children
+        counts = self.hot.class_counts
         if len(class_indices) == 1:
-            children[int(class_indices[0])].inc()
+            counts[int(class_indices[0])] += 1
             return
-        for index, count in enumerate(np.bincount(class_indices, minlength=len(children))):
-            if count:
-                children[index].inc(int(count))
+        for index, count in enumerate(np.bincount(class_indices, minlength=len(counts)).tolist()):
+            counts[index] += count
 
     def observe_values(self, values: np.ndarray) -> None:
+        histogram = self.hot.values
+        if histogram is None:
+            return
         for value in values.reshape(-1).tolist():
-            self.prediction_value.observe(value)
+            histogram.observe(value)
