@@ -37,6 +37,10 @@ lint: venv ## ruff (lint + format check) and mypy on the pure core
 test: venv system-deps binaries lint ## Lint, then every test (unit, integration, end to end on the local cluster)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+.PHONY: generate
+generate: venv ## Regenerate the CRD, RBAC files, chart files, docs/reference.md and manifests/modelship.yaml
+	$(PY) -m modelship_operator.generate
+
 .PHONY: cluster-up
 cluster-up: venv system-deps binaries ## Start the local cluster; prints the KUBECONFIG export last
 	@$(CLUSTER) up
