@@ -53,6 +53,10 @@ cluster-down: venv ## Stop the local cluster and remove its data
 bench: venv ## Run the benchmarks under bench/ (side by side, ratios)
 	@for b in bench/run_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit 1; done
 
+.PHONY: images
+images: ## Build the operator, serving and router images (needs docker or podman)
+	@scripts/build-images.sh
+
 .PHONY: clean
 clean: ## Remove the virtual environment and caches inside the tree
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
