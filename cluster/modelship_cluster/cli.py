@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from modelship_cluster import binaries
+from modelship_cluster import binaries, modelstore
 from modelship_cluster.cluster import Cluster, default_state_dir
 
 
@@ -41,12 +41,35 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="show which components run and where the kubeconfig is")
     sub.add_parser("kubeconfig", help="print the admin kubeconfig's path")
     sub.add_parser("env", help="print shell exports (KUBECONFIG, PATH with kubectl and helm)")
+    models = sub.add_parser(
+        "models", help="the model store pods download models from (http://10.88.0.1:8000/)"
+    )
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    add = models_sub.add_parser("add", help="copy a model file in; prints its URI and sha256")
+    add.add_argument("file", type=Path, help="model file (e.g. a .skops artifact)")
+    add.add_argument("--name", help="file name in the store (default: the file's own name)")
+    models_sub.add_parser("list", help="list stored models with their URIs and sha256")
     return parser
 
 
 def _exports(cluster: Cluster) -> str:
     bin_dirs = ":".join(str(d) for d in binaries.toolset().bin_dirs)
     return f'export KUBECONFIG={cluster.kubeconfig}\nexport PATH="{bin_dirs}:$PATH"'
+
+
+def _models(cluster: Cluster, args: argparse.Namespace) -> int:
+    if args.models_command == "add":
+        try:
+            stored = cluster.add_model(args.file, args.name)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"modelship-cluster: {error}", file=sys.stderr)
+            return 1
+        print(f"uri:    {stored.uri}\nsha256: {stored.sha256}")
+        return 0
+    files = sorted(cluster.models_dir.glob("*")) if cluster.models_dir.exists() else []
+    for path in files:
+        print(f"{cluster.model_store_url}/{path.name}  {modelstore.sha256_of(path)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,12 +84,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
         return 0
     if args.command == "up":
+        was_running = cluster.is_up()
         try:
             cluster.up(timeout=args.timeout)
         except (RuntimeError, TimeoutError, FileNotFoundError) as error:
             print(f"modelship-cluster: {error}", file=sys.stderr)
-            print("stopping what started; run `modelship-cluster up` again", file=sys.stderr)
-            cluster.down(keep_data=True)
+            if was_running:
+                # Others may be using it: leave it as it is.
+                print(
+                    "the cluster was already running; `modelship-cluster status` shows what runs",
+                    file=sys.stderr,
+                )
+            else:
+                print("stopping what started; run `modelship-cluster up` again", file=sys.stderr)
+                cluster.down(keep_data=True)
             return 1
         from modelship_cluster.nodeagent import parts as node_parts
 
@@ -99,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "env":
         print(_exports(cluster))
         return 0
+    if args.command == "models":
+        return _models(cluster, args)
     return 2
 
 

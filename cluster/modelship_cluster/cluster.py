@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelship_cluster import binaries, controlplane, pki
+from modelship_cluster import binaries, controlplane, modelstore, pki
 from modelship_cluster.controlplane import ClusterConfig
 from modelship_cluster.nodeagent import parts as node_parts
 from modelship_cluster.processes import ProcessDir, tail
@@ -63,6 +63,18 @@ class Cluster:
     def admin_cert(self) -> pki.CertPair:
         return pki.CertPair(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
 
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def model_store_url(self) -> str:
+        return modelstore.base_url(self.config.apiserver_advertise)
+
+    def add_model(self, source: Path, name: str | None = None) -> modelstore.StoredModel:
+        """Put a model file in the model store; pods fetch it from the returned URI."""
+        return modelstore.add(self.models_dir, source, self.config.apiserver_advertise, name)
+
     # -- lifecycle ----------------------------------------------------------------------
     def up(self, timeout: float = 120.0) -> None:
         """Start every component (idempotent: running ones are left alone)."""
@@ -114,6 +126,13 @@ class Cluster:
             )
         _say(f"control plane up in {time.monotonic() - started:.1f}s (state: {self.root})")
         node_parts.start(self, timeout)  # node agent, kube-proxy, Prometheus
+        if node_parts.enabled():
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            self.models_dir.chmod(0o755)
+            self.processes.start(
+                "model-store", modelstore.server_args(self.models_dir, cfg.apiserver_advertise)
+            )
+            _say(f"model store at {self.model_store_url} (add files: modelship-cluster models add)")
 
     def down(self, keep_data: bool = False) -> None:
         """Stop every component in reverse order; remove the state unless asked to keep it."""
