@@ -24,6 +24,7 @@ from modelship_cluster.nodeagent import podspec, volumes
 from modelship_cluster.nodeagent.kubeapi import ApiError, KubeClient, WatchExpired
 from modelship_cluster.nodeagent.runtime import (
     IPAM,
+    NODE_MARKER,
     POD_MARKER,
     NodeSettings,
     PodRuntime,
@@ -92,7 +93,7 @@ def _epoch(timestamp: str) -> float:
 
 def cleanup_stale(settings: NodeSettings) -> None:
     """What a previous agent left (it died without stopping its pods): remove it all."""
-    for pid in marked_processes():
+    for pid in marked_processes(settings.state_dir):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for ns in podnet.our_netns(settings.net):
@@ -101,10 +102,13 @@ def cleanup_stale(settings: NodeSettings) -> None:
         shutil.rmtree(settings.state_dir / sub, ignore_errors=True)
 
 
-def marked_processes() -> list[int]:
-    """Container processes (they carry the pod marker in their environment)."""
+def marked_processes(state_dir: Path | None = None) -> list[int]:
+    """Container processes (they carry the pod marker in their environment), of the node
+    whose state folder is `state_dir` if given, else of any node."""
     found = []
     needle = f"\0{POD_MARKER}=".encode()
+    if state_dir is not None:
+        needle = f"\0{NODE_MARKER}={state_dir}\0".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

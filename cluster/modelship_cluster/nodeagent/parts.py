@@ -170,7 +170,8 @@ def teardown(cluster: Cluster | None = None) -> None:
     """After every process stopped: kube-proxy's rules, the pod network, stray containers."""
     from modelship_cluster.nodeagent.agent import marked_processes
 
-    for pid in marked_processes():  # containers of an agent that could not stop them
+    node_dir = cluster.root / "node" if cluster else None
+    for pid in marked_processes(node_dir):  # containers of an agent that could not stop them
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
     proxy_bin = binaries.kubernetes_bin_dir() / "kube-proxy"

@@ -32,6 +32,7 @@ log = logging.getLogger("modelship.nodeagent")
 
 LAUNCHER = Path(__file__).with_name("launch.py")
 POD_MARKER = "MODELSHIP_POD_UID"  # in every container's environment: finds leftovers
+NODE_MARKER = "MODELSHIP_NODE_DIR"  # ... and which node (state folder) started it
 BASE_PREFIX = os.path.realpath(sys.base_prefix)  # the interpreter the venv is made from
 
 
@@ -441,6 +442,7 @@ class PodRuntime:
                 capacity=self.settings.capacity,
             )
             env[POD_MARKER] = self.uid
+            env[NODE_MARKER] = str(self.settings.state_dir)
             identity = podspec.identity(self.pod, c.spec, entry.user)
             mounts = podspec.mount_plan(c.spec, self.volume_dirs, env)
         except ConfigError as error:
