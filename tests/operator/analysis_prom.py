@@ -1,0 +1,222 @@
+"""A real Prometheus (Debian's binary) scraping small real metrics servers, for analysis tests.
+
+Each :class:`Target` is a prometheus-client registry served over HTTP on 127.0.0.1 by a
+thread of the test process; Prometheus scrapes every target once a second with the labels a
+Kubernetes pod would get from the cluster's relabelling (``namespace``, ``pod``,
+``modelship_io_deployment``, ``modelship_io_variant``). Tests change the counters and wait
+(by polling, never by a fixed sleep) until Prometheus has seen the change.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIServer, make_server
+
+import yaml
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+SERVING_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Target:
+    """One scrape target: a registry with the serving pod's series, served on a free port."""
+
+    name: str
+    labels: Mapping[str, str]
+    metric_labels: Mapping[str, str]
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    port: int = 0
+    server: WSGIServer | None = None
+
+    def __post_init__(self) -> None:
+        base = list(self.metric_labels)
+        r = self.registry
+        self.requests = Counter(
+            "modelship_requests", "requests", [*base, "endpoint", "code"], registry=r
+        )
+        self.duration = Histogram(
+            "modelship_request_duration_seconds",
+            "latency",
+            [*base, "endpoint"],
+            buckets=SERVING_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feedback = Counter("modelship_feedback", "feedback", base, registry=r)
+        self.feedback_correct = Counter(
+            "modelship_feedback_correct", "correct feedback", base, registry=r
+        )
+        self.predictions = Counter(
+            "modelship_predictions", "predictions", [*base, "class"], registry=r
+        )
+
+    def start(self) -> None:
+        self.port = free_port()
+        app = make_wsgi_app(self.registry)
+        self.server = make_server(
+            "127.0.0.1", self.port, app, ThreadingWSGIServer, handler_class=_SilentHandler
+        )
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    # -- traffic ---------------------------------------------------------------------------
+
+    def serve(
+        self, count: int, code: int = 200, seconds: float = 0.003, endpoint: str = "v2_infer"
+    ) -> None:
+        values = dict(self.metric_labels)
+        self.requests.labels(**values, endpoint=endpoint, code=str(code)).inc(count)
+        hist = self.duration.labels(**values, endpoint=endpoint)
+        for _ in range(count):
+            hist.observe(seconds)
+
+    def feedback_rows(self, rows: int, correct: int) -> None:
+        self.feedback.labels(**self.metric_labels).inc(rows)
+        self.feedback_correct.labels(**self.metric_labels).inc(correct)
+
+    def predict_classes(self, counts: Mapping[str, int]) -> None:
+        for name, count in counts.items():
+            self.predictions.labels(**self.metric_labels, **{"class": name}).inc(count)
+
+
+class PrometheusProcess:
+    """``/usr/bin/prometheus`` on 127.0.0.1 with a temp TSDB, scraping ``targets`` every 1s."""
+
+    def __init__(self, workdir: Path, targets: list[Target]) -> None:
+        self.workdir = workdir
+        self.targets = targets
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {
+                    "job_name": "pods",
+                    "scrape_interval": "1s",
+                    "scrape_timeout": "1s",
+                    "static_configs": [
+                        {"targets": [f"127.0.0.1:{t.port}"], "labels": dict(t.labels)}
+                        for t in self.targets
+                    ],
+                }
+            ],
+        }
+
+    def start(self) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise RuntimeError("prometheus is not installed: apt-get install -y prometheus")
+        config = self.workdir / "prometheus.yml"
+        config.write_text(yaml.safe_dump(self.config()))
+        data = self.workdir / "data"
+        data.mkdir(exist_ok=True)
+        log = open(self.workdir / "prometheus.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1h",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        self.wait(lambda: self._get("/-/ready") == 200, "ready", 60)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def _get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=2) as response:
+                return int(response.status)
+        except (OSError, urllib.error.URLError):
+            return 0
+
+    def wait(self, ready: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        """Poll ``ready`` until true (a bound on waiting, not an assertion on speed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                log = (self.workdir / "prometheus.log").read_text(errors="replace")
+                raise RuntimeError(f"prometheus exited: {log[-2000:]}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"prometheus: {what} not reached in {timeout:.0f}s")
+
+    def instant(self, promql: str) -> list[dict[str, Any]]:
+        """Synchronous query for the test's own polling (not the code under test)."""
+        import json
+        import urllib.parse
+
+        query = urllib.parse.urlencode({"query": promql})
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=2) as r:
+                payload = json.loads(r.read())
+        except (OSError, urllib.error.URLError):
+            return []
+        result = payload.get("data", {}).get("result", [])
+        return result if isinstance(result, list) else []
+
+    def wait_value(
+        self, promql: str, predicate: Callable[[float], bool], timeout: float = 60
+    ) -> None:
+        def check() -> bool:
+            result = self.instant(promql)
+            return len(result) == 1 and predicate(float(result[0]["value"][1]))
+
+        self.wait(check, f"{promql} matching", timeout)
+
+
+def start_all(workdir: Path, targets: list[Target]) -> Iterator[PrometheusProcess]:
+    """Start the targets and Prometheus; yield; stop everything (for a pytest fixture)."""
+    for target in targets:
+        target.start()
+    prom = PrometheusProcess(workdir, targets)
+    try:
+        prom.start()
+        prom.wait_value('count(up{job="pods"} == 1)', lambda v: v == len(targets))
+        yield prom
+    finally:
+        prom.stop()
+        for target in targets:
+            target.stop()
