@@ -1,0 +1,140 @@
+"""Built-in PromQL and custom query templating (pure; the queries run against a real
+Prometheus in test_analysis_runner.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from modelship_operator.analysis.queries import (
+    BUILTIN_QUERIES,
+    LabelScheme,
+    Scope,
+    TemplateError,
+    agreement_queries,
+    business_queries,
+    duration,
+    metric_query,
+    render_template,
+    requests_query,
+    selector,
+    template_problems,
+)
+from modelship_operator.spec import BUILTIN_METRICS, BusinessMetric, MetricCheck
+
+CANARY = Scope("ml", "churn", "canary", timedelta(seconds=30), "1.5.0")
+
+
+@pytest.mark.parametrize(
+    ("delta", "text"),
+    [
+        (timedelta(seconds=30), "30s"),
+        (timedelta(minutes=1, seconds=30), "90s"),
+        (timedelta(hours=2), "7200s"),
+        (timedelta(milliseconds=1500), "1500ms"),
+        (timedelta(0), "1ms"),  # PromQL refuses a zero range
+    ],
+)
+def test_duration(delta: timedelta, text: str) -> None:
+    assert duration(delta) == text
+
+
+def test_every_builtin_metric_has_a_query() -> None:
+    assert set(BUILTIN_QUERIES) == set(BUILTIN_METRICS)
+
+
+def test_selector_names_namespace_deployment_variant_and_version() -> None:
+    assert selector(CANARY) == (
+        'namespace="ml",modelship_io_deployment="churn",variant="canary",version="1.5.0"'
+    )
+    no_version = Scope("ml", "churn", "stable", timedelta(seconds=30))
+    assert "version" not in selector(no_version)
+    other = LabelScheme(namespace="kubernetes_namespace", deployment="app")
+    assert selector(CANARY, other).startswith('kubernetes_namespace="ml",app="churn"')
+
+
+def test_label_values_are_escaped() -> None:
+    odd = Scope('a"b', "c\\d", "canary", timedelta(seconds=1))
+    assert 'namespace="a\\"b"' in selector(odd)
+    assert 'modelship_io_deployment="c\\\\d"' in selector(odd)
+
+
+@pytest.mark.parametrize(
+    ("name", "pieces"),
+    [
+        ("success-rate", ['code!~"5.."', "100 * sum(increase(", "[30s]", "v1_predict|v2_infer"]),
+        ("latency-p99", ["histogram_quantile(0.99, sum by (le)", "_bucket{", "rate("]),
+        ("accuracy", ["modelship_feedback_correct_total", "/ sum(increase(modelship_feedback_"]),
+    ],
+)
+def test_builtin_queries(name: str, pieces: list[str]) -> None:
+    check = (
+        MetricCheck(name=name, min=0) if name != "latency-p99" else MetricCheck(name=name, max=1)
+    )
+    query = metric_query(check, CANARY)
+    for piece in pieces:
+        assert piece in query
+    assert 'variant="canary"' in query and 'version="1.5.0"' in query
+
+
+def test_requests_count_only_inference() -> None:
+    assert requests_query(CANARY) == (
+        'sum(increase(modelship_requests_total{namespace="ml",modelship_io_deployment="churn",'
+        'variant="canary",version="1.5.0",endpoint=~"v1_predict|v2_infer"}[30s]))'
+    )
+
+
+def test_custom_template_fills_every_placeholder() -> None:
+    template = (
+        'sum(rate(errors_total{ns="{{namespace}}",app="{{ name }}",v="{{  variant }}",'
+        'ver="{{ version }}"}[{{ interval }}]))'
+    )
+    assert render_template(template, CANARY) == (
+        'sum(rate(errors_total{ns="ml",app="churn",v="canary",ver="1.5.0"}[30s]))'
+    )
+    check = MetricCheck(name="errors", query=template, max=1)
+    assert metric_query(check, CANARY.with_variant("stable", "1.4.0")).count('"stable"') == 1
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ("up{job='{{ target }}'}", "unknown placeholder '{{ target }}'"),
+        ("rate(x[{{interval}}]) + {{ Namespace }}", "unknown placeholder '{{ Namespace }}'"),
+        ("up{job='{{ name }'}", "unbalanced"),
+        ("up{job='{{ }}'}", "unknown placeholder '{{ }}'"),
+    ],
+)
+def test_unknown_placeholders_are_refused(template: str, words: str) -> None:
+    assert any(words in p for p in template_problems(template))
+    with pytest.raises(TemplateError, match=r"placeholder|unbalanced") as info:
+        render_template(template, CANARY)
+    assert "{{ namespace }}" in str(info.value) or "unbalanced" in str(info.value)
+
+
+def test_plain_promql_braces_are_not_placeholders() -> None:
+    query = 'sum(x{a="b"}) / on() group_left sum(y{c=~"d{1,2}"})'
+    assert template_problems(query) == []
+    assert render_template(query, CANARY) == query
+
+
+def test_business_metric_queries() -> None:
+    since = CANARY.with_interval(timedelta(minutes=20))
+    successes, trials = business_queries(BusinessMetric(), since)
+    assert "modelship_feedback_correct_total" in successes and "[1200s]" in successes
+    assert "modelship_feedback_total" in trials
+    custom = BusinessMetric(
+        name="conversion",
+        successes='sum(increase(buys_total{v="{{ variant }}"}[{{ interval }}]))',
+        trials='sum(increase(visits_total{v="{{ variant }}"}[{{ interval }}]))',
+    )
+    assert business_queries(custom, since) == (
+        'sum(increase(buys_total{v="canary"}[1200s]))',
+        'sum(increase(visits_total{v="canary"}[1200s]))',
+    )
+
+
+def test_agreement_queries_use_the_router_deployment_label() -> None:
+    agree, total = agreement_queries(CANARY)
+    assert 'deployment="churn"' in agree and 'result="agree"' in agree
+    assert 'result=~"agree|disagree"' in total
