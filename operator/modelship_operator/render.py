@@ -364,6 +364,10 @@ def pod_disruption_budget(
 # --- the router -----------------------------------------------------------------------------
 
 
+#: Response header naming the variant that served; as a request header it selects it.
+VARIANT_HEADER: Final = "x-modelship-variant"
+
+
 def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
     """The router's configuration (schema owned by the router: modelship_router.config).
 
@@ -393,6 +397,12 @@ def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
             RouterMatchRule(header=r.header, cookie=r.cookie, value=r.value, variant=r.variant)
             for r in ab.match
         )
+    # A client names the variant that served a prediction (the response's
+    # x-modelship-variant) when it sends feedback for it, so ground truth reaches the
+    # variant that made the prediction whatever the weights are by then.
+    match += tuple(
+        RouterMatchRule(header=VARIANT_HEADER, value=v.name, variant=v.name) for v in variants
+    )
     mirror = (
         Mirror(variant="canary", percent=float(state.traffic.mirror))
         if state.canary is not None and state.traffic.mirror > 0

@@ -361,7 +361,12 @@ def test_routing_of_a_canary_step() -> None:
     assert config.weights() == {"stable": 75.0, "canary": 25.0}
     assert config.variant("canary").service == "churn-canary"
     assert config.variant("canary").port == "http"
-    assert config.sticky is None and config.mirror is None and config.match == ()
+    assert config.sticky is None and config.mirror is None
+    # Feedback names the variant that served the prediction and is routed back to it.
+    assert [(m.header, m.value, m.variant) for m in config.match] == [
+        ("x-modelship-variant", "stable", "stable"),
+        ("x-modelship-variant", "canary", "canary"),
+    ]
 
 
 def test_routing_of_an_ab_test_is_sticky_with_match_rules() -> None:
@@ -378,7 +383,11 @@ def test_routing_of_an_ab_test_is_sticky_with_match_rules() -> None:
     )
     config = routing(resource, Traffic(stable=70, canary=30))
     assert config.sticky is not None and config.sticky.cookie == "uid"
-    assert [(m.header, m.value, m.variant) for m in config.match] == [("x-group", "beta", "canary")]
+    assert [(m.header, m.value, m.variant) for m in config.match] == [
+        ("x-group", "beta", "canary"),  # the user's rules come first
+        ("x-modelship-variant", "stable", "stable"),
+        ("x-modelship-variant", "canary", "canary"),
+    ]
     assert config.weights() == {"stable": 70.0, "canary": 30.0}
 
 
