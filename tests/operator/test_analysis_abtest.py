@@ -1,0 +1,165 @@
+"""The A/B test's sequential verdict, by simulation with fixed seeds (pure numpy).
+
+The operator looks at the test at every interval, so these simulations look after every batch
+too ("peeking") and stop at the first significant answer, as the operator would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from modelship_operator.analysis.abtest import (
+    ABResult,
+    Counts,
+    always_valid_p,
+    clean,
+    decide,
+    likelihood_ratio,
+)
+
+ALPHA = 0.05
+RUNS = 500
+LOOKS = 40
+BATCH = 50  # trials per variant between two looks: 2000 per variant at the end
+MIN_SAMPLES = 200
+
+
+def cumulative(rng: np.random.Generator, rate: float) -> np.ndarray:
+    return rng.binomial(BATCH, rate, size=(RUNS, LOOKS)).cumsum(axis=1)
+
+
+def peek(stable: np.ndarray, canary: np.ndarray, alpha: float = ALPHA) -> dict[str, int]:
+    """Run every simulated test look by look through decide(); count how each ended."""
+    ends = {"canary-wins": 0, "stable-wins": 0, "no-difference": 0}
+    for run in range(RUNS):
+        p, winner, result = None, None, None
+        for look in range(LOOKS):
+            n = (look + 1) * BATCH
+            result = decide(
+                Counts(stable[run, look], n),
+                Counts(canary[run, look], n),
+                alpha=alpha,
+                min_samples=MIN_SAMPLES,
+                previous_p=p,
+                previous_winner=winner,
+                deadline_passed=look == LOOKS - 1,
+            )
+            p, winner = result.p_value, result.winner
+            if result.decision != "undecided":
+                break
+        assert result is not None
+        ends[result.decision] += 1
+    return ends
+
+
+@pytest.mark.parametrize(("rate", "seed"), [(0.7, 11), (0.5, 12), (0.95, 13), (0.03, 14)])
+def test_equal_variants_rarely_name_a_winner(rate: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ends = peek(cumulative(rng, rate), cumulative(rng, rate))
+    false_winners = ends["canary-wins"] + ends["stable-wins"]
+    assert false_winners <= 2 * ALPHA * RUNS, ends
+    assert ends["no-difference"] >= RUNS - 2 * ALPHA * RUNS
+
+
+def test_the_same_peeking_breaks_a_fixed_sample_z_test() -> None:
+    """The harness can fail: a plain z-test checked at every look finds false winners far
+    more often than alpha on the very same kind of sequences."""
+    rng = np.random.default_rng(11)
+    stable, canary = cumulative(rng, 0.7), cumulative(rng, 0.7)
+    n = BATCH * np.arange(1, LOOKS + 1)
+    pooled = (stable + canary) / (2 * n)
+    z = (canary - stable) / n / np.sqrt(pooled * (1 - pooled) * 2 / n)
+    false_winners = int((np.abs(z[:, MIN_SAMPLES // BATCH - 1 :]) > 1.96).any(axis=1).sum())
+    assert false_winners > 2 * ALPHA * RUNS
+
+
+@pytest.mark.parametrize(
+    ("stable_rate", "canary_rate", "seed", "expected", "most"),
+    [
+        (0.70, 0.78, 21, "canary-wins", 0.95),
+        (0.70, 0.75, 22, "canary-wins", 0.65),
+        (0.80, 0.72, 23, "stable-wins", 0.95),
+    ],
+)
+def test_a_truly_better_variant_wins(
+    stable_rate: float, canary_rate: float, seed: int, expected: str, most: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    ends = peek(cumulative(rng, stable_rate), cumulative(rng, canary_rate))
+    assert ends[expected] >= most * RUNS, ends
+    wrong = "stable-wins" if expected == "canary-wins" else "canary-wins"
+    assert ends[wrong] <= 2, ends
+
+
+def test_nothing_is_concluded_before_min_samples() -> None:
+    stable, canary = Counts(10, 100), Counts(100, 100)  # a huge difference on few trials
+    result = decide(stable, canary, alpha=ALPHA, min_samples=200)
+    assert result.decision == "undecided" and result.p_value is None
+    assert "waiting for 200 trials" in result.message
+    assert decide(stable, canary, alpha=ALPHA, min_samples=100).decision == "canary-wins"
+
+
+def test_the_p_value_is_a_running_minimum() -> None:
+    strong = always_valid_p(Counts(700, 1000), Counts(780, 1000))
+    weaker_now = always_valid_p(Counts(740, 1000), Counts(745, 1000), previous=strong)
+    assert weaker_now == strong
+    assert always_valid_p(Counts(740, 1000), Counts(745, 1000)) > strong
+
+
+def test_a_winner_once_named_stays() -> None:
+    first = decide(Counts(700, 1000), Counts(800, 1000), alpha=ALPHA, min_samples=100)
+    assert first.decision == "canary-wins" and first.winner == "canary"
+    later = decide(
+        Counts(900, 2000),
+        Counts(800, 2000),
+        alpha=ALPHA,
+        min_samples=100,
+        previous_p=first.p_value,
+        previous_winner=first.winner,
+    )
+    assert later.decision == "canary-wins" and later.p_value == first.p_value
+
+
+def test_deadline_without_significance_keeps_stable() -> None:
+    result = decide(
+        Counts(700, 1000), Counts(705, 1000), alpha=ALPHA, min_samples=100, deadline_passed=True
+    )
+    assert result.decision == "no-difference" and result.winner == "none"
+    assert "keeping stable" in result.message and "no significant difference" in result.message
+    starved = decide(
+        Counts(7, 10), Counts(7, 10), alpha=ALPHA, min_samples=100, deadline_passed=True
+    )
+    assert starved.decision == "no-difference" and "fewer than 100 trials" in starved.message
+
+
+@pytest.mark.parametrize(
+    ("stable", "canary"),
+    [
+        (Counts(0, 0), Counts(5, 10)),
+        (Counts(1000, 1000), Counts(1000, 1000)),
+        (Counts(0, 1000), Counts(0, 1000)),
+    ],
+)
+def test_no_information_is_no_evidence(stable: Counts, canary: Counts) -> None:
+    assert likelihood_ratio(stable, canary) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (Counts(10.4, 20.6), Counts(10, 21)),
+        (Counts(25.2, 24.9), Counts(25, 25)),  # successes counter scraped after trials
+        (Counts(-1, 3), Counts(0, 3)),
+        (Counts(math.nan, math.inf), Counts(0, 0)),
+    ],
+)
+def test_counts_from_prometheus_are_cleaned(raw: Counts, expected: Counts) -> None:
+    assert clean(raw) == expected
+
+
+def test_status_winner_values() -> None:
+    assert ABResult("undecided", None, "").winner is None
+    assert ABResult("no-difference", 0.4, "").winner == "none"
+    assert ABResult("stable-wins", 0.01, "").winner == "stable"
