@@ -1,7 +1,255 @@
-"""``modelship-operator``: the operator process (kopf handlers arrive with the cluster work)."""
+"""``modelship-operator``: the operator process.
+
+Start-up order: read the settings (a bad value stops here, naming the variable), serve
+/metrics, /healthz and /readyz, then — with leader election — wait for the Lease, and only
+while holding it run kopf with the reconcile handlers. Losing the Lease stops the process
+(the Deployment restarts it as a standby); SIGTERM stops kopf, releases the Lease and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelship_operator.settings import OperatorSettings
+
+log = logging.getLogger("modelship_operator")
+
+#: How long kopf may take to stop before the process exits anyway.
+STOP_TIMEOUT = 20.0
 
 
-def main() -> None:
-    raise SystemExit(
-        "modelship-operator: the reconcile handlers are not wired yet; see docs/operator.md"
+def _settings_help() -> str:
+    lines = ["environment (prefix MODELSHIP_OPERATOR_; see docs/operator.md):"]
+    for name, info in OperatorSettings.model_fields.items():
+        env = f"MODELSHIP_OPERATOR_{name.upper()}"
+        text = textwrap.fill(
+            info.description or "", width=76, initial_indent="      ", subsequent_indent="      "
+        )
+        lines.append(f"  {env}\n{text}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelship-operator",
+        description=(
+            "Run the ModelDeployment operator: for each ModelDeployment, a serving Deployment "
+            "per model version, Services, a router and its routing config, status and Events. "
+            "Configured through MODELSHIP_OPERATOR_* environment variables (below). Serves "
+            "/metrics, /healthz and /readyz on MODELSHIP_OPERATOR_HTTP_PORT."
+        ),
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--kubeconfig",
+        help="kubeconfig to use (default: the pod's service account, else $KUBECONFIG or "
+        "~/.kube/config)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the settings, print them as JSON and exit",
+    )
+    return parser
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(settings: OperatorSettings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    level = getattr(logging, settings.log_level.upper())
+    root.setLevel(level)
+    # kopf and the HTTP clients narrate every watch at INFO; keep them to what matters.
+    quiet = level if level == logging.DEBUG else max(level, logging.WARNING)
+    for name in ("kopf", "httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(name).setLevel(quiet)
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"])
+        env = f"MODELSHIP_OPERATOR_{field.upper()}" if field else "settings"
+        problems.append(f"{env}: {error['msg']}")
+    return "; ".join(problems)
+
+
+async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
+    """Run until stopped; the process exit code."""
+    import kopf
+
+    from modelship_operator.handlers import Reconciler, build_registry, kopf_settings
+    from modelship_operator.kube import Kube
+    from modelship_operator.leader import LeaderElector, LostLeadership, own_identity, own_namespace
+    from modelship_operator.metrics import HealthState, OperatorMetrics, http_app, serve_http
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    identity = own_identity()
+    metrics = OperatorMetrics()
+    health = HealthState(stale_after=max(60.0, settings.lease_duration_seconds * 4))
+    runner = await serve_http(http_app(metrics, health), "0.0.0.0", settings.http_port)
+    log.info(
+        "modelship-operator %s starting as %s; /metrics, /healthz, /readyz on port %d",
+        _version(),
+        identity,
+        settings.http_port,
+    )
+    kube = Kube.connect(kubeconfig)
+    elector: LeaderElector | None = None
+    reconciler: Reconciler | None = None
+    beat_task = asyncio.create_task(_heartbeat(health))
+    try:
+        if settings.leader_election:
+
+            def leading(value: bool) -> None:
+                health.leader = value
+                metrics.leader.set(1 if value else 0)
+
+            namespace = settings.lease_namespace or own_namespace()
+            elector = LeaderElector(
+                kube,
+                namespace,
+                settings.lease_name,
+                identity,
+                settings.lease_duration_seconds,
+                on_change=leading,
+            )
+            health.started = True
+            log.info("waiting for lease %s/%s", namespace, settings.lease_name)
+            if not await _first(elector.acquire(), stop.wait()):
+                return 0  # stopped while standing by
+        else:
+            health.leader = True
+            metrics.leader.set(1)
+        health.started = True
+
+        reconciler = Reconciler(kube, settings, metrics, identity)
+        kopf_stop = asyncio.Event()
+        operator = asyncio.create_task(
+            kopf.operator(
+                registry=build_registry(reconciler, kubeconfig),
+                settings=kopf_settings(settings),
+                clusterwide=settings.cluster_wide,
+                namespaces=settings.namespaces,
+                standalone=True,
+                stop_flag=kopf_stop,
+            ),
+            name="kopf",
+        )
+        waiters = {operator, asyncio.create_task(stop.wait(), name="stop")}
+        holder = None
+        if elector is not None:
+            holder = asyncio.create_task(elector.hold(), name="lease")
+            waiters.add(holder)
+        log.info(
+            "reconciling ModelDeployments in %s",
+            "all namespaces" if settings.cluster_wide else ", ".join(settings.namespaces),
+        )
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if holder is not None and holder in done:
+            exc = holder.exception()
+            if isinstance(exc, LostLeadership):
+                log.error("%s: stopping (a restart makes this replica a standby)", exc)
+            else:
+                log.error("leader election failed: %r", exc)
+            code = 1
+        if operator in done and operator.exception() is not None:
+            log.error("kopf stopped: %r", operator.exception())
+            code = 1
+        kopf_stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(operator), STOP_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        return code
+    finally:
+        if reconciler is not None:
+            await reconciler.close()
+        if elector is not None:
+            await elector.release()
+        beat_task.cancel()
+        await kube.close()
+        await runner.cleanup()
+        log.info("modelship-operator stopped")
+
+
+async def _heartbeat(health: Any) -> None:
+    """The event loop turns: liveness fails only if the process hangs."""
+    while True:
+        health.beat()
+        await asyncio.sleep(5)
+
+
+async def _first(wanted: Any, stopper: Any) -> bool:
+    """Await ``wanted`` unless ``stopper`` finishes first; True if ``wanted`` finished."""
+    task = asyncio.ensure_future(wanted)
+    other = asyncio.ensure_future(stopper)
+    done, pending = await asyncio.wait({task, other}, return_when=asyncio.FIRST_COMPLETED)
+    for p in pending:
+        p.cancel()
+    if task in done:
+        task.result()
+        return True
+    return False
+
+
+def _version() -> str:
+    from modelship_operator.settings import package_version
+
+    return package_version()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = OperatorSettings()
+    except ValidationError as exc:
+        message = f"modelship-operator: invalid setting: {describe_settings_error(exc)}"
+        raise SystemExit(message) from None
+    if args.check_config:
+        print(settings.model_dump_json(indent=2))
+        return
+    configure_logging(settings)
+    raise SystemExit(asyncio.run(run(settings, args.kubeconfig)))
+
+
+if __name__ == "__main__":
+    main()
