@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="show which components run and where the kubeconfig is")
     sub.add_parser("kubeconfig", help="print the admin kubeconfig's path")
     sub.add_parser("env", help="print shell exports (KUBECONFIG, PATH with kubectl and helm)")
+    logs = sub.add_parser("logs", help="print a container's log (kubectl logs has no kubelet here)")
+    logs.add_argument("pod", help="pod name")
+    logs.add_argument("-n", "--namespace", default="default", help="pod namespace")
+    logs.add_argument("-c", "--container", help="container (needed when the pod has several)")
+    logs.add_argument(
+        "-p", "--previous", action="store_true", help="the previous run of a restarted container"
+    )
     models = sub.add_parser(
         "models", help="the model store pods download models from (http://10.88.0.1:8000/)"
     )
@@ -103,10 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if node_parts.enabled():
             print(f"# Prometheus: {node_parts.prometheus_url()}")
-            print(
-                f"# container logs: python -m modelship_cluster.nodeagent --state-dir "
-                f"{cluster.root / 'node'} logs POD -n NAMESPACE [-c CONTAINER]"
-            )
+            print(f"# model store: {cluster.model_store_url} (modelship-cluster models add FILE)")
+            print("# container logs: modelship-cluster logs POD -n NAMESPACE [-c CONTAINER]")
         print("# kubectl and helm for this cluster:")
         print(f'export PATH="{":".join(str(d) for d in binaries.toolset().bin_dirs)}:$PATH"')
         print(f"export KUBECONFIG={cluster.kubeconfig}")
@@ -132,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "models":
         return _models(cluster, args)
+    if args.command == "logs":
+        from modelship_cluster.nodeagent.cli import show_logs
+
+        return show_logs(
+            cluster.root / "node", args.namespace, args.pod, args.container, args.previous
+        )
     return 2
 
 

@@ -104,35 +104,37 @@ def binary() -> Path:
     return Path(found)
 
 
-def args(config_file: Path, data_dir: Path, port: int = DEFAULT_PORT) -> list[str]:
+def args(
+    config_file: Path, data_dir: Path, port: int = DEFAULT_PORT, host: str = "127.0.0.1"
+) -> list[str]:
     return [
         str(binary()),
         f"--config.file={config_file}",
         f"--storage.tsdb.path={data_dir}",
-        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.listen-address={host}:{port}",
         "--storage.tsdb.retention.time=1d",
         "--log.level=warn",
     ]
 
 
-def url(port: int = DEFAULT_PORT) -> str:
-    return f"http://127.0.0.1:{port}"
+def url(port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{port}"
 
 
-def wait_ready(port: int, timeout: float, alive: Any = None) -> None:
+def wait_ready(port: int, timeout: float, alive: Any = None, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if callable(alive) and not alive():
             raise RuntimeError("prometheus exited during start-up")
         try:
-            with urllib.request.urlopen(f"{url(port)}/-/ready", timeout=2) as response:
+            with urllib.request.urlopen(f"{url(port, host)}/-/ready", timeout=2) as response:
                 if response.status == 200:
                     return
         except (OSError, urllib.error.URLError) as error:
             last = str(error)
         time.sleep(0.2)
-    raise TimeoutError(f"prometheus not ready after {timeout:.0f}s at {url(port)}: {last}")
+    raise TimeoutError(f"prometheus not ready after {timeout:.0f}s at {url(port, host)}: {last}")
 
 
 def has_kubernetes_sd(path: Path) -> bool:

@@ -52,6 +52,10 @@ def local_cluster() -> Iterator[Cluster]:
     yield cluster
     if started_here and os.environ.get("MODELSHIP_KEEP_CLUSTER") != "1":
         cluster.down()
+        from modelship_cluster.nodeagent import parts
+
+        left = parts.leftovers()
+        assert left == [], f"the cluster left these behind: {left}"
 
 
 @pytest.fixture(scope="session")

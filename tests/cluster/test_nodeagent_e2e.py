@@ -345,6 +345,28 @@ def test_prometheus_discovers_and_scrapes_a_pod(namespace: str, kubectl: Any) ->
     assert found["value"][1] == "1"
 
 
+def test_pods_reach_prometheus_at_its_in_cluster_address(namespace: str, kubectl: Any) -> None:
+    """The operator, in a pod, queries Prometheus by the usual in-cluster URL."""
+    apply(kubectl, namespace, client_pod("asker"))
+
+    def pod_ip() -> str | None:
+        out = kubectl("get", "pod", "asker", "-n", namespace, "-o", "json").stdout
+        status = json.loads(out)["status"]
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+        )
+        return status.get("podIP") if ready else None
+
+    ip = until(pod_ip, "the asking pod to be ready")
+    query = urllib.parse.urlencode({"url": f"{parts.IN_CLUSTER_PROMETHEUS}/-/ready"})
+    # Ready (no probe) comes as the process starts, a moment before it listens.
+    status, body = until(lambda: _try_get(f"http://{ip}:8080/fetch?{query}"), "the pod to answer")
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer.get("status") == 200, answer
+    assert "Ready" in answer["body"]
+
+
 def test_cluster_down_leaves_nothing_then_comes_back(local_cluster: Any, kube_api: Any) -> None:
     """Last in this module: stop everything (keeping certificates and etcd data), check the
     machine is clean, start again so later tests find the cluster as before."""

@@ -68,7 +68,11 @@ def config_yaml(
 def write_config(directory: Path, kubeconfig: Path, node_name: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "kube-proxy.yaml"
-    path.write_text(config_yaml(kubeconfig, node_name))
+    content = config_yaml(kubeconfig, node_name)
+    # kube-proxy exits when its config file is written to, even with the same content, so a
+    # second `up` must leave an unchanged file alone.
+    if not path.exists() or path.read_text() != content:
+        path.write_text(content)
     return path
 
 

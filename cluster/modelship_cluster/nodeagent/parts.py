@@ -159,11 +159,58 @@ def start(cluster: Cluster, timeout: float) -> None:
         discovery_url=discovery_url,
     )
     config_file = prometheus.write_config(root / "prometheus", cfg)
+    host = podnet.DEFAULT.gateway  # reachable from the host and from pods, not from eth0
     prom = cluster.processes.start(
-        PROM, prometheus.args(config_file, root / "prometheus" / "data", port)
+        PROM, prometheus.args(config_file, root / "prometheus" / "data", port, host)
     )
-    prometheus.wait_ready(port, timeout, prom.alive)
-    _say(f"Prometheus at {prometheus.url(port)} (scrape interval {scrape_interval()})")
+    prometheus.wait_ready(port, timeout, prom.alive, host)
+    _publish_prometheus(cluster, host, port)
+    _say(
+        f"Prometheus at {prometheus.url(port, host)}, in the cluster "
+        f"{IN_CLUSTER_PROMETHEUS} (scrape interval {scrape_interval()})"
+    )
+
+
+#: How pods reach Prometheus: the same name a typical cluster install gives it.
+IN_CLUSTER_PROMETHEUS = "http://prometheus.monitoring.svc:9090"
+
+
+def _publish_prometheus(cluster: Cluster, host: str, port: int) -> None:
+    """A selector-less Service `prometheus` in `monitoring` whose EndpointSlice points at
+    the host's Prometheus, so pods (the operator) use the usual in-cluster URL."""
+    labels = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/part-of": "modelship"}
+    objects = [
+        ("/api/v1/namespaces", {"metadata": {"name": "monitoring"}}),
+        (
+            "/api/v1/namespaces/monitoring/services",
+            {
+                "metadata": {"name": "prometheus", "labels": labels},
+                "spec": {"ports": [{"name": "http", "port": 9090, "targetPort": port}]},
+            },
+        ),
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/monitoring/endpointslices",
+            {
+                "metadata": {
+                    "name": "prometheus-host",
+                    "labels": labels
+                    | {
+                        "kubernetes.io/service-name": "prometheus",
+                        "endpointslice.kubernetes.io/managed-by": "modelship-cluster",
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+                "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            },
+        ),
+    ]
+    for path, body in objects:
+        try:
+            _api(cluster, "POST", path, body)
+        except urllib.error.HTTPError as error:
+            if error.code != 409:
+                raise
 
 
 def teardown(cluster: Cluster | None = None) -> None:
@@ -192,4 +239,4 @@ def leftovers() -> list[str]:
 
 
 def prometheus_url() -> str:
-    return prometheus.url(prometheus_port())
+    return prometheus.url(prometheus_port(), podnet.DEFAULT.gateway)
