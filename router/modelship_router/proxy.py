@@ -625,21 +625,19 @@ class Proxy:
     def write_response(
         self, conn: ClientConnection, req: Request, resp: Response, variant: VariantRuntime
     ) -> None:
-        status = resp.status
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, resp.reason)]
-        parts.extend(resp.header_lines)
-        parts.append(b"x-modelship-variant: " + variant.name_b + b"\r\n")
-        if resp.model_version is None:
+        head = resp.head
+        parts = [head.head, b"x-modelship-variant: ", variant.name_b, b"\r\n"]
+        if not head.has_version:
             parts.append(b"x-model-version: " + variant.version_b + b"\r\n")
-        if resp.request_id is None:
+        if not head.has_request_id:
             parts.append(b"x-request-id: " + (req.request_id or b"") + b"\r\n")
         body = resp.body
-        if status != 204 and status != 304:
-            if req.head_only:
-                if resp.content_length is not None:
-                    parts.append(b"content-length: " + resp.content_length + b"\r\n")
-            else:
+        status = resp.status
+        if not head.has_length and status != 204 and status != 304:
+            if not req.head_only:
                 parts.append(b"content-length: %d\r\n" % len(body))
+            elif head.content_length is not None:
+                parts.append(b"content-length: " + head.content_length + b"\r\n")
         if not req.keep_alive or self.stopping:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")

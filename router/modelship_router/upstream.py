@@ -20,20 +20,7 @@ from typing import Protocol, cast
 
 import httptools
 
-#: Response headers that describe one connection, not the message: never relayed.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-    }
-)
+from modelship_router.http1 import ResponseHead, response_head
 
 
 class UpstreamError(Exception):
@@ -62,35 +49,14 @@ class BadResponse(UpstreamError):
 
 
 class Response:
-    """A complete upstream response, with relayable header lines pre-rendered."""
+    """A complete upstream response: its relayable head (see ``http1``), status and body."""
 
-    __slots__ = (
-        "body",
-        "content_length",
-        "header_lines",
-        "model_version",
-        "reason",
-        "request_id",
-        "status",
-    )
+    __slots__ = ("body", "head", "status")
 
-    def __init__(
-        self,
-        status: int,
-        reason: bytes,
-        header_lines: list[bytes],
-        body: bytes,
-        model_version: bytes | None,
-        request_id: bytes | None,
-        content_length: bytes | None = None,
-    ) -> None:
+    def __init__(self, status: int, head: ResponseHead, body: bytes) -> None:
         self.status = status
-        self.content_length = content_length
-        self.reason = reason
-        self.header_lines = header_lines
+        self.head = head
         self.body = body
-        self.model_version = model_version
-        self.request_id = request_id
 
 
 class ResponseHandler(Protocol):
@@ -124,15 +90,12 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_body_size",
-        "_content_length",
+        "_head",
         "_head_only",
         "_informational",
-        "_lines",
         "_loop",
-        "_reason",
-        "_request_id",
+        "_raw",
         "_until_close",
-        "_version",
         "closed",
         "deadline",
         "handler",
@@ -160,13 +123,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
-        self._lines: list[bytes] = []
+        #: Bytes received until the head is complete (the head is taken from here, so
+        #: no Python callback runs per header line).
+        self._raw = b""
+        self._head: ResponseHead | None = None
         self._body: list[bytes] = []
         self._body_size = 0
-        self._reason = b""
-        self._version: bytes | None = None
-        self._request_id: bytes | None = None
-        self._content_length: bytes | None = None
         self._head_only = False
         self._informational = False
         self._until_close = False
@@ -185,6 +147,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.received = True
+        if self._head is None:
+            self._raw = self._raw + data if self._raw else data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -205,27 +169,17 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
 
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"content-length":
-                self._content_length = value
-            return
-        if lname == b"x-model-version":
-            self._version = value
-        elif lname == b"x-request-id":
-            self._request_id = value
-        self._lines.append(b"%s: %s\r\n" % (name, value))
-
     def on_headers_complete(self) -> None:
+        raw = self._raw
+        end = raw.find(b"\r\n\r\n")
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             # 1xx interim responses (e.g. 103) are dropped; the final response follows.
             self._informational = True
+            self._raw = raw[end + 4 :]
             return
+        self._head = response_head(raw[: end + 2])
+        self._raw = b""
         self.keep_alive = self.parser.should_keep_alive()
         if self._head_only:
             # httptools cannot be told a HEAD response has no body: finish here and do
@@ -246,7 +200,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self._informational:
-            self._reset()
+            self._informational = False
             return
         self._finish()
 
@@ -272,20 +226,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _finish(self) -> None:
         handler = self.handler
-        if handler is None:
+        head = self._head
+        if handler is None or head is None:
             return
         self.handler = None
         self.upstream.limits.in_flight.discard(self)
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        response = Response(
-            self.parser.get_status_code(),
-            self._reason,
-            self._lines,
-            body,
-            self._version,
-            self._request_id,
-            self._content_length,
-        )
+        response = Response(self.parser.get_status_code(), head, body)
         if self.keep_alive and not self.closed:
             self.upstream.release(self)
         else:
