@@ -41,6 +41,10 @@ test: venv system-deps binaries lint ## Lint, then every test (unit, integration
 generate: venv ## Regenerate the CRD, RBAC files, chart files, docs/reference.md and manifests/modelship.yaml
 	$(PY) -m modelship_operator.generate
 
+.PHONY: demo
+demo: venv system-deps binaries ## The live demo: local cluster, operator via Helm, a canary promoted and one rolled back
+	$(VENV)/bin/modelship-demo $(DEMO_ARGS)
+
 .PHONY: cluster-up
 cluster-up: venv system-deps binaries ## Start the local cluster; prints the KUBECONFIG export last
 	@$(CLUSTER) up

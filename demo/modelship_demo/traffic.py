@@ -1,0 +1,106 @@
+"""Bounded client traffic with ground-truth feedback, as a real application would send it.
+
+Each request predicts one held-out row through the router; the answer names the variant
+and the request id, and the true label goes back as feedback to that same variant (the
+router sends a request naming `x-modelship-variant` to it). The generator stops by itself
+after `duration` seconds or `max_requests` predictions, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+VARIANT_HEADER = "x-modelship-variant"
+
+
+@dataclass
+class TrafficStats:
+    """What the client saw: answers per (variant, status), failures by reason."""
+
+    answers: Counter[tuple[str, int]] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    feedback_sent: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def total(self) -> int:
+        return sum(self.answers.values()) + sum(self.errors.values())
+
+    @property
+    def non_2xx(self) -> int:
+        bad = sum(n for (_, status), n in self.answers.items() if not 200 <= status < 300)
+        return bad + sum(self.errors.values())
+
+    def by_variant(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for (variant, _), n in self.answers.items():
+            counts[variant] += n
+        return counts
+
+
+async def run_traffic(
+    base_url: str,
+    model: str,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    rate: float,
+    duration: float,
+    max_requests: int,
+    stats: TrafficStats,
+    stop: asyncio.Event | None = None,
+    seed: int = 1,
+) -> TrafficStats:
+    """Send about `rate` predictions per second (each followed by its feedback)."""
+    rng = random.Random(seed)
+    deadline = time.monotonic() + duration
+    interval = 1.0 / rate
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    timeout = httpx.Timeout(10.0, connect=2.0)
+    predict_url = f"{base_url}/v1/models/{model}:predict"
+    feedback_url = f"{base_url}/v1/models/{model}:feedback"
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def one(client: httpx.AsyncClient, row: int) -> None:
+        try:
+            response = await client.post(predict_url, json={"instances": [features[row].tolist()]})
+        except httpx.HTTPError as error:
+            stats.errors[type(error).__name__] += 1
+            return
+        variant = response.headers.get(VARIANT_HEADER, "?")
+        stats.answers[(variant, response.status_code)] += 1
+        request_id = response.headers.get("x-request-id")
+        if response.status_code != 200 or not request_id:
+            return
+        try:
+            await client.post(
+                feedback_url,
+                json={"feedback": [{"request_id": request_id, "label": int(labels[row])}]},
+                headers={VARIANT_HEADER: variant},
+            )
+            stats.feedback_sent += 1
+        except httpx.HTTPError:
+            pass  # feedback is best effort, as in a real application
+
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+        sent = 0
+        next_at = time.monotonic()
+        while sent < max_requests and time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                break
+            task = asyncio.create_task(one(client, rng.randrange(len(features))))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            sent += 1
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=15)
+    return stats
