@@ -32,6 +32,8 @@ log = logging.getLogger("modelship.serving")
 
 RTOL = 1e-9
 ATOL = 1e-12
+# Rows x nodes up to which the tree path evaluates every node's split at once.
+_ALL_NODES_MAX = 50_000
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,7 @@ class _TreesHead:
         self.roots = np.asarray(roots, dtype=np.intp)
         self.depth = max(tree.tree_.max_depth for tree in trees)
         self.n_trees = len(trees)
+        self.n_nodes = offset
 
     def leaves(self, x: np.ndarray) -> np.ndarray:
         """Leaf node per (row, tree); features are compared as float32, as scikit-learn does."""
@@ -219,12 +222,27 @@ class _TreesHead:
         if not np.isfinite(x32).all():
             raise ValueError("Input X contains infinity or a value too large for dtype('float32')")
         n_rows, n_features = x32.shape
-        flat = x32.ravel()
         node = np.broadcast_to(self.roots, (n_rows, self.n_trees))
+        if n_rows * self.n_nodes <= _ALL_NODES_MAX:
+            # Few rows: decide every node's branch at once (two vectorised operations over all
+            # nodes), then each level is a single gather.
+            branch = np.where(x32[:, self.feature] <= self.threshold, self.left, self.right)
+            if n_rows == 1:
+                step = branch[0]
+                for _ in range(self.depth):
+                    node = step[node]
+                return node
+            flat = branch.ravel()
+            base = (np.arange(n_rows, dtype=np.intp) * self.n_nodes)[:, None]
+            for _ in range(self.depth):
+                node = flat[base + node]
+            return node
+        # Many rows: walk level by level, touching only the nodes on each row's path.
+        values = x32.ravel()
         base = (np.arange(n_rows, dtype=np.intp) * n_features)[:, None]
         feature, threshold, left, right = self.feature, self.threshold, self.left, self.right
         for _ in range(self.depth):
-            go_left = flat[base + feature[node]] <= threshold[node]
+            go_left = values[base + feature[node]] <= threshold[node]
             node = np.where(go_left, left[node], right[node])
         return node
 

@@ -129,6 +129,19 @@ def test_accelerated_path_matches_scikit_learn(
             np.testing.assert_allclose(got.proba, expected.proba, rtol=RTOL, atol=ATOL)  # type: ignore[arg-type]
 
 
+def test_both_tree_walks_agree_with_scikit_learn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few rows use the all-nodes walk, many rows the level walk; force each over all rows."""
+    import modelship_serving.fastpath as fastpath
+
+    model = RandomForestClassifier(n_estimators=25, random_state=0).fit(*BC)
+    reference = SklearnPath(model).run(BC[0], True)
+    for limit in (0, 10**9):
+        monkeypatch.setattr(fastpath, "_ALL_NODES_MAX", limit)
+        got = choose_path(model, "auto").run(BC[0], True)
+        assert got.labels.tolist() == reference.labels.tolist()
+        np.testing.assert_allclose(got.proba, reference.proba, rtol=RTOL, atol=ATOL)  # type: ignore[arg-type]
+
+
 def test_sklearn_mode_forces_the_reference_path() -> None:
     model = LogisticRegression(solver="newton-cholesky").fit(*BC)
     assert choose_path(model, "sklearn").name == "sklearn"
