@@ -482,9 +482,11 @@ class Proxy:
         """The upstream answered: relay the response, count it, mirror, finish."""
         snapshot, variant, conn = req.snapshot, req.variant, req.conn
         assert snapshot is not None and variant is not None and conn is not None
-        deployment = snapshot.deployment
-        self.metrics.observe_upstream(deployment, variant.name, self.loop.time() - req.started)
+        elapsed = self.loop.time() - req.started
         self.write_response(conn, req, response, variant)
+        # Bookkeeping after the write: the client is not kept waiting for it.
+        deployment = snapshot.deployment
+        self.metrics.observe_upstream(deployment, variant.name, elapsed)
         self.metrics.count_request(deployment, variant.name, response.status)
         chosen = req.chosen
         if chosen is not None and chosen.falling_back and variant is chosen:
