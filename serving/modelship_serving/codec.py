@@ -217,11 +217,12 @@ def _tensor(entry: Any, index: int, limits: Limits) -> tuple[str, list[int], np.
     name, shape, datatype, data = entry["name"], entry["shape"], entry["datatype"], entry["data"]
     if type(name) is not str:
         raise ServingError(422, f"{where}.name must be a string")
-    if (
-        type(shape) is not list
-        or not 1 <= len(shape) <= 2
-        or any(type(d) is not int or d < 0 for d in shape)
-    ):
+    bad_shape = type(shape) is not list or not 1 <= len(shape) <= 2
+    if not bad_shape:
+        for d in shape:
+            if type(d) is not int or d < 0:
+                bad_shape = True
+    if bad_shape:
         raise ServingError(422, f"{where}.shape must be [rows, features] or [rows]")
     if datatype not in V2_DATATYPES:
         raise ServingError(
@@ -254,7 +255,7 @@ def _tensor(entry: Any, index: int, limits: Limits) -> tuple[str, list[int], np.
         array = np.array(data, dtype=_NUMPY_DTYPES[datatype])
     except OverflowError:
         raise ServingError(422, f"{where}.data holds a value out of {datatype} range") from None
-    return name, shape, array.astype(np.float64).reshape(shape)
+    return name, shape, array.astype(np.float64, copy=False).reshape(shape)
 
 
 def decode_v2(payload: Any, signature: ModelSignature, limits: Limits) -> V2Request:
@@ -282,8 +283,19 @@ def decode_v2(payload: Any, signature: ModelSignature, limits: Limits) -> V2Requ
         features = _columns(tensors, signature)
     if features.shape[0] == 0:
         raise ServingError(422, "inputs hold no rows: send at least one")
-    _check_finite(features, limits, "inputs")
+    # Integer and boolean tensors are always finite; FP64 data is checked by its sum (inf and NaN
+    # propagate) before looking element by element; FP16/FP32 may overflow when cast.
+    datatypes = {entry["datatype"] for entry in inputs}
+    if datatypes == {"FP64"} and len(tensors) == 1:
+        if not math.isfinite(sum(_flat_data(inputs[0]["data"]))):
+            _check_finite(features, limits, "inputs")
+    elif datatypes & V2_FLOAT_TYPES:
+        _check_finite(features, limits, "inputs")
     return V2Request(features=features, outputs=outputs, request_id=request_id)
+
+
+def _flat_data(data: list[Any]) -> list[Any]:
+    return _flatten(data, "data") if data and type(data[0]) is list else data
 
 
 def _columns(

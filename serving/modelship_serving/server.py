@@ -67,6 +67,7 @@ def serve(app: ModelServerApp) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
         server_header=False,
+        proxy_headers=False,  # the client address is not used; skip the middleware
     )
     server = DrainingServer(config, app)
     server.run()
