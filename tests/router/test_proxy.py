@@ -365,3 +365,22 @@ def test_chunked_upload_head_and_expect_continue(
     assert expect.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ")
     # And on the same keep-alive connection afterwards, HEAD did not break the pool.
     assert httpx.get(f"{router.url}/p").status_code == 200
+
+
+def test_large_and_chunked_responses_are_relayed_whole(
+    upstreams: Any, config_file: Path, spawn_router: Any
+) -> None:
+    stable, canary = upstreams
+    write_config(config_file, routing([stable.address], [canary.address], 0))
+    router = spawn_router(config_file)
+    direct = httpx.get(f"{stable.url}/_stream?parts=50&size=100000")
+    assert direct.headers.get("transfer-encoding") == "chunked"
+    resp = httpx.get(f"{router.url}/_stream?parts=50&size=100000", timeout=30)
+    assert resp.status_code == 200
+    assert resp.content == b"x" * 5_000_000
+    assert resp.headers["content-length"] == "5000000"
+    assert "transfer-encoding" not in resp.headers
+    assert resp.headers["x-modelship-variant"] == "stable"
+    big_upload = httpx.post(f"{router.url}/p", content=b"y" * 3_000_000, timeout=30)
+    assert big_upload.status_code == 200
+    assert len(big_upload.json()["body"]) == 3_000_000

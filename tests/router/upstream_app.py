@@ -4,7 +4,8 @@ Run with uvicorn (``--app-dir tests/router upstream_app:app``). Behaviour, from 
 environment: ``UPSTREAM_NAME`` (echoed), ``UPSTREAM_DELAY`` (seconds before answering),
 ``UPSTREAM_STATUS`` (status code), ``UPSTREAM_MODEL_VERSION`` (sent as x-model-version).
 Per request: headers ``x-test-delay`` and ``x-test-status`` override the same.
-``GET /_stats`` returns how many requests (and mirrored copies) arrived.
+``GET /_stats`` returns how many requests (and mirrored copies) arrived;
+``GET /_stream?parts=N&size=M`` answers N chunks of M bytes, chunked.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     if scope["path"] == "/_stats":
         await _send(send, 200, json.dumps(stats).encode(), [])
+        return
+    if scope["path"] == "/_stream":
+        # A chunked response (no content-length): parts x size bytes of "x".
+        query = dict(p.split("=") for p in scope["query_string"].decode().split("&") if p)
+        parts, size = int(query.get("parts", "3")), int(query.get("size", "10"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(parts):
+            chunk = b"x" * size
+            await send({"type": "http.response.body", "body": chunk, "more_body": i < parts - 1})
         return
     stats["requests"] += 1
     if headers.get("x-modelship-mirror") == "1":
