@@ -84,21 +84,28 @@ class Target:
     # -- traffic ---------------------------------------------------------------------------
 
     def serve(
-        self, count: int, code: int = 200, seconds: float = 0.003, endpoint: str = "v2_infer"
+        self,
+        count: int,
+        code: int = 200,
+        seconds: float = 0.003,
+        endpoint: str = "v2_infer",
+        **labels: str,
     ) -> None:
-        values = dict(self.metric_labels)
+        values = {**self.metric_labels, **labels}
         self.requests.labels(**values, endpoint=endpoint, code=str(code)).inc(count)
         hist = self.duration.labels(**values, endpoint=endpoint)
         for _ in range(count):
             hist.observe(seconds)
 
-    def feedback_rows(self, rows: int, correct: int) -> None:
-        self.feedback.labels(**self.metric_labels).inc(rows)
-        self.feedback_correct.labels(**self.metric_labels).inc(correct)
+    def feedback_rows(self, rows: int, correct: int, **labels: str) -> None:
+        values = {**self.metric_labels, **labels}
+        self.feedback.labels(**values).inc(rows)
+        self.feedback_correct.labels(**values).inc(correct)
 
-    def predict_classes(self, counts: Mapping[str, int]) -> None:
+    def predict_classes(self, counts: Mapping[str, int], **labels: str) -> None:
+        values = {**self.metric_labels, **labels}
         for name, count in counts.items():
-            self.predictions.labels(**self.metric_labels, **{"class": name}).inc(count)
+            self.predictions.labels(**values, **{"class": name}).inc(count)
 
 
 class PrometheusProcess:
