@@ -41,7 +41,8 @@ from typing import Final, Literal
 from modelship_operator.analysis.abtest import ABResult, Counts
 from modelship_operator.analysis.verdict import CheckResult, first, overall
 from modelship_operator.conditions import Event
-from modelship_operator.spec import Strategy
+from modelship_operator.render import canary_model
+from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment, Strategy
 from modelship_operator.status import (
     TERMINAL_PHASES,
     ABTestStatus,
@@ -345,6 +346,31 @@ def advance(
 
     machine = _Machine(strategy, state, now)
     return machine.run(canary_ready=canary_ready, analysis=analysis, paused=paused, command=command)
+
+
+def advance_resource(
+    md: ModelDeployment,
+    now: datetime,
+    *,
+    canary_ready: bool,
+    analysis: Analysis | None = None,
+) -> Step:
+    """:func:`advance` with every input taken from the resource: the strategy, the rollout
+    recorded in status, the rollout key and candidate of the spec, ``spec.paused`` and a
+    not-yet-handled ``modelship.io/action`` annotation. Only for a spec with a canary."""
+    return advance(
+        md.spec.strategy,
+        RolloutState.from_status(md.status),
+        now,
+        key=md.spec.rollout_key(),
+        candidate=canary_model(md),
+        canary_ready=canary_ready,
+        analysis=analysis,
+        paused=md.spec.paused,
+        command=parse_action(
+            md.metadata.annotations.get(ACTION_ANNOTATION), md.status.last_handled_action
+        ),
+    )
 
 
 class _Machine:
