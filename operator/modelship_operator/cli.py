@@ -169,6 +169,9 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
                 clusterwide=settings.cluster_wide,
                 namespaces=settings.namespaces,
                 standalone=True,
+                # Given, so kopf never asks the password database (uid 65532 may have no
+                # entry in a distroless image).
+                identity=identity,  # type: ignore[arg-type]
                 stop_flag=kopf_stop,
             ),
             name="kopf",

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from modelship_operator import kinds
 from modelship_operator.conditions import Event, Failure
-from modelship_operator.kube import ApiError, Kube, load_configuration
+from modelship_operator.kube import ApiError, Kube, bearer, load_configuration
 from modelship_operator.metrics import OperatorMetrics
 from modelship_operator.observed import observe
 from modelship_operator.reconcile import Plan, describe_invalid, plan, plan_invalid, status_patch
@@ -340,7 +340,7 @@ def build_registry(reconciler: Reconciler, kubeconfig: str | None = None) -> kop
         # Loaded afresh at every login: kopf logs in again on a 401, so a rotated
         # service-account token is picked up.
         cfg = load_configuration(kubeconfig)
-        header = cfg.get_api_key_with_prefix("authorization") or ""
+        header = bearer(cfg) or ""
         scheme, _, token = header.strip().rpartition(" ")
         return kopf.ConnectionInfo(
             server=cfg.host,

@@ -95,6 +95,18 @@ def load_configuration(kubeconfig: str | Path | None = None) -> Any:
     return cfg
 
 
+def bearer(cfg: Any) -> str | None:
+    """The Authorization header value of a configuration, if it uses a token.
+
+    The in-cluster loader keeps ``bearer <token>`` under ``BearerToken``, kubeconfig loaders
+    under ``authorization``; asking runs the refresh hook, so a rotated token is used.
+    """
+    value = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
+        "authorization"
+    )
+    return str(value) if value else None
+
+
 class Kube:
     """One httpx client to the API server, with the operator's identity."""
 
@@ -129,12 +141,7 @@ class Kube:
         if cfg.cert_file:
             context.load_cert_chain(cfg.cert_file, cfg.key_file)
 
-        def authorization() -> str | None:
-            # auth_settings() runs the in-cluster refresh hook, so rotated tokens are used.
-            setting = cfg.auth_settings().get("BearerToken")
-            return str(setting["value"]) if setting else None
-
-        return cls(cfg.host, context, authorization)
+        return cls(cfg.host, context, lambda: bearer(cfg))
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -1,0 +1,414 @@
+"""The operator end to end on the local cluster, installed as a user would install it.
+
+The operator runs in pods from ``manifests/operator`` (two replicas, one acting), as its own
+ServiceAccount bound to exactly ``manifests/rbac/operator.yaml`` — never as admin — in a
+namespace that enforces the ``restricted`` Pod Security profile, as do the namespaces the
+ModelDeployments live in. Models are real scikit-learn estimators trained here and put in
+the cluster's model store; predictions go through the router's Service.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import watch
+from modelship_operator.kinds import selector
+from modelship_operator.observed import observe
+from modelship_operator.reconcile import plan
+from modelship_operator.render import router_name
+from modelship_operator.settings import OperatorSettings
+from modelship_operator.spec import ModelDeployment
+from modelship_serving.artifacts import save_model
+from operator_harness import (
+    ContinuousClient,
+    Env,
+    Model,
+    Operator,
+    label_restricted,
+    model_deployment,
+    names,
+    pod_ready,
+    predict,
+    prometheus_query,
+    router_url,
+    subset,
+    training_data,
+    until,
+)
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="pods need root (namespaces, mounts)"),
+]
+
+SERVING = "app.kubernetes.io/component=serving"
+ROUTER = "app.kubernetes.io/component=router"
+
+
+@pytest.fixture(scope="module")
+def env(kube_api: Any, kubectl: Any, local_cluster: Any) -> Env:
+    return Env(kube_api, kubectl, local_cluster.root / "node")
+
+
+@pytest.fixture(scope="module")
+def operator(env: Env) -> Iterator[Operator]:
+    installed = Operator(env)
+    installed.install()
+    yield installed
+    if os.environ.get("MODELSHIP_KEEP_OPERATOR") != "1":
+        installed.uninstall()
+
+
+@pytest.fixture(scope="module")
+def models(
+    local_cluster: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Model]]:
+    """v1 and v2 of a classifier (v2 answers differently), in the cluster's model store."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = training_data()
+    folder = tmp_path_factory.mktemp("models")
+    tag = uuid.uuid4().hex[:8]
+    made: dict[str, Model] = {}
+    for version, estimator in (
+        ("1.0.0", LogisticRegression(max_iter=500).fit(X, y)),
+        ("2.0.0", DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, 1 - y)),
+    ):
+        path = folder / f"churn-{version}.skops"
+        save_model(estimator, path)
+        stored = local_cluster.add_model(path, name=f"e2e-{tag}-churn-{version}.skops")
+        made[version] = Model(version, stored.uri, stored.sha256, estimator, stored.path)
+    yield made
+    for model in made.values():
+        Path(model.path).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def ns(namespace: str, env: Env) -> str:
+    """A fresh namespace enforcing the restricted Pod Security profile."""
+    label_restricted(env, namespace)
+    return namespace
+
+
+def wait_ready(env: Env, namespace: str, name: str, limit: float = 150) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        obj = env.md(namespace, name)
+        status = (obj or {}).get("status") or {}
+        cond = env.condition(namespace, name, "Ready")
+        current = status.get("observedGeneration") == (obj or {})["metadata"]["generation"]
+        return obj if current and cond and cond["status"] == "True" else None
+
+    result: dict[str, Any] = until(
+        ready, f"{namespace}/{name} to be Ready", limit, lambda: env.describe(namespace, name)
+    )
+    return result
+
+
+# --- the whole life of a model ------------------------------------------------------------
+
+
+def test_deploy_predict_roll_out_and_delete(
+    env: Env, operator: Operator, models: dict[str, Model], ns: str
+) -> None:
+    v1, v2 = models["1.0.0"], models["2.0.0"]
+    X, _ = training_data()
+    rows = X[:16]
+    describe = lambda: env.describe(ns, "churn")  # noqa: E731
+
+    env.apply(ns, model_deployment("churn", v1, replicas=2))
+    obj = wait_ready(env, ns, "churn")
+
+    # Serving and router pods were admitted under `restricted` and are Ready.
+    def two_ready() -> bool:
+        pods = env.pods(ns, SERVING)
+        return len(pods) == 2 and all(pod_ready(p) for p in pods)
+
+    until(two_ready, "2 ready serving pods", 60, describe)
+    assert all(pod_ready(p) for p in env.pods(ns, ROUTER)), describe()
+    # Status follows the pods (the operator watches its Deployments).
+    obj = until(lambda: (o := env.md(ns, "churn"))["status"]["stable"]["readyReplicas"] == 2
+                and o, "status to count 2 ready pods", 30, describe)  # fmt: skip
+    status = obj["status"]
+    assert status["phase"] == "Idle"
+    assert status["stable"]["version"] == "1.0.0" and status["stable"]["readyReplicas"] == 2
+    assert status["rolledOut"]["current"]["sha256"] == v1.sha256
+    # kopf left the resource alone: no finalizer, no annotations of its own.
+    assert not obj["metadata"].get("finalizers"), obj["metadata"]
+    assert not any("kopf" in k for k in obj["metadata"].get("annotations", {}))
+    kinds = {kind for kind, _ in env.children(ns, "churn")}
+    assert {"Deployment", "Service", "ConfigMap", "ServiceAccount", "Role", "RoleBinding",
+            "PodDisruptionBudget", "Pod"} <= kinds  # fmt: skip
+
+    # Predictions through the router's Service are the model's own.
+    base = router_url(env, ns, "churn")
+    code, predictions, version = until(
+        lambda: (r := predict(base, "churn", rows))[0] == 200 and r, "a prediction", 30, describe
+    )
+    assert predictions == v1.estimator.predict(rows).tolist()
+    assert version == "1.0.0"
+    reasons = {e.reason for e in env.events(ns, "churn")}
+    assert {"Idle", "Ready"} <= reasons, reasons
+
+    # The operator's metrics say the same.
+    leader = operator.leader()
+    assert leader is not None
+    labels = {"modeldeployment_namespace": ns, "modeldeployment": "churn"}
+    metrics = until(
+        lambda: (m := operator.metrics(leader)).value(
+            "modelship_operator_condition", condition="Ready", **labels) == 1 and m,
+        "the Ready condition in the operator's metrics", 30,
+    )  # fmt: skip
+    assert metrics.value("modelship_operator_reconciles_total", result="success", **labels) >= 1
+    assert metrics.value("modelship_operator_phase", phase="Idle", **labels) == 1
+    assert metrics.value("modelship_operator_phase", phase="Progressing", **labels) == 0
+    assert metrics.value("modelship_operator_canary_weight_percent", **labels) == 0
+    assert metrics.value("modelship_operator_leader") == 1
+    standby = [n for n in names(operator.pods()) if n != leader]
+    for other in standby:  # the other replica stands by and does nothing
+        idle = operator.metrics(other)
+        assert idle.value("modelship_operator_leader") == 0
+        assert idle.value("modelship_operator_reconciles_total") is None
+
+    # A new stable model rolls out with every request answered.
+    old_pods = set(names(env.pods(ns, SERVING)))
+    with ContinuousClient(base, "churn", rows[:4]) as load:
+        until(lambda: load.result.requests > 20, "the client to get going", 30)
+        env.kubectl("-n", ns, "patch", "modeldeployment", "churn", "--type=merge",
+                    "-p", f'{{"spec": {{"model": {model_json(v2)}}}}}')  # fmt: skip
+
+        def rolled_out() -> bool:
+            obj = env.md(ns, "churn") or {}
+            current = ((obj.get("status") or {}).get("rolledOut") or {}).get("current") or {}
+            return current.get("version") == "2.0.0" and not (
+                old_pods & set(names(env.pods(ns, SERVING)))
+            )
+
+        until(rolled_out, "stable to roll out 2.0.0 and the old pods to go", 180, describe)
+        until(lambda: load.latest_versions(20) == ["2.0.0"] * 20,
+              "the client to be answered by 2.0.0 only", 30, describe)  # fmt: skip
+    result = load.result
+    assert result.failures() == {}, f"{result.failures()} of {result.requests}\n{describe()}"
+    assert "1.0.0" in result.versions and result.requests > 100, result.statuses
+    code, predictions, version = predict(base, "churn", rows)
+    assert (code, version) == (200, "2.0.0")
+    assert predictions == v2.estimator.predict(rows).tolist()
+    obj = wait_ready(env, ns, "churn")
+    assert obj["status"]["rolledOut"]["previous"]["version"] == "1.0.0"
+    assert env.condition(ns, "churn", "Progressing")["status"] == "False"
+
+    # Deleting the resource deletes every child.
+    env.kubectl("-n", ns, "delete", "modeldeployment", "churn", "--wait=true", timeout=60)
+    until(lambda: env.children(ns, "churn") == [], "every child to be gone", 90, describe)
+
+
+def model_json(model: Model) -> str:
+    import json
+
+    return json.dumps(model.ref())
+
+
+# --- what the API server refuses --------------------------------------------------------
+
+
+INVALID = [
+    ("replicas-negative", {"replicas": -1},
+     "spec.replicas in body should be greater than or equal to 1"),
+    ("unknown-strategy", {"strategy": {"type": "BlueGreen"}}, 'Unsupported value: "BlueGreen"'),
+    ("unknown-field", {"replicaz": 2}, 'unknown field "spec.replicaz"'),
+    ("steps-decreasing", {"strategy": {"steps": [10, 50, 25]}},
+     "steps must be strictly increasing"),
+    ("canary-same-version", {"canary": "same"}, "canary.version must differ from model.version"),
+    ("bad-sha256", {"model": "bad-sha"}, "sha256 must be 64 hexadecimal characters"),
+]  # fmt: skip
+
+
+def test_invalid_resources_are_refused_by_the_api_server(
+    env: Env, operator: Operator, models: dict[str, Model], ns: str
+) -> None:
+    v1 = models["1.0.0"]
+    for case, spec, words in INVALID:
+        body = model_deployment(f"bad-{case}", v1)
+        if spec.get("canary") == "same":
+            body["spec"]["canary"] = v1.ref()
+        elif spec.get("model") == "bad-sha":
+            body["spec"]["model"]["sha256"] = "abc123"
+        else:
+            body["spec"].update(spec)
+        result = env.apply(ns, body, check=False)
+        assert result.returncode != 0, f"{case} was accepted"
+        assert words in result.stderr, f"{case}: {result.stderr}"
+    listed = env.kubectl("-n", ns, "get", "modeldeployments", "-o", "name").stdout
+    assert listed.strip() == ""
+
+
+# --- errors a user causes ---------------------------------------------------------------
+
+
+def test_missing_model_and_sha256_mismatch_are_degraded_with_the_reason(
+    env: Env, operator: Operator, models: dict[str, Model], ns: str
+) -> None:
+    v1, v2 = models["1.0.0"], models["2.0.0"]
+    leader = operator.leader()
+    assert leader is not None
+    restarts = {name: operator.restarts(name) for name in names(operator.pods())}
+    missing = model_deployment("missing", v1)
+    missing["spec"]["model"]["uri"] = v1.uri.replace("churn-1.0.0", "churn-0.9.9")
+    tampered = model_deployment("tampered", v1)
+    tampered["spec"]["model"]["sha256"] = v2.sha256
+    env.apply(ns, missing, tampered)
+
+    def degraded(name: str, words: str) -> dict[str, Any] | None:
+        cond = env.condition(ns, name, "Degraded")
+        if cond and cond["status"] == "True" and words in cond["message"]:
+            return cond
+        return None
+
+    describe = lambda: env.describe(ns, "missing") + env.describe(ns, "tampered", False)  # noqa: E731
+    cond = until(lambda: degraded("missing", "HTTP 404"), "missing: Degraded with the 404", 120,
+                 describe)  # fmt: skip
+    assert cond["reason"] == "PodFailing"
+    assert "churn-0.9.9" in cond["message"]
+    cond = until(lambda: degraded("tampered", "sha256 mismatch"),
+                 "tampered: Degraded with the sha256 mismatch", 120, describe)  # fmt: skip
+    assert cond["reason"] == "PodFailing"
+    for name in ("missing", "tampered"):
+        assert env.condition(ns, name, "Ready")["status"] == "False"
+        warnings = [e for e in env.events(ns, name) if e.type == "Warning"]
+        assert any(e.reason == "PodFailing" for e in warnings), [e.reason for e in warnings]
+
+    # The operator is unharmed: same pods, no restarts, healthy, still reconciling.
+    assert {n: operator.restarts(n) for n in names(operator.pods())} == restarts, describe()
+    assert operator.leader() == leader
+    assert operator.healthz(leader) == 200
+    metrics = operator.metrics(leader)
+    for name in ("missing", "tampered"):
+        labels = {"modeldeployment_namespace": ns, "modeldeployment": name}
+        assert metrics.value("modelship_operator_condition", condition="Degraded", **labels) == 1
+
+
+def test_a_refused_child_is_degraded_backs_off_and_recovers(
+    env: Env, operator: Operator, models: dict[str, Model], ns: str
+) -> None:
+    """A quota that forbids Deployments: the API refuses the operator's apply. The operator
+    says so in status and metrics, retries with back-off, and recovers once it is lifted."""
+    env.apply(ns, {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-deploy"},
+                   "spec": {"hard": {"count/deployments.apps": "0"}}})  # fmt: skip
+    time.sleep(1)  # the quota controller computes usage before admission enforces it
+    env.apply(ns, model_deployment("quota", models["1.0.0"]))
+    describe = lambda: env.describe(ns, "quota")  # noqa: E731
+
+    def refused() -> dict[str, Any] | None:
+        cond = env.condition(ns, "quota", "Degraded")
+        return cond if cond and cond["reason"] == "ApplyFailed" else None
+
+    cond = until(refused, "Degraded ApplyFailed", 60, describe)
+    assert "exceeded quota" in cond["message"] and "quota-stable" in cond["message"], cond
+    assert any(e.reason == "ApplyFailed" for e in env.events(ns, "quota"))
+
+    leader = operator.leader()
+    assert leader is not None
+    labels = {"modeldeployment_namespace": ns, "modeldeployment": "quota"}
+
+    def reconciles() -> float:
+        return operator.metrics(leader).value("modelship_operator_reconciles_total", **labels) or 0
+
+    first, started = reconciles(), time.monotonic()
+    time.sleep(6)
+    count, elapsed = reconciles() - first, time.monotonic() - started
+    # Back-off (1, 2, 4, ... s), not a hot loop: at most one attempt per second elapsed.
+    assert 1 <= count <= elapsed + 1, (count, elapsed)
+    metrics = operator.metrics(leader)
+    assert metrics.value("modelship_operator_reconcile_errors_total", reason="Forbidden",
+                         **labels) >= 1  # fmt: skip
+    assert metrics.value("modelship_operator_reconciles_total", result="refused", **labels) >= 1
+    assert operator.healthz(leader) == 200
+
+    env.kubectl("-n", ns, "delete", "resourcequota", "no-deploy")
+    until(lambda: env.condition(ns, "quota", "Degraded")["reason"] != "ApplyFailed",
+          "the refusal to clear once the quota is gone", 90, describe)  # fmt: skip
+    until(lambda: env.apps.read_namespaced_deployment("quota-stable", ns),
+          "the stable Deployment to exist", 30, describe)  # fmt: skip
+
+
+# --- crash safety -----------------------------------------------------------------------
+
+
+def test_operator_killed_during_reconcile_converges(
+    env: Env, operator: Operator, models: dict[str, Model], ns: str
+) -> None:
+    leader = operator.leader()
+    assert leader is not None
+    restarts = operator.restarts(leader)
+    operator.process_id(leader)  # found before the resource exists: the kill is immediate
+    seen: dict[str, Any] = {}
+
+    def kill_on_first_child() -> None:
+        stream = watch.Watch()
+        for event in stream.stream(
+            env.core.list_namespaced_service_account, ns, label_selector=selector("killed"),
+            timeout_seconds=60,
+        ):  # fmt: skip
+            if event["type"] == "ADDED":
+                operator.kill(leader)
+                seen["children"] = env.children(ns, "killed")
+                seen["status"] = (env.md(ns, "killed") or {}).get("status")
+                stream.stop()
+
+    killer = threading.Thread(target=kill_on_first_child, daemon=True)
+    killer.start()
+    time.sleep(0.5)  # the watch is open
+    env.apply(ns, model_deployment("killed", models["1.0.0"], replicas=2))
+    killer.join(timeout=70)
+    assert "children" in seen, "the operator never created the first child"
+
+    describe = lambda: env.describe(ns, "killed")  # noqa: E731
+    until(lambda: operator.leader() is not None and (
+        operator.leader() != leader or operator.restarts(leader) > restarts),
+        "the operator to be back (restarted, or the standby leading)", 120, describe)  # fmt: skip
+    obj = wait_ready(env, ns, "killed", limit=180)
+
+    # Converged: what exists is exactly what the operator's plan asks for, and the plan
+    # from here changes nothing (no deletion, no status change, no Event).
+    md = ModelDeployment.from_api(obj)
+    children = env.child_objects(ns, "killed")
+    pods = env.pod_dicts(ns, selector("killed"))
+    observed = observe(children, pods, routing_configmap=router_name("killed"))
+    again = plan(md, observed, OperatorSettings(), datetime.now(UTC))
+    assert again.delete == ()
+    live = {(c["kind"], c["metadata"]["name"]): c for c in children}
+    assert set(live) == {(o["kind"], o["metadata"]["name"]) for o in again.apply}
+    for wanted in again.apply:
+        have = live[(wanted["kind"], wanted["metadata"]["name"])]
+        problems = subset({k: v for k, v in wanted.items() if k != "metadata"}, have)
+        problems += subset(wanted["metadata"]["labels"], have["metadata"]["labels"], "labels")
+        assert problems == [], f"{wanted['kind']} {wanted['metadata']['name']}: {problems}"
+    assert again.status.to_api() == obj["status"], "status would still change"
+    assert again.events == ()
+    print(f"killed with {len(seen['children'])} children present; status then: "
+          f"{'set' if seen['status'] else 'none'}")  # fmt: skip
+
+
+# --- scraping -----------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_the_operator(env: Env, operator: Operator) -> None:
+    """The operator pods are annotated for scraping; exactly one replica leads."""
+
+    def leaders() -> list[dict[str, Any]] | None:
+        result = prometheus_query('modelship_operator_leader{namespace="modelship-system"}')
+        return result if len(result) == len(operator.pods()) else None
+
+    series = until(leaders, "Prometheus to scrape every operator replica", 60, operator.describe)
+    assert sorted(float(s["value"][1]) for s in series) == [0.0] * (len(series) - 1) + [1.0]
+    leading = [s["metric"]["pod"] for s in series if float(s["value"][1]) == 1.0]
+    assert leading == [operator.leader()]
