@@ -46,7 +46,7 @@ class Limits:
     allow_non_finite: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class V2Request:
     """A decoded inference request: features plus which outputs were asked for."""
 
@@ -258,10 +258,46 @@ def _tensor(entry: Any, index: int, limits: Limits) -> tuple[str, list[int], np.
     return name, shape, array.astype(np.float64, copy=False).reshape(shape)
 
 
+def _common_tensor(payload: dict[str, Any], n_features: int, limits: Limits) -> np.ndarray | None:
+    """The usual request, recognised cheaply: one FP64 tensor [rows, n_features] with flat,
+    finite numbers. None sends the request through the general decoder (and its errors)."""
+    inputs = payload.get("inputs")
+    if type(inputs) is not list or len(inputs) != 1:
+        return None
+    tensor = inputs[0]
+    if type(tensor) is not dict or tensor.get("datatype") != "FP64":
+        return None
+    shape, data = tensor.get("shape"), tensor.get("data")
+    if type(shape) is not list or len(shape) != 2 or type(data) is not list:
+        return None
+    rows, cols = shape
+    if (
+        type(rows) is not int
+        or type(cols) is not int
+        or cols != n_features
+        or not 0 < rows <= limits.max_rows
+        or len(data) != rows * cols
+        or type(tensor.get("name")) is not str
+        or not set(map(type, data)) <= _NUMBER_TYPES
+        or not math.isfinite(sum(data))
+    ):
+        return None
+    try:
+        return np.array(data, dtype=np.float64).reshape(rows, cols)
+    except OverflowError:
+        return None
+
+
 def decode_v2(payload: Any, signature: ModelSignature, limits: Limits) -> V2Request:
     """Open Inference Protocol V2 body → V2Request."""
     if type(payload) is not dict:
         raise ServingError(400, "body must be a JSON object with 'inputs'")
+    common = _common_tensor(payload, signature.n_features, limits)
+    if common is not None:
+        request_id = payload.get("id")
+        if request_id is not None and type(request_id) is not str:
+            raise ServingError(422, "'id' must be a string")
+        return V2Request(common, _requested_outputs(payload.get("outputs"), signature), request_id)
     inputs = payload.get("inputs")
     if type(inputs) is not list or not inputs:
         raise ServingError(422, "'inputs' must be a non-empty list of tensors")
