@@ -28,6 +28,7 @@ log = logging.getLogger("modelship_operator")
 
 #: How long kopf may take to stop before the process exits anyway.
 STOP_TIMEOUT = 20.0
+CRD_RETRY_SECONDS = 10.0
 
 
 def _settings_help() -> str:
@@ -123,7 +124,7 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
 
     identity = own_identity()
     metrics = OperatorMetrics()
-    health = HealthState(stale_after=max(60.0, settings.lease_duration_seconds * 4))
+    health = HealthState(stale_after=30.0)
     runner = await serve_http(http_app(metrics, health), "0.0.0.0", settings.http_port)
     log.info(
         "modelship-operator %s starting as %s; /metrics, /healthz, /readyz on port %d",
@@ -160,6 +161,8 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
             metrics.leader.set(1)
         health.started = True
 
+        if not await _first(_wait_for_crd(kube), stop.wait()):
+            return 0
         reconciler = Reconciler(kube, settings, metrics, identity)
         kopf_stop = asyncio.Event()
         operator = asyncio.create_task(
@@ -212,6 +215,27 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         await kube.close()
         await runner.cleanup()
         log.info("modelship-operator stopped")
+
+
+async def _wait_for_crd(kube: Any) -> None:
+    """kopf resolves its resources once (CRD scanning is off, so it needs no permission on
+    CRDs): wait here until the API serves ModelDeployments, saying what to do meanwhile."""
+    from modelship_operator.kube import ApiError
+    from modelship_operator.spec import API_VERSION, PLURAL
+
+    while True:
+        try:
+            if await kube.serves(API_VERSION, PLURAL):
+                return
+            log.error(
+                "the API does not serve %s %s: install the CRD "
+                "(kubectl apply -f manifests/crds/modeldeployments.yaml); checking every 10s",
+                API_VERSION,
+                PLURAL,
+            )
+        except ApiError as exc:
+            log.warning("checking for the ModelDeployment CRD: %s", exc)
+        await asyncio.sleep(CRD_RETRY_SECONDS)
 
 
 async def _heartbeat(health: Any) -> None:

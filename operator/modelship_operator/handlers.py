@@ -341,7 +341,7 @@ def build_registry(reconciler: Reconciler, kubeconfig: str | None = None) -> kop
         # service-account token is picked up.
         cfg = load_configuration(kubeconfig)
         header = bearer(cfg) or ""
-        scheme, _, token = header.strip().rpartition(" ")
+        scheme, _sep, token = header.strip().rpartition(" ")
         return kopf.ConnectionInfo(
             server=cfg.host,
             ca_path=cfg.ssl_ca_cert,
@@ -354,8 +354,10 @@ def build_registry(reconciler: Reconciler, kubeconfig: str | None = None) -> kop
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def model_deployment_changed(
-        event: Mapping[str, Any], body: Mapping[str, Any], namespace: str, name: str, **_: Any
+        *, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> None:
+        if namespace is None:  # a namespaced resource always has one
+            return
         if event.get("type") == "DELETED":
             reconciler.forget(namespace, name)
             return
@@ -370,9 +372,9 @@ def build_registry(reconciler: Reconciler, kubeconfig: str | None = None) -> kop
         registry=registry,
     )
     async def child_changed(
-        event: Mapping[str, Any], namespace: str, labels: Mapping[str, str], **_: Any
+        *, event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any
     ) -> None:
-        if event.get("type") is None:
+        if event.get("type") is None or namespace is None:
             return  # the initial listing: the owners are being listed (and poked) too
         reconciler.poke(namespace, labels[kinds.LABEL_DEPLOYMENT], urgent=False)
 

@@ -86,12 +86,14 @@ def load_configuration(kubeconfig: str | Path | None = None) -> Any:
 
     cfg = client.Configuration()
     if kubeconfig is not None:
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), client_configuration=cfg
+        )
         return cfg
     try:
-        config.load_incluster_config(client_configuration=cfg)
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
+        config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     return cfg
 
 
@@ -178,6 +180,18 @@ class Kube:
             raise _error(what, response)
         data: dict[str, Any] = response.json() if response.content else {}
         return data
+
+    async def serves(self, api_version: str, plural: str) -> bool:
+        """Whether the API serves ``plural`` in ``api_version`` (is the CRD installed?)."""
+        try:
+            found = await self.request(
+                "GET", f"/apis/{api_version}", what=f"discovery of {api_version}"
+            )
+        except ApiError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources", []))
 
     # --- ModelDeployments ------------------------------------------------------------------
 

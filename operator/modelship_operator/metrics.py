@@ -113,20 +113,19 @@ class HealthState:
         self.started = False
         self.leader = False
         self.stale_after = stale_after
-        self.problem: str | None = None
         self._clock = clock
         self.last_beat = clock()
 
     def beat(self) -> None:
-        """The election loop (or the operator, while leading) is making progress."""
+        """The event loop turned (called by a periodic task)."""
         self.last_beat = self._clock()
 
     def alive(self) -> tuple[bool, str]:
-        if self.problem:
-            return False, self.problem
+        """Alive unless the event loop stalled: restarting helps with a hung process, not
+        with an unreachable API server, so API errors never fail liveness."""
         silent = self._clock() - self.last_beat
         if silent > self.stale_after:
-            return False, f"no progress of leader election for {silent:.0f}s"
+            return False, f"the event loop made no progress for {silent:.0f}s"
         return True, "ok"
 
 

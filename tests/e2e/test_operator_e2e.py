@@ -398,6 +398,24 @@ def test_operator_killed_during_reconcile_converges(
           f"{'set' if seen['status'] else 'none'}")  # fmt: skip
 
 
+def test_another_replica_takes_over_when_the_leader_stops(
+    env: Env, operator: Operator, models: dict[str, Model], ns: str
+) -> None:
+    leader = operator.leader()
+    assert leader is not None
+    assert len(operator.pods()) == 2, operator.describe()
+    # A graceful stop (SIGTERM) releases the Lease: the standby (or the replica replacing
+    # the stopped one, whichever asks first) need not wait for it to expire.
+    env.kubectl("-n", "modelship-system", "delete", "pod", leader, "--wait=false")
+    until(lambda: operator.leader() not in (None, leader), "another replica to take the Lease",
+          60, operator.describe)  # fmt: skip
+    env.apply(ns, model_deployment("after", models["1.0.0"], router={"type": "none"}))
+    obj = wait_ready(env, ns, "after")
+    assert "after-router" not in {name for _, name in env.children(ns, "after")}
+    assert obj["status"]["stable"]["readyReplicas"] == 1
+    operator.wait_available()  # the Deployment replaced the stopped replica
+
+
 # --- scraping -----------------------------------------------------------------------------
 
 
