@@ -140,6 +140,13 @@ def workloads(kube_api: Any, namespace: str) -> dict[str, list[Any]]:
     }
 
 
+class _Alive:
+    """Stands in for a local process in wait_http: the pod's process is not ours to poll."""
+
+    def poll(self) -> None:
+        return None
+
+
 def slice_ready(kube_api: Any, namespace: str, service_name: str, ip: str) -> bool | None:
     """The EndpointSlice's ready condition for ``ip`` (None if not listed)."""
     from kubernetes import client
@@ -263,7 +270,6 @@ def test_router_runs_in_a_pod_on_its_service_account(
 
     core = client.CoreV1Api(kube_api)
     rbac = client.RbacAuthorizationV1Api(kube_api)
-    core.create_namespaced_config_map(namespace, routing_configmap(1, 0))
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "churn-router"}})
     rbac.create_namespaced_role(
         namespace,
@@ -319,13 +325,23 @@ def test_router_runs_in_a_pod_on_its_service_account(
         },
     )
 
-    def ready_ip() -> str | None:
+    def running_ip() -> str | None:
         pod = core.read_namespaced_pod("churn-router", namespace)
-        conditions = pod.status.conditions or []
-        ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
-        return pod.status.pod_ip if ready else None
+        return pod.status.pod_ip if pod.status.phase == "Running" else None
 
-    ip = wait_for(ready_ip, "the router pod to be Ready (config + stable endpoints)", 120, 0.2)
+    # Started before its ConfigMap exists: alive, not ready, and says why.
+    ip = wait_for(running_ip, "the router pod to run", 120, 0.2)
+    wait_http(f"http://{ip}:8080/healthz", _Alive())
+    waiting = httpx.get(f"http://{ip}:8080/readyz", timeout=5)
+    assert waiting.status_code == 503
+    assert waiting.json()["reason"] == "no routing configuration applied yet"
+    core.create_namespaced_config_map(namespace, routing_configmap(1, 0))
+
+    def ready() -> bool:
+        pod = core.read_namespaced_pod("churn-router", namespace)
+        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+    wait_for(ready, "the router pod to be Ready (config + stable endpoints)", 120, 0.2)
     seen = served_by(f"http://{ip}:8080", 20)
     stable_names = {p.metadata.name for p in workloads["stable"]}
     assert {key.split("/", 1)[1] for key in seen} <= stable_names
