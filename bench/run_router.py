@@ -11,12 +11,14 @@ iris trained here, skops format) answering POST /v1/models/iris:predict; if it c
 started, a minimal JSON uvicorn app (bench/router_backend.py) -- the output says which.
 
 Pinning (2-core machines): backends and the proxy under test on core 0, wrk on core 1.
-Each measurement: 1 s warm-up, then --duration seconds; --rounds rounds, medians reported.
-Added latency = proxied percentile - direct percentile. Goals (issue 5): the router's
-added p50 and p99 at most 1.5x nginx's at concurrency 1 and 8; its throughput at
-concurrency 8 at least 80 % of nginx's.
+Short measurements interleaved: --rounds rounds of --duration seconds per path and
+concurrency (1 s warm-up in the first round; the order of the three paths rotates each
+round), so a noisy neighbour hits all three alike; medians reported. Added latency = the
+median over rounds of (proxied percentile - direct percentile), paired within a round.
+Goals (issue 5): the router's added p50 and p99 at most 1.5x nginx's at concurrency 1
+and 8; its throughput at concurrency 8 at least 80 % of nginx's.
 
-Usage: .venv/bin/python bench/run_router.py [--rounds 3] [--duration 5]
+Usage: .venv/bin/python bench/run_router.py [--rounds 12] [--duration 2]
 Results are also written to bench/results/router-<time>.json.
 """
 
@@ -288,8 +290,8 @@ def busy_builds() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--duration", type=int, default=2, help="seconds per measurement")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("== installing wrk (Debian)", flush=True)
@@ -316,12 +318,21 @@ def main() -> None:
         )
         print(f"== backend: {backend_kind}")
         print(f"== {pinning}")
-        print(f"== {args.rounds} rounds x {args.duration:g} s per point, 1 s warm-up; medians")
+        print(
+            f"== {args.rounds} rounds x {args.duration:g} s per point (1 s warm-up first), "
+            "order rotated per round; medians"
+        )
         samples: dict[tuple[str, int], list[dict[str, float]]] = {}
+        names = list(targets)
         for round_no in range(1, args.rounds + 1):
+            # Rotate the order each round so slow drifts do not favour one path.
+            shift = (round_no - 1) % len(names)
+            order = names[shift:] + names[:shift]
             for connections in (1, 8):
-                for name, address in targets.items():
-                    run_wrk(address, connections, 1.0, script)  # warm-up
+                for name in order:
+                    address = targets[name]
+                    if round_no == 1:
+                        run_wrk(address, connections, 1.0, script)  # warm-up
                     result = run_wrk(address, connections, args.duration, script)
                     samples.setdefault((name, connections), []).append(result)
                     print(
@@ -347,13 +358,19 @@ def report(
         key: {m: statistics.median(r[m] for r in runs) for m in ("p50", "p99", "rps", "errors")}
         for key, runs in samples.items()
     }
+
+    def added(name: str, c: int, q: str) -> float:
+        """Median over rounds of (proxied - direct), paired within each round."""
+        pairs = zip(samples[(name, c)], samples[("direct", c)], strict=True)
+        return statistics.median(p[q] - d[q] for p, d in pairs)
+
     rows = []
     verdicts = []
     for c in (1, 8):
         direct, router, nginx = med[("direct", c)], med[("router", c)], med[("nginx", c)]
         for q in ("p50", "p99"):
-            added_router = router[q] - direct[q]
-            added_nginx = nginx[q] - direct[q]
+            added_router = added("router", c, q)
+            added_nginx = added("nginx", c, q)
             ratio = added_router / added_nginx if added_nginx > 0 else float("inf")
             rows.append((c, q, direct[q], router[q], nginx[q], added_router, added_nginx, ratio))
             verdicts.append(
@@ -364,6 +381,7 @@ def report(
 
     print()
     print(f"Backend: {backend_kind}. {pinning}.")
+    print("Latencies: medians over rounds; added = median of per-round (proxied - direct).")
     print("| c | pct | direct | router | nginx | added: router | added: nginx | router/nginx |")
     print("|---|-----|-------:|-------:|------:|--------------:|-------------:|-------------:|")
     for c, q, d, r, n, ar, an, ratio in rows:
