@@ -423,6 +423,8 @@ class Proxy:
         self.stopping = False
         self._mirrors: set[asyncio.Task[None]] = set()
         self.request_ids = _RequestIds()
+        #: Metric label for answers given before any configuration names the deployment.
+        self.deployment = settings.deployment or ""
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)
@@ -662,9 +664,9 @@ class Proxy:
             extra.append(b"x-modelship-variant: " + variant.name_b + b"\r\n")
             extra.append(b"x-model-version: " + variant.version_b + b"\r\n")
         self._write_local(conn, req, status, body, extra)
-        if variant is None and req.error is None:
+        if variant is None:
             snapshot = self.state.snapshot
-            deployment = snapshot.deployment if snapshot is not None else ""
+            deployment = snapshot.deployment if snapshot is not None else self.deployment
             self.metrics.count_request(deployment, NO_VARIANT, status)
 
     def _write_local(

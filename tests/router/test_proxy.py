@@ -316,8 +316,11 @@ def test_bad_requests_get_4xx_with_reason(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     assert upgrade.startswith(b"HTTP/1.1 501 ")
-    # The router is unharmed.
+    # The router is unharmed, and counted what it refused.
     assert httpx.get(f"{router.url}/p").status_code == 200
+    metrics = router.metrics()
+    for code in (400, 413, 431, 501):
+        assert f'code="{code}",deployment="churn",variant="none"}} 1.0' in metrics, code
 
 
 def test_pipelined_requests_answered_in_order(
