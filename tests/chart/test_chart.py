@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from modelship_cluster.binaries import toolset
 from modelship_operator import generate, rbac
 from modelship_operator.settings import package_version
