@@ -22,6 +22,8 @@ _HINTS: Final = {
     "InvalidImageName": "fix the image reference in spec.images",
     "ImageNotInMap": "the local cluster has no command for this image (spec.images)",
     "CrashLoopBackOff": "the container exits soon after starting; its last output follows",
+    "Restarting": "the container exited with an error and is starting again; its last "
+    "output follows",
     "CreateContainerConfigError": "a referenced ConfigMap, Secret or volume is missing",
 }
 _MESSAGE_LIMIT: Final = 600
@@ -151,8 +153,11 @@ def pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
             continue
         waiting = container.get("state", {}).get("waiting")
         last = container.get("lastState", {}).get("terminated") or {}
-        if waiting and waiting.get("reason") not in _STARTING:
-            reason = waiting.get("reason") or "Waiting"
+        # Between two back-offs a crash-looping container runs again for a while: it is
+        # still failing until it becomes ready, or the condition would flap with each try.
+        restarting = bool(last) and (waiting is None or waiting.get("reason") in _STARTING)
+        if restarting or (waiting and waiting.get("reason") not in _STARTING):
+            reason = "Restarting" if restarting else (waiting or {}).get("reason") or "Waiting"
             if last:
                 # The container ran and exited: its own words (termination message, or the
                 # log tail with FallbackToLogsOnError) say why, not the back-off timer.
@@ -161,7 +166,7 @@ def pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
                     f"exit code {code}: {last.get('message') or last.get('reason', '')}"
                 )
             else:
-                message = _clip(waiting.get("message", ""))
+                message = _clip((waiting or {}).get("message", ""))
             problems.append(PodProblem(name, container.get("name", "?"), variant, reason, message))
     return problems
 

@@ -228,6 +228,19 @@ SHA_MISMATCH = (
                 {
                     "name": "serving",
                     "ready": False,
+                    "restartCount": 3,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                    "lastState": {"terminated": {"exitCode": 2, "message": SHA_MISMATCH}},
+                }
+            ),
+            "Restarting",
+            "exit code 2: Traceback ... modelship_serving.errors.IntegrityError: sha256 mismatch",
+        ),
+        (
+            pod(
+                {
+                    "name": "serving",
+                    "ready": False,
                     "state": {
                         "waiting": {
                             "reason": "ImagePullBackOff",
@@ -259,7 +272,13 @@ SHA_MISMATCH = (
             "low on memory",
         ),
     ],
-    ids=["sha256-mismatch", "bad-image", "unschedulable", "evicted"],
+    ids=[
+        "sha256-mismatch",
+        "sha256-mismatch-between-retries",
+        "bad-image",
+        "unschedulable",
+        "evicted",
+    ],
 )
 def test_pod_problems_say_what_to_fix(obj: dict[str, Any], reason: str, words: str) -> None:
     (problem,) = pod_problems(obj)
@@ -283,12 +302,21 @@ def test_pod_problems_say_what_to_fix(obj: dict[str, Any], reason: str, words: s
         ),
         pod({"name": "serving", "ready": True, "state": {"running": {}}}),
         pod({"name": "serving", "ready": False, "state": {"running": {}}}),
+        pod(
+            {
+                "name": "serving",
+                "ready": True,
+                "restartCount": 1,
+                "state": {"running": {}},
+                "lastState": {"terminated": {"exitCode": 137, "reason": "Error"}},
+            }
+        ),
         {
             "metadata": {"name": "old", "deletionTimestamp": "2026-01-01T00:00:00Z"},
             "status": {"phase": "Failed"},
         },
     ],
-    ids=["starting", "running", "not-yet-ready", "terminating"],
+    ids=["starting", "running", "not-yet-ready", "recovered-after-a-crash", "terminating"],
 )
 def test_pods_that_are_fine_or_going_away_are_not_problems(obj: dict[str, Any]) -> None:
     assert pod_problems(obj) == []
