@@ -141,7 +141,8 @@ class Target:
     url: str
     process: subprocess.Popen | None = None
     log: Path | None = None
-    results: dict[int, list[tuple[float, float, float]]] = field(default_factory=dict)
+    # per concurrency: (req/s, p50 s, p99 s, server CPU seconds per request) for each run
+    results: dict[int, list[tuple[float, float, float, float]]] = field(default_factory=dict)
     errors: int = 0
 
 
@@ -214,6 +215,23 @@ def stop(target: Target) -> None:
 
 # -- load -------------------------------------------------------------------------------------
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_seconds(sid: int) -> float:
+    """CPU time (user + system) of every process in a server's session (MLServer's workers too):
+    a cost per request that background load on the machine barely disturbs."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # fields after "(comm)": state ppid pgrp session ...
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
@@ -226,7 +244,7 @@ def _seconds(text: str) -> float:
 
 def run_wrk(
     wrk: str, lua: Path, body_file: Path, url: str, connections: int, seconds: float
-) -> tuple[float, float, float, int]:
+) -> tuple[float, float, float, int, int]:
     out = subprocess.run(
         [
             "taskset",
@@ -250,7 +268,7 @@ def run_wrk(
     ).stdout
     if "Requests/sec" not in out or " 50% " not in out:
         say(f"wrk gave no result for {url} (c={connections}):\n{out[-1500:]}")
-        return 0.0, float("nan"), float("nan"), 1
+        return 0.0, float("nan"), float("nan"), 1, 0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _seconds(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _seconds(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -259,7 +277,8 @@ def run_wrk(
     socket_errors = re.search(r"Socket errors:.*", out)
     if socket_errors and "timeout 0" not in socket_errors.group(0):
         errors += 1
-    return rps, p50, p99, errors
+    done = re.search(r"(\d+) requests in", out)
+    return rps, p50, p99, errors, int(done.group(1)) if done else 0
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -269,65 +288,62 @@ def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
 
-def median_point(points: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    return (
-        statistics.median(p[0] for p in points),
-        statistics.median(p[1] for p in points),
-        statistics.median(p[2] for p in points),
-    )
+def median_point(points: list[tuple[float, float, float, float]]) -> tuple[float, ...]:
+    return tuple(statistics.median(p[i] for p in points) for i in range(4))
 
 
 def report(targets: list[Target], models: dict[str, str]) -> tuple[str, list[str]]:
     by = {(t.server, t.model): t for t in targets}
-    lines = []
-    verdicts = []
+    lines: list[str] = []
+    verdicts: list[str] = []
+
+    def point(server: str, model: str, c: int) -> tuple[float, ...] | None:
+        t = by.get((server, "floor" if server == "floor" else model))
+        return median_point(t.results[c]) if t is not None and t.results.get(c) else None
+
     for model, title in models.items():
         lines += [
-            f"**{title}** (median of runs; throughput ratio = modelship / that server)",
+            f"**{title}**",
             "",
-            "| server | c | req/s | p50 ms | p99 ms | modelship / server (req/s) "
-            "| p50 / floor p50 |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| server | c | req/s | p50 ms | p99 ms | server CPU µs/req "
+            "| modelship req/s / this | p50 / floor p50 | CPU/req / floor |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in CONCURRENCY:
-            ours = by.get(("modelship", model))
-            floor = by.get(("floor", "floor"))
-            ours_point = median_point(ours.results[c]) if ours and ours.results.get(c) else None
-            floor_point = median_point(floor.results[c]) if floor and floor.results.get(c) else None
+            ours, floor = point("modelship", model, c), point("floor", model, c)
             for server in ("modelship", "mlserver", "mlserver-pw0", "floor"):
-                t = by.get((server, "floor" if server == "floor" else model))
-                if t is None or not t.results.get(c):
-                    lines.append(f"| {server} | {c} | failed | | | | |")
+                p = point(server, model, c)
+                if p is None:
+                    lines.append(f"| {server} | {c} | failed | | | | | | |")
                     continue
-                rps, p50, p99 = median_point(t.results[c])
-                ratio = f"{ours_point[0] / rps:.2f}x" if ours_point else ""
-                vs_floor = f"{p50 / floor_point[1]:.2f}" if floor_point else ""
-                flag = " (errors)" if t.errors else ""
+                rps, p50, p99, cpu = p
+                ratio = f"{ours[0] / rps:.2f}x" if ours else ""
+                vs_floor = f"{p50 / floor[1]:.2f}" if floor else ""
+                cpu_floor = f"{cpu / floor[3]:.2f}" if floor else ""
+                errors = by[(server, "floor" if server == "floor" else model)].errors
+                flag = " (errors)" if errors else ""
                 lines.append(
                     f"| {server}{flag} | {c} | {rps:,.0f} | {fmt_ms(p50)} | {fmt_ms(p99)} "
-                    f"| {ratio} | {vs_floor} |"
+                    f"| {cpu * 1e6:,.0f} | {ratio} | {vs_floor} | {cpu_floor} |"
                 )
-            if c == 8 and ours_point:
-                best = max(
-                    (
-                        median_point(by[(s, model)].results[8])
-                        for s in ("mlserver", "mlserver-pw0")
-                        if (s, model) in by and by[(s, model)].results.get(8)
-                    ),
-                    key=lambda p: p[0],
-                    default=None,
+        ours8, floor8 = point("modelship", model, 8), point("floor", model, 8)
+        best = max(
+            (p for s in ("mlserver", "mlserver-pw0") if (p := point(s, model, 8))),
+            key=lambda p: p[0],
+            default=None,
+        )
+        if ours8 and best:
+            verdict = (
+                f"{title}, c=8: modelship {ours8[0] / best[0]:.2f}x the throughput of MLServer's "
+                f"best configuration (CPU per request {best[3] / ours8[3]:.1f}x lower); p99 "
+                f"{fmt_ms(ours8[2])} ms vs {fmt_ms(best[2])} ms"
+            )
+            if floor8:
+                verdict += (
+                    f"; p50 {ours8[1] / floor8[1]:.2f}x the HTTP floor's (CPU per request "
+                    f"{ours8[3] * 1e6:.0f} µs vs {floor8[3] * 1e6:.0f} µs)"
                 )
-                if best:
-                    verdicts.append(
-                        f"{title}, c=8: modelship {ours_point[0] / best[0]:.2f}x the throughput of "
-                        f"MLServer's best configuration; p99 {fmt_ms(ours_point[2])} ms vs "
-                        f"{fmt_ms(best[2])} ms"
-                        + (
-                            f"; p50 {ours_point[1] / floor_point[1]:.2f}x the HTTP floor's"
-                            if floor_point
-                            else ""
-                        )
-                    )
+            verdicts.append(verdict)
         lines.append("")
     return "\n".join(lines), verdicts
 
@@ -351,6 +367,7 @@ def main() -> None:
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs 2 cores: server on core 0, load generator on core 1")
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     wrk = ensure_wrk()
     mlserver_python = ensure_mlserver()
     work = Path(tempfile.mkdtemp(prefix="modelship-bench-serving-"))
@@ -437,16 +454,19 @@ def main() -> None:
         for run in range(args.runs):
             for c in CONCURRENCY:
                 for target in targets:
-                    rps, p50, p99, errors = run_wrk(
+                    sid = target.process.pid if target.process else 0
+                    cpu_before = session_cpu_seconds(sid)
+                    rps, p50, p99, errors, done = run_wrk(
                         wrk, lua, body_file, target.url, c, args.duration
                     )
+                    cpu = (session_cpu_seconds(sid) - cpu_before) / done if done else float("nan")
                     if rps > 0:
-                        target.results.setdefault(c, []).append((rps, p50, p99))
+                        target.results.setdefault(c, []).append((rps, p50, p99, cpu))
                     target.errors += errors
                     print(
                         f"  run {run + 1} c={c:<3} {target.server:>13}/{target.model:<7}"
                         f" {rps:9,.0f} req/s  p50 {fmt_ms(p50):>7} ms  p99 {fmt_ms(p99):>8} ms"
-                        + (f"  ERRORS {errors}" if errors else ""),
+                        f"  cpu {cpu * 1e6:7.0f} us/req" + (f"  ERRORS {errors}" if errors else ""),
                         flush=True,
                     )
     finally:
@@ -476,6 +496,7 @@ def main() -> None:
         f"{theirs_models['sklearn_version']}, uvicorn {version_of(mlserver_python, 'uvicorn')}); "
         f"{wrk_version.strip()}; {cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
     )
+    load_after = os.getloadavg()[0]
     section = "\n".join(
         [
             f"Command: `{command}` ({time.strftime('%Y-%m-%d')}). Servers pinned to core "
@@ -485,6 +506,10 @@ def main() -> None:
             "per point.",
             "",
             f"Versions: {versions}.",
+            "",
+            f"Machine load (1-min load average) {load_before:.1f} before and {load_after:.1f} "
+            "after the run: other work on the machine moves req/s and p99 from run to run; the "
+            "server CPU time per request (all of a server's processes, from /proc) moves far less.",
             "",
             table,
             *(f"- {v}" for v in verdicts),
