@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "~/.kube/config)",
     )
     parser.add_argument(
+        "--healthcheck",
+        metavar="URL",
+        help="GET URL, exit 0 if it answers 2xx, else 1 (what `helm test` runs), and exit",
+    )
+    parser.add_argument(
         "--check-config",
         action="store_true",
         help="validate the settings, print them as JSON and exit",
@@ -264,8 +269,28 @@ def _version() -> str:
     return package_version()
 
 
+def healthcheck(url: str, timeout: float = 5.0) -> int:
+    """One GET; 0 on 2xx. Retries briefly, since a Service may take a moment to route."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                print(f"{url}: {response.status}")
+                return 0 if 200 <= response.status < 300 else 1
+        except (urllib.error.URLError, OSError) as error:
+            if time.monotonic() > deadline:
+                print(f"{url}: {error}", file=sys.stderr)
+                return 1
+            time.sleep(1)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.healthcheck:
+        raise SystemExit(healthcheck(args.healthcheck))
     try:
         settings = OperatorSettings()
     except ValidationError as exc:

@@ -128,3 +128,24 @@ def test_generated_files_match_their_sources() -> None:
         if not path.exists() or path.read_text() != produce()
     ]
     assert drifted == [], f"run `make generate`: {drifted}"
+
+
+def test_two_replicas_get_a_disruption_budget_and_spread() -> None:
+    assert not by_kind(render(), "PodDisruptionBudget")
+    docs = render("--set", "replicaCount=2")
+    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == 1
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert "podAntiAffinity" in pod["affinity"]
+
+
+def test_helm_test_pod_probes_the_operator_health_endpoint() -> None:
+    out = helm(
+        "template", "modelship", str(CHART), "-n", "ms", "--kube-version", generate.KUBE_VERSION,
+        "--show-only", "templates/tests/test-operator-health.yaml",
+    ).stdout  # fmt: skip
+    pod = yaml.safe_load(out)
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["containers"][0]["args"] == [
+        "--healthcheck",
+        "http://modelship-operator-metrics.ms.svc:8081/healthz",
+    ]
