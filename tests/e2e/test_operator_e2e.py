@@ -51,6 +51,7 @@ pytestmark = [
 ]
 
 SERVING = "app.kubernetes.io/component=serving"
+OPERATOR = "modelship-operator"
 ROUTER = "app.kubernetes.io/component=router"
 
 
@@ -265,7 +266,8 @@ def test_missing_model_and_sha256_mismatch_are_degraded_with_the_reason(
     missing["spec"]["model"]["uri"] = v1.uri.replace("churn-1.0.0", "churn-0.9.9")
     tampered = model_deployment("tampered", v1)
     tampered["spec"]["model"]["sha256"] = v2.sha256
-    env.apply(ns, missing, tampered)
+    misspelt = model_deployment("misspelt", v1, images={"serving": "modelship/serve:0.1.0"})
+    env.apply(ns, missing, tampered, misspelt)
 
     def degraded(name: str, words: str) -> dict[str, Any] | None:
         cond = env.condition(ns, name, "Degraded")
@@ -281,17 +283,21 @@ def test_missing_model_and_sha256_mismatch_are_degraded_with_the_reason(
     cond = until(lambda: degraded("tampered", "sha256 mismatch"),
                  "tampered: Degraded with the sha256 mismatch", 120, describe)  # fmt: skip
     assert cond["reason"] == "PodFailing"
-    for name in ("missing", "tampered"):
+    cond = until(lambda: degraded("misspelt", "modelship/serve:0.1.0"),
+                 "misspelt: Degraded naming the image", 60, describe)  # fmt: skip
+    assert "ImageNotInMap" in cond["message"] and "spec.images" in cond["message"]
+    for name in ("missing", "tampered", "misspelt"):
         assert env.condition(ns, name, "Ready")["status"] == "False"
-        warnings = [e for e in env.events(ns, name) if e.type == "Warning"]
-        assert any(e.reason == "PodFailing" for e in warnings), [e.reason for e in warnings]
+        reasons = [e.reason for e in env.events(ns, name) if e.source.component == OPERATOR]
+        # Announced once: a container between two crashes does not count as recovered.
+        assert reasons.count("PodFailing") == 1 and "Recovered" not in reasons, reasons
 
     # The operator is unharmed: same pods, no restarts, healthy, still reconciling.
     assert {n: operator.restarts(n) for n in names(operator.pods())} == restarts, describe()
     assert operator.leader() == leader
     assert operator.healthz(leader) == 200
     metrics = operator.metrics(leader)
-    for name in ("missing", "tampered"):
+    for name in ("missing", "tampered", "misspelt"):
         labels = {"modeldeployment_namespace": ns, "modeldeployment": name}
         assert metrics.value("modelship_operator_condition", condition="Degraded", **labels) == 1
 
