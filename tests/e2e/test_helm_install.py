@@ -1,0 +1,150 @@
+"""The Helm chart on the local cluster, as a user installs it: install, `helm test`, a
+ModelDeployment served with only the chart's RBAC, upgrade with changed values, and an
+uninstall that leaves nothing behind but the CRD."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from modelship_cluster.binaries import toolset
+from modelship_serving.artifacts import save_model
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "modelship"
+RELEASE = "modelship-helm-e2e"
+INSTANCE = "app.kubernetes.io/instance"
+
+
+def wait_for(check: Any, what: str, limit: float = 120) -> Any:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {limit:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def helm(local_cluster: Any) -> Any:
+    def run(
+        *args: str, check: bool = True, timeout: float = 240
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(toolset().helm), "--kubeconfig", str(local_cluster.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run
+
+
+def operator_env(apps: client.AppsV1Api, namespace: str) -> dict[str, str]:
+    deployment = apps.read_namespaced_deployment(f"{RELEASE}-operator", namespace)
+    return {e.name: e.value for e in deployment.spec.template.spec.containers[0].env if e.value}
+
+
+def release_objects(api: Any, namespace: str) -> list[str]:
+    """Everything labelled with the release, namespaced or cluster-wide."""
+    selector = f"{INSTANCE}={RELEASE}"
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    rbac, policy = client.RbacAuthorizationV1Api(api), client.PolicyV1Api(api)
+    found = []
+    for kind, lister in (
+        ("Deployment", lambda: apps.list_namespaced_deployment(namespace, label_selector=selector)),
+        ("Pod", lambda: core.list_namespaced_pod(namespace, label_selector=selector)),
+        ("Service", lambda: core.list_namespaced_service(namespace, label_selector=selector)),
+        (
+            "ServiceAccount",
+            lambda: core.list_namespaced_service_account(namespace, label_selector=selector),
+        ),
+        ("Role", lambda: rbac.list_namespaced_role(namespace, label_selector=selector)),
+        (
+            "RoleBinding",
+            lambda: rbac.list_namespaced_role_binding(namespace, label_selector=selector),
+        ),
+        ("ClusterRole", lambda: rbac.list_cluster_role(label_selector=selector)),
+        ("ClusterRoleBinding", lambda: rbac.list_cluster_role_binding(label_selector=selector)),
+        (
+            "PodDisruptionBudget",
+            lambda: policy.list_namespaced_pod_disruption_budget(
+                namespace, label_selector=selector
+            ),
+        ),
+    ):
+        found += [f"{kind}/{item.metadata.name}" for item in lister().items]
+    return found
+
+
+def test_install_test_serve_upgrade_and_uninstall(
+    helm: Any, kube_api: Any, kubectl: Any, local_cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    apps = client.AppsV1Api(kube_api)
+    # The release watches only its own namespace, so it never meets another test's operator.
+    values = [
+        "--set", f"watchNamespaces={{{namespace}}}",
+        "--set", "rbac.aggregateToDefaultRoles=false",
+        "--set", "resyncSeconds=2",
+    ]  # fmt: skip
+    helm("install", RELEASE, str(CHART), "-n", namespace, *values, "--wait", "--timeout", "3m")
+    try:
+        notes = helm("status", RELEASE, "-n", namespace).stdout
+        assert f"It watches ModelDeployments in: {namespace}." in notes
+
+        tested = helm("test", RELEASE, "-n", namespace, "--timeout", "2m")
+        assert "Phase:          Succeeded" in tested.stdout
+
+        # The chart's RBAC is enough to serve a model.
+        X, y = make_classification(n_samples=200, n_features=4, random_state=3)
+        path = tmp_path / "helm-e2e-1.0.0.skops"
+        save_model(LogisticRegression().fit(X, y), path)
+        stored = local_cluster.add_model(path, name=f"{namespace}-1.0.0.skops")
+        resource = {
+            "apiVersion": "modelship.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "clf"},
+            "spec": {"model": {"version": "1.0.0", "uri": stored.uri, "sha256": stored.sha256}},
+        }
+        kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(resource))
+
+        def ready() -> bool:
+            out = kubectl("get", "mdep", "clf", "-n", namespace, "-o", "json").stdout
+            conditions = (json.loads(out).get("status") or {}).get("conditions", [])
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+        wait_for(ready, "the ModelDeployment to be Ready under the chart's operator", 180)
+
+        helm(
+            "upgrade", RELEASE, str(CHART), "-n", namespace, "--reuse-values",
+            "--set", "logLevel=debug", "--set", "replicaCount=2", "--wait", "--timeout", "3m",
+        )  # fmt: skip
+        deployment = apps.read_namespaced_deployment(f"{RELEASE}-operator", namespace)
+        assert deployment.spec.replicas == 2
+        assert operator_env(apps, namespace)["MODELSHIP_OPERATOR_LOG_LEVEL"] == "debug"
+        assert f"{RELEASE}-operator" in [
+            p.metadata.name
+            for p in client.PolicyV1Api(kube_api)
+            .list_namespaced_pod_disruption_budget(namespace)
+            .items
+        ]
+        assert "Phase:          Succeeded" in helm("test", RELEASE, "-n", namespace).stdout
+
+        kubectl("delete", "mdep", "clf", "-n", namespace, "--wait=true", timeout=120)
+    finally:
+        helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "2m", check=False)
+
+    wait_for(lambda: release_objects(kube_api, namespace) == [], "the release's objects to go", 60)
+    crd = kubectl("get", "crd", "modeldeployments.modelship.io", "-o", "name").stdout.strip()
+    assert crd == "customresourcedefinition.apiextensions.k8s.io/modeldeployments.modelship.io"
