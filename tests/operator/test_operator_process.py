@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -134,18 +135,10 @@ def test_metrics_follow_the_status_and_forget_deleted_resources() -> None:
     metrics.observe_status("ml", "churn", status("Progressing", 25, "True"))
     metrics.observe_status("ml", "other", status("Idle", 0, "False"))
     text = metrics.exposition().decode()
-    assert (
-        'modelship_operator_phase{modeldeployment="churn",modeldeployment_namespace="ml",phase="Progressing"} 1.0'
-        in text
-    )  # noqa: E501
-    assert (
-        'modelship_operator_phase{modeldeployment="churn",modeldeployment_namespace="ml",phase="Idle"} 0.0'
-        in text
-    )  # noqa: E501
-    assert (
-        'modelship_operator_canary_weight_percent{modeldeployment="churn",modeldeployment_namespace="ml"} 25.0'
-        in text
-    )  # noqa: E501
+    churn = 'modeldeployment="churn",modeldeployment_namespace="ml"'
+    assert f'modelship_operator_phase{{{churn},phase="Progressing"}} 1.0' in text
+    assert f'modelship_operator_phase{{{churn},phase="Idle"}} 0.0' in text
+    assert f"modelship_operator_canary_weight_percent{{{churn}}} 25.0" in text
     assert 'condition="Ready",modeldeployment="other",modeldeployment_namespace="ml"} 0.0' in text
 
     metrics.forget("ml", "churn")
@@ -219,3 +212,75 @@ def test_json_logs_are_one_object_per_line() -> None:
     entry = json.loads(JsonFormatter().format(record))
     assert entry["level"] == "warning" and entry["message"] == "reconcile ml/churn failed"
     assert entry["time"].endswith("Z")
+
+
+def test_healthcheck_passes_on_a_healthy_operator() -> None:
+    async def scenario() -> int:
+        from modelship_operator.cli import healthcheck
+
+        runner = await serve_http(http_app(OperatorMetrics(), HealthState(30)), "127.0.0.1", 0)
+        port = runner.addresses[0][1]
+        try:
+            return await asyncio.to_thread(healthcheck, f"http://127.0.0.1:{port}/healthz")
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(scenario()) == 0
+
+
+# --- the install manifests -----------------------------------------------------------------
+
+
+def operator_manifests() -> dict[str, dict[str, object]]:
+    from pathlib import Path
+
+    import yaml
+
+    folder = Path(__file__).resolve().parents[2] / "manifests/operator"
+    docs = [d for f in sorted(folder.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs if d}
+
+
+def test_the_operator_deployment_matches_the_code() -> None:
+    from modelship_operator.rbac import DEFAULT_NAMESPACE, OPERATOR_NAME
+    from modelship_operator.settings import package_version
+
+    objects = operator_manifests()
+    assert set(objects) == {
+        "Namespace/modelship-system",
+        "Deployment/modelship-operator",
+        "PodDisruptionBudget/modelship-operator",
+        "Service/modelship-operator-metrics",
+    }
+    for key, obj in objects.items():
+        if not key.startswith("Namespace/"):
+            assert obj["metadata"]["namespace"] == DEFAULT_NAMESPACE, key  # type: ignore[index]
+    deployment: dict[str, Any] = objects["Deployment/modelship-operator"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"modelship/operator:{package_version()}"
+    assert pod["serviceAccountName"] == OPERATOR_NAME
+    # The environment it sets is accepted by the operator's settings.
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    settings = OperatorSettings(**{k.removeprefix("MODELSHIP_OPERATOR_").lower(): v
+                                   for k, v in env.items()})  # fmt: skip
+    assert container["ports"][0]["containerPort"] == settings.http_port
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {e["name"] for e in container["env"] if "valueFrom" in e} == {
+        "POD_NAME",
+        "POD_NAMESPACE",
+    }
+    # Pod Security `restricted`, plus a read-only root filesystem.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["readOnlyRootFilesystem"] is True
+    service: dict[str, Any] = objects["Service/modelship-operator-metrics"]
+    assert (
+        service["spec"]["selector"].items() <= deployment["spec"]["selector"]["matchLabels"].items()
+    )
+    labels = objects["Namespace/modelship-system"]["metadata"]["labels"]  # type: ignore[index]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
