@@ -10,10 +10,12 @@ condition. Because the plan depends only on its inputs and everything a rollout 
 status, running it twice, or after a crash at any point, converges to the same state.
 
 The rollout engine's seam is :func:`track_rollout`: it decides phase, step, traffic and the
-model each variant runs. Without metric analysis it only follows the spec and what it
-observes (a canary enters at its first step once it has a ready pod, promotion completes
-when the stable Deployment runs the canary's model everywhere); the analysis step machine
-replaces the middle of it.
+model each variant runs. The decision is the step machine's
+(:func:`modelship_operator.analysis.stepper.advance_resource`), fed with this reconcile's
+analysis (run by the handlers before planning, None when none is due), ``spec.paused`` and
+an unhandled ``modelship.io/action`` annotation; around it the reconcile completes a
+promotion once the stable Deployment runs the canary's model everywhere, scales a finished
+canary down after ``scaleDownDelay`` and asks to run again when the next analysis is due.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from modelship_operator.analysis.stepper import Analysis, advance_resource, next_analysis_at
 from modelship_operator.conditions import (
     Event,
     Failure,
@@ -51,9 +54,10 @@ from modelship_operator.render import (
     variant_name,
 )
 from modelship_operator.settings import OperatorSettings
-from modelship_operator.spec import ModelDeployment, Strategy
+from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
 from modelship_operator.status import (
     TERMINAL_PHASES,
+    ABTestStatus,
     AnalysisResult,
     HistoryEntry,
     ModelDeploymentStatus,
@@ -64,9 +68,6 @@ from modelship_operator.status import (
     Traffic,
 )
 
-#: ``status.rollout.pauseReason`` when the user paused (spec.paused); other reasons (errors)
-#: are the analysis engine's and are not lifted by unpausing.
-PAUSED_BY_USER: Final = "paused by spec.paused"
 HISTORY_LIMIT: Final = 20
 
 
@@ -98,6 +99,14 @@ class Rollout:
     history: tuple[HistoryEntry, ...] = ()
     detail: str = ""
     requeue_after: float | None = None
+    ab_test: ABTestStatus | None = None
+    events: tuple[Event, ...] = ()
+
+
+def prometheus_url(md: ModelDeployment, settings: OperatorSettings) -> str:
+    """Where this resource's analysis queries go: its own spec.prometheus.url, else the
+    operator's setting."""
+    return md.spec.prometheus.url or settings.prometheus_url
 
 
 def runs(view: DeploymentView | None, model: ModelRef) -> bool:
@@ -110,27 +119,19 @@ def runs(view: DeploymentView | None, model: ModelRef) -> bool:
     )
 
 
-def entry_traffic(strategy: Strategy, step: int) -> Traffic:
-    """Traffic when a canary at ``step`` has a ready pod, before any analysis."""
-    if strategy.type == "ABTest":
-        split = strategy.ab_test_settings.split
-        return Traffic(stable=100 - split, canary=split)
-    if strategy.type == "Shadow":
-        return Traffic(stable=100, canary=0, mirror=strategy.shadow_settings.mirror_percent)
-    weight = strategy.steps[min(step, len(strategy.steps) - 1)]
-    return Traffic(stable=100 - weight, canary=weight)
-
-
 def _history(entries: Sequence[HistoryEntry], *new: HistoryEntry) -> tuple[HistoryEntry, ...]:
     return tuple([*entries, *new][-HISTORY_LIMIT:])
 
 
-def track_rollout(md: ModelDeployment, observed: Observed, now: datetime) -> Rollout:
-    """Phase, traffic and models from the spec, the previous status and what runs."""
+def track_rollout(
+    md: ModelDeployment, observed: Observed, now: datetime, analysis: Analysis | None = None
+) -> Rollout:
+    """Phase, traffic and models from the spec, the previous status, this reconcile's
+    ``analysis`` (None: none was due) and what runs."""
     spec, prev = md.spec, md.status
     stable_spec = stable_model(md)
     candidate = canary_model(md)
-    now = timestamp(now)
+    exact_now, now = now, timestamp(now)
     active = prev.phase in ("Progressing", "Paused", "Promoting")
 
     history: tuple[HistoryEntry, ...] = tuple(prev.history)
@@ -156,45 +157,19 @@ def track_rollout(md: ModelDeployment, observed: Observed, now: datetime) -> Rol
             detail="no canary in the spec",
         )
 
-    key = spec.rollout_key()
-    if prev.rollout is None or prev.rollout.key != key:
-        if prev.rollout is not None and active and prev.rollout.candidate is not None:
-            history = _history(
-                history,
-                HistoryEntry(
-                    version=prev.rollout.candidate.version,
-                    outcome="Superseded",
-                    reason="the spec changed during the rollout; analysis restarted",
-                    at=now,
-                ),
-            )
-        progress = RolloutProgress(
-            key=key, candidate=candidate, started_at=now, step_started_at=now
-        )
-        phase: Phase = "Progressing"
-        step = 0
-        traffic = Traffic()
-        failed = errors = 0
-        analysis: tuple[AnalysisResult, ...] = ()
-    else:
-        progress = prev.rollout
-        phase = prev.phase or "Progressing"
-        step = prev.step or 0
-        traffic = prev.traffic or Traffic()
-        failed, errors = prev.failed_checks, prev.consecutive_errors
-        analysis = tuple(prev.last_analysis)
-
-    # Pause and resume by the user; the engine's own pauses are lifted by the engine.
-    if phase in ("Progressing", "Paused"):
-        if spec.paused and phase != "Paused":
-            phase = "Paused"
-            progress = progress.model_copy(update={"pause_reason": PAUSED_BY_USER})
-        elif not spec.paused and phase == "Paused" and progress.pause_reason == PAUSED_BY_USER:
-            phase = "Progressing"
-            progress = progress.model_copy(update={"pause_reason": None, "step_started_at": now})
-
     stable_view = observed.deployment(variant_name(md.name, "stable"))
     canary_view = observed.deployment(variant_name(md.name, "canary"))
+    canary_ready = canary_view is not None and canary_view.ready > 0
+
+    decided = advance_resource(md, now, canary_ready=canary_ready, analysis=analysis)
+    state = decided.state
+    phase, step, traffic, progress = state.phase, state.step, state.traffic, state.progress
+    failed, errors = state.failed_checks, state.consecutive_errors
+    analysis_results = (
+        decided.last_analysis if decided.last_analysis is not None else tuple(prev.last_analysis)
+    )
+    if decided.finished is not None:
+        history = _history(history, decided.finished)
 
     if phase == "Promoting" and runs(stable_view, candidate):
         phase = "Promoted"
@@ -210,7 +185,6 @@ def track_rollout(md: ModelDeployment, observed: Observed, now: datetime) -> Rol
         )
 
     stable_target = candidate if phase in ("Promoting", "Promoted") else stable_spec
-    canary_ready = canary_view is not None and canary_view.ready > 0
     requeue: float | None = None
     canary_replicas = spec.replicas
     if phase in TERMINAL_PHASES:
@@ -221,10 +195,19 @@ def track_rollout(md: ModelDeployment, observed: Observed, now: datetime) -> Rol
             canary_replicas = 0
         else:
             requeue = remaining
-    elif phase == "Progressing" and canary_ready and traffic.canary == 0 and not traffic.mirror:
-        traffic = entry_traffic(spec.strategy, step)
-
-    detail = _describe(md, phase, step, traffic, candidate, canary_ready, progress)
+    due = next_analysis_at(spec.strategy, state)
+    if due is not None:
+        # The exact clock, not the whole second: an analysis is never a second late.
+        wait = max(0.5, (due - exact_now).total_seconds())
+        requeue = wait if requeue is None else min(requeue, wait)
+    detail = decided.decision.reason
+    if phase == "Promoted":
+        detail = (
+            f"stable serves {candidate.version}; to finish, set spec.model to the canary's "
+            "model and remove spec.canary"
+        )
+    elif phase in TERMINAL_PHASES and decided.decision.action == "wait" and history:
+        detail = history[-1].reason or detail  # later reconciles keep saying why it ended
     return Rollout(
         phase=phase,
         stable_model=stable_target,
@@ -235,44 +218,13 @@ def track_rollout(md: ModelDeployment, observed: Observed, now: datetime) -> Rol
         progress=progress,
         failed_checks=failed,
         consecutive_errors=errors,
-        last_analysis=analysis,
+        last_analysis=analysis_results,
         history=history,
         detail=detail,
         requeue_after=requeue,
+        ab_test=state.ab_test,
+        events=decided.events,
     )
-
-
-def _describe(
-    md: ModelDeployment,
-    phase: Phase,
-    step: int,
-    traffic: Traffic,
-    candidate: ModelRef,
-    canary_ready: bool,
-    progress: RolloutProgress,
-) -> str:
-    strategy = md.spec.strategy
-    if phase == "Progressing":
-        if not canary_ready and traffic.canary == 0 and not traffic.mirror:
-            return f"waiting for a ready pod of canary {candidate.version}"
-        if strategy.type == "Shadow":
-            return f"canary {candidate.version} receives a {traffic.mirror}% mirror of traffic"
-        if strategy.type == "ABTest":
-            return f"A/B test: canary {candidate.version} serves {traffic.canary}% of users"
-        return (
-            f"canary {candidate.version} at step {step + 1}/{len(strategy.steps)} "
-            f"({traffic.canary}% of traffic)"
-        )
-    if phase == "Paused":
-        return progress.pause_reason or "paused"
-    if phase == "Promoting":
-        return f"the stable variant is rolling out the canary's model {candidate.version}"
-    if phase == "Promoted":
-        return (
-            f"stable serves {candidate.version}; to finish, set spec.model to the canary's "
-            "model and remove spec.canary"
-        )
-    return ""
 
 
 def next_router_generation(
@@ -312,9 +264,10 @@ def plan(
     settings: OperatorSettings,
     now: datetime,
     failures: Sequence[Failure] = (),
+    analysis: Analysis | None = None,
 ) -> Plan:
     """What to apply, delete, write to status and announce for ``md`` now."""
-    rollout = track_rollout(md, observed, now)
+    rollout = track_rollout(md, observed, now, analysis)
     builtin_router = md.spec.router.type == "builtin"
     canary = (
         None
@@ -340,12 +293,6 @@ def plan(
     canary_view = observed.deployment(variant_name(md.name, "canary"))
     router_view = observed.deployment(router_name(md.name))
     gen = md.metadata.generation
-    previous = md.status.rollout
-    same_rollout = (
-        previous is not None
-        and rollout.progress is not None
-        and previous.key == rollout.progress.key
-    )
     conditions = list(md.status.conditions)
     verdicts: list[tuple[Any, Verdict]] = [
         ("Ready", ready(stable_view, router_view, builtin_router)),
@@ -369,17 +316,18 @@ def plan(
         canary=variant_status(canary_view, rollout.canary_model) if canary else None,
         rolled_out=rolled_out(md.status.rolled_out, stable_view, rollout.stable_model),
         rollout=rollout.progress,
-        ab_test=md.status.ab_test if same_rollout else None,
+        ab_test=rollout.ab_test,
         history=list(rollout.history),
         conditions=conditions,
         router_config_generation=generation,
-        last_handled_action=md.status.last_handled_action,
+        last_handled_action=md.metadata.annotations.get(ACTION_ANNOTATION)
+        or md.status.last_handled_action,
     )
     return Plan(
         apply=tuple(objects),
         delete=tuple(delete),
         status=status,
-        events=tuple(transition_events(md.status, status)),
+        events=(*rollout.events, *transition_events(md.status, status)),
         requeue_after=rollout.requeue_after,
     )
 

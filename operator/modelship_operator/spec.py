@@ -607,8 +607,10 @@ class Strategy(ApiModel):
     )
     progress_deadline: Deadline = Field(
         default="10m",
-        description="Longest a step may go without a decision (e.g. no traffic). When it "
-        "passes the canary is rolled back; an A/B test ends keeping stable.",
+        description="Longest a step (or the wait for a ready canary pod) may go without a "
+        "decision, e.g. for lack of traffic. Then the rollout ends Failed, not RolledBack "
+        "(could not tell, not found bad): traffic returns to stable and retry starts it "
+        "again. An A/B test ends keeping stable (no winner). Time paused does not count.",
     )
     promotion: Literal["Automatic", "Manual"] = Field(
         default="Automatic",

@@ -189,7 +189,9 @@ class ModelDeploymentStatus(ApiModel):
     )
     traffic: Traffic | None = Field(default=None, description="Traffic split in force.")
     step: Count | None = Field(
-        default=None, description="Index (from 0) into strategy.steps of the current step."
+        default=None,
+        description="Index (from 0) into strategy.steps of the current step; len(steps) once "
+        "every step passed and a Manual promotion is awaited. 0 in the shadow and A/B stages.",
     )
     failed_checks: Count = Field(default=0, description="Failed analyses in this rollout.")
     consecutive_errors: Count = Field(

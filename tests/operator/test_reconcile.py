@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from mdep_fixtures import SHA_CANARY, SHA_STABLE, base_resource
+from modelship_operator.analysis.stepper import PAUSED_BY_USER
 from modelship_operator.conditions import Failure
 from modelship_operator.kinds import ChildRef
 from modelship_operator.observed import Observed, observe
 from modelship_operator.reconcile import (
-    PAUSED_BY_USER,
     Plan,
     describe_invalid,
     next_router_generation,
