@@ -170,6 +170,7 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
             return 0
         reconciler = Reconciler(kube, settings, metrics, identity)
         kopf_stop = asyncio.Event()
+        kopf_ready = asyncio.Event()
         operator = asyncio.create_task(
             kopf.operator(
                 registry=build_registry(reconciler, kubeconfig),
@@ -181,9 +182,13 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
                 # entry in a distroless image).
                 identity=identity,  # type: ignore[arg-type]
                 stop_flag=kopf_stop,
+                ready_flag=kopf_ready,
             ),
             name="kopf",
         )
+        # kopf installs its own SIGTERM/SIGINT handlers as it starts; take them back, so a
+        # stop goes through the order below (stop reconciling, stop kopf, release the Lease).
+        reclaim = asyncio.create_task(_reclaim_signals(kopf_ready, stop), name="signals")
         waiters = {operator, asyncio.create_task(stop.wait(), name="stop")}
         holder = None
         if elector is not None:
@@ -202,13 +207,17 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
             else:
                 log.error("leader election failed: %r", exc)
             code = 1
+        if stop.is_set():
+            log.info("stopping on request")
         if operator in done and operator.exception() is not None:
             log.error("kopf stopped: %r", operator.exception())
             code = 1
+        # Stop acting first: no reconcile may run once the Lease could be someone else's.
+        await reconciler.close()
         kopf_stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(operator), STOP_TIMEOUT)
-        for task in pending:
+        for task in (*pending, reclaim):
             task.cancel()
         return code
     finally:
@@ -220,6 +229,13 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         await kube.close()
         await runner.cleanup()
         log.info("modelship-operator stopped")
+
+
+async def _reclaim_signals(kopf_ready: asyncio.Event, stop: asyncio.Event) -> None:
+    await kopf_ready.wait()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
 
 
 async def _wait_for_crd(kube: Any) -> None:

@@ -120,6 +120,7 @@ class Reconciler:
         self.identity = identity
         self._clock = clock
         self._workers: dict[Key, _Worker] = {}
+        self._closed = False
 
     # --- scheduling ------------------------------------------------------------------------
 
@@ -132,6 +133,8 @@ class Reconciler:
         change of a child does not. A watch event of the operator's own status write is
         ignored.
         """
+        if self._closed:
+            return
         key = (namespace, name)
         worker = self._workers.get(key)
         if worker is None:
@@ -154,6 +157,8 @@ class Reconciler:
         self.metrics.managed.set(len(self._workers))
 
     async def close(self) -> None:
+        """Stop every reconcile now and accept no more (leadership is ending)."""
+        self._closed = True
         tasks = [w.task for w in self._workers.values() if w.task is not None]
         self._workers.clear()
         for task in tasks:
