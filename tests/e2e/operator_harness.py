@@ -190,6 +190,9 @@ class Env:
                     OPERATOR_NS, label_selector=f"app.kubernetes.io/name={OPERATOR}"
                 ).items:
                     out.append(f"--- operator pod {pod.metadata.name}: {pod_summary(pod)}")
+                    if any(s.restart_count for s in pod.status.container_statuses or []):
+                        out.append("(before the last restart:)")
+                        out.append(self.logs(OPERATOR_NS, pod.metadata.name, True, tail=15))
                     out.append(self.logs(OPERATOR_NS, pod.metadata.name, tail=25))
         except Exception as exc:  # diagnostics must never hide the real failure
             out.append(f"(diagnostics failed: {exc!r})")

@@ -376,6 +376,8 @@ def test_operator_killed_during_reconcile_converges(
     env.apply(ns, model_deployment("killed", models["1.0.0"], replicas=2))
     killer.join(timeout=70)
     assert "children" in seen, "the operator never created the first child"
+    # Status is the last thing a reconcile writes: none yet means the kill came mid-reconcile.
+    assert seen["status"] is None, seen
 
     describe = lambda: env.describe(ns, "killed")  # noqa: E731
     until(lambda: operator.leader() is not None and (
