@@ -8,15 +8,22 @@ the worker runs :meth:`Reconciler.reconcile`, which is the whole wiring of the p
 1. read the resource as stored now (never a cached body: its status is the rollout's memory);
 2. parse it (``ModelDeployment.from_api``); a spec the operator cannot use gets
    ``plan_invalid`` — a Degraded condition, nothing touched;
-3. list the children and pods by label, ``observe`` them, ``plan``;
-4. server-side apply ``plan.apply`` (field manager of its own, ``force``), then delete
+3. list the children and pods by label, ``observe`` them; run the metric analysis when one
+   is due (``analysis.runner.analyse_if_due`` against the Prometheus of ``spec.prometheus.url``
+   or the operator's setting, over one shared HTTP client); ``plan``;
+4. record the rollout's decision in status first (phase, step, traffic, counters, last
+   analysis, history, handled action) *only if the resource is unchanged since step 1*
+   (resourceVersion precondition: nothing decided from an old spec or an old status is
+   written or acted on). A crash after this write is resumed from it by the next run, so
+   a decision (a step, a promotion, a rollback) is acted on once and never re-decided;
+5. server-side apply ``plan.apply`` (field manager of its own, ``force``), then delete
    ``plan.delete``; API refusals (quota, admission, invalid objects) are re-planned as
    failures, which gives the same decisions plus Degraded;
-5. patch status (``status_patch``) *only if the resource is unchanged since step 1*
-   (resourceVersion precondition: a status computed from an old spec is never written),
-   then post the plan's Events;
-6. run again after ``plan.requeue_after`` or ``resync_seconds``, whichever is sooner, or at
-   once when the resource or one of its Deployments changes.
+6. patch the rest of status (``status_patch``: conditions, variants, generations), with the
+   same precondition, then post the plan's Events;
+7. run again after ``plan.requeue_after`` (the next analysis, a scale-down) or
+   ``resync_seconds``, whichever is sooner, or at once when the resource or one of its
+   Deployments changes.
 
 Why a worker per resource rather than kopf's create/update/resume handlers and a timer:
 the resource stays untouched by kopf (no finalizer, so deleting it never waits for the
@@ -37,15 +44,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import httpx
 import kopf
 from pydantic import ValidationError
 
 from modelship_operator import kinds
+from modelship_operator.analysis.prometheus import PrometheusClient
+from modelship_operator.analysis.runner import analyse_if_due
+from modelship_operator.analysis.stepper import Analysis
 from modelship_operator.conditions import Event, Failure
 from modelship_operator.kube import ApiError, Kube, bearer, load_configuration
 from modelship_operator.metrics import OperatorMetrics
 from modelship_operator.observed import observe
-from modelship_operator.reconcile import Plan, describe_invalid, plan, plan_invalid, status_patch
+from modelship_operator.reconcile import (
+    Plan,
+    describe_invalid,
+    plan,
+    plan_invalid,
+    prometheus_url,
+    status_patch,
+)
 from modelship_operator.render import router_name
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import GROUP, PLURAL, VERSION, ModelDeployment
@@ -58,6 +76,24 @@ DEBOUNCE_SECONDS: Final = 0.2
 MAX_BACKOFF_SECONDS: Final = 60.0
 #: Consecutive status conflicts after which the worker backs off like after an error.
 MAX_CONFLICTS: Final = 3
+#: Seconds one Prometheus query may take; a slower one is an analysis Error (counted toward
+#: maxConsecutiveErrors), never a stuck reconcile.
+PROMETHEUS_TIMEOUT_SECONDS: Final = 5.0
+#: Status fields that record the rollout's decision; written before the plan is acted on.
+DECISION_FIELDS: Final = frozenset(
+    {
+        "phase",
+        "step",
+        "traffic",
+        "rollout",
+        "failedChecks",
+        "consecutiveErrors",
+        "lastAnalysis",
+        "abTest",
+        "history",
+        "lastHandledAction",
+    }
+)
 
 Key = tuple[str, str]
 
@@ -98,8 +134,9 @@ class _Worker:
     urgent: bool = False
     failures: int = 0
     conflicts: int = 0
-    #: resourceVersion of this operator's last status write (its own watch event is no news).
-    own_version: str | None = None
+    #: resourceVersions of this operator's recent status writes (their watch events are no
+    #: news).
+    own_versions: list[str] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
 
@@ -113,6 +150,7 @@ class Reconciler:
         metrics: OperatorMetrics,
         identity: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -120,6 +158,9 @@ class Reconciler:
         self.identity = identity
         self._clock = clock
         self._workers: dict[Key, _Worker] = {}
+        # One connection pool for every resource's Prometheus queries.
+        self._http = http or httpx.AsyncClient(timeout=PROMETHEUS_TIMEOUT_SECONDS)
+        self._owns_http = http is None
         self._closed = False
 
     # --- scheduling ------------------------------------------------------------------------
@@ -143,7 +184,7 @@ class Reconciler:
             worker.task = asyncio.create_task(self._run(key, worker), name=f"reconcile {key}")
             self.metrics.managed.set(len(self._workers))
             return
-        if resource_version is not None and resource_version == worker.own_version:
+        if resource_version is not None and resource_version in worker.own_versions:
             return
         worker.urgent = worker.urgent or urgent
         worker.wake.set()
@@ -164,6 +205,8 @@ class Reconciler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._owns_http:
+            await self._http.aclose()
 
     async def _run(self, key: Key, worker: _Worker) -> None:
         await asyncio.sleep(DEBOUNCE_SECONDS)
@@ -252,10 +295,14 @@ class Reconciler:
             children = await self.kube.list_children(namespace, selector)
             pods = await self.kube.list_pods(namespace, selector)
             observed = observe(children, pods, routing_configmap=router_name(md.name))
-            result = plan(md, observed, self.settings, now)
+            analysis = await self._analyse(md, now)
+            result = plan(md, observed, self.settings, now, analysis=analysis)
+            # The decision is recorded before anything acts on it.
+            if not await self._write_status(body, result, worker, only=DECISION_FIELDS):
+                return Outcome("conflict")
             failures = await self._act(result, namespace, name)
             if failures:
-                result = plan(md, observed, self.settings, now, failures)
+                result = plan(md, observed, self.settings, now, failures, analysis=analysis)
                 result_kind = "refused"
         if not await self._write_status(body, result, worker):
             return Outcome("conflict")
@@ -263,6 +310,25 @@ class Reconciler:
             await self._post_event(body, event)
         self.metrics.observe_status(namespace, name, result.status)
         return Outcome(result_kind, next_delay(self.settings, result))
+
+    async def _analyse(self, md: ModelDeployment, now: datetime) -> Analysis | None:
+        """This reconcile's metric analysis, or None when none is due. Prometheus failures
+        are Error verdicts inside the analysis, never exceptions."""
+        source = PrometheusClient(
+            prometheus_url(md, self.settings), timeout=PROMETHEUS_TIMEOUT_SECONDS, client=self._http
+        )
+        analysis = await analyse_if_due(md, source, now)
+        if analysis is not None:
+            self.metrics.analyses.labels(md.namespace, md.name, analysis.verdict).inc()
+            log.info(
+                "analysis of %s/%s (%s, step %d): %s",
+                md.namespace,
+                md.name,
+                analysis.stage,
+                analysis.step,
+                "; ".join(c.summary for c in analysis.checks) or analysis.verdict,
+            )
+        return analysis
 
     async def _act(self, result: Plan, namespace: str, name: str) -> list[Failure]:
         """Apply then delete; refusals become Failures, transient errors propagate."""
@@ -290,10 +356,20 @@ class Reconciler:
                 log.info("deleted %s %s/%s (no longer in the spec)", ref.kind, namespace, ref.name)
         return failures
 
-    async def _write_status(self, body: Mapping[str, Any], result: Plan, worker: _Worker) -> bool:
-        """Patch status if it changed; False when the resource changed since it was read."""
+    async def _write_status(
+        self,
+        body: dict[str, Any],
+        result: Plan,
+        worker: _Worker,
+        only: frozenset[str] | None = None,
+    ) -> bool:
+        """Patch status if it changed (``only``: just these fields); False when the resource
+        changed since it was read. ``body`` is updated to what was written, so a second
+        write patches on top of the first."""
         meta = body["metadata"]
         patch = status_patch(body.get("status"), result.status.to_api())
+        if only is not None:
+            patch = {key: value for key, value in patch.items() if key in only}
         if not patch:
             return True
         try:
@@ -304,7 +380,12 @@ class Reconciler:
             if exc.conflict:
                 return False
             raise
-        worker.own_version = answer.get("metadata", {}).get("resourceVersion")
+        version = answer.get("metadata", {}).get("resourceVersion")
+        if version:
+            meta["resourceVersion"] = version
+            worker.own_versions = [*worker.own_versions[-3:], version]
+        written = answer.get("status")
+        body["status"] = written if isinstance(written, dict) else _merged(body, patch)
         return True
 
     async def _post_event(self, body: Mapping[str, Any], event: Event) -> None:
@@ -315,6 +396,17 @@ class Reconciler:
             )
         except ApiError as exc:
             log.warning("could not post event %s: %s", event.reason, exc)
+
+
+def _merged(body: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Status after a merge patch of its top-level fields (when the API returned none)."""
+    status = dict(body.get("status") or {})
+    for key, value in patch.items():
+        if value is None:
+            status.pop(key, None)
+        else:
+            status[key] = value
+    return status
 
 
 # --- kopf -------------------------------------------------------------------------------------

@@ -67,6 +67,13 @@ class OperatorMetrics:
             [*RESOURCE, "condition"],
             registry=r,
         )
+        self.analyses = Counter(
+            "modelship_operator_analyses_total",
+            "Metric analyses of a rollout, by overall verdict: Successful, Failed, "
+            "Inconclusive, Error",
+            [*RESOURCE, "verdict"],
+            registry=r,
+        )
         self.leader = Gauge(
             "modelship_operator_leader",
             "1 while this replica holds the leader Lease and acts; 0 while it stands by",
@@ -91,7 +98,13 @@ class OperatorMetrics:
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a ModelDeployment that is gone."""
-        for metric in (self.reconciles, self.errors, self.phase, self.canary_weight):
+        for metric in (
+            self.reconciles,
+            self.errors,
+            self.analyses,
+            self.phase,
+            self.canary_weight,
+        ):
             _remove_matching(metric, namespace, name)
         _remove_matching(self.condition, namespace, name)
 
