@@ -472,6 +472,11 @@ def main() -> None:
     finally:
         for target in targets:
             stop(target)
+        logs = {t.server + "/" + t.model: t.log for t in targets if t.errors and t.log}
+        for name, log in logs.items():
+            say(f"{name} had errors; its log ends with:\n{log.read_text()[-1500:]}")
+        if sys.exc_info()[0] is not None:
+            shutil.rmtree(work, ignore_errors=True)
     table, verdicts = report(targets, models)
     cpu = next(
         (
