@@ -1,5 +1,6 @@
 """The Helm chart on the local cluster, as a user installs it: install, `helm test`, a
-ModelDeployment served with only the chart's RBAC, upgrade with changed values, and an
+ModelDeployment and every example in manifests/examples/ served with only the chart's RBAC,
+upgrade with changed values, and an
 uninstall that leaves nothing behind but the CRD."""
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from modelship_serving.artifacts import save_model
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "modelship"
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modelship"
+EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 RELEASE = "modelship-helm-e2e"
 INSTANCE = "app.kubernetes.io/instance"
 
@@ -88,6 +91,38 @@ def release_objects(api: Any, namespace: str) -> list[str]:
     return found
 
 
+def check_examples(kubectl: Any, local_cluster: Any, namespace: str, tmp_path: Path) -> None:
+    """manifests/examples/ as a user adapts them: their own artifacts, one replica here."""
+    X, y = make_classification(n_samples=200, n_features=4, random_state=5)
+    names = []
+    for example in EXAMPLES:
+        doc = yaml.safe_load(example.read_text())
+        for part, seed in (("model", 1), ("canary", 2)):
+            path = tmp_path / f"{example.stem}-{part}.skops"
+            save_model(LogisticRegression(C=seed).fit(X, y), path)
+            stored = local_cluster.add_model(path, name=f"{namespace}-{example.stem}-{part}.skops")
+            doc["spec"][part].update(uri=stored.uri, sha256=stored.sha256)
+        doc["spec"]["replicas"] = 1
+        kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+        names.append(doc["metadata"]["name"])
+
+    def serving(name: str) -> dict[str, Any] | None:
+        body = json.loads(kubectl("get", "mdep", name, "-n", namespace, "-o", "json").stdout)
+        status = body.get("status") or {}
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+        )
+        canary_up = ((status.get("canary") or {}).get("readyReplicas") or 0) >= 1
+        return status if ready and canary_up and status.get("phase") == "Progressing" else None
+
+    for name in names:
+        wait_for(
+            lambda n=name: serving(n), f"example {name} to serve stable and its candidate", 240
+        )
+    for name in names:
+        kubectl("delete", "mdep", name, "-n", namespace, "--wait=false")
+
+
 def test_install_test_serve_upgrade_and_uninstall(
     helm: Any, kube_api: Any, kubectl: Any, local_cluster: Any, namespace: str, tmp_path: Path
 ) -> None:
@@ -125,6 +160,7 @@ def test_install_test_serve_upgrade_and_uninstall(
             return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
         wait_for(ready, "the ModelDeployment to be Ready under the chart's operator", 180)
+        check_examples(kubectl, local_cluster, namespace, tmp_path)
 
         helm(
             "upgrade", RELEASE, str(CHART), "-n", namespace, "--reuse-values",
