@@ -1,7 +1,6 @@
 """The Helm chart on the local cluster, as a user installs it: install, `helm test`, a
 ModelDeployment and every example in manifests/examples/ served with only the chart's RBAC,
-upgrade with changed values, and an
-uninstall that leaves nothing behind but the CRD."""
+upgrade with changed values, and an uninstall that leaves nothing behind but the CRD."""
 
 from __future__ import annotations
 
