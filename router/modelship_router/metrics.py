@@ -78,6 +78,8 @@ class RouterMetrics:
         self.retries: dict[tuple[str, str], int] = {}
         self.fallbacks: dict[tuple[str, str], int] = {}
         self.mirror_requests: dict[tuple[str, str, str], int] = {}
+        self.shadow_predictions: dict[tuple[str, str, str], int] = {}
+        self.shadow_incomparable: dict[tuple[str, str, str], int] = {}
         self.generation: dict[str, int] = {}
         self.config_errors: dict[str, int] = {}
         self.upstreams: dict[tuple[str, str], int] = {}
@@ -110,6 +112,16 @@ class RouterMetrics:
     def count_mirror(self, deployment: str, variant: str, outcome: str) -> None:
         key = (deployment, variant, outcome)
         self.mirror_requests[key] = self.mirror_requests.get(key, 0) + 1
+
+    def count_shadow_rows(self, deployment: str, variant: str, agree: int, disagree: int) -> None:
+        """Prediction rows of a shadow copy compared with the client's answer."""
+        for result, rows in (("agree", agree), ("disagree", disagree)):
+            key = (deployment, variant, result)
+            self.shadow_predictions[key] = self.shadow_predictions.get(key, 0) + rows
+
+    def count_shadow_incomparable(self, deployment: str, variant: str, reason: str) -> None:
+        key = (deployment, variant, reason)
+        self.shadow_incomparable[key] = self.shadow_incomparable.get(key, 0) + 1
 
     def set_generation(self, deployment: str, generation: int) -> None:
         self.generation[deployment] = generation
@@ -165,6 +177,20 @@ class RouterMetrics:
             "Shadow copies by outcome: ok, http_4xx, http_5xx, error, timeout, dropped.",
             ["deployment", "variant", "outcome"],
             self.mirror_requests,
+        )
+        yield _counter(
+            "modelship_router_shadow_predictions",
+            "Prediction rows of shadow copies compared with the answer the client got, by "
+            "result: agree, disagree (floats within 1e-6 relative).",
+            ["deployment", "variant", "result"],
+            self.shadow_predictions,
+        )
+        yield _counter(
+            "modelship_router_shadow_incomparable",
+            "Shadow copies whose answer could not be compared with the client's, by reason: "
+            "primary_error, shadow_error, not_json, no_predictions.",
+            ["deployment", "variant", "reason"],
+            self.shadow_incomparable,
         )
         generation = GaugeMetricFamily(
             "modelship_router_config_generation",

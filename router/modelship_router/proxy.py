@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import httptools
 
+from modelship_router.agreement import compare
 from modelship_router.config import BUCKETS
 from modelship_router.metrics import (
     CONTENT_TYPE,
@@ -495,7 +496,7 @@ class Proxy:
             chosen.falling_back = False
             log.info("variant %s is served by its own upstreams again", chosen.name)
         if snapshot.table.mirror_variant is not None:
-            self._mirror(snapshot, req, variant.name, conn.peer)
+            self._mirror(snapshot, req, variant.name, conn.peer, response)
         req.data = b""
         conn.finished(req)
 
@@ -529,7 +530,7 @@ class Proxy:
         self.write_error(conn, req, status, message, variant)
         self.metrics.count_request(snapshot.deployment, variant.name, status)
         if snapshot.table.mirror_variant is not None:
-            self._mirror(snapshot, req, variant.name, conn.peer)
+            self._mirror(snapshot, req, variant.name, conn.peer, None)
         conn.finished(req)
 
     async def _slow_path(self, req: Request, error: UpstreamError | None) -> None:
@@ -730,7 +731,17 @@ class Proxy:
 
     # -- shadow copies -----------------------------------------------------------------------
 
-    def _mirror(self, snapshot: Snapshot, req: Request, served: str, peer: bytes) -> None:
+    def _mirror(
+        self,
+        snapshot: Snapshot,
+        req: Request,
+        served: str,
+        peer: bytes,
+        primary: Response | None,
+    ) -> None:
+        """Send a copy of ``req`` to the shadow variant, if this request is drawn. For a
+        POST (a prediction), the shadow's answer is compared with ``primary`` (what the
+        client got; None: the client got an error) in the copy's own task."""
         target = mirror_target(snapshot.table, served, self.draw(BUCKETS))
         if target is None:
             return
@@ -743,13 +754,23 @@ class Proxy:
             self.metrics.count_mirror(deployment, target, MIRROR_DROPPED)
             return
         data = req.serialise(peer, upstream.address, mirror=True)
-        task = self.loop.create_task(self._send_mirror(deployment, target, upstream, data))
+        compared = req.method == b"POST"
+        task = self.loop.create_task(
+            self._send_mirror(deployment, target, upstream, data, compared, primary)
+        )
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
 
     async def _send_mirror(
-        self, deployment: str, variant: str, upstream: Upstream, data: bytes
+        self,
+        deployment: str,
+        variant: str,
+        upstream: Upstream,
+        data: bytes,
+        compared: bool = False,
+        primary: Response | None = None,
     ) -> None:
+        resp: Response | None = None
         try:
             resp = await self._attempt(upstream, data, False, self.settings.mirror_timeout)
         except UpstreamTimeout:
@@ -767,6 +788,17 @@ class Proxy:
             else:
                 outcome = MIRROR_OK
         self.metrics.count_mirror(deployment, variant, outcome)
+        if compared:
+            result = compare(
+                primary.status if primary is not None else None,
+                primary.body if primary is not None else b"",
+                resp.status if resp is not None else None,
+                resp.body if resp is not None else b"",
+            )
+            if result.incomparable is not None:
+                self.metrics.count_shadow_incomparable(deployment, variant, result.incomparable)
+            else:
+                self.metrics.count_shadow_rows(deployment, variant, result.agree, result.disagree)
 
     # -- housekeeping ------------------------------------------------------------------------
 
