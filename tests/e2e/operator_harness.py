@@ -393,13 +393,18 @@ def predict(base: str, model: str, rows: np.ndarray) -> tuple[int, list[Any], st
 class LoadResult:
     statuses: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    first_errors: list[str] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
     requests: int = 0
 
-    def failures(self) -> dict[str, int]:
-        bad = {str(code): n for code, n in self.statuses.items() if not 200 <= code < 300}
+    def failures(self) -> dict[str, Any]:
+        bad: dict[str, Any] = {
+            str(code): n for code, n in self.statuses.items() if not 200 <= code < 300
+        }
         for error in self.errors:
             bad[error] = bad.get(error, 0) + 1
+        if self.first_errors:
+            bad["first errors"] = self.first_errors
         return bad
 
 
@@ -445,6 +450,10 @@ class ContinuousClient:
                     response = http.post(url, content=body, headers=headers)
                 except httpx.HTTPError as exc:
                     self.result.errors.append(type(exc).__name__)
+                    if len(self.result.first_errors) < 3:
+                        stamp = time.strftime("%H:%M:%S")
+                        self.result.first_errors.append(f"{stamp} {exc!r}")
+                    time.sleep(0.05)
                     continue
                 code = response.status_code
                 self.result.statuses[code] = self.result.statuses.get(code, 0) + 1

@@ -212,6 +212,61 @@ def test_deploy_predict_roll_out_and_delete(
     until(lambda: env.children(ns, "churn") == [], "every child to be gone", 90, describe)
 
 
+# --- a canary in the operator's metrics ------------------------------------------------------
+
+
+def test_a_canary_shows_in_the_metrics_and_removing_it_aborts_and_prunes(
+    env: Env, operator: Operator, models: dict[str, Model], ns: str
+) -> None:
+    """Canary weight and phase as exported while a canary holds its first step (the interval
+    is long, so no analysis decides anything here: tests/e2e/test_rollout_canary.py covers
+    promotion and rollback); removing spec.canary aborts the rollout and deletes its objects."""
+    v1, v2 = models["1.0.0"], models["2.0.0"]
+    X, _ = training_data()
+    strategy = {"steps": [40, 80], "interval": "10m", "progressDeadline": "20m"}
+    env.apply(ns, model_deployment("weights", v1, canary=v2.ref(), strategy=strategy))
+    describe = lambda: env.describe(ns, "weights")  # noqa: E731
+    labels = {"modeldeployment_namespace": ns, "modeldeployment": "weights"}
+    leader = operator.leader()
+    assert leader is not None
+
+    def at_step() -> dict[str, Any] | None:
+        status = (env.md(ns, "weights") or {}).get("status") or {}
+        return status if (status.get("traffic") or {}).get("canary") == 40 else None
+
+    status = until(at_step, "the canary to take 40% of traffic", 150, describe)
+    assert status["phase"] == "Progressing" and status["canary"]["version"] == "2.0.0", status
+    metrics = until(
+        lambda: (m := operator.metrics(leader)).value(
+            "modelship_operator_canary_weight_percent", **labels) == 40 and m,
+        "the canary weight in the operator's metrics", 30, describe,
+    )  # fmt: skip
+    assert metrics.value("modelship_operator_phase", phase="Progressing", **labels) == 1
+    assert metrics.value("modelship_operator_phase", phase="Idle", **labels) == 0
+    assert metrics.value("modelship_operator_condition", condition="Progressing", **labels) == 1
+    base = router_url(env, ns, "weights")
+    answered = until(lambda: {predict(base, "weights", X[:2])[2] for _ in range(40)} >= {
+        "1.0.0", "2.0.0"}, "both versions to answer through the router", 30, describe)  # fmt: skip
+    assert answered
+
+    env.kubectl("-n", ns, "patch", "modeldeployment", "weights", "--type=json",
+                "-p", '[{"op": "remove", "path": "/spec/canary"}]')  # fmt: skip
+
+    def aborted() -> dict[str, Any] | None:
+        status = (env.md(ns, "weights") or {}).get("status") or {}
+        left = {name for _, name in env.children(ns, "weights")}
+        return status if status.get("phase") == "Idle" and "weights-canary" not in left else None
+
+    status = until(aborted, "Idle with the canary's objects gone", 90, describe)
+    assert status["history"][-1]["outcome"] == "Aborted", status["history"]
+    until(lambda: not any(p.metadata.name.startswith("weights-canary")
+                          for p in env.pods(ns, SERVING)),
+          "the canary's pods to stop", 60, describe)  # fmt: skip
+    metrics = operator.metrics(leader)
+    assert metrics.value("modelship_operator_canary_weight_percent", **labels) == 0
+    assert metrics.value("modelship_operator_phase", phase="Idle", **labels) == 1
+
+
 def model_json(model: Model) -> str:
     import json
 
