@@ -35,6 +35,13 @@ REASONS: Final = (NOT_JSON, NO_PREDICTIONS, PRIMARY_ERROR, SHADOW_ERROR)
 FLOAT_TOLERANCE: Final = 1e-6
 
 
+def is_prediction(url: bytes) -> bool:
+    """Whether a request path asks for predictions: V1 ``/v1/models/<m>:predict`` or V2
+    ``/v2/models/<m>[/versions/<v>]/infer`` (feedback, metadata and probes are not)."""
+    path = url.partition(b"?")[0].rstrip(b"/")
+    return path.endswith((b":predict", b"/infer"))
+
+
 @dataclass(frozen=True, slots=True)
 class Comparison:
     """Rows that agreed and disagreed, or why the answers could not be compared."""

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import httptools
 
-from modelship_router.agreement import compare
+from modelship_router.agreement import compare, is_prediction
 from modelship_router.config import BUCKETS
 from modelship_router.metrics import (
     CONTENT_TYPE,
@@ -740,8 +740,9 @@ class Proxy:
         primary: Response | None,
     ) -> None:
         """Send a copy of ``req`` to the shadow variant, if this request is drawn. For a
-        POST (a prediction), the shadow's answer is compared with ``primary`` (what the
-        client got; None: the client got an error) in the copy's own task."""
+        prediction (POST to ``...:predict`` or ``.../infer``), the shadow's answer is compared
+        with ``primary`` (what the client got; None: the client got an error) in the copy's
+        own task."""
         target = mirror_target(snapshot.table, served, self.draw(BUCKETS))
         if target is None:
             return
@@ -754,7 +755,7 @@ class Proxy:
             self.metrics.count_mirror(deployment, target, MIRROR_DROPPED)
             return
         data = req.serialise(peer, upstream.address, mirror=True)
-        compared = req.method == b"POST"
+        compared = req.method == b"POST" and is_prediction(req.url)
         task = self.loop.create_task(
             self._send_mirror(deployment, target, upstream, data, compared, primary)
         )

@@ -26,6 +26,7 @@ from modelship_router.agreement import (
     SHADOW_ERROR,
     Comparison,
     compare,
+    is_prediction,
 )
 from router_harness import VENV_BIN, free_port, routing, stop, wait_http, write_config
 
@@ -78,6 +79,21 @@ def test_compare(
     primary: tuple[int | None, bytes], shadow: tuple[int | None, bytes], expected: Comparison
 ) -> None:
     assert compare(primary[0], primary[1], shadow[0], shadow[1]) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (b"/v1/models/churn:predict", True),
+        (b"/v2/models/churn/infer", True),
+        (b"/v2/models/churn/versions/2/infer?x=1", True),
+        (b"/v1/models/churn:feedback", False),
+        (b"/v2/models/churn/ready", False),
+        (b"/v2/models/churn", False),
+    ],
+)
+def test_only_predictions_are_compared(url: bytes, expected: bool) -> None:
+    assert is_prediction(url) is expected
 
 
 def test_nan_agrees_only_with_nan() -> None:
@@ -198,8 +214,10 @@ def test_shadow_rows_are_counted_exactly_as_the_models_differ(
                 resp = client.post("/v2/models/churn/infer", json={"inputs": [tensor]})
             assert resp.status_code == 200, resp.text
             assert resp.headers["x-modelship-variant"] == "stable"
-        # Not a prediction: mirrored, not compared.
+        # Not predictions: mirrored, not compared.
         assert client.get("/v2/models/churn/ready").status_code == 200
+        feedback = {"feedback": [{"request_id": "nobody", "label": 1}]}
+        assert client.post("/v1/models/churn:feedback", json=feedback).status_code < 500
 
     found = settle(router, len(rows))
     agree = direct_agreement(stable, shadow, rows)
