@@ -364,7 +364,9 @@ def test_a_refused_child_is_degraded_backs_off_and_recovers(
     says so in status and metrics, retries with back-off, and recovers once it is lifted."""
     env.apply(ns, {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-deploy"},
                    "spec": {"hard": {"count/deployments.apps": "0"}}})  # fmt: skip
-    time.sleep(1)  # the quota controller computes usage before admission enforces it
+    # Admission enforces a quota once the quota controller has computed its usage.
+    until(lambda: env.core.read_namespaced_resource_quota("no-deploy", ns).status.hard,
+          "the quota to be in force", 30)  # fmt: skip
     env.apply(ns, model_deployment("quota", models["1.0.0"]))
     describe = lambda: env.describe(ns, "quota")  # noqa: E731
 
