@@ -165,6 +165,36 @@ def test_what_the_spec_no_longer_asks_for_is_deleted(
     play(local_cluster, scenario)
 
 
+def test_a_spec_the_operator_cannot_use_is_degraded_and_nothing_is_touched(
+    local_cluster: Any, kubectl: Any, namespace: str, crd: None
+) -> None:
+    """A resource stored before a validation rule existed (the CRD was upgraded since) is
+    not re-validated by the API server. Faked by reading the stored body with decreasing
+    steps, which today's CRD refuses at admission."""
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(resource("legacy")))
+
+    class OlderObject(Kube):
+        async def get_model_deployment(self, ns: str, name: str) -> dict[str, Any] | None:
+            body = await super().get_model_deployment(ns, name)
+            if body is not None:
+                body["spec"]["strategy"]["steps"] = [50, 10]
+            return body
+
+    async def scenario(reconciler: Reconciler, kube: Kube) -> None:
+        outcome = await reconciler.reconcile(namespace, "legacy")
+        assert outcome.result == "invalid"
+        body = await kube.get_model_deployment(namespace, "legacy")
+        assert body is not None
+        (degraded,) = [c for c in body["status"]["conditions"] if c["type"] == "Degraded"]
+        assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
+        assert "steps must be strictly increasing" in degraded["message"]
+        assert versions(kubectl, namespace, "legacy") == {}  # nothing was created
+        assert reasons(kubectl, namespace) == ["InvalidSpec"]
+
+    api = OlderObject.from_configuration(_config(local_cluster))
+    play(local_cluster, scenario, api=api)
+
+
 def test_a_resource_that_is_gone_stops_its_worker(
     local_cluster: Any, kubectl: Any, namespace: str, crd: None
 ) -> None:
