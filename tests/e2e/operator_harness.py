@@ -244,6 +244,13 @@ class Operator:
         env.kubectl("apply", "-f", str(CRD))
         env.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                     "crd/modeldeployments.modelship.io")  # fmt: skip
+
+        def settled() -> bool:  # not in the middle of being deleted (an earlier module's)
+            found = env.kubectl("get", "namespace", OPERATOR_NS, "-o",
+                                "jsonpath={.status.phase}", check=False)  # fmt: skip
+            return found.returncode != 0 or found.stdout != "Terminating"
+
+        until(settled, f"namespace {OPERATOR_NS} to finish terminating", 120)
         existed = env.kubectl("get", "namespace", OPERATOR_NS, check=False).returncode == 0
         self.created_namespace = not existed
         deployment_existed = (
@@ -279,7 +286,8 @@ class Operator:
                     "-f", str(OPERATOR_DIR / "service.yaml"), "--ignore-not-found", "--wait=true",
                     timeout=120)  # fmt: skip
         if self.created_namespace:
-            env.kubectl("delete", "namespace", OPERATOR_NS, "--wait=false", check=False)
+            env.kubectl("delete", "namespace", OPERATOR_NS, "--wait=true", check=False,
+                        timeout=120)  # fmt: skip
 
     def pods(self) -> list[Any]:
         return [
