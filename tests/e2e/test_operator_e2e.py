@@ -157,8 +157,8 @@ def test_deploy_predict_roll_out_and_delete(
     )
     assert predictions == v1.estimator.predict(rows).tolist()
     assert version == "1.0.0"
-    reasons = {e.reason for e in env.events(ns, "churn")}
-    assert {"Idle", "Ready"} <= reasons, reasons
+    until(lambda: {"Idle", "Ready"} <= {e.reason for e in env.events(ns, "churn")},
+          "the Idle and Ready Events", 30, describe)  # fmt: skip
 
     # The operator's metrics say the same.
     leader = operator.leader()
@@ -341,11 +341,16 @@ def test_missing_model_and_sha256_mismatch_are_degraded_with_the_reason(
     cond = until(lambda: degraded("misspelt", "modelship/serve:0.1.0"),
                  "misspelt: Degraded naming the image", 60, describe)  # fmt: skip
     assert "ImageNotInMap" in cond["message"] and "spec.images" in cond["message"]
+
+    def reasons(name: str) -> list[str]:
+        return [e.reason for e in env.events(ns, name) if e.source.component == OPERATOR]
+
     for name in ("missing", "tampered", "misspelt"):
         assert env.condition(ns, name, "Ready")["status"] == "False"
-        reasons = [e.reason for e in env.events(ns, name) if e.source.component == OPERATOR]
+        until(lambda: "PodFailing" in reasons(name), f"{name}: the PodFailing Event", 30)  # noqa: B023
         # Announced once: a container between two crashes does not count as recovered.
-        assert reasons.count("PodFailing") == 1 and "Recovered" not in reasons, reasons
+        assert reasons(name).count("PodFailing") == 1, reasons(name)
+        assert "Recovered" not in reasons(name), reasons(name)
 
     # The operator is unharmed: same pods, no restarts, healthy, still reconciling.
     assert {n: operator.restarts(n) for n in names(operator.pods())} == restarts, describe()
@@ -376,7 +381,8 @@ def test_a_refused_child_is_degraded_backs_off_and_recovers(
 
     cond = until(refused, "Degraded ApplyFailed", 60, describe)
     assert "exceeded quota" in cond["message"] and "quota-stable" in cond["message"], cond
-    assert any(e.reason == "ApplyFailed" for e in env.events(ns, "quota"))
+    until(lambda: any(e.reason == "ApplyFailed" for e in env.events(ns, "quota")),
+          "the ApplyFailed Event (posted just after status)", 30, describe)  # fmt: skip
 
     leader = operator.leader()
     assert leader is not None
