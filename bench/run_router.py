@@ -10,7 +10,8 @@ Backends: the real model server (`modelship-serve`, a scikit-learn LogisticRegre
 iris trained here, skops format) answering POST /v1/models/iris:predict; if it cannot be
 started, a minimal JSON uvicorn app (bench/router_backend.py) -- the output says which.
 
-Pinning (2-core machines): backends and the proxy under test on core 0, wrk on core 1.
+Pinning (2-core machines): backends and the proxy under test on core 0, wrk on core 1
+(--proxy-core 1 puts the proxy on wrk's core instead, as if it had a CPU of its own).
 Short measurements interleaved: --rounds rounds of --duration seconds per path and
 concurrency (1 s warm-up in the first round; the order of the three paths rotates each
 round), so a noisy neighbour hits all three alike; medians reported. Added latency = the
@@ -49,6 +50,8 @@ from router_nginx import ensure_nginx, nginx_command, write_config  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 SERVER_CORE = "0"
+#: Core of the proxy under test (router or nginx): the backends' core by default.
+PROXY_CORE = ["0"]
 CLIENT_CORE = "1"
 CANARY_PERCENT = 10
 BODY = '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
@@ -205,7 +208,7 @@ def start_router(procs: Processes, workdir: Path, backends: list[str]) -> str:
     proc = procs.start(
         "router",
         pinned(
-            SERVER_CORE,
+            PROXY_CORE[0],
             [
                 str(VENV_BIN / "modelship-router"),
                 f"--config={config}",
@@ -224,7 +227,7 @@ def start_nginx(procs: Processes, workdir: Path, backends: list[str]) -> str:
     port = free_port()
     nginx_dir = workdir / "nginx"
     conf = write_config(nginx_dir, port, backends[0], backends[1], CANARY_PERCENT)
-    proc = procs.start("nginx", pinned(SERVER_CORE, nginx_command(binary, conf, nginx_dir)))
+    proc = procs.start("nginx", pinned(PROXY_CORE[0], nginx_command(binary, conf, nginx_dir)))
     wait_ok(f"http://127.0.0.1:{port}{PREDICT_PATH}", proc, "nginx", post=True)
     return f"127.0.0.1:{port}"
 
@@ -292,7 +295,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--duration", type=int, default=2, help="seconds per measurement")
+    parser.add_argument(
+        "--proxy-core",
+        default="0",
+        help="core for the router and nginx: 0 shares the backends' core (default, the "
+        "proxy's CPU cost shows fully), 1 shares wrk's core",
+    )
     args = parser.parse_args()
+    PROXY_CORE[0] = args.proxy_core
     if shutil.which("wrk") is None:
         print("== installing wrk (Debian)", flush=True)
         subprocess.run(["apt-get", "update", "-qq"], check=True)
@@ -311,8 +321,8 @@ def main() -> None:
         }
         script = wrk_script(workdir)
         pinning = (
-            f"backends, router and nginx pinned to core {SERVER_CORE}; wrk pinned to core "
-            f"{CLIENT_CORE} (taskset)"
+            f"backends pinned to core {SERVER_CORE}, router and nginx to core {PROXY_CORE[0]}, "
+            f"wrk to core {CLIENT_CORE} (taskset)"
             if PINNING
             else "no pinning (fewer than 2 cores or no taskset)"
         )
