@@ -186,7 +186,7 @@ def start_model_servers(procs: Processes, workdir: Path) -> tuple[list[str], str
         return addresses, "minimal JSON uvicorn app (bench/router_backend.py)"
 
 
-def start_router(procs: Processes, workdir: Path, backends: list[str]) -> str:
+def start_router(procs: Processes, workdir: Path, backends: list[str]) -> tuple[str, int]:
     port = free_port()
     config = workdir / "routing.json"
     config.write_text(
@@ -219,17 +219,17 @@ def start_router(procs: Processes, workdir: Path, backends: list[str]) -> str:
         ),
     )
     wait_ok(f"http://127.0.0.1:{port}/readyz", proc, "modelship-router")
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{port}", proc.pid
 
 
-def start_nginx(procs: Processes, workdir: Path, backends: list[str]) -> str:
+def start_nginx(procs: Processes, workdir: Path, backends: list[str]) -> tuple[str, int]:
     binary = ensure_nginx()
     port = free_port()
     nginx_dir = workdir / "nginx"
     conf = write_config(nginx_dir, port, backends[0], backends[1], CANARY_PERCENT)
     proc = procs.start("nginx", pinned(PROXY_CORE[0], nginx_command(binary, conf, nginx_dir)))
     wait_ok(f"http://127.0.0.1:{port}{PREDICT_PATH}", proc, "nginx", post=True)
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{port}", proc.pid
 
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
@@ -242,7 +242,15 @@ def _seconds(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(address: str, connections: int, duration: float, script: Path) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (taskset execs, so the pid is the server's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    address: str, connections: int, duration: float, script: Path, pid: int | None = None
+) -> dict[str, float]:
     argv = pinned(
         CLIENT_CORE,
         [
@@ -256,7 +264,10 @@ def run_wrk(address: str, connections: int, duration: float, script: Path) -> di
             f"http://{address}{PREDICT_PATH}",
         ],
     )
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
+    cpu_used = cpu_seconds(pid) - cpu_before if pid else 0.0
+    count = re.search(r"(\d+) requests in", out)
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     rps = re.search(r"^Requests/sec:\s+([0-9.]+)", out, re.M)
@@ -267,11 +278,14 @@ def run_wrk(address: str, connections: int, duration: float, script: Path) -> di
     failed = int(errors.group(1)) if errors else 0
     if sock:
         failed += sum(int(g) for g in sock.groups())
+    requests = int(count.group(1)) if count else 0
     return {
         "p50": _seconds(p50.group(1)),
         "p99": _seconds(p99.group(1)),
         "rps": float(rps.group(1)),
         "errors": failed,
+        # CPU time the server process spent per request (stable under noisy neighbours).
+        "cpu": cpu_used / requests if requests else 0.0,
     }
 
 
@@ -315,7 +329,7 @@ def main() -> None:
     try:
         backends, backend_kind = start_model_servers(procs, workdir)
         targets = {
-            "direct": backends[0],
+            "direct": (backends[0], procs.procs[0].pid),
             "router": start_router(procs, workdir, backends),
             "nginx": start_nginx(procs, workdir, backends),
         }
@@ -340,15 +354,16 @@ def main() -> None:
             order = names[shift:] + names[:shift]
             for connections in (1, 8):
                 for name in order:
-                    address = targets[name]
+                    address, pid = targets[name]
                     if round_no == 1:
                         run_wrk(address, connections, 1.0, script)  # warm-up
-                    result = run_wrk(address, connections, args.duration, script)
+                    result = run_wrk(address, connections, args.duration, script, pid)
                     samples.setdefault((name, connections), []).append(result)
                     print(
                         f"   round {round_no} c={connections} {name:<6} "
                         f"p50 {result['p50'] * 1e6:7.0f} us  p99 {result['p99'] * 1e6:7.0f} us  "
-                        f"{result['rps']:8.0f} req/s  errors {result['errors']:.0f}",
+                        f"{result['rps']:8.0f} req/s  cpu {result['cpu'] * 1e6:4.0f} us/req  "
+                        f"errors {result['errors']:.0f}",
                         flush=True,
                     )
         report(samples, backend_kind, pinning, args, workdir)
@@ -365,7 +380,9 @@ def report(
     workdir: Path,
 ) -> None:
     med = {
-        key: {m: statistics.median(r[m] for r in runs) for m in ("p50", "p99", "rps", "errors")}
+        key: {
+            m: statistics.median(r[m] for r in runs) for m in ("p50", "p99", "rps", "errors", "cpu")
+        }
         for key, runs in samples.items()
     }
 
@@ -405,6 +422,14 @@ def report(
     for c in (1, 8):
         d, r, n = (med[(k, c)]["rps"] for k in ("direct", "router", "nginx"))
         print(f"| {c} | {d:.0f} | {r:.0f} | {n:.0f} | {r / n:.2f} |")
+    print()
+    print("CPU time per request of the server process (user + system, median over rounds):")
+    print("| c | direct (model server) | router | nginx | router/nginx |")
+    print("|---|----------------------:|-------:|------:|-------------:|")
+    for c in (1, 8):
+        d, r, n = (med[(k, c)]["cpu"] for k in ("direct", "router", "nginx"))
+        ratio = r / n if n else float("inf")
+        print(f"| {c} | {d * 1e6:.0f} us | {r * 1e6:.0f} us | {n * 1e6:.0f} us | {ratio:.2f} |")
     errors = sum(v["errors"] for v in med.values())
     print(f"\nerrors (non-2xx + socket, medians summed): {errors:.0f}")
     for text, ok in verdicts:
