@@ -13,6 +13,7 @@ refusal (a 4xx a user can fix: quota, admission, invalid object) from a transien
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import Callable, Mapping
@@ -241,13 +242,14 @@ class Kube:
         return items
 
     async def list_children(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        """Every object of every managed kind matching ``selector``."""
-        children: list[dict[str, Any]] = []
-        for kind in CHILD_KINDS:
-            children += await self.list_objects(
-                kind.api_version, kind.kind, kind.plural, namespace, selector
+        """Every object of every managed kind matching ``selector`` (listed concurrently)."""
+        listings = await asyncio.gather(
+            *(
+                self.list_objects(kind.api_version, kind.kind, kind.plural, namespace, selector)
+                for kind in CHILD_KINDS
             )
-        return children
+        )
+        return [obj for listing in listings for obj in listing]
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return await self.list_objects("v1", "Pod", "pods", namespace, selector)
