@@ -191,3 +191,19 @@ def test_hosts_file_names_every_form_and_own_namespace_short_names() -> None:
     assert "10.96.0.10\tweb.team.svc.cluster.local web.team.svc web.team web" in lines
     assert "10.96.0.11\tdb.other.svc.cluster.local db.other.svc db.other" in lines
     assert "10.88.0.9\thl.team.svc.cluster.local hl.team.svc hl.team hl" in lines
+
+
+def test_environment_under_a_container_private_folder_is_bound_back() -> None:
+    from pathlib import Path
+
+    from modelship_cluster.nodeagent.runtime import hidden_paths
+
+    paths = [
+        Path("/tmp/ci/.venv"),
+        Path("/tmp/ci/.venv/lib"),  # inside the one above: bound with it
+        Path("/tmp/ci/serving"),
+        Path("/usr/local"),  # visible through the overlay of / already
+        Path("/run/x"),
+        Path("/tmpfoo/y"),  # not under /tmp
+    ]
+    assert hidden_paths(paths) == ["/run/x", "/tmp/ci/.venv", "/tmp/ci/serving"]

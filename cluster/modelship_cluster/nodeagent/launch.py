@@ -122,6 +122,13 @@ def setup_root(spec: dict) -> None:
         "tmpfs", f"{root}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=" + spec["tmpSize"]
     )
     mount("tmpfs", f"{root}/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=16m")
+    # The environment may live under /tmp or /run (a checkout there), which the tmpfs
+    # mounts above just hid: bind those folders back, read-only.
+    for host_path in spec.get("hiddenHostPaths", []):
+        target = root + host_path
+        os.makedirs(target, exist_ok=True)
+        mount(host_path, target, None, MS_BIND | MS_REC)
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     os.chdir(root)
     os.mkdir(".oldroot", 0o700)
     nr = SYS_PIVOT_ROOT.get(os.uname().machine)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import importlib.util
 import json
 import logging
 import os
@@ -84,6 +85,12 @@ class NodeSettings:
     def host_mounts(self) -> list[str]:
         return host_mounts([self.venv, Path(BASE_PREFIX)])
 
+    @functools.cached_property
+    def hidden_host_paths(self) -> list[str]:
+        """Folders of the environment that the container's own /tmp or /run would hide
+        (a checkout under /tmp, as CI makes): bound back read-only inside each container."""
+        return hidden_paths([self.venv, Path(BASE_PREFIX), *source_dirs()])
+
     @property
     def pods_dir(self) -> Path:
         return self.state_dir / "pods"
@@ -139,6 +146,32 @@ def unreadable_for_others(venv: Path) -> list[str]:
         if mode & bits != bits:
             problems.append(f"{path} (mode {mode & 0o777:o})")
     return problems
+
+
+#: Folders each container gets a fresh tmpfs for, hiding whatever the host has there.
+PRIVATE_DIRS = ("/tmp", "/run")
+
+
+def source_dirs() -> list[Path]:
+    """Where modelship's own packages are (an editable install runs them from the checkout)."""
+    found = []
+    for name in ("modelship_cluster", "modelship_serving", "modelship_router",
+                 "modelship_operator"):  # fmt: skip
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            found.append(Path(spec.origin).parent.parent)
+    return found
+
+
+def hidden_paths(paths: list[Path]) -> list[str]:
+    """The paths among `paths` that lie under a container-private folder (pure)."""
+    hidden = {
+        str(p.resolve())
+        for p in paths
+        if any(str(p.resolve()).startswith(d + "/") for d in PRIVATE_DIRS)
+    }
+    # A folder inside another one is bound with it.
+    return sorted(p for p in hidden if not any(p.startswith(q + "/") for q in hidden))
 
 
 def host_mounts(paths: list[Path]) -> list[str]:
@@ -465,6 +498,7 @@ class PodRuntime:
             "rootSize": self.settings.root_size,
             "tmpSize": self.settings.tmp_size,
             "hostMounts": self.settings.host_mounts,
+            "hiddenHostPaths": self.settings.hidden_host_paths,
             "mounts": mounts,
             "podEtc": str(self.dir / "etc"),
             "traverse": [str(self.settings.venv), BASE_PREFIX],
