@@ -11,16 +11,17 @@ the worker runs :meth:`Reconciler.reconcile`, which is the whole wiring of the p
 3. list the children and pods by label, ``observe`` them; run the metric analysis when one
    is due (``analysis.runner.analyse_if_due`` against the Prometheus of ``spec.prometheus.url``
    or the operator's setting, over one shared HTTP client); ``plan``;
-4. record the rollout's decision in status first (phase, step, traffic, counters, last
-   analysis, history, handled action) *only if the resource is unchanged since step 1*
+4. record the new status first (the rollout's decision: phase, step, traffic, counters,
+   last analysis, history, handled action; what runs; the conditions but Degraded, which
+   acting decides) *only if the resource is unchanged since step 1*
    (resourceVersion precondition: nothing decided from an old spec or an old status is
    written or acted on). A crash after this write is resumed from it by the next run, so
    a decision (a step, a promotion, a rollback) is acted on once and never re-decided;
 5. server-side apply ``plan.apply`` (field manager of its own, ``force``), then delete
    ``plan.delete``; API refusals (quota, admission, invalid objects) are re-planned as
    failures, which gives the same decisions plus Degraded;
-6. patch the rest of status (``status_patch``: conditions, variants, generations), with the
-   same precondition, then post the plan's Events;
+6. patch Degraded (``status_patch``; nothing when acting met no refusal and Degraded is
+   unchanged), with the same precondition, then post the plan's Events;
 7. run again after ``plan.requeue_after`` (the next analysis, a scale-down) or
    ``resync_seconds``, whichever is sooner, or at once when the resource or one of its
    Deployments changes.
@@ -58,6 +59,7 @@ from modelship_operator.metrics import OperatorMetrics
 from modelship_operator.observed import observe
 from modelship_operator.reconcile import (
     Plan,
+    before_acting,
     describe_invalid,
     plan,
     plan_invalid,
@@ -67,6 +69,7 @@ from modelship_operator.reconcile import (
 from modelship_operator.render import router_name
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import GROUP, PLURAL, VERSION, ModelDeployment
+from modelship_operator.status import ModelDeploymentStatus
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +82,6 @@ MAX_CONFLICTS: Final = 3
 #: Seconds one Prometheus query may take; a slower one is an analysis Error (counted toward
 #: maxConsecutiveErrors), never a stuck reconcile.
 PROMETHEUS_TIMEOUT_SECONDS: Final = 5.0
-#: Status fields that record the rollout's decision; written before the plan is acted on.
-DECISION_FIELDS: Final = frozenset(
-    {
-        "phase",
-        "step",
-        "traffic",
-        "rollout",
-        "failedChecks",
-        "consecutiveErrors",
-        "lastAnalysis",
-        "abTest",
-        "history",
-        "lastHandledAction",
-    }
-)
-
 Key = tuple[str, str]
 
 
@@ -298,13 +285,14 @@ class Reconciler:
             analysis = await self._analyse(md, now)
             result = plan(md, observed, self.settings, now, analysis=analysis)
             # The decision is recorded before anything acts on it.
-            if not await self._write_status(body, result, worker, only=DECISION_FIELDS):
+            decided = before_acting(result.status, md.status)
+            if not await self._write_status(body, decided, worker):
                 return Outcome("conflict")
             failures = await self._act(result, namespace, name)
             if failures:
                 result = plan(md, observed, self.settings, now, failures, analysis=analysis)
                 result_kind = "refused"
-        if not await self._write_status(body, result, worker):
+        if not await self._write_status(body, result.status, worker):
             return Outcome("conflict")
         for event in result.events:
             await self._post_event(body, event)
@@ -357,19 +345,13 @@ class Reconciler:
         return failures
 
     async def _write_status(
-        self,
-        body: dict[str, Any],
-        result: Plan,
-        worker: _Worker,
-        only: frozenset[str] | None = None,
+        self, body: dict[str, Any], status: ModelDeploymentStatus, worker: _Worker
     ) -> bool:
-        """Patch status if it changed (``only``: just these fields); False when the resource
-        changed since it was read. ``body`` is updated to what was written, so a second
-        write patches on top of the first."""
+        """Patch status to ``status`` if it changed; False when the resource changed since
+        it was read. ``body`` is updated to what was written, so a second write patches on
+        top of the first."""
         meta = body["metadata"]
-        patch = status_patch(body.get("status"), result.status.to_api())
-        if only is not None:
-            patch = {key: value for key, value in patch.items() if key in only}
+        patch = status_patch(body.get("status"), status.to_api())
         if not patch:
             return True
         try:

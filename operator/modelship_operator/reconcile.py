@@ -332,6 +332,19 @@ def plan(
     )
 
 
+def before_acting(new: ModelDeploymentStatus, old: ModelDeploymentStatus) -> ModelDeploymentStatus:
+    """The status to record before the plan is acted on: all of ``new`` (the rollout's
+    decision, what runs, the other conditions) except Degraded, which stays as ``old`` had
+    it until acting shows whether the API still refuses something (no flapping)."""
+    conditions = [c for c in new.conditions if c.type != "Degraded"]
+    previous = old.condition("Degraded")
+    if previous is not None:
+        conditions.append(previous)
+    order = {c.type: i for i, c in enumerate(new.conditions)}
+    conditions.sort(key=lambda c: order.get(c.type, len(order)))
+    return new.model_copy(update={"conditions": conditions})
+
+
 def describe_invalid(exc: ValidationError) -> str:
     """A pydantic error as one line per problem: ``spec.strategy.steps: message``."""
     problems = []

@@ -18,7 +18,7 @@ from mdep_fixtures import SHA_CANARY, SHA_STABLE, base_resource
 from modelship_operator.analysis.stepper import PAUSED_BY_ERRORS, Analysis, RolloutState, stage
 from modelship_operator.analysis.verdict import CheckResult
 from modelship_operator.observed import Observed
-from modelship_operator.reconcile import Plan, plan, prometheus_url
+from modelship_operator.reconcile import Plan, before_acting, plan, prometheus_url
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
 from test_reconcile import CANARY, SETTINGS, T0, cluster, cond, deployment, env, message, routing
@@ -50,9 +50,7 @@ def inconclusive() -> CheckResult:
 
 
 def error() -> CheckResult:
-    return CheckResult(
-        "success-rate", "Error", "unreachable: http://prometheus:9090: ConnectError"
-    )
+    return CheckResult("success-rate", "Error", "unreachable: http://prometheus:9090: ConnectError")
 
 
 @dataclass
@@ -225,16 +223,14 @@ def test_actions_from_the_annotation(
     p = life.tick(after=1)
     assert p.status.phase == phase
     assert life.weights["canary"] == canary_weight
-    assert (event in reasons(p)) if event else not {"PromotionStarted", "Aborted"} & set(
-        reasons(p)
-    )
+    assert (event in reasons(p)) if event else not {"PromotionStarted", "Aborted"} & set(reasons(p))
     assert p.status.last_handled_action == action
     # The same annotation is handled once: the next reconcile does nothing more.
     again = life.tick(after=1)  # (the cluster ran what the first asked for)
     assert again.status.phase == then
-    assert [h.outcome for h in again.status.history] == [
-        h.outcome for h in p.status.history
-    ] + (["Promoted"] if then == "Promoted" else [])
+    assert [h.outcome for h in again.status.history] == [h.outcome for h in p.status.history] + (
+        ["Promoted"] if then == "Promoted" else []
+    )
     assert not {"PromotionStarted", "Aborted", "ActionIgnored"} & set(reasons(again))
 
 
@@ -309,3 +305,44 @@ def test_prometheus_url_from_the_spec_else_the_setting(
     body = base_resource(prometheus={"url": spec_url} if spec_url else {})
     settings = OperatorSettings(prometheus_url=setting)
     assert prometheus_url(ModelDeployment.from_api(body), settings) == expected
+
+
+# --- the status recorded before acting ----------------------------------------------------
+
+
+def _with_degraded(status: Any, degraded: str | None) -> Any:
+    from modelship_operator.conditions import Verdict, set_condition
+
+    if degraded is None:
+        return status.model_copy(
+            update={"conditions": [c for c in status.conditions if c.type != "Degraded"]}
+        )
+    verdict = Verdict(degraded, "ApplyFailed" if degraded == "True" else "AsExpected", "x")
+    return status.model_copy(
+        update={"conditions": set_condition(status.conditions, "Degraded", verdict, T0, 1)}
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "recorded"),
+    [
+        ("True", "False", "True"),  # a refusal is cleared only once acting succeeds
+        ("False", "True", "False"),  # and a new one appears only once acting meets it
+        (None, "False", None),
+        ("False", "False", "False"),
+    ],
+)
+def test_the_status_recorded_before_acting_keeps_degraded_as_it_was(
+    old: str | None, new: str, recorded: str | None
+) -> None:
+    life = Life().entered()
+    p = life.tick(ok(), after=30)
+    before = _with_degraded(p.status, old)
+    after = _with_degraded(p.status.model_copy(update={"step": 7}), new)
+    written = before_acting(after, before)
+    assert written.step == 7  # the decision is all there
+    degraded = written.condition("Degraded")
+    assert (degraded.status if degraded else None) == recorded
+    assert [c.type for c in written.conditions if c.type != "Degraded"] == [
+        c.type for c in after.conditions if c.type != "Degraded"
+    ]

@@ -1,0 +1,382 @@
+"""Helpers for the rollout end-to-end tests: genuinely good and bad models in the cluster's
+model store, bounded client traffic with ground-truth feedback (the demo's generator), and a
+recorder of everything the rollout did, for assertions and failure messages.
+
+The models (trained here, in seconds, on scikit-learn's bundled data):
+
+- ``bc-1.0.0``, ``bc-2.0.0``: the demo's stable and better breast-cancer models (logistic
+  regression on raw, then standardised features);
+- ``bc-stump``: a one-split decision tree, a quick first model (about 90 % accurate against
+  2.0.0's 98 %): the A/B test's stable, which 2.0.0 truly beats;
+- ``bc-slow``: k-nearest neighbours over 80,000 jittered training rows with a Minkowski
+  p=1.5 distance, brute force: every prediction computes 80,000 fractional-power distances
+  (tens of ms), a genuinely expensive estimator no accelerated path covers;
+- ``bc-inverted``: logistic regression trained on inverted labels: it disagrees with stable
+  on nearly every input;
+- ``wine-1.0.0`` and ``wine-2.0.0``: a three-class wine model, and the same model exported
+  with its label map cut short (the last class lost): every input it assigns to that class
+  fails inside scikit-learn (IndexError, HTTP 500), the others are answered. A genuinely
+  broken artifact that fails on part of the input domain; nothing is injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+from modelship_demo.models import train as train_demo_models
+from modelship_demo.traffic import TrafficStats, run_traffic
+from modelship_serving.artifacts import save_model
+from operator_harness import Env, router_url, until
+
+SEED = 7
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A model in the cluster's model store, with the rows its traffic sends."""
+
+    version: str
+    uri: str
+    sha256: str
+    features: np.ndarray
+    labels: np.ndarray
+    path: Path
+
+    def ref(self, version: str | None = None) -> dict[str, str]:
+        return {"version": version or self.version, "uri": self.uri, "sha256": self.sha256}
+
+
+def train_models(
+    local_cluster: Any, folder: Path, only: set[str] | None = None
+) -> dict[str, Stored]:
+    """The rollout tests' models (``only``: those keys), stored in the cluster's model store."""
+    files: dict[str, tuple[str, Path, np.ndarray, np.ndarray]] = {}
+    want = (lambda key: True) if only is None else only.__contains__
+    if any(want(k) for k in ("1.0.0", "2.0.0", "3.0.0", "stump", "slow", "inverted")):
+        files.update(_breast_cancer_models(folder, want))
+    if want("wine-1.0.0") or want("wine-2.0.0"):
+        files.update(_wine_models(folder))
+    tag = uuid.uuid4().hex[:8]
+    stored = {}
+    for key, (version, path, features, labels) in files.items():
+        if want(key):
+            entry = local_cluster.add_model(path, name=f"rollout-{tag}-{path.name}")
+            stored[key] = Stored(version, entry.uri, entry.sha256, features, labels, entry.path)
+    return stored
+
+
+Files = dict[str, tuple[str, Path, np.ndarray, np.ndarray]]
+
+
+def _breast_cancer_models(folder: Path, want: Any) -> Files:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    demo, holdout = train_demo_models(folder / "demo")
+    files: Files = {m.version: (m.version, m.path, holdout.features, holdout.labels) for m in demo}
+    # The demo's split, so the extra models learn from the same rows.
+    X, y = load_breast_cancer(return_X_y=True)
+    X_train, _, y_train, _ = train_test_split(X, y, test_size=0.4, random_state=SEED, stratify=y)
+    extra: dict[str, Any] = {}
+    if want("stump"):
+        extra["stump"] = DecisionTreeClassifier(max_depth=1, random_state=0).fit(X_train, y_train)
+    if want("slow"):
+        rng = np.random.default_rng(SEED)
+        picks = rng.integers(0, len(X_train), 80_000)
+        jittered = X_train[picks] * rng.normal(1.0, 0.01, size=(len(picks), X.shape[1]))
+        extra["slow"] = KNeighborsClassifier(n_neighbors=5, algorithm="brute", p=1.5).fit(
+            jittered, y_train[picks]
+        )
+    if want("inverted"):
+        extra["inverted"] = LogisticRegression(C=0.01, max_iter=10_000).fit(X_train, 1 - y_train)
+    versions = {"stump": "0.9.0", "slow": "2.1.0", "inverted": "2.2.0"}
+    for name, estimator in extra.items():
+        path = folder / f"bc-{name}.skops"
+        save_model(estimator, path)
+        files[name] = (versions[name], path, holdout.features, holdout.labels)
+    return files
+
+
+def _wine_models(folder: Path) -> Files:
+    from sklearn.datasets import load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import RobustScaler
+
+    Xw, yw = load_wine(return_X_y=True)
+    wine = make_pipeline(RobustScaler(), LogisticRegression(max_iter=5000)).fit(Xw, yw)
+    files: Files = {}
+    path = folder / "wine-1.0.0.skops"
+    save_model(wine, path)
+    files["wine-1.0.0"] = ("1.0.0", path, Xw, yw)
+    wine[-1].classes_ = wine[-1].classes_[:2]  # the export step that lost a class
+    path = folder / "wine-2.0.0.skops"
+    save_model(wine, path)
+    files["wine-2.0.0"] = ("2.0.0", path, Xw, yw)
+    return files
+
+
+def model_deployment(name: str, stable: Stored, canary: Stored | None, strategy: dict[str, Any],
+                     canary_version: str | None = None, **spec: Any) -> dict[str, Any]:  # fmt: skip
+    body: dict[str, Any] = {
+        "apiVersion": "modelship.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {"model": stable.ref(), "strategy": strategy, **spec},
+    }
+    if canary is not None:
+        body["spec"]["canary"] = canary.ref(canary_version)
+    return body
+
+
+# --- deploying ----------------------------------------------------------------------------
+
+STEPS = [20, 50, 80]
+
+
+def strategy(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "type": "Canary",
+        "steps": STEPS,
+        "interval": "5s",
+        "minSamples": 15,
+        "maxFailedChecks": 1,
+        "scaleDownDelay": "2s",
+        "progressDeadline": "5m",
+        "metrics": [{"name": "success-rate", "min": 99}, {"name": "latency-p99", "max": 0.25}],
+    }
+    return base | overrides
+
+
+def deploy(env: Env, ns: str, name: str, stable: Stored, canary: Stored | None,
+           canary_version: str | None = None, **strategy_overrides: Any) -> str:  # fmt: skip
+    """Apply a ModelDeployment (``strategy()`` with the overrides); its router's URL once
+    it is Ready."""
+    body = model_deployment(name, stable, canary, strategy(**strategy_overrides), canary_version)
+    env.apply(ns, body)
+    wait_for(env, ns, name, lambda s: any(c["type"] == "Ready" and c["status"] == "True"
+             for c in s.get("conditions", [])), f"{name} to be Ready", 150)  # fmt: skip
+    url = router_url(env, ns, name)
+    # Ready pods are not yet a routable Service: wait for kube-proxy to route its address.
+    row = {"instances": [stable.features[0].tolist()]}
+
+    def answers() -> bool:
+        try:
+            response = httpx.post(f"{url}/v1/models/{name}:predict", json=row, timeout=2)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    until(answers, f"{name}'s router to answer", 30, lambda: explain(env, ns, name), 0.2)
+    return url
+
+
+def last_result(status: dict[str, Any], metric: str) -> dict[str, Any]:
+    found = [a for a in status.get("lastAnalysis", []) if a["metric"] == metric]
+    assert found, status_yaml(status)
+    return found[0]
+
+
+# --- traffic -------------------------------------------------------------------------------
+
+
+@contextmanager
+def traffic(
+    url: str, model: str, data: Stored, rate: float = 30, seconds: float = 240
+) -> Iterator[TrafficStats]:
+    """The demo's bounded traffic (each prediction followed by its true label as feedback)
+    on its own thread and event loop; stops when the block ends or by itself."""
+    stats = TrafficStats()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def run() -> None:
+        loop.run_until_complete(
+            run_traffic(url, model, data.features, data.labels, rate=rate, duration=seconds,
+                        max_requests=int(rate * seconds), stats=stats, stop=stop)
+        )  # fmt: skip
+
+    thread = threading.Thread(target=run, name="traffic", daemon=True)
+    thread.start()
+    try:
+        yield stats
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        loop.close()
+
+
+# --- what the rollout did ------------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """Polls a ModelDeployment's status and its router's applied configuration every
+    ``period`` seconds on a thread, keeping each change (for assertions and messages)."""
+
+    env: Env
+    namespace: str
+    name: str
+    period: float = 0.25
+    statuses: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    router: list[tuple[float, int | None, dict[str, float]]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Recorder:
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=2) as http:
+            while not self._stop.is_set():
+                self._sample(http)
+                self._stop.wait(self.period)
+
+    def _sample(self, http: httpx.Client) -> None:
+        try:
+            obj = self.env.md(self.namespace, self.name) or {}
+        except Exception:  # a failed poll is retried next period
+            return
+        status = obj.get("status") or {}
+        now = time.monotonic()
+        key = _key(status)
+        if not self.statuses or _key(self.statuses[-1][1]) != key:
+            self.statuses.append((now, status))
+        try:
+            svc = self.env.core.read_namespaced_service(f"{self.name}-router", self.namespace)
+            ready = http.get(f"http://{svc.spec.cluster_ip}/readyz").json()
+        except Exception:
+            return
+        weights = {k: float(v["weight"]) for k, v in (ready.get("variants") or {}).items()}
+        generation = ready.get("generation")
+        if not self.router or self.router[-1][1:] != (generation, weights):
+            self.router.append((now, generation, weights))
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.statuses[-1][1] if self.statuses else {}
+
+    def phases(self) -> list[str]:
+        seen: list[str] = []
+        for _, status in self.statuses:
+            phase = status.get("phase")
+            if phase and (not seen or seen[-1] != phase):
+                seen.append(phase)
+        return seen
+
+    def canary_weights(self) -> list[int]:
+        """Canary weights in status, in order, without repeats."""
+        seen: list[int] = []
+        for _, status in self.statuses:
+            weight = (status.get("traffic") or {}).get("canary")
+            if weight is not None and (not seen or seen[-1] != weight):
+                seen.append(weight)
+        return seen
+
+    def router_canary_weights(self) -> list[float]:
+        seen: list[float] = []
+        for _, _gen, weights in self.router:
+            weight = weights.get("canary")
+            if weight is not None and (not seen or seen[-1] != weight):
+                seen.append(weight)
+        return seen
+
+    def timeline(self) -> str:
+        if not self.statuses:
+            return "(no status recorded)"
+        t0 = self.statuses[0][0]
+        lines = []
+        for t, status in self.statuses:
+            lines.append(f"{t - t0:7.1f}s {_key(status)}")
+        for t, generation, weights in self.router:
+            lines.append(f"{t - t0:7.1f}s router generation {generation}: {weights}")
+        return "\n".join(sorted(lines))
+
+
+def _key(status: dict[str, Any]) -> tuple[Any, ...]:
+    traffic = status.get("traffic") or {}
+    analysis = tuple(
+        (a.get("metric"), a.get("verdict"), a.get("value")) for a in status.get("lastAnalysis", [])
+    )
+    rollout = status.get("rollout") or {}
+    return (status.get("phase"), status.get("step"), traffic.get("canary"), traffic.get("mirror"),
+            status.get("failedChecks"), status.get("consecutiveErrors"),
+            rollout.get("lastAnalysisTime"), rollout.get("pauseReason"), analysis)  # fmt: skip
+
+
+# --- waiting -------------------------------------------------------------------------------
+
+
+def explain(env: Env, namespace: str, name: str, recorder: Recorder | None = None,
+            stats: TrafficStats | None = None) -> str:  # fmt: skip
+    """Everything useful when a rollout test fails: status, events, pods and their logs,
+    the operator's log, the rollout's timeline and what the client saw."""
+    parts = [env.describe(namespace, name)]
+    try:
+        events = sorted(env.events(namespace, name), key=lambda e: str(e.last_timestamp))
+        parts.append("--- events:\n" + "\n".join(
+            f"{e.type} {e.reason}: {e.message}" for e in events))  # fmt: skip
+    except Exception as exc:
+        parts.append(f"(events: {exc!r})")
+    if recorder is not None:
+        parts.append("--- timeline:\n" + recorder.timeline())
+    if stats is not None:
+        parts.append(f"--- client: answers {dict(stats.answers)} errors {dict(stats.errors)}")
+    return "\n".join(parts)
+
+
+def wait_for(env: Env, namespace: str, name: str, predicate: Any, what: str, limit: float,
+             recorder: Recorder | None = None,
+             stats: TrafficStats | None = None) -> dict[str, Any]:  # fmt: skip
+    """The status once ``predicate(status)`` holds (bounded), else fail with everything."""
+
+    def check() -> dict[str, Any] | None:
+        status = ((env.md(namespace, name) or {}).get("status")) or {}
+        return status if predicate(status) else None
+
+    found: dict[str, Any] = until(
+        check, what, limit, lambda: explain(env, namespace, name, recorder, stats), 0.2
+    )
+    return found
+
+
+def phase_is(*phases: str) -> Any:
+    return lambda status: status.get("phase") in phases
+
+
+def reasons(env: Env, namespace: str, name: str) -> list[str]:
+    events = sorted(env.events(namespace, name), key=lambda e: str(e.first_timestamp))
+    return [e.reason for e in events if e.source.component == "modelship-operator"]
+
+
+def event_count(env: Env, namespace: str, name: str, reason: str) -> int:
+    """Times the operator announced ``reason`` (Events are aggregated by count)."""
+    return sum(
+        (e.count or 1) for e in env.events(namespace, name)
+        if e.reason == reason and e.source.component == "modelship-operator"
+    )  # fmt: skip
+
+
+def status_yaml(status: dict[str, Any]) -> str:
+    return str(yaml.safe_dump(status))
