@@ -230,17 +230,37 @@ def pod_ready(pod: Any) -> bool:
 
 @dataclass
 class Operator:
-    """The operator installed from manifests/ into modelship-system."""
+    """The operator installed from manifests/ into modelship-system.
+
+    One test module at a time may have it installed on a cluster: ``install`` waits for an
+    exclusive lock (next to the cluster's state folder) that ``uninstall``, or the end of the
+    test process, releases; test sessions running at once take turns instead of removing
+    each other's operator.
+    """
 
     env: Env
     created_namespace: bool = False
+    _lock: Any = None
 
     def install(self) -> None:
         """Apply the manifests (the CRD stays afterwards: other tests may use it)."""
+        import fcntl
+
         env = self.env
-        self.created_crd = (
-            env.kubectl("get", "crd", "modeldeployments.modelship.io", check=False).returncode != 0
-        )
+        lock_path = env.state_dir.parent.parent / f".{env.state_dir.parent.name}-operator.lock"
+        self._lock = open(lock_path, "w")  # noqa: SIM115 - held until uninstall
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
+            self._install()
+        except BaseException:
+            self._release()  # a failed install must not block the next module
+            raise
+
+    def _release(self) -> None:
+        self._release()
+
+    def _install(self) -> None:
+        env = self.env
         env.kubectl("apply", "-f", str(CRD))
         env.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                     "crd/modeldeployments.modelship.io")  # fmt: skip
@@ -282,12 +302,15 @@ class Operator:
 
     def uninstall(self) -> None:
         env = self.env
-        env.kubectl("delete", "-f", str(OPERATOR_DIR / "deployment.yaml"),
-                    "-f", str(OPERATOR_DIR / "service.yaml"), "--ignore-not-found", "--wait=true",
-                    timeout=120)  # fmt: skip
-        if self.created_namespace:
-            env.kubectl("delete", "namespace", OPERATOR_NS, "--wait=true", check=False,
-                        timeout=120)  # fmt: skip
+        try:
+            env.kubectl("delete", "-f", str(OPERATOR_DIR / "deployment.yaml"),
+                        "-f", str(OPERATOR_DIR / "service.yaml"), "--ignore-not-found",
+                        "--wait=true", timeout=120)  # fmt: skip
+            if self.created_namespace:
+                env.kubectl("delete", "namespace", OPERATOR_NS, "--wait=true", check=False,
+                            timeout=120)  # fmt: skip
+        finally:
+            self._release()
 
     def pods(self) -> list[Any]:
         return [

@@ -439,9 +439,9 @@ def test_operator_killed_during_reconcile_converges(
     env.apply(ns, model_deployment("killed", models["1.0.0"], replicas=2))
     killer.join(timeout=70)
     assert "children" in seen, "the operator never created the first child"
-    # Conditions are the last thing a reconcile writes (after the rollout's decision and
-    # the children): none yet means the kill came mid-reconcile.
-    assert not (seen["status"] or {}).get("conditions"), seen
+    # The PodDisruptionBudget is the last child a reconcile applies: not there yet means
+    # the kill came mid-reconcile.
+    assert ("PodDisruptionBudget", "killed-stable") not in seen["children"], seen
 
     describe = lambda: env.describe(ns, "killed")  # noqa: E731
     until(lambda: operator.leader() is not None and (
