@@ -279,8 +279,10 @@ class Reconciler:
             result_kind = "invalid"
         else:
             selector = kinds.selector(md.name)
-            children = await self.kube.list_children(namespace, selector)
-            pods = await self.kube.list_pods(namespace, selector)
+            children, pods = await asyncio.gather(
+                self.kube.list_children(namespace, selector),
+                self.kube.list_pods(namespace, selector),
+            )
             observed = observe(children, pods, routing_configmap=router_name(md.name))
             analysis = await self._analyse(md, now)
             result = plan(md, observed, self.settings, now, analysis=analysis)
