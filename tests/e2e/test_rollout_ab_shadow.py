@@ -1,0 +1,125 @@
+"""A/B tests decided by an always-valid sequential test on online accuracy, and a shadow
+candidate judged on what it would have answered, end to end on the local cluster.
+
+Accuracy is what the client's feedback says: each prediction's true label is posted back to
+the variant that served it (the demo's traffic generator), the serving pods count what they
+got right, Prometheus scrapes the counts, the operator tests the difference.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from operator_harness import Env, Operator
+from rollout_harness import (
+    Recorder,
+    Stored,
+    deploy,
+    explain,
+    last_result,
+    phase_is,
+    reasons,
+    traffic,
+    wait_for,
+)
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="pods need root (namespaces, mounts)"),
+]
+
+AB_SIGNIFICANCE = 0.01
+
+
+def ab_strategy(deadline: str) -> dict[str, Any]:
+    return {
+        "type": "ABTest",
+        "progressDeadline": deadline,
+        "abTest": {"split": 50, "minSamples": 100, "significance": AB_SIGNIFICANCE},
+        "metrics": [{"name": "success-rate", "min": 99}],
+    }
+
+
+# --- 7. A/B tests ----------------------------------------------------------------------------
+
+
+def test_ab_a_truly_better_canary_wins_with_significance_and_is_promoted(
+    cluster_env: Env,
+    installed_operator: Operator,
+    rollout_models: dict[str, Stored],
+    restricted_ns: str,
+) -> None:
+    env, models, ns = cluster_env, rollout_models, restricted_ns
+    stump, better = models["stump"], models["2.0.0"]  # about 90 % and 98 % accurate
+    base = deploy(env, ns, "ab", stump, better, **ab_strategy("3m"))
+    with Recorder(env, ns, "ab") as rec, traffic(base, "ab", stump, rate=40) as stats:
+        done = wait_for(env, ns, "ab", phase_is("Promoted", "RolledBack", "Failed"),
+                        "the A/B test to end", 180, rec, stats)  # fmt: skip
+    why = explain(env, ns, "ab", rec, stats)
+    assert done["phase"] == "Promoted", why
+    ab = done["abTest"]
+    assert ab["winner"] == "canary" and ab["pValue"] <= AB_SIGNIFICANCE, why
+    rate = {v: ab[v]["successes"] / ab[v]["trials"] for v in ("stable", "canary")}
+    assert ab["stable"]["trials"] >= 100 and ab["canary"]["trials"] >= 100, why
+    assert rate["canary"] > rate["stable"], why
+    assert rec.canary_weights()[:1] in ([0], [50]) and 50 in rec.canary_weights(), why
+    assert done["rolledOut"]["current"]["version"] == better.version, why
+    assert {"ABTestStarted", "PromotionStarted", "Promoted"} <= set(reasons(env, ns, "ab")), why
+    assert stats.non_2xx == 0 and stats.feedback_sent > 200, why
+
+
+def test_ab_two_equal_models_end_without_a_winner_and_keep_stable(
+    cluster_env: Env,
+    installed_operator: Operator,
+    rollout_models: dict[str, Stored],
+    restricted_ns: str,
+) -> None:
+    env, models, ns = cluster_env, rollout_models, restricted_ns
+    v1 = models["1.0.0"]  # the same model as both variants, under another version
+    base = deploy(env, ns, "same", v1, v1, canary_version="1.0.1", **ab_strategy("35s"))
+    with Recorder(env, ns, "same") as rec, traffic(base, "same", v1, rate=40) as stats:
+        done = wait_for(env, ns, "same", phase_is("Promoted", "Promoting", "RolledBack", "Failed"),
+                        "the A/B test to end", 150, rec, stats)  # fmt: skip
+    why = explain(env, ns, "same", rec, stats)
+    assert done["phase"] == "RolledBack", why
+    (entry,) = done["history"]
+    assert entry["outcome"] == "NoWinner", why
+    ab = done["abTest"]
+    assert ab.get("winner") in (None, "none"), why
+    assert ab["pValue"] is None or ab["pValue"] > AB_SIGNIFICANCE, why
+    assert ab["stable"]["trials"] >= 100 and ab["canary"]["trials"] >= 100, why
+    assert done["rolledOut"]["current"]["version"] == "1.0.0", why
+    assert done["traffic"]["canary"] == 0, why
+    assert "ABTestDecided" in reasons(env, ns, "same"), why
+
+
+# --- 8. shadow -------------------------------------------------------------------------------
+
+
+def test_shadow_a_candidate_that_disagrees_is_rejected_unseen_by_any_client(
+    cluster_env: Env,
+    installed_operator: Operator,
+    rollout_models: dict[str, Stored],
+    restricted_ns: str,
+) -> None:
+    env, models, ns = cluster_env, rollout_models, restricted_ns
+    v1, inverted = models["1.0.0"], models["inverted"]
+    shadow = {"type": "Shadow", "shadow": {"mirrorPercent": 100, "agreementThreshold": 0.9}}
+    base = deploy(env, ns, "shadow", v1, inverted, **shadow)
+    with Recorder(env, ns, "shadow") as rec, traffic(base, "shadow", v1) as stats:
+        done = wait_for(env, ns, "shadow", phase_is("RolledBack", "Promoting", "Promoted",
+                        "Failed"), "the shadow to be judged", 120, rec, stats)  # fmt: skip
+    why = explain(env, ns, "shadow", rec, stats)
+    assert done["phase"] == "RolledBack", why
+    assert "rejected in shadow" in done["history"][-1]["reason"], why
+    agreement = last_result(done, "prediction-agreement")
+    assert agreement["verdict"] == "Failed" and agreement["value"] < 0.2, why
+    assert "mirrored rows predicted as stable did" in agreement["message"], why  # exact
+    # The candidate only ever had mirrored traffic: every answer came from stable.
+    assert rec.canary_weights() == [0], why
+    assert set(rec.router_canary_weights()) <= {0.0}, why
+    assert {v for v, _ in stats.answers} == {"stable"} and stats.non_2xx == 0, why
+    assert "ShadowStarted" in reasons(env, ns, "shadow"), why
