@@ -257,7 +257,9 @@ class Operator:
             raise
 
     def _release(self) -> None:
-        self._release()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     def _install(self) -> None:
         env = self.env
