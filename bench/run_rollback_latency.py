@@ -230,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     say("installing the operator from manifests/")
     operator = Operator(env)
     operator.install()
-    run_kubectl("create", "namespace", NAMESPACE, check=False)
+    # A namespace left terminating by an earlier run must be gone before it is made again.
+    wait("the previous run's namespace to be gone", lambda: run_kubectl(
+        "get", "namespace", NAMESPACE, check=False).returncode != 0, 120, 1.0)  # fmt: skip
+    run_kubectl("create", "namespace", NAMESPACE)
     label_restricted(env, NAMESPACE)
     results: list[dict[str, float]] = []
     stored: dict[str, Any] = {}
@@ -247,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         body = model_deployment(NAME, v1, broken, strategy)
         run_kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(body))
         say("waiting for the stable, canary and router pods")
-        wait("Ready", lambda: any(c["type"] == "Ready" and c["status"] == "True"
-             for c in status(env).get("conditions", [])), 180, 0.5)  # fmt: skip
+        try:
+            wait("Ready", lambda: any(c["type"] == "Ready" and c["status"] == "True"
+                 for c in status(env).get("conditions", [])), 180, 0.5)  # fmt: skip
+        except SystemExit:
+            print(env.describe(NAMESPACE, NAME), flush=True)
+            raise
         router = router_url(env, NAMESPACE, NAME)
         # Rows the broken canary answers (classes it kept) and all rows.
         rows = {"answered": v1.features[v1.labels < 2], "all": v1.features}
