@@ -380,3 +380,22 @@ def event_count(env: Env, namespace: str, name: str, reason: str) -> int:
 
 def status_yaml(status: dict[str, Any]) -> str:
     return str(yaml.safe_dump(status))
+
+
+def kubectl_modelship(local_cluster: Any, namespace: str, *args: str) -> str:
+    """Run ``kubectl modelship ...`` as a user would (the plugin found on PATH)."""
+    import os
+    import subprocess
+    import sys
+
+    from modelship_cluster.binaries import toolset
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env["KUBECONFIG"] = str(local_cluster.kubeconfig)
+    result = subprocess.run(
+        [str(toolset().kubectl), "modelship", "-n", namespace, *args],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, f"kubectl modelship {' '.join(args)}: {result.stderr}"
+    return result.stdout

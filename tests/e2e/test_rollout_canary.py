@@ -22,6 +22,7 @@ from rollout_harness import (
     deploy,
     event_count,
     explain,
+    kubectl_modelship,
     last_result,
     phase_is,
     reasons,
@@ -174,3 +175,49 @@ def test_without_traffic_the_analysis_is_inconclusive_and_decides_nothing(
     assert condition["status"] == "True" and "inconclusive" in condition["message"], why
     said = reasons(env, ns, "idle")
     assert not {"StepAdvanced", "PromotionStarted", "RolledBack", "AnalysisFailed"} & set(said)
+
+
+# --- the kubectl plugin steers a rollout through the operator ---------------------------------
+
+
+def test_the_kubectl_plugin_pauses_resumes_aborts_retries_and_promotes(
+    cluster_env: Env,
+    installed_operator: Operator,
+    rollout_models: dict[str, Stored],
+    restricted_ns: str,
+    local_cluster: Any,
+) -> None:
+    env, models, ns = cluster_env, rollout_models, restricted_ns
+    v1, v2 = models["1.0.0"], models["2.0.0"]
+    deploy(env, ns, "steer", v1, v2)  # no traffic: the analysis alone would never decide
+
+    def run(*args: str) -> str:
+        return kubectl_modelship(local_cluster, ns, *args, "steer")
+
+    with Recorder(env, ns, "steer") as rec:
+        wait_for(env, ns, "steer", lambda s: (s.get("traffic") or {}).get("canary") == 20,
+                 "the canary to enter", 60, rec)  # fmt: skip
+        run("pause")
+        paused = wait_for(env, ns, "steer", phase_is("Paused"), "paused", 30, rec)
+        assert paused["rollout"]["pauseReason"] == "paused by spec.paused"
+        assert paused["traffic"]["canary"] == 20
+        run("resume")
+        wait_for(env, ns, "steer", phase_is("Progressing"), "resumed", 30, rec)
+        run("abort")
+        aborted = wait_for(env, ns, "steer", phase_is("RolledBack"), "aborted", 30, rec)
+        assert aborted["history"][-1]["outcome"] == "Aborted"
+        assert aborted["traffic"]["canary"] == 0
+        run("retry")
+        wait_for(env, ns, "steer", lambda s: s.get("phase") == "Progressing"
+                 and (s.get("traffic") or {}).get("canary") == 20, "retried", 60, rec)  # fmt: skip
+        run("promote")
+        promoted = wait_for(env, ns, "steer", phase_is("Promoted"), "promoted", 90, rec)
+        shown = run("status")
+    why = explain(env, ns, "steer", rec)
+    assert [h["outcome"] for h in promoted["history"]] == ["Aborted", "Promoted"], why
+    assert promoted["rolledOut"]["current"]["version"] == "2.0.0", why
+    assert "Promoted" in shown, shown
+    order = [p for p in rec.phases() if p in ("Paused", "RolledBack", "Promoted")]
+    assert order == ["Paused", "RolledBack", "Promoted"], why
+    said = reasons(env, ns, "steer")
+    assert {"Aborted", "RolloutRetried", "PromotionStarted"} <= set(said), why
