@@ -58,8 +58,7 @@ from modelship_operator.status import (
     Verdict,
 )
 
-#: ``status.rollout.pauseReason`` when the user paused with spec.paused (the same words as
-#: ``reconcile.PAUSED_BY_USER``).
+#: ``status.rollout.pauseReason`` when the user paused with spec.paused.
 PAUSED_BY_USER: Final = "paused by spec.paused"
 #: Prefix of ``pauseReason`` when analyses could not run ``maxConsecutiveErrors`` times.
 PAUSED_BY_ERRORS: Final = "paused: the analysis could not run"
