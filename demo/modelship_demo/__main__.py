@@ -45,7 +45,7 @@ STRATEGY: dict[str, Any] = {
     "metrics": [
         {"name": "success-rate", "min": 99},
         {"name": "latency-p99", "max": 0.5},
-        {"name": "accuracy", "compareTo": "stable", "margin": {"absolute": 0.05}},
+        {"name": "accuracy", "compareTo": "stable", "margin": {"absolute": 2}},
     ],
 }
 
@@ -225,7 +225,17 @@ class Demo:
                         "stable to run the promoted model",
                         120,
                     )
-                self.patch_spec({"canary": None})
+                    # As a user finishes a promotion (in git, for GitOps): the promoted
+                    # model becomes spec.model and the canary goes.
+                    promoted = {
+                        "version": model.version,
+                        "uri": stored.uri,
+                        "sha256": stored.sha256,
+                    }
+                    self.patch_spec({"model": promoted, "canary": None})
+                    info(f"spec.model is now {model.version}; the canary's objects are removed")
+                else:
+                    self.patch_spec({"canary": None})
                 return outcome, timeline
         raise TimeoutError(f"the rollout of {model.version} did not finish in {timeout:.0f}s")
 
