@@ -122,13 +122,6 @@ def setup_root(spec: dict) -> None:
         "tmpfs", f"{root}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=" + spec["tmpSize"]
     )
     mount("tmpfs", f"{root}/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=16m")
-    # The environment may live under /tmp or /run (a checkout there), which the tmpfs
-    # mounts above just hid: bind those folders back, read-only.
-    for host_path in spec.get("hiddenHostPaths", []):
-        target = root + host_path
-        os.makedirs(target, exist_ok=True)
-        mount(host_path, target, None, MS_BIND | MS_REC)
-        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     os.chdir(root)
     os.mkdir(".oldroot", 0o700)
     nr = SYS_PIVOT_ROOT.get(os.uname().machine)
@@ -136,6 +129,16 @@ def setup_root(spec: dict) -> None:
         raise StartError(f"unsupported machine {os.uname().machine}")
     _check(libc.syscall(nr, b".", b".oldroot"), "pivot_root")
     os.chdir("/")
+
+
+def bind_hidden_host_paths(spec: dict) -> None:
+    """The environment may live under /tmp or /run (a checkout there), which the
+    container's own tmpfs, or a volume mounted on /tmp, hides: bind those folders back,
+    read-only, last, so nothing mounted later covers them."""
+    for host_path in spec.get("hiddenHostPaths", []):
+        os.makedirs(host_path, exist_ok=True)
+        mount("/.oldroot" + host_path, host_path, None, MS_BIND | MS_REC)
+        mount(None, host_path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
 def mount_volumes(spec: dict) -> None:
@@ -201,6 +204,7 @@ def main() -> None:
         _check(libc.sethostname(hostname, len(hostname)), "sethostname")
         setup_root(spec)
         mount_volumes(spec)
+        bind_hidden_host_paths(spec)
         open_traversal(spec.get("traverse", []))
         workdir = spec.get("workingDir") or "/"
         if not os.path.isdir(workdir):
