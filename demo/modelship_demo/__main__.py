@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -292,6 +293,10 @@ def background_traffic(
         loop.close()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="modelship-demo",
@@ -304,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=25.0, help="predictions per second")
     args = parser.parse_args(argv)
 
+    # Ctrl-C and SIGTERM both end the demo through the clean-up below, even when the
+    # process was started with SIGINT ignored (as a background job of a script is).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     cluster = Cluster()
     started_cluster = not cluster.is_up()
