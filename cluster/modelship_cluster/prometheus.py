@@ -25,9 +25,6 @@ import json
 import re
 import shutil
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -119,22 +116,6 @@ def args(
 
 def url(port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> str:
     return f"http://{host}:{port}"
-
-
-def wait_ready(port: int, timeout: float, alive: Any = None, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if callable(alive) and not alive():
-            raise RuntimeError("prometheus exited during start-up")
-        try:
-            with urllib.request.urlopen(f"{url(port, host)}/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (OSError, urllib.error.URLError) as error:
-            last = str(error)
-        time.sleep(0.2)
-    raise TimeoutError(f"prometheus not ready after {timeout:.0f}s at {url(port, host)}: {last}")
 
 
 def has_kubernetes_sd(path: Path) -> bool:

@@ -163,7 +163,14 @@ def start(cluster: Cluster, timeout: float) -> None:
     prom = cluster.processes.start(
         PROM, prometheus.args(config_file, root / "prometheus" / "data", port, host)
     )
-    prometheus.wait_ready(port, timeout, prom.alive, host)
+    controlplane.wait_healthy(
+        f"{prometheus.url(port, host)}/-/ready",
+        ca=None,
+        client=None,
+        timeout=timeout,
+        alive=prom.alive,
+        what=cluster._what(PROM),
+    )
     _publish_prometheus(cluster, host, port)
     _say(
         f"Prometheus at {prometheus.url(port, host)}, in the cluster "
