@@ -16,6 +16,7 @@ import fcntl
 import os
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -98,5 +99,14 @@ def namespace(request: pytest.FixtureRequest, kube_api: object) -> Iterator[str]
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # Pods are refused until the controller manager has made the namespace's `default`
+    # ServiceAccount; hand out the namespace only once it can take pods.
+    deadline = time.monotonic() + 30
+    while not core.list_namespaced_service_account(
+        name, field_selector="metadata.name=default"
+    ).items:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"namespace {name} got no default ServiceAccount in 30s")
+        time.sleep(0.1)
     yield name
     core.delete_namespace(name, propagation_policy="Background")
