@@ -69,6 +69,15 @@ def parse_json(body: bytes) -> Any:
         raise ServingError(400, f"malformed JSON: {first_error}") from None
 
 
+def _all_finite(values: list[Any]) -> bool:
+    """Whether a flat list of numbers is all finite, by its sum (inf and NaN propagate); an
+    integer too large for a float counts as not finite (the general decoder names it)."""
+    try:
+        return math.isfinite(sum(values))
+    except OverflowError:
+        return False
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
     return (text[:40] + "...") if len(text) > 40 else text
@@ -173,6 +182,18 @@ def rows_to_matrix(rows: Any, signature: ModelSignature, limits: Limits, where: 
     return features
 
 
+def v1_wants_proba(payload: dict[str, Any], signature: ModelSignature) -> bool:
+    """The V1 ``probabilities`` flag, checked against the model."""
+    proba = payload.get("probabilities", False)
+    if type(proba) is not bool:
+        raise ServingError(422, "'probabilities' must be true or false")
+    if proba and not signature.has_predict_proba:
+        raise ServingError(
+            422, f"{signature.estimator_class} has no predict_proba: drop 'probabilities'"
+        )
+    return proba
+
+
 def decode_v1(payload: Any, signature: ModelSignature, limits: Limits) -> tuple[np.ndarray, bool]:
     """KServe V1 body → (X, want probabilities)."""
     if type(payload) is not dict:
@@ -181,13 +202,7 @@ def decode_v1(payload: Any, signature: ModelSignature, limits: Limits) -> tuple[
     if has_instances == ("inputs" in payload):
         raise ServingError(422, "send exactly one of 'instances' or 'inputs'")
     key = "instances" if has_instances else "inputs"
-    proba = payload.get("probabilities", False)
-    if type(proba) is not bool:
-        raise ServingError(422, "'probabilities' must be true or false")
-    if proba and not signature.has_predict_proba:
-        raise ServingError(
-            422, f"{signature.estimator_class} has no predict_proba: drop 'probabilities'"
-        )
+    proba = v1_wants_proba(payload, signature)
     return rows_to_matrix(payload[key], signature, limits, key), proba
 
 
@@ -279,7 +294,7 @@ def _common_tensor(payload: dict[str, Any], n_features: int, limits: Limits) -> 
         or len(data) != rows * cols
         or type(tensor.get("name")) is not str
         or not set(map(type, data)) <= _NUMBER_TYPES
-        or not math.isfinite(sum(data))
+        or not _all_finite(data)
     ):
         return None
     try:
@@ -288,23 +303,80 @@ def _common_tensor(payload: dict[str, Any], n_features: int, limits: Limits) -> 
         return None
 
 
+def _plain_row(values: Any, n_features: int) -> list[float] | None:
+    """``values`` as a list of ``n_features`` finite floats, or None."""
+    if type(values) is not list or len(values) != n_features:
+        return None
+    types = set(map(type, values))
+    if types == _FLOAT:
+        return values if _all_finite(values) else None
+    if not types <= _NUMBER_TYPES or not _all_finite(values):
+        return None
+    return [float(v) for v in values]
+
+
+_FLOAT = {float}
+
+
+def v2_single_row(payload: dict[str, Any], n_features: int) -> list[float] | None:
+    """The usual one-row request (one FP64 tensor of shape [1, n_features], flat, finite) as a
+    list of floats; None sends the request through the general decoder (and its errors)."""
+    inputs = payload.get("inputs")
+    if type(inputs) is not list or len(inputs) != 1:
+        return None
+    tensor = inputs[0]
+    if type(tensor) is not dict or tensor.get("datatype") != "FP64":
+        return None
+    shape = tensor.get("shape")
+    if (
+        type(shape) is not list
+        or len(shape) != 2
+        or type(shape[0]) is not int
+        or type(shape[1]) is not int
+        or shape[0] != 1
+        or shape[1] != n_features
+        or type(tensor.get("name")) is not str
+    ):
+        return None
+    return _plain_row(tensor.get("data"), n_features)
+
+
+def v1_single_row(payload: Any, n_features: int) -> list[float] | None:
+    """The usual one-row V1 request (``instances`` or ``inputs`` holding one list of numbers)
+    as a list of floats; None sends it through :func:`decode_v1`."""
+    if type(payload) is not dict:
+        return None
+    rows = payload.get("instances")
+    if rows is None:
+        rows = payload.get("inputs")
+    elif "inputs" in payload:
+        return None
+    if type(rows) is not list or len(rows) != 1:
+        return None
+    return _plain_row(rows[0], n_features)
+
+
+def v2_request_id(payload: dict[str, Any]) -> str | None:
+    """The V2 body's optional ``id``."""
+    request_id = payload.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise ServingError(422, "'id' must be a string")
+    return request_id
+
+
 def decode_v2(payload: Any, signature: ModelSignature, limits: Limits) -> V2Request:
     """Open Inference Protocol V2 body → V2Request."""
     if type(payload) is not dict:
         raise ServingError(400, "body must be a JSON object with 'inputs'")
     common = _common_tensor(payload, signature.n_features, limits)
     if common is not None:
-        request_id = payload.get("id")
-        if request_id is not None and type(request_id) is not str:
-            raise ServingError(422, "'id' must be a string")
-        return V2Request(common, _requested_outputs(payload.get("outputs"), signature), request_id)
+        request_id = v2_request_id(payload)
+        return V2Request(common, requested_outputs(payload.get("outputs"), signature), request_id)
     inputs = payload.get("inputs")
     if type(inputs) is not list or not inputs:
         raise ServingError(422, "'inputs' must be a non-empty list of tensors")
-    request_id = payload.get("id")
-    if request_id is not None and type(request_id) is not str:
-        raise ServingError(422, "'id' must be a string")
-    outputs = _requested_outputs(payload.get("outputs"), signature)
+    request_id = v2_request_id(payload)
+    outputs = requested_outputs(payload.get("outputs"), signature)
     tensors = [_tensor(entry, i, limits) for i, entry in enumerate(inputs)]
     if len(tensors) == 1:
         _, shape, array = tensors[0]
@@ -364,7 +436,7 @@ def _columns(
     return np.stack([by_name[n] for n in names], axis=1)
 
 
-def _requested_outputs(value: Any, signature: ModelSignature) -> tuple[str, ...]:
+def requested_outputs(value: Any, signature: ModelSignature) -> tuple[str, ...]:
     if value is None:
         return ("predict",)
     if type(value) is not list or not value:

@@ -1,7 +1,9 @@
 """The data plane: decode → infer → record → encode, independent of the HTTP framework.
 
-Both the fast ASGI lane and the FastAPI routes call these methods, so behaviour is identical
-whichever path a request takes.
+The protocol-level fast lane, the ASGI lane and the FastAPI routes all call these methods, so
+behaviour is identical whichever path a request takes. A one-row request to a model whose
+inference path has ``run_row`` (linear models) stays in plain Python values from the parsed JSON
+to the encoded answer; everything else goes through NumPy arrays.
 """
 
 from __future__ import annotations
@@ -13,10 +15,23 @@ import anyio.to_thread
 import numpy as np
 import orjson
 
-from .codec import Limits, decode_v1, decode_v2, encode_v2_output, parse_json
+from .codec import (
+    Limits,
+    V2Request,
+    decode_v1,
+    decode_v2,
+    encode_v2_output,
+    parse_json,
+    requested_outputs,
+    v1_single_row,
+    v1_wants_proba,
+    v2_datatype,
+    v2_request_id,
+    v2_single_row,
+)
 from .config import Settings
 from .errors import ServingError
-from .fastpath import Prediction, SklearnPath
+from .fastpath import Prediction, RowPrediction, SklearnPath
 from .feedback import PredictionStore, score_feedback
 from .loading import LoadedModel
 from .metrics import ServingMetrics
@@ -46,18 +61,28 @@ class DataPlane:
         )
         self._regression = self.signature.estimator_type != "classifier"
         self._classifier = self.signature.estimator_type == "classifier"
+        self._n_features = self.signature.n_features
+        # The one-row path: only when the inference path covers it and NaN never reaches it
+        # (single-row decoding accepts finite numbers only).
+        self._row_path = path if getattr(path, "rows_supported", False) else None
+        classes = getattr(model.estimator, "classes_", None)
+        self._label_datatype = v2_datatype(np.asarray(classes)) if self._classifier else "FP64"
+        self._proba_shape = [1, len(classes) if classes is not None else 0]
 
-    async def _infer(self, features: np.ndarray, want_proba: bool) -> Prediction:
+    def _run(self, features: np.ndarray, want_proba: bool) -> Prediction:
         path = self.path
         # The accelerated paths assume finite input; NaN (when allowed) goes to scikit-learn.
         if self.settings.allow_non_finite and not np.isfinite(features).all():
             path = self.reference
         try:
-            if features.shape[0] > self.settings.inline_max_rows:
-                return await anyio.to_thread.run_sync(path.run, features, want_proba)
             return path.run(features, want_proba)  # type: ignore[no-any-return]
         except (ValueError, TypeError) as exc:
             raise ServingError(422, f"the model rejected the input: {exc}") from None
+
+    async def _infer(self, features: np.ndarray, want_proba: bool) -> Prediction:
+        if features.shape[0] > self.settings.inline_max_rows:
+            return await anyio.to_thread.run_sync(self._run, features, want_proba)
+        return self._run(features, want_proba)
 
     def _record(self, features: np.ndarray, prediction: Prediction, request_id: str) -> list[Any]:
         labels = prediction.labels.tolist()
@@ -69,22 +94,99 @@ class DataPlane:
         if metrics.drift is not None:
             metrics.drift.observe(features)
         if self.settings.prediction_store_size:
-            self.store.put(request_id, labels)
+            # A tuple of plain values: the garbage collector stops tracking it.
+            self.store.put(request_id, tuple(labels))
         return labels  # type: ignore[no-any-return]
 
-    async def v1_predict(self, body: bytes, request_id: str) -> bytes:
-        features, want_proba = decode_v1(parse_json(body), self.signature, self.limits)
-        prediction = await self._infer(features, want_proba)
+    # Each endpoint comes in two forms: ``*_now`` runs the model on the calling thread (the
+    # protocol-level fast lane uses it only for bodies too small to hold more than
+    # ``inline_max_rows`` rows), the async form moves larger batches to a worker thread.
+
+    def _record_row(self, row: list[float], result: RowPrediction, request_id: str) -> None:
+        metrics = self.metrics
+        if result.class_index is not None:
+            metrics.count_class(result.class_index)
+        elif self._regression:
+            metrics.observe_value(result.label)
+        if metrics.drift is not None:
+            metrics.drift.observe_row(row)
+        if self.settings.prediction_store_size:
+            self.store.put(request_id, (result.label,))
+
+    def _v1_row(self, payload: dict[str, Any], row: list[float], request_id: str) -> bytes:
+        want_proba = v1_wants_proba(payload, self.signature)
+        assert self._row_path is not None
+        result = self._row_path.run_row(row, want_proba)
+        self._record_row(row, result, request_id)
+        response: dict[str, Any] = {"predictions": [result.label]}
+        if result.proba is not None:
+            response["probabilities"] = [result.proba]
+            response["classes"] = list(self.signature.classes or ())
+        return orjson.dumps(response)
+
+    def _v2_row(self, payload: dict[str, Any], row: list[float], request_id: str) -> bytes:
+        own_id = v2_request_id(payload)
+        names = requested_outputs(payload.get("outputs"), self.signature)
+        assert self._row_path is not None
+        result = self._row_path.run_row(row, "predict_proba" in names)
+        self._record_row(row, result, request_id)
+        label = str(result.label) if self._label_datatype == "BYTES" else result.label
+        outputs = []
+        for name in names:
+            if name == "predict":
+                outputs.append(
+                    {"name": name, "shape": [1], "datatype": self._label_datatype, "data": [label]}
+                )
+            else:
+                outputs.append(
+                    {
+                        "name": name,
+                        "shape": self._proba_shape,
+                        "datatype": "FP64",
+                        "data": result.proba,
+                    }
+                )
+        return orjson.dumps(
+            {
+                "model_name": self.settings.model_name,
+                "model_version": self.settings.model_version,
+                "id": own_id or request_id,
+                "outputs": outputs,
+            }
+        )
+
+    def _single_row(self, payload: Any, v2: bool) -> list[float] | None:
+        if self._row_path is None or type(payload) is not dict:
+            return None
+        if v2:
+            return v2_single_row(payload, self._n_features)
+        return v1_single_row(payload, self._n_features)
+
+    def _v1_response(self, features: np.ndarray, prediction: Prediction, request_id: str) -> bytes:
         response: dict[str, Any] = {"predictions": self._record(features, prediction, request_id)}
         if prediction.proba is not None:
             response["probabilities"] = prediction.proba.tolist()
             response["classes"] = list(self.signature.classes or ())
         return orjson.dumps(response)
 
-    async def v2_infer(self, body: bytes, request_id: str) -> bytes:
-        request = decode_v2(parse_json(body), self.signature, self.limits)
-        want_proba = "predict_proba" in request.outputs
-        prediction = await self._infer(request.features, want_proba)
+    def v1_predict_now(self, body: bytes, request_id: str) -> bytes:
+        payload = parse_json(body)
+        row = self._single_row(payload, v2=False)
+        if row is not None:
+            return self._v1_row(payload, row, request_id)
+        features, want_proba = decode_v1(payload, self.signature, self.limits)
+        return self._v1_response(features, self._run(features, want_proba), request_id)
+
+    async def v1_predict(self, body: bytes, request_id: str) -> bytes:
+        payload = parse_json(body)
+        row = self._single_row(payload, v2=False)
+        if row is not None:
+            return self._v1_row(payload, row, request_id)
+        features, want_proba = decode_v1(payload, self.signature, self.limits)
+        prediction = await self._infer(features, want_proba)
+        return self._v1_response(features, prediction, request_id)
+
+    def _v2_response(self, request: V2Request, prediction: Prediction, request_id: str) -> bytes:
         self._record(request.features, prediction, request_id)
         outputs = []
         for name in request.outputs:
@@ -99,6 +201,24 @@ class DataPlane:
                 "outputs": outputs,
             }
         )
+
+    def v2_infer_now(self, body: bytes, request_id: str) -> bytes:
+        payload = parse_json(body)
+        row = self._single_row(payload, v2=True)
+        if row is not None:
+            return self._v2_row(payload, row, request_id)
+        request = decode_v2(payload, self.signature, self.limits)
+        prediction = self._run(request.features, "predict_proba" in request.outputs)
+        return self._v2_response(request, prediction, request_id)
+
+    async def v2_infer(self, body: bytes, request_id: str) -> bytes:
+        payload = parse_json(body)
+        row = self._single_row(payload, v2=True)
+        if row is not None:
+            return self._v2_row(payload, row, request_id)
+        request = decode_v2(payload, self.signature, self.limits)
+        prediction = await self._infer(request.features, "predict_proba" in request.outputs)
+        return self._v2_response(request, prediction, request_id)
 
     def feedback(self, body: bytes) -> bytes:
         result = score_feedback(parse_json(body), self.store, self._regression)

@@ -2,7 +2,8 @@
 
 Per feature (at most ``max_features`` of them): a running sum (with a row counter, so PromQL can
 take the mean over any window as a ratio of rates), and the mean and quantiles of the most recent
-``window`` rows. A request costs one slice copy into a ring buffer; sums are folded in lazily
+``window`` rows. A request costs one slice copy into a ring buffer (a one-row request only an
+append to a short list of pending rows, copied in as one block); sums are folded in lazily
 (before unsummed rows would be overwritten, and at scrape time), quantiles only at scrape time.
 """
 
@@ -14,6 +15,8 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+# One-row requests queue their rows as Python lists and enter the buffer this many at a time.
+PENDING_ROWS = 64
 
 
 class DriftSummary:
@@ -35,6 +38,20 @@ class DriftSummary:
         self._unsummed = 0
         self._sums = np.zeros(self._k)
         self._rows = 0
+        self._pending: list[list[float]] = []
+
+    def observe_row(self, row: list[float]) -> None:
+        """Fold one row in, given as plain floats (the one-row request path)."""
+        pending = self._pending
+        pending.append(row)
+        if len(pending) >= PENDING_ROWS:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        if self._pending:
+            rows = np.array(self._pending, dtype=np.float64)
+            self._pending = []
+            self.observe(rows)
 
     def observe(self, features: np.ndarray) -> None:
         """Fold a request's rows in (called on the event loop, after the prediction)."""
@@ -79,6 +96,7 @@ class DriftSummary:
         self._unsummed = 0
 
     def collect(self) -> Iterator[Metric]:
+        self._flush_pending()
         self._fold()
         base = list(self._labels)
         values = list(self._labels.values())

@@ -12,6 +12,12 @@ within rtol=1e-9, atol=1e-12; in practice they are bit-identical):
   output), all trees walked together, one vectorised step per tree level;
 - either of them behind StandardScaler / MinMaxScaler steps of a Pipeline.
 
+Linear models (alone or behind the scalers) also answer a one-row request with plain Python
+arithmetic on the decoded JSON numbers (``run_row``): for a single row every NumPy call costs more
+than the arithmetic, so the row never becomes an array. It is held to the same tolerance on the
+rows of the probe batch. Class predictions agree unless a row's decision score lies within
+rounding error (about 1e-15 relative) of the decision boundary.
+
 Everything else, and any model whose accelerated output disagrees with scikit-learn on a probe
 batch at load time, is served by the ``sklearn`` path.
 """
@@ -19,9 +25,11 @@ batch at load time, is served by the ``sklearn`` path.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import mul
 from typing import Any
 
 import numpy as np
@@ -64,9 +72,48 @@ class SklearnPath:
         return Prediction(labels, indices, proba)
 
 
+@dataclass(frozen=True, slots=True)
+class RowPrediction:
+    """One row's output as Python values: the class index (classifiers), the label or value,
+    and the class probabilities when asked for."""
+
+    class_index: int | None
+    label: Any
+    proba: list[float] | None
+
+
 # -- preprocessing steps ----------------------------------------------------------------------
 
 Transform = Callable[[np.ndarray], np.ndarray]
+RowTransform = Callable[[list[float]], list[float]]
+
+
+def _standard_scaler_row(step: Any) -> RowTransform:
+    mean = step.mean_.tolist() if step.with_mean else None
+    scale = step.scale_.tolist() if step.with_std else None
+
+    def transform(row: list[float]) -> list[float]:
+        if mean is not None:
+            row = [x - m for x, m in zip(row, mean, strict=True)]
+        if scale is not None:
+            row = [x / s for x, s in zip(row, scale, strict=True)]
+        return row
+
+    return transform
+
+
+def _min_max_scaler_row(step: Any) -> RowTransform:
+    scale, offset = step.scale_.tolist(), step.min_.tolist()
+    low, high = (float(v) for v in step.feature_range)
+    clip = bool(step.clip)
+
+    def transform(row: list[float]) -> list[float]:
+        out = [x * s + o for x, s, o in zip(row, scale, offset, strict=True)]
+        if clip:
+            out = [min(max(x, low), high) for x in out]
+        return out
+
+    return transform
 
 
 def _standard_scaler(step: Any) -> Transform:
@@ -100,6 +147,10 @@ def _min_max_scaler(step: Any) -> Transform:
 _TRANSFORMS: dict[str, Callable[[Any], Transform]] = {
     "sklearn.preprocessing._data.StandardScaler": _standard_scaler,
     "sklearn.preprocessing._data.MinMaxScaler": _min_max_scaler,
+}
+_ROW_TRANSFORMS: dict[str, Callable[[Any], RowTransform]] = {
+    "sklearn.preprocessing._data.StandardScaler": _standard_scaler_row,
+    "sklearn.preprocessing._data.MinMaxScaler": _min_max_scaler_row,
 }
 
 
@@ -141,6 +192,43 @@ class _LinearHead:
                 raise NotImplementedError("one-vs-rest LogisticRegression")
             if getattr(est, "solver", "") == "liblinear":
                 raise NotImplementedError("liblinear multiclass is one-vs-rest")
+        # The same coefficients as Python floats, for run_row (one list per output or class).
+        coef = np.asarray(est.coef_, dtype=np.float64)
+        self.coef_rows: list[list[float]] = (
+            [coef.tolist()] if coef.ndim == 1 else [list(c) for c in coef.tolist()]
+        )
+        self.intercepts: list[float] = np.broadcast_to(
+            self.intercept, (len(self.coef_rows),)
+        ).tolist()
+        self.labels = self.classes.tolist() if self.classes is not None else None
+        self.rows_supported = len(self.coef_rows) == 1 or (
+            self.classes is not None and len(self.coef_rows) == len(self.classes)
+        )
+
+    def run_row(self, row: list[float], want_proba: bool) -> RowPrediction:
+        if len(self.coef_rows) == 1:
+            score = sum(map(mul, row, self.coef_rows[0])) + self.intercepts[0]
+            if self.labels is None:
+                return RowPrediction(None, score, None)
+            index = 1 if score > 0 else 0
+            proba = None
+            if want_proba:
+                p = _expit(score)
+                proba = [1 - p, p]
+            return RowPrediction(index, self.labels[index], proba)
+        scores = [
+            sum(map(mul, row, coef)) + b
+            for coef, b in zip(self.coef_rows, self.intercepts, strict=True)
+        ]
+        top = max(scores)
+        index = scores.index(top)
+        proba = None
+        if want_proba:
+            exps = [math.exp(v - top) for v in scores]
+            total = sum(exps)
+            proba = [e / total for e in exps]
+        assert self.labels is not None
+        return RowPrediction(index, self.labels[index], proba)
 
     def run(self, x: np.ndarray, want_proba: bool) -> Prediction:
         scores = x @ self.coef_t + self.intercept
@@ -160,6 +248,14 @@ class _LinearHead:
             else:
                 proba = softmax(scores.copy(), copy=False)
         return Prediction(self.classes.take(indices, axis=0), indices, proba)
+
+
+def _expit(x: float) -> float:
+    """The logistic function, without overflow for large negative scores."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
 
 
 # -- tree ensembles ---------------------------------------------------------------------------
@@ -269,10 +365,26 @@ class _TreesHead:
 class CompiledPath:
     """Preprocessing transforms followed by an accelerated head."""
 
-    def __init__(self, transforms: list[Transform], head: Any) -> None:
+    def __init__(
+        self,
+        transforms: list[Transform],
+        head: Any,
+        row_transforms: list[RowTransform] | None = None,
+    ) -> None:
         self.transforms = transforms
         self.head = head
         self.name = head.name
+        self.row_transforms = row_transforms or []
+        #: Whether run_row covers this model (linear heads, scaler steps).
+        self.rows_supported = bool(getattr(head, "rows_supported", False)) and len(
+            self.row_transforms
+        ) == len(transforms)
+
+    def run_row(self, row: list[float], want_proba: bool) -> RowPrediction:
+        """One row of plain Python numbers (only when ``rows_supported``)."""
+        for transform in self.row_transforms:
+            row = transform(row)
+        return self.head.run_row(row, want_proba)  # type: ignore[no-any-return]
 
     def run(self, features: np.ndarray, want_proba: bool) -> Prediction:
         x = features
@@ -284,6 +396,7 @@ class CompiledPath:
 def compile_estimator(estimator: Any) -> CompiledPath:
     """Build the accelerated path for ``estimator``; NotImplementedError when none covers it."""
     transforms: list[Transform] = []
+    row_transforms: list[RowTransform] = []
     final = estimator
     if _qualname(estimator) == "sklearn.pipeline.Pipeline":
         *steps, (_, final) = estimator.steps
@@ -294,9 +407,10 @@ def compile_estimator(estimator: Any) -> CompiledPath:
             if factory is None:
                 raise NotImplementedError(f"pipeline step {_qualname(step)}")
             transforms.append(factory(step))
+            row_transforms.append(_ROW_TRANSFORMS[_qualname(step)](step))
     kind = _qualname(final)
     if kind in _LINEAR_CLASSIFIERS or kind in _LINEAR_REGRESSORS:
-        return CompiledPath(transforms, _LinearHead(final))
+        return CompiledPath(transforms, _LinearHead(final), row_transforms)
     if kind in _TREE_CLASSIFIERS or kind in _TREE_REGRESSORS:
         return CompiledPath(transforms, _TreesHead(final))
     raise NotImplementedError(kind)
@@ -339,7 +453,35 @@ def agrees_with_sklearn(path: Any, reference: SklearnPath, batch: np.ndarray) ->
         same = bool(np.array_equal(got.labels, expected.labels))
     if want_proba and expected.proba is not None:
         same = same and np.allclose(got.proba, expected.proba, rtol=RTOL, atol=ATOL)  # type: ignore[arg-type]
+    if same and getattr(path, "rows_supported", False):
+        same = rows_agree(path, expected, batch[:ROW_PROBES], want_proba)
     return bool(same)
+
+
+ROW_PROBES = 64
+
+
+def rows_agree(path: Any, expected: Prediction, batch: np.ndarray, want_proba: bool) -> bool:
+    """``path.run_row`` on each row of ``batch`` matches scikit-learn's ``expected`` output."""
+    labels = expected.labels.tolist()
+    numeric = expected.labels.dtype.kind in "fc"
+    for i, row in enumerate(batch.tolist()):
+        got = path.run_row(row, want_proba)
+        if numeric:
+            if not math.isclose(got.label, labels[i], rel_tol=RTOL, abs_tol=ATOL):
+                return False
+        elif got.label != labels[i] or got.class_index is None:
+            return False
+        if (
+            want_proba
+            and expected.proba is not None
+            and (
+                got.proba is None
+                or not np.allclose(got.proba, expected.proba[i], rtol=RTOL, atol=ATOL)
+            )
+        ):
+            return False
+    return True
 
 
 def quiet_feature_name_warnings() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ class PredictionStore:
     def __init__(
         self, max_rows: int, ttl: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._entries: OrderedDict[str, tuple[float, list[Any]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Sequence[Any]]] = OrderedDict()
         self._max_rows = max_rows
         self._ttl = ttl
         self._clock = clock
@@ -37,7 +37,7 @@ class PredictionStore:
     def rows(self) -> int:
         return self._rows
 
-    def put(self, request_id: str, predictions: list[Any]) -> None:
+    def put(self, request_id: str, predictions: Sequence[Any]) -> None:
         """Remember one request's predictions (rows beyond the bound evict the oldest)."""
         if len(predictions) > self._max_rows:
             return
@@ -49,7 +49,7 @@ class PredictionStore:
         self._rows += len(predictions)
         self._evict(now)
 
-    def pop(self, request_id: str) -> list[Any] | None:
+    def pop(self, request_id: str) -> Sequence[Any] | None:
         """Take a request's predictions out (feedback counts once); None if unknown/expired."""
         now = self._clock()
         self._evict(now)

@@ -264,6 +264,14 @@ class ServingMetrics:
         for index, count in enumerate(np.bincount(class_indices, minlength=len(counts)).tolist()):
             counts[index] += count
 
+    def count_class(self, index: int) -> None:
+        self.hot.class_counts[index] += 1
+
+    def observe_value(self, value: float) -> None:
+        histogram = self.hot.values
+        if histogram is not None:
+            histogram.observe(value)
+
     def observe_values(self, values: np.ndarray) -> None:
         histogram = self.hot.values
         if histogram is None:

@@ -13,6 +13,7 @@ from types import FrameType
 import uvicorn
 
 from .app import ModelServerApp
+from .protocol import fast_lane_protocol
 
 log = logging.getLogger("modelship.serving")
 
@@ -61,7 +62,7 @@ def serve(app: ModelServerApp) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=fast_lane_protocol(app),
         lifespan="on",
         access_log=settings.access_log,
         log_level=settings.log_level,

@@ -163,3 +163,51 @@ def test_trees_refuse_values_beyond_float32_like_scikit_learn() -> None:
         choose_path(model, "auto").run(np.array([[1e300, 1, 1, 1]]), False)
     with pytest.raises(ValueError):
         SklearnPath(model).run(np.array([[1e300, 1, 1, 1]]), False)
+
+
+LINEAR_CASES = [c for c in CASES if c[3] == "numpy-linear"]
+
+
+@pytest.mark.parametrize(
+    ("case", "estimator", "data", "path_name"), LINEAR_CASES, ids=[c[0] for c in LINEAR_CASES]
+)
+def test_one_row_python_path_matches_scikit_learn(
+    case: str, estimator: Any, data: tuple[np.ndarray, np.ndarray], path_name: str
+) -> None:
+    """Linear models answer single rows in plain Python: same classes, values within tolerance."""
+    X, y = data
+    estimator.fit(X, y)
+    path = choose_path(estimator, "auto")
+    assert path.rows_supported
+    reference = SklearnPath(estimator)
+    rows = np.concatenate([X[:40], np.random.default_rng(2).normal(size=(20, X.shape[1])) * 50])
+    has_proba = hasattr(estimator, "classes_") and hasattr(estimator, "predict_proba")
+    expected = reference.run(rows, want_proba=has_proba)
+    for i, row in enumerate(rows.tolist()):
+        got = path.run_row(row, has_proba)
+        if expected.labels.dtype.kind == "f":
+            assert got.class_index is None
+            assert got.label == pytest.approx(expected.labels[i], rel=RTOL, abs=ATOL)
+        else:
+            assert got.label == expected.labels.tolist()[i]
+            assert got.class_index == expected.class_indices[i]  # type: ignore[index]
+        if has_proba:
+            np.testing.assert_allclose(got.proba, expected.proba[i], rtol=RTOL, atol=ATOL)  # type: ignore[index]
+        else:
+            assert got.proba is None
+
+
+def test_trees_have_no_one_row_python_path() -> None:
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(*IRIS)
+    assert not choose_path(model, "auto").rows_supported
+
+
+def test_one_row_disagreement_is_detected() -> None:
+    """A run_row that drifts from scikit-learn fails the load-time check (the model then
+    falls back to the scikit-learn path)."""
+    model = LogisticRegression(solver="newton-cholesky").fit(*BC)
+    compiled = choose_path(model, "auto")
+    assert compiled.name == "numpy-linear"
+    compiled.head.intercepts = [v + 1e-3 for v in compiled.head.intercepts]
+    batch = probe_batch(model, BC[0].shape[1])
+    assert not agrees_with_sklearn(compiled, SklearnPath(model), batch)
