@@ -273,14 +273,26 @@ def _tensor(entry: Any, index: int, limits: Limits) -> tuple[str, list[int], np.
     return name, shape, array.astype(np.float64, copy=False).reshape(shape)
 
 
-def _common_tensor(payload: dict[str, Any], n_features: int, limits: Limits) -> np.ndarray | None:
-    """The usual request, recognised cheaply: one FP64 tensor [rows, n_features] with flat,
-    finite numbers. None sends the request through the general decoder (and its errors)."""
+def _single_fp64_tensor(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The body's only input tensor when it is a named FP64 tensor, else None."""
     inputs = payload.get("inputs")
     if type(inputs) is not list or len(inputs) != 1:
         return None
     tensor = inputs[0]
-    if type(tensor) is not dict or tensor.get("datatype") != "FP64":
+    if (
+        type(tensor) is not dict
+        or tensor.get("datatype") != "FP64"
+        or type(tensor.get("name")) is not str
+    ):
+        return None
+    return tensor
+
+
+def _common_tensor(payload: dict[str, Any], n_features: int, limits: Limits) -> np.ndarray | None:
+    """The usual request, recognised cheaply: one FP64 tensor [rows, n_features] with flat,
+    finite numbers. None sends the request through the general decoder (and its errors)."""
+    tensor = _single_fp64_tensor(payload)
+    if tensor is None:
         return None
     shape, data = tensor.get("shape"), tensor.get("data")
     if type(shape) is not list or len(shape) != 2 or type(data) is not list:
@@ -292,7 +304,6 @@ def _common_tensor(payload: dict[str, Any], n_features: int, limits: Limits) -> 
         or cols != n_features
         or not 0 < rows <= limits.max_rows
         or len(data) != rows * cols
-        or type(tensor.get("name")) is not str
         or not set(map(type, data)) <= _NUMBER_TYPES
         or not _all_finite(data)
     ):
@@ -321,11 +332,8 @@ _FLOAT = {float}
 def v2_single_row(payload: dict[str, Any], n_features: int) -> list[float] | None:
     """The usual one-row request (one FP64 tensor of shape [1, n_features], flat, finite) as a
     list of floats; None sends the request through the general decoder (and its errors)."""
-    inputs = payload.get("inputs")
-    if type(inputs) is not list or len(inputs) != 1:
-        return None
-    tensor = inputs[0]
-    if type(tensor) is not dict or tensor.get("datatype") != "FP64":
+    tensor = _single_fp64_tensor(payload)
+    if tensor is None:
         return None
     shape = tensor.get("shape")
     if (
@@ -335,7 +343,6 @@ def v2_single_row(payload: dict[str, Any], n_features: int) -> list[float] | Non
         or type(shape[1]) is not int
         or shape[0] != 1
         or shape[1] != n_features
-        or type(tensor.get("name")) is not str
     ):
         return None
     return _plain_row(tensor.get("data"), n_features)

@@ -98,10 +98,6 @@ class DataPlane:
             self.store.put(request_id, tuple(labels))
         return labels  # type: ignore[no-any-return]
 
-    # Each endpoint comes in two forms: ``*_now`` runs the model on the calling thread (the
-    # protocol-level fast lane uses it only for bodies too small to hold more than
-    # ``inline_max_rows`` rows), the async form moves larger batches to a worker thread.
-
     def _record_row(self, row: list[float], result: RowPrediction, request_id: str) -> None:
         metrics = self.metrics
         if result.class_index is not None:
@@ -168,6 +164,10 @@ class DataPlane:
             response["probabilities"] = prediction.proba.tolist()
             response["classes"] = list(self.signature.classes or ())
         return orjson.dumps(response)
+
+    # Each endpoint comes in two forms: ``*_now`` runs the model on the calling thread (the
+    # protocol-level fast lane uses it only for bodies too small to hold more than
+    # ``inline_max_rows`` rows), the async form moves larger batches to a worker thread.
 
     def v1_predict_now(self, body: bytes, request_id: str) -> bytes:
         payload = parse_json(body)
