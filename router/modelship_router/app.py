@@ -116,7 +116,9 @@ class Router:
         ticks = 0
         while True:
             await asyncio.sleep(_TICK)
-            self.limits.expire(loop.time())
+            now = loop.time()
+            self.proxy.tick(now)
+            self.limits.expire(now)
             ticks += 1
             if ticks % _SWEEP_EVERY == 0:
                 self.proxy.sweep()

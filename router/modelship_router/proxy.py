@@ -73,7 +73,16 @@ _REQUEST_SPECIAL = frozenset(
 )
 _NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
 _LOCAL_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
+_NO_HEADERS: dict[str, str] = {}
 _PIPELINE_LIMIT = 16
+#: An upstream request: method, path, host, forwarded lines, request id, X-Forwarded-For,
+#: the mirror mark, then Content-Length and the body (``_REQUEST``, for a GET without a
+#: body: neither, and two empty arguments in their place).
+_REQUEST_WITH_BODY = (
+    b"%s %s HTTP/1.1\r\nhost: %s\r\n%sx-request-id: %s\r\nx-forwarded-for: %s\r\n%s"
+    b"content-length: %d\r\n\r\n%s"
+)
+_REQUEST = b"%s %s HTTP/1.1\r\nhost: %s\r\n%sx-request-id: %s\r\nx-forwarded-for: %s\r\n%s\r\n%s%s"
 _REASONS = {
     400: b"Bad Request",
     405: b"Method Not Allowed",
@@ -131,10 +140,13 @@ class Request:
     def __init__(self) -> None:
         self.method = b"GET"
         self.url = b""
+        #: Forwarded header lines as name, b": ", value, b"\r\n" pieces (joined once).
         self.lines: list[bytes] = []
-        self.wanted: dict[str, str] = {}
+        #: Header values routing decisions read (lowercase names), if any were sent.
+        self.wanted: dict[str, str] | None = None
         self.body = b""
-        self.body_parts: list[bytes] = []
+        #: Body chunks after the first (most bodies arrive in one piece).
+        self.body_parts: list[bytes] | None = None
         self.body_size = 0
         self.request_id: bytes | None = None
         self.host: bytes | None = None
@@ -171,41 +183,19 @@ class Request:
 
     def serialise(self, peer: bytes, default_host: str, mirror: bool = False) -> bytes:
         """The request as sent upstream: same method and path, cleaned headers, body."""
-        parts = [self.method, b" ", self.url, b" HTTP/1.1\r\nhost: "]
-        parts.append(self.host if self.host is not None else default_host.encode())
-        parts.append(b"\r\n")
-        parts.extend(self.lines)
-        parts.append(b"x-request-id: ")
-        parts.append(self.request_id or b"")
-        parts.append(b"\r\nx-forwarded-for: ")
-        if self.xff:
-            parts.append(self.xff)
-            parts.append(b", ")
-        parts.append(peer)
-        parts.append(b"\r\n")
-        if mirror:
-            parts.append(b"x-modelship-mirror: 1\r\n")
         body = self.body
-        if body or self.method not in _NO_BODY_METHODS:
-            parts.append(b"content-length: %d\r\n\r\n" % len(body))
-            parts.append(body)
-        else:
-            parts.append(b"\r\n")
-        return b"".join(parts)
-
-
-class _RequestIds:
-    """Unique request ids: a random per-process prefix and a counter (32 hex digits).
-
-    Cheaper than uuid4 per request, and as unique within and across router processes.
-    """
-
-    def __init__(self) -> None:
-        self._prefix = os.urandom(8).hex().encode()
-        self._counter = itertools.count(1)
-
-    def __call__(self) -> bytes:
-        return b"%s%016x" % (self._prefix, next(self._counter))
+        with_body = body or self.method not in _NO_BODY_METHODS
+        return (_REQUEST_WITH_BODY if with_body else _REQUEST) % (
+            self.method,
+            self.url,
+            self.host if self.host is not None else default_host.encode(),
+            b"".join(self.lines),
+            self.request_id or b"",
+            self.xff + b", " + peer if self.xff else peer,
+            b"x-modelship-mirror: 1\r\n" if mirror else b"",
+            len(body) if with_body else b"",
+            body,
+        )
 
 
 def _json_body(data: Any) -> bytes:
@@ -218,6 +208,9 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "_busy",
         "_head_size",
+        "_max_body",
+        "_max_body_digits",
+        "_max_head",
         "_paused",
         "_pending",
         "_req",
@@ -240,6 +233,10 @@ class ClientConnection(asyncio.Protocol):
         self._busy = False
         self._paused = False
         self._head_size = 0
+        self._max_head = proxy.max_header_bytes
+        self._max_body = proxy.max_body_bytes
+        # A shorter Content-Length value cannot exceed the limit: no int() needed.
+        self._max_body_digits = len(str(proxy.max_body_bytes))
         self.header_names: frozenset[bytes] = frozenset()
         self.closing = False
         self.last_active = proxy.loop.time()
@@ -258,7 +255,7 @@ class ClientConnection(asyncio.Protocol):
         self.proxy.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.proxy.loop.time()
+        self.last_active = self.proxy.clock
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -277,25 +274,29 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._req = Request()
-        self._head_size = 0
-        snapshot = self.proxy.state.snapshot
-        self.header_names = snapshot.header_names if snapshot is not None else frozenset()
+    # These callbacks run for every request: no asserts, attributes read once, and no
+    # on_message_begin (httptools calls only the callbacks a protocol defines; the URL
+    # always comes first, so its callback starts the request).
 
     def on_url(self, url: bytes) -> None:
         req = self._req
-        assert req is not None
-        self._head_size += len(url)
-        if self._head_size > self.proxy.max_header_bytes:
+        if req is None:
+            req = self._req = Request()
+            snapshot = self.proxy.state.snapshot
+            self.header_names = snapshot.header_names if snapshot is not None else frozenset()
+            size = len(url)
+        else:
+            size = self._head_size + len(url)
+        self._head_size = size
+        if size > self._max_head:
             raise _Reject(431, "request line and headers are too large")
-        req.url += url
+        req.url = req.url + url if req.url else url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        req = self._req
-        assert req is not None
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.proxy.max_header_bytes:
+        req: Request = self._req  # type: ignore[assignment]  # set by on_url
+        size = self._head_size + len(name) + len(value) + 4
+        self._head_size = size
+        if size > self._max_head:
             raise _Reject(431, "request line and headers are too large")
         lname = name.lower()
         if lname in _REQUEST_SPECIAL:
@@ -311,18 +312,21 @@ class ClientConnection(asyncio.Protocol):
                 req.expect_continue = True
             elif (
                 lname == b"content-length"
+                and len(value) >= self._max_body_digits
                 and value.isdigit()
-                and int(value) > self.proxy.max_body_bytes
+                and int(value) > self._max_body
             ):
                 raise _Reject(413, "request body is too large")
             return
-        req.lines.append(name + b": " + value + b"\r\n")
+        req.lines += (name, b": ", value, b"\r\n")
         if lname in self.header_names:
-            req.wanted[lname.decode("latin-1")] = value.decode("latin-1")
+            wanted = req.wanted
+            if wanted is None:
+                wanted = req.wanted = {}
+            wanted[lname.decode("latin-1")] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        req = self._req
-        assert req is not None
+        req: Request = self._req  # type: ignore[assignment]  # set by on_url
         parser = self.parser
         req.method = parser.get_method()
         req.keep_alive = parser.should_keep_alive()
@@ -334,22 +338,29 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        req = self._req
-        assert req is not None
-        req.body_size += len(body)
-        if req.body_size > self.proxy.max_body_bytes:
+        req: Request = self._req  # type: ignore[assignment]  # set by on_url
+        size = req.body_size + len(body)
+        req.body_size = size
+        if size > self._max_body:
             raise _Reject(413, "request body is too large")
-        req.body_parts.append(body)
+        if not req.body:
+            req.body = body
+        elif req.body_parts is None:
+            req.body_parts = [req.body, body]
+        else:
+            req.body_parts.append(body)
 
     def on_message_complete(self) -> None:
-        req = self._req
-        assert req is not None
+        req: Request = self._req  # type: ignore[assignment]  # set by on_url
         self._req = None
-        parts = req.body_parts
-        if parts:
-            req.body = parts[0] if len(parts) == 1 else b"".join(parts)
-            req.body_parts = []
-        self._enqueue(req)
+        if req.body_parts is not None:
+            req.body = b"".join(req.body_parts)
+            req.body_parts = None
+        if self._busy:
+            self._enqueue(req)
+        else:
+            self._busy = True
+            self.proxy.dispatch(self, req)
 
     # -- processing ------------------------------------------------------------------------
 
@@ -381,7 +392,7 @@ class ClientConnection(asyncio.Protocol):
                 transport.close()
             self._busy = False
             return
-        self.last_active = self.proxy.loop.time()
+        self.last_active = self.proxy.clock
         if not self._pending:
             self._busy = False
             return
@@ -410,20 +421,29 @@ class Proxy:
         state: RouterState,
         metrics: RouterMetrics,
         loop: asyncio.AbstractEventLoop,
-        draw: Callable[[int], int] = random.randrange,
+        draw: Callable[[int], int] | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
         self.metrics = metrics
         self.loop = loop
-        self.draw = draw
+        #: Uniform draws in ``range(n)`` (tests may inject a deterministic one); by default
+        #: the hot path draws inline from ``random.random`` instead of calling this.
+        self.draw: Callable[[int], int] = draw if draw is not None else random.randrange
+        self._random = random.random if draw is None else None
         self.timeout = settings.upstream_timeout
         self.max_body_bytes = settings.max_body_bytes
         self.max_header_bytes = settings.max_header_bytes
         self.connections: set[ClientConnection] = set()
         self.stopping = False
+        #: A coarse clock (``loop.time()`` as of the last tick, see :meth:`tick`) for the
+        #: idle bookkeeping of client connections, which needs no per-request clock read.
+        self.clock = loop.time()
         self._mirrors: set[asyncio.Task[None]] = set()
-        self.request_ids = _RequestIds()
+        #: Request ids: a random per-process prefix (the top 64 bits) and a counter, as 32
+        #: hex digits; cheaper than uuid4 per request, and as unique across routers.
+        self._id_base = int.from_bytes(os.urandom(8), "big") << 64
+        self._ids = itertools.count(1)
         #: Metric label for answers given before any configuration names the deployment.
         self.deployment = settings.deployment or ""
 
@@ -436,29 +456,35 @@ class Proxy:
         """Route ``req`` and send it upstream; ``conn.finished(req)`` follows its answer."""
         req.conn = conn
         try:
-            self._dispatch(conn, req)
+            if req.error is not None:
+                self.write_error(conn, req, req.error[0], req.error[1], None)
+                conn.finished(req)
+                return
+            if req.method in (b"GET", b"HEAD") and req.url.partition(b"?")[0] in _LOCAL_PATHS:
+                self.local(conn, req)
+                conn.finished(req)
+                return
+            self._route(conn, req)
         except Exception:
             self.crashed(req)
 
-    def _dispatch(self, conn: ClientConnection, req: Request) -> None:
-        if req.error is not None:
-            self.write_error(conn, req, req.error[0], req.error[1], None)
-            conn.finished(req)
-            return
-        if req.url.partition(b"?")[0] in _LOCAL_PATHS and req.method in (b"GET", b"HEAD"):
-            self.local(conn, req)
-            conn.finished(req)
-            return
+    def _route(self, conn: ClientConnection, req: Request) -> None:
         snapshot = self.state.snapshot
         if req.request_id is None:
-            req.request_id = self.request_ids()
+            req.request_id = b"%032x" % (self._id_base + next(self._ids))
         if snapshot is None:
             self.write_error(conn, req, 503, "no routing configuration applied yet", None)
             conn.finished(req)
             return
         now = self.loop.time()
-        decision = decide(snapshot.table, req.wanted, self.draw(BUCKETS))
-        chosen = variant = snapshot.variants[decision.variant]
+        rand = self._random
+        draw = int(rand() * BUCKETS) if rand is not None else self.draw(BUCKETS)
+        by_bucket = snapshot.by_bucket
+        if by_bucket is not None:
+            chosen = variant = by_bucket[draw]
+        else:
+            decision = decide(snapshot.table, req.wanted or _NO_HEADERS, draw)
+            chosen = variant = snapshot.variants[decision.variant]
         upstream = variant.pick(now)
         if upstream is None:
             variant, upstream = self._fall_back(snapshot, variant, now)
@@ -483,14 +509,27 @@ class Proxy:
 
     def complete(self, req: Request, response: Response) -> None:
         """The upstream answered: relay the response, count it, mirror, finish."""
-        snapshot, variant, conn = req.snapshot, req.variant, req.conn
-        assert snapshot is not None and variant is not None and conn is not None
+        # Set by _route before the request went upstream (no cast(): a call per request).
+        snapshot: Snapshot = req.snapshot  # type: ignore[assignment]
+        variant: VariantRuntime = req.variant  # type: ignore[assignment]
+        conn: ClientConnection = req.conn  # type: ignore[assignment]
         elapsed = self.loop.time() - req.started
-        self.write_response(conn, req, response, variant)
+        head = response.head
+        if head.as_is and req.keep_alive and not req.head_only and not self.stopping:
+            # The common case: the upstream's head, the attribution header, the body.
+            transport = conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(b"%s%s\r\n%s" % (head.head, variant.header_line, response.body))
+        else:
+            self.write_response(conn, req, response, variant)
         # Bookkeeping after the write: the client is not kept waiting for it.
-        deployment = snapshot.deployment
-        self.metrics.observe_upstream(deployment, variant.name, elapsed)
-        self.metrics.count_request(deployment, variant.name, response.status)
+        stats = variant.stats
+        if stats is None:
+            stats = variant.stats = self.metrics.variant_stats(snapshot.deployment, variant.name)
+        stats.histogram.observe(elapsed)
+        codes = stats.codes
+        status = response.status
+        codes[status] = codes.get(status, 0) + 1
         chosen = req.chosen
         if chosen is not None and chosen.falling_back and variant is chosen:
             chosen.falling_back = False
@@ -631,7 +670,7 @@ class Proxy:
         self, conn: ClientConnection, req: Request, resp: Response, variant: VariantRuntime
     ) -> None:
         head = resp.head
-        parts = [head.head, b"x-modelship-variant: ", variant.name_b, b"\r\n"]
+        parts = [head.head, variant.header_line]
         if not head.has_version:
             parts.append(b"x-model-version: " + variant.version_b + b"\r\n")
         if not head.has_request_id:
@@ -803,9 +842,13 @@ class Proxy:
 
     # -- housekeeping ------------------------------------------------------------------------
 
+    def tick(self, now: float) -> None:
+        """Advance the coarse clock (called a few times per second)."""
+        self.clock = now
+
     def sweep(self) -> None:
         """Close idle client and upstream connections past their timeouts."""
-        now = self.loop.time()
+        now = self.clock = self.loop.time()
         deadline = now - self.settings.client_idle_timeout
         for conn in list(self.connections):
             if conn.idle and conn.last_active < deadline and conn.transport is not None:

@@ -11,8 +11,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from modelship_router.config import RoutingConfig
+from modelship_router.config import BUCKETS, RoutingConfig
 from modelship_router.endpoints import Address, EndpointSource
+from modelship_router.metrics import VariantStats
 from modelship_router.routing import RoutingTable, build_table
 from modelship_router.upstream import Limits, Upstream
 
@@ -22,16 +23,29 @@ log = logging.getLogger(__name__)
 class VariantRuntime:
     """One variant inside a snapshot: its upstreams and round-robin position."""
 
-    __slots__ = ("_next", "falling_back", "name", "name_b", "upstreams", "version_b")
+    __slots__ = (
+        "_next",
+        "falling_back",
+        "header_line",
+        "name",
+        "name_b",
+        "stats",
+        "upstreams",
+        "version_b",
+    )
 
     def __init__(self, name: str, version: str, upstreams: list[Upstream]) -> None:
         self.name = name
         self.name_b = name.encode()
         self.version_b = version.encode()
+        #: The attribution header added to every response this variant serves.
+        self.header_line = b"x-modelship-variant: " + self.name_b + b"\r\n"
         self.upstreams = upstreams
         self._next = 0
         #: Set while requests for this variant fall back to stable (logged on change).
         self.falling_back = False
+        #: This variant's metric counters, attached by the proxy on first use.
+        self.stats: VariantStats | None = None
 
     def pick(self, now: float, exclude: Upstream | None = None) -> Upstream | None:
         """Next upstream in round-robin order that is not ejected (and not ``exclude``)."""
@@ -57,6 +71,7 @@ class Snapshot:
     """Everything one request needs, consistent with one configuration generation."""
 
     __slots__ = (
+        "by_bucket",
         "config",
         "deployment",
         "fallback",
@@ -80,6 +95,15 @@ class Snapshot:
         self.fallback = variants[config.fallback]
         #: Request header names (lowercase bytes) routing decisions read.
         self.header_names = frozenset(n.encode() for n in table.header_names)
+        #: When only the weights decide (no match rule, no sticky key): the variant owning
+        #: each bucket, so a request's choice is one index with its random draw.
+        self.by_bucket: tuple[VariantRuntime, ...] | None = None
+        if not table.rules and table.sticky_header is None and table.sticky_cookie is None:
+            owners: list[VariantRuntime] = []
+            for upper, name in table.ranges:
+                owners.extend([variants[name]] * (upper - len(owners)))
+            owners.extend([self.fallback] * (BUCKETS - len(owners)))
+            self.by_bucket = tuple(owners)
 
     def ready(self) -> bool:
         """Whether the fallback (stable) variant has at least one upstream."""

@@ -89,11 +89,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_body_parts",
         "_body_size",
         "_head",
         "_head_only",
         "_informational",
         "_loop",
+        "_max_body",
         "_raw",
         "_until_close",
         "closed",
@@ -120,16 +122,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False
         self.keep_alive = False
         self.idle_since = 0.0
-        self._reset()
+        self._max_body = upstream.limits.max_response_bytes
+        self._reset(False)
 
-    def _reset(self) -> None:
+    def _reset(self, head_only: bool) -> None:
         #: Bytes received until the head is complete (the head is taken from here, so
         #: no Python callback runs per header line).
         self._raw = b""
         self._head: ResponseHead | None = None
-        self._body: list[bytes] = []
+        #: The body's first chunk, and the list of all chunks once a second one arrives.
+        self._body = b""
+        self._body_parts: list[bytes] | None = None
         self._body_size = 0
-        self._head_only = False
+        self._head_only = head_only
         self._informational = False
         self._until_close = False
 
@@ -191,12 +196,18 @@ class UpstreamConnection(asyncio.Protocol):
             self._until_close = True
 
     def on_body(self, body: bytes) -> None:
-        self._body_size += len(body)
-        if self._body_size > self.upstream.limits.max_response_bytes:
+        size = self._body_size + len(body)
+        self._body_size = size
+        if size > self._max_body:
             self._fail(BadResponse(f"response from {self.upstream.address} is too large"))
             self.close()
             return
-        self._body.append(body)
+        if not self._body:
+            self._body = body
+        elif self._body_parts is None:
+            self._body_parts = [self._body, body]
+        else:
+            self._body_parts.append(body)
 
     def on_message_complete(self) -> None:
         if self._informational:
@@ -208,15 +219,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def send(self, data: bytes, head_only: bool, timeout: float, handler: ResponseHandler) -> None:
         """Send one request (already serialised); ``handler`` gets the outcome."""
-        self._reset()
-        self._head_only = head_only
+        self._reset(head_only)
         self.received = False
         self.handler = handler
-        limits = self.upstream.limits
         self.deadline = self._loop.time() + timeout
-        limits.in_flight.add(self)
-        assert self.transport is not None
-        self.transport.write(data)
+        self.upstream.limits.in_flight.add(self)
+        self.transport.write(data)  # type: ignore[union-attr]  # set once connected
 
     def request(self, data: bytes, head_only: bool, timeout: float) -> asyncio.Future[Response]:
         """Like :meth:`send`, for coroutines: the future resolves to the response."""
@@ -230,11 +238,13 @@ class UpstreamConnection(asyncio.Protocol):
         if handler is None or head is None:
             return
         self.handler = None
-        self.upstream.limits.in_flight.discard(self)
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        upstream = self.upstream
+        upstream.limits.in_flight.discard(self)
+        parts = self._body_parts
+        body = self._body if parts is None else b"".join(parts)
         response = Response(self.parser.get_status_code(), head, body)
         if self.keep_alive and not self.closed:
-            self.upstream.release(self)
+            upstream.release(self)
         else:
             self.close()
         handler.upstream_response(response)
