@@ -24,10 +24,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# A response head (lowercased) that needs reshaping: a hop-by-hop header line.
-_RESPONSE_HOP = re.compile(
-    rb"\n(?:connection|keep-alive|proxy-connection|proxy-authenticate|proxy-authorization"
-    rb"|te|trailer|transfer-encoding|upgrade)[ \t]*:"
+# The header names a response head is checked for (on the lowercased head, in one scan):
+# the hop-by-hop ones, which make it need reshaping, and those the proxy adds when missing.
+_NAMES = re.compile(
+    rb"\n(c(?:onnection|ontent-length)|keep-alive|proxy-(?:connection|authenticate|authorization)"
+    rb"|t(?:e|railer|ransfer-encoding)|upgrade|x-(?:model-version|request-id))[ \t]*:"
 )
 
 
@@ -63,14 +64,12 @@ def response_head(raw: bytes) -> ResponseHead:
     Fast path: an HTTP/1.1 head without hop-by-hop headers is relayed verbatim, including
     its Content-Length (the body is relayed unchanged, so it stays true).
     """
-    lower = raw.lower()
-    # find() rather than ``in``: ``bytes in bytes`` first tries the needle as an int and
-    # formats a TypeError message, which costs more than the search itself.
-    find = lower.find
-    has_version = find(b"\nx-model-version:") >= 0
-    has_request_id = find(b"\nx-request-id:") >= 0
-    if raw.startswith(b"HTTP/1.1 ") and _RESPONSE_HOP.search(lower) is None:
-        has_length = find(b"\ncontent-length:") >= 0
+    names = _NAMES.findall(raw.lower())
+    has_version = b"x-model-version" in names
+    has_request_id = b"x-request-id" in names
+    has_length = b"content-length" in names
+    # Any other name found is hop-by-hop (a repeated one also takes the careful path).
+    if raw.startswith(b"HTTP/1.1 ") and len(names) == has_version + has_request_id + has_length:
         return ResponseHead(raw, has_length, None, has_version, has_request_id)
     head, content_length = _clean(raw)
     return ResponseHead(head, False, content_length, has_version, has_request_id)
