@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -29,6 +30,7 @@ from modelship_router.agreement import compare, is_prediction
 from modelship_router.config import BUCKETS
 from modelship_router.metrics import (
     CONTENT_TYPE,
+    LATENCY_BUCKETS,
     MIRROR_DROPPED,
     MIRROR_ERROR,
     MIRROR_HTTP_4XX,
@@ -456,64 +458,71 @@ class Proxy:
         """Route ``req`` and send it upstream; ``conn.finished(req)`` follows its answer."""
         req.conn = conn
         try:
-            if req.error is not None:
-                self.write_error(conn, req, req.error[0], req.error[1], None)
-                conn.finished(req)
+            snapshot = self.state.snapshot
+            if (
+                req.error is not None
+                or snapshot is None
+                or (req.method in (b"GET", b"HEAD") and req.url.partition(b"?")[0] in _LOCAL_PATHS)
+            ):
+                self._answer(conn, req)
                 return
-            if req.method in (b"GET", b"HEAD") and req.url.partition(b"?")[0] in _LOCAL_PATHS:
-                self.local(conn, req)
-                conn.finished(req)
-                return
-            self._route(conn, req)
+            if req.request_id is None:
+                req.request_id = b"%032x" % (self._id_base + next(self._ids))
+            now = self.loop.time()
+            rand = self._random
+            draw = int(rand() * BUCKETS) if rand is not None else self.draw(BUCKETS)
+            by_bucket = snapshot.by_bucket
+            if by_bucket is not None:
+                chosen = variant = by_bucket[draw]
+            else:
+                decision = decide(snapshot.table, req.wanted or _NO_HEADERS, draw)
+                chosen = variant = snapshot.variants[decision.variant]
+            ups = variant.upstreams
+            if len(ups) == 1 and ups[0].down_until <= now:
+                upstream: Upstream | None = ups[0]  # one upstream: no round robin to advance
+            else:
+                upstream = variant.pick(now)
+            if upstream is None:
+                variant, upstream = self._fall_back(snapshot, variant, now)
+                if upstream is None:
+                    message = f"no ready upstream for variant {variant.name}"
+                    self.write_error(conn, req, 503, message, variant)
+                    self.metrics.count_request(snapshot.deployment, variant.name, 503)
+                    conn.finished(req)
+                    return
+            req.snapshot = snapshot
+            req.chosen = chosen
+            req.variant = variant
+            req.upstream = upstream
+            req.started = now
+            req.data = req.serialise(conn.peer, upstream.address)
+            pooled = upstream.take_idle(now) if upstream.idle else None
+            if pooled is not None:
+                # The common case: plain callbacks, no task or future.
+                pooled.send(req.data, req.head_only, now + self.timeout, req)
+            else:
+                self.loop.create_task(self._slow_path(req, None))
         except Exception:
             self.crashed(req)
 
-    def _route(self, conn: ClientConnection, req: Request) -> None:
-        snapshot = self.state.snapshot
-        if req.request_id is None:
-            req.request_id = b"%032x" % (self._id_base + next(self._ids))
-        if snapshot is None:
+    def _answer(self, conn: ClientConnection, req: Request) -> None:
+        """Requests the router answers itself: refused ones, its own paths, no config yet."""
+        if req.error is not None:
+            self.write_error(conn, req, req.error[0], req.error[1], None)
+        elif req.method in (b"GET", b"HEAD") and req.url.partition(b"?")[0] in _LOCAL_PATHS:
+            self.local(conn, req)
+        else:
+            if req.request_id is None:
+                req.request_id = b"%032x" % (self._id_base + next(self._ids))
             self.write_error(conn, req, 503, "no routing configuration applied yet", None)
-            conn.finished(req)
-            return
-        now = self.loop.time()
-        rand = self._random
-        draw = int(rand() * BUCKETS) if rand is not None else self.draw(BUCKETS)
-        by_bucket = snapshot.by_bucket
-        if by_bucket is not None:
-            chosen = variant = by_bucket[draw]
-        else:
-            decision = decide(snapshot.table, req.wanted or _NO_HEADERS, draw)
-            chosen = variant = snapshot.variants[decision.variant]
-        upstream = variant.pick(now)
-        if upstream is None:
-            variant, upstream = self._fall_back(snapshot, variant, now)
-            if upstream is None:
-                message = f"no ready upstream for variant {variant.name}"
-                self.write_error(conn, req, 503, message, variant)
-                self.metrics.count_request(snapshot.deployment, variant.name, 503)
-                conn.finished(req)
-                return
-        req.snapshot = snapshot
-        req.chosen = chosen
-        req.variant = variant
-        req.upstream = upstream
-        req.started = now
-        req.data = req.serialise(conn.peer, upstream.address)
-        pooled = upstream.take_idle(now) if upstream.idle else None
-        if pooled is not None:
-            # The common case: plain callbacks, no task or future.
-            pooled.send(req.data, req.head_only, self.timeout, req)
-        else:
-            self.loop.create_task(self._slow_path(req, None))
+        conn.finished(req)
 
     def complete(self, req: Request, response: Response) -> None:
         """The upstream answered: relay the response, count it, mirror, finish."""
-        # Set by _route before the request went upstream (no cast(): a call per request).
+        # Set by dispatch before the request went upstream (no cast(): a call per request).
         snapshot: Snapshot = req.snapshot  # type: ignore[assignment]
         variant: VariantRuntime = req.variant  # type: ignore[assignment]
         conn: ClientConnection = req.conn  # type: ignore[assignment]
-        elapsed = self.loop.time() - req.started
         head = response.head
         if head.as_is and req.keep_alive and not req.head_only and not self.stopping:
             # The common case: the upstream's head, the attribution header, the body.
@@ -523,10 +532,13 @@ class Proxy:
         else:
             self.write_response(conn, req, response, variant)
         # Bookkeeping after the write: the client is not kept waiting for it.
+        elapsed = self.loop.time() - req.started
         stats = variant.stats
         if stats is None:
             stats = variant.stats = self.metrics.variant_stats(snapshot.deployment, variant.name)
-        stats.histogram.observe(elapsed)
+        histogram = stats.histogram
+        histogram.counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        histogram.total += elapsed
         codes = stats.codes
         status = response.status
         codes[status] = codes.get(status, 0) + 1

@@ -97,6 +97,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_loop",
         "_max_body",
         "_raw",
+        "_status",
         "_until_close",
         "closed",
         "deadline",
@@ -130,6 +131,7 @@ class UpstreamConnection(asyncio.Protocol):
         #: no Python callback runs per header line).
         self._raw = b""
         self._head: ResponseHead | None = None
+        self._status = 0
         #: The body's first chunk, and the list of all chunks once a second one arrives.
         self._body = b""
         self._body_parts: list[bytes] | None = None
@@ -184,6 +186,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._raw = raw[end + 4 :]
             return
         self._head = response_head(raw[: end + 2])
+        self._status = status
         self._raw = b""
         self.keep_alive = self.parser.should_keep_alive()
         if self._head_only:
@@ -217,19 +220,28 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- request/response ------------------------------------------------------------------
 
-    def send(self, data: bytes, head_only: bool, timeout: float, handler: ResponseHandler) -> None:
-        """Send one request (already serialised); ``handler`` gets the outcome."""
-        self._reset(head_only)
+    def send(self, data: bytes, head_only: bool, deadline: float, handler: ResponseHandler) -> None:
+        """Send one request (already serialised); ``handler`` gets the outcome, or a timeout
+        once the loop's clock passes ``deadline``."""
+        # The per-exchange state of _reset(), inline: this runs for every request.
+        self._raw = b""
+        self._head = None
+        self._body = b""
+        self._body_parts = None
+        self._body_size = 0
+        self._head_only = head_only
+        self._informational = False
+        self._until_close = False
         self.received = False
         self.handler = handler
-        self.deadline = self._loop.time() + timeout
+        self.deadline = deadline
         self.upstream.limits.in_flight.add(self)
         self.transport.write(data)  # type: ignore[union-attr]  # set once connected
 
     def request(self, data: bytes, head_only: bool, timeout: float) -> asyncio.Future[Response]:
         """Like :meth:`send`, for coroutines: the future resolves to the response."""
         waiter: asyncio.Future[Response] = self._loop.create_future()
-        self.send(data, head_only, timeout, _FutureHandler(waiter))
+        self.send(data, head_only, self._loop.time() + timeout, _FutureHandler(waiter))
         return waiter
 
     def _finish(self) -> None:
@@ -242,7 +254,7 @@ class UpstreamConnection(asyncio.Protocol):
         upstream.limits.in_flight.discard(self)
         parts = self._body_parts
         body = self._body if parts is None else b"".join(parts)
-        response = Response(self.parser.get_status_code(), head, body)
+        response = Response(self._status, head, body)
         if self.keep_alive and not self.closed:
             upstream.release(self)
         else:
