@@ -83,6 +83,8 @@ class Router:
         self._deployment = config.deployment
         self.state.apply(config)
         self.metrics.set_generation(config.deployment, config.generation)
+        if config.mirror is not None:
+            self.metrics.expect_shadow(config.deployment, config.mirror.variant)
         if previous is None or previous != config:
             weights = ", ".join(f"{k}={v:g}%" for k, v in config.weights().items())
             log.info(

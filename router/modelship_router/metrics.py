@@ -135,6 +135,15 @@ class RouterMetrics:
             key = (deployment, variant, result)
             self.shadow_predictions[key] = self.shadow_predictions.get(key, 0) + rows
 
+    def expect_shadow(self, deployment: str, variant: str) -> None:
+        """Publish the shadow comparison counters at zero as soon as ``variant`` is mirrored.
+
+        The analysis takes ``increase()`` over a window: a series whose first sample lands
+        inside the window has no increase there, so counters born with the first comparison
+        would hide the first interval's (dis)agreement."""
+        for result in ("agree", "disagree"):
+            self.shadow_predictions.setdefault((deployment, variant, result), 0)
+
     def count_shadow_incomparable(self, deployment: str, variant: str, reason: str) -> None:
         key = (deployment, variant, reason)
         self.shadow_incomparable[key] = self.shadow_incomparable.get(key, 0) + 1

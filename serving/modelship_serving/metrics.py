@@ -33,6 +33,7 @@ from prometheus_client.utils import floatToGoString
 from .drift import DriftSummary
 
 BASE_LABELS = ("model", "version", "variant")
+INFERENCE_ENDPOINTS = ("v1_predict", "v2_infer")
 # Fine enough for sub-millisecond requests, wide enough for a slow batch.
 LATENCY_BUCKETS = (
     0.0001,
@@ -245,6 +246,14 @@ class ServingMetrics:
             self.hot.values = FastHistogram(PREDICTION_BUCKETS)
         self.drift = DriftSummary(self.base, feature_names, drift_window)
         self.registry.register(self.drift)
+        # Success rate and latency are judged by increase()/rate() over a window: a series
+        # whose first sample lands inside the window shows no increase there, so the first
+        # failures of a new version would go unseen for an interval. Publish the inference
+        # series at zero from the start.
+        for endpoint in INFERENCE_ENDPOINTS:
+            for code in (200, 500):
+                self.hot.requests.setdefault((endpoint, code), 0)
+            self.hot.durations.setdefault(endpoint, FastHistogram(LATENCY_BUCKETS))
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         hot = self.hot

@@ -255,6 +255,27 @@ def test_metrics_count_requests_classes_and_model_info(
             assert 'variant="canary"' in line, line
 
 
+def test_inference_series_exist_at_zero_before_any_request(
+    tmp_path: Path, classifier: Artifact
+) -> None:
+    """A new version's first failures must show in increase() over the first window, so the
+    success-rate and latency series are published at zero from the start."""
+    server = start_server(tmp_path, classifier, name="fresh")
+    try:
+        text = server.client.get("/metrics").text
+        lines = [line.rsplit(" ", 1) for line in text.splitlines()]
+        series = {name: float(value) for name, value in lines if name.startswith("modelship_")}
+        base = 'model="fresh",variant="stable",version="0"'
+        for endpoint in ("v1_predict", "v2_infer"):
+            for code in ("200", "500"):
+                name = f'modelship_requests_total{{code="{code}",endpoint="{endpoint}",{base}}}'
+                assert series.get(name) == 0, (name, sorted(series))
+            name = f'modelship_request_duration_seconds_count{{endpoint="{endpoint}",{base}}}'
+            assert series.get(name) == 0, (name, sorted(series))
+    finally:
+        stop_server(server)
+
+
 def test_feedback_counts_correct_predictions_once(
     classifier_server: Server, classifier: Artifact
 ) -> None:
