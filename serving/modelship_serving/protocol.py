@@ -23,7 +23,6 @@ pyproject.toml; the integration tests exercise both paths.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +30,6 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 if TYPE_CHECKING:
     from .app import FastRoute, ModelServerApp
-
-log = logging.getLogger("modelship.serving")
 
 
 class FastLaneProtocol(HttpToolsProtocol):
