@@ -103,9 +103,12 @@ def ns(namespace: str, env: Env) -> str:
 
 def wait_ready(env: Env, namespace: str, name: str, limit: float = 150) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
+        # One read: the condition and the rest of the status must come from the same version
+        # of the object (two reads could pair an older status with a newer Ready condition).
         obj = env.md(namespace, name)
         status = (obj or {}).get("status") or {}
-        cond = env.condition(namespace, name, "Ready")
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        cond = conditions.get("Ready")
         current = status.get("observedGeneration") == (obj or {})["metadata"]["generation"]
         return obj if current and cond and cond["status"] == "True" else None
 
