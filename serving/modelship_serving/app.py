@@ -226,23 +226,23 @@ class ModelServerApp:
         plane = DataPlane(settings, loaded, path, self.metrics)
         self.state.dataplane = plane
         name, version = settings.model_name, settings.model_version
-        self._fast = {
-            ("POST", f"/v1/models/{name}:predict"): ("v1_predict", plane.v1_predict),
-            ("POST", f"/v2/models/{name}/infer"): ("v2_infer", plane.v2_infer),
-            ("POST", f"/v2/models/{name}/versions/{version}/infer"): ("v2_infer", plane.v2_infer),
-        }
+        # The served model's inference paths: (endpoint label, path, async handler for the ASGI
+        # lane, synchronous handler for the protocol-level lane).
+        inference = [
+            ("v1_predict", f"/v1/models/{name}:predict", plane.v1_predict, plane.v1_predict_now),
+            ("v2_infer", f"/v2/models/{name}/infer", plane.v2_infer, plane.v2_infer_now),
+            (
+                "v2_infer",
+                f"/v2/models/{name}/versions/{version}/infer",
+                plane.v2_infer,
+                plane.v2_infer_now,
+            ),
+        ]
+        self._fast = {("POST", p): (endpoint, handler) for endpoint, p, handler, _ in inference}
         limit = lane_max_body(sig.n_features, settings.inline_max_rows, settings.max_body_bytes)
         if settings.inline_max_rows > 0:
             self.fast_routes = {
-                f"/v1/models/{name}:predict".encode(): FastRoute(
-                    "v1_predict", plane.v1_predict_now, limit
-                ),
-                f"/v2/models/{name}/infer".encode(): FastRoute(
-                    "v2_infer", plane.v2_infer_now, limit
-                ),
-                f"/v2/models/{name}/versions/{version}/infer".encode(): FastRoute(
-                    "v2_infer", plane.v2_infer_now, limit
-                ),
+                p.encode(): FastRoute(endpoint, now, limit) for endpoint, p, _, now in inference
             }
         if not self.state.draining:
             self.metrics.ready.set(1)
