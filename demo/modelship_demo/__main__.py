@@ -8,15 +8,12 @@ Everything it starts it stops again when it ends or is interrupted (Ctrl-C), unl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,7 @@ from modelship_operator.statusview import analysis_table, parse_status, summary
 
 from modelship_demo import models as demo_models
 from modelship_demo.plot import Timeline, write_png
-from modelship_demo.traffic import TrafficStats, run_traffic
+from modelship_demo.traffic import TrafficStats, background_traffic
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "demo"
@@ -259,40 +256,6 @@ def _stable_version(body: dict[str, Any]) -> str | None:
     return ((body.get("status") or {}).get("stable") or {}).get("version")
 
 
-@contextlib.contextmanager
-def background_traffic(
-    url: str, holdout: demo_models.Holdout, rate: float, seconds: float
-) -> Iterator[TrafficStats]:
-    """Traffic on its own thread and event loop while the main thread watches."""
-    stats = TrafficStats()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    def run() -> None:
-        loop.run_until_complete(
-            run_traffic(
-                url,
-                NAME,
-                holdout.features,
-                holdout.labels,
-                rate=rate,
-                duration=seconds,
-                max_requests=int(rate * seconds),
-                stats=stats,
-                stop=stop,
-            )
-        )
-
-    thread = threading.Thread(target=run, name="traffic", daemon=True)
-    thread.start()
-    try:
-        yield stats
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=20)
-        loop.close()
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -333,7 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         demo.deploy_stable(stable)
         url = demo.router_url()
         info(f"router at {url}; sending {args.rate:.0f} predictions/s with ground-truth feedback")
-        with background_traffic(url, holdout, args.rate, seconds=480) as stats:
+        with background_traffic(
+            url,
+            NAME,
+            holdout.features,
+            holdout.labels,
+            rate=args.rate,
+            seconds=480,
+            join_timeout=20,
+        ) as stats:
             time.sleep(5)
             for model, expectation in ((better, "promoted"), (faulty, "rolled back")):
                 say(f"Rolling out {model.version} ({model.story}): expect it to be {expectation}")

@@ -9,9 +9,12 @@ after `duration` seconds or `max_requests` predictions, whichever comes first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -104,3 +107,45 @@ async def run_traffic(
         if in_flight:
             await asyncio.wait(in_flight, timeout=15)
     return stats
+
+
+@contextlib.contextmanager
+def background_traffic(
+    base_url: str,
+    model: str,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    rate: float,
+    seconds: float,
+    join_timeout: float = 30,
+) -> Iterator[TrafficStats]:
+    """:func:`run_traffic` on its own thread and event loop while the caller watches; stops
+    when the block ends, or by itself after ``seconds``."""
+    stats = TrafficStats()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def run() -> None:
+        loop.run_until_complete(
+            run_traffic(
+                base_url,
+                model,
+                features,
+                labels,
+                rate=rate,
+                duration=seconds,
+                max_requests=int(rate * seconds),
+                stats=stats,
+                stop=stop,
+            )
+        )
+
+    thread = threading.Thread(target=run, name="traffic", daemon=True)
+    thread.start()
+    try:
+        yield stats
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=join_timeout)
+        loop.close()

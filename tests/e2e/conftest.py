@@ -1,6 +1,7 @@
-"""Fixtures of the rollout end-to-end tests (``test_rollout_*.py``): the operator installed
-from manifests once per module, the rollout models in the cluster's model store, and a
-namespace enforcing the restricted Pod Security profile per test."""
+"""Fixtures of the end-to-end tests: the operator installed from manifests once per module
+(``test_operator_e2e.py`` uses it under its own names); for the rollout tests
+(``test_rollout_*.py``) also the rollout models in the cluster's model store, a namespace
+enforcing the restricted Pod Security profile per test, and ``rollout`` bundling them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 from operator_harness import Env, Operator, label_restricted
-from rollout_harness import Stored, train_models
+from rollout_harness import Rollout, Stored, train_models
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +42,13 @@ def rollout_models(
 def restricted_ns(namespace: str, cluster_env: Env) -> str:
     label_restricted(cluster_env, namespace)
     return namespace
+
+
+@pytest.fixture
+def rollout(
+    cluster_env: Env,
+    installed_operator: Operator,
+    rollout_models: dict[str, Stored],
+    restricted_ns: str,
+) -> Rollout:
+    return Rollout(cluster_env, installed_operator, rollout_models, restricted_ns)

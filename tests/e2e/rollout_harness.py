@@ -21,7 +21,7 @@ The models (trained here, in seconds, on scikit-learn's bundled data):
 
 from __future__ import annotations
 
-import asyncio
+import os
 import threading
 import time
 import uuid
@@ -33,11 +33,20 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import yaml
 from modelship_demo.models import train as train_demo_models
-from modelship_demo.traffic import TrafficStats, run_traffic
+from modelship_demo.traffic import TrafficStats, background_traffic
 from modelship_serving.artifacts import save_model
-from operator_harness import Env, router_url, until
+from operator_harness import Env, Operator, router_url, until
+
+#: Marks of every rollout test module (``pytestmark = ROLLOUT_MARKS``).
+ROLLOUT_MARKS = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="pods need root (namespaces, mounts)"),
+]
+
 
 SEED = 7
 
@@ -55,6 +64,17 @@ class Stored:
 
     def ref(self, version: str | None = None) -> dict[str, str]:
         return {"version": version or self.version, "uri": self.uri, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What every rollout test starts from (the ``rollout`` fixture): the cluster, the operator
+    installed from manifests, the stored models, and a fresh restricted namespace."""
+
+    env: Env
+    operator: Operator
+    models: dict[str, Stored]
+    ns: str
 
 
 def train_models(
@@ -200,24 +220,10 @@ def traffic(
 ) -> Iterator[TrafficStats]:
     """The demo's bounded traffic (each prediction followed by its true label as feedback)
     on its own thread and event loop; stops when the block ends or by itself."""
-    stats = TrafficStats()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    def run() -> None:
-        loop.run_until_complete(
-            run_traffic(url, model, data.features, data.labels, rate=rate, duration=seconds,
-                        max_requests=int(rate * seconds), stats=stats, stop=stop)
-        )  # fmt: skip
-
-    thread = threading.Thread(target=run, name="traffic", daemon=True)
-    thread.start()
-    try:
+    with background_traffic(
+        url, model, data.features, data.labels, rate=rate, seconds=seconds
+    ) as stats:
         yield stats
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
-        loop.close()
 
 
 # --- what the rollout did ------------------------------------------------------------------

@@ -8,14 +8,12 @@ got right, Prometheus scrapes the counts, the operator tests the difference.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import pytest
-from operator_harness import Env, Operator
 from rollout_harness import (
+    ROLLOUT_MARKS,
     Recorder,
-    Stored,
+    Rollout,
     deploy,
     explain,
     last_result,
@@ -25,11 +23,7 @@ from rollout_harness import (
     wait_for,
 )
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="pods need root (namespaces, mounts)"),
-]
+pytestmark = ROLLOUT_MARKS
 
 AB_SIGNIFICANCE = 0.01
 
@@ -47,12 +41,9 @@ def ab_strategy(deadline: str) -> dict[str, Any]:
 
 
 def test_ab_a_truly_better_canary_wins_with_significance_and_is_promoted(
-    cluster_env: Env,
-    installed_operator: Operator,
-    rollout_models: dict[str, Stored],
-    restricted_ns: str,
+    rollout: Rollout,
 ) -> None:
-    env, models, ns = cluster_env, rollout_models, restricted_ns
+    env, models, ns = rollout.env, rollout.models, rollout.ns
     stump, better = models["stump"], models["2.0.0"]  # about 90 % and 98 % accurate
     base = deploy(env, ns, "ab", stump, better, **ab_strategy("3m"))
     with Recorder(env, ns, "ab") as rec, traffic(base, "ab", stump, rate=40) as stats:
@@ -72,12 +63,9 @@ def test_ab_a_truly_better_canary_wins_with_significance_and_is_promoted(
 
 
 def test_ab_two_equal_models_end_without_a_winner_and_keep_stable(
-    cluster_env: Env,
-    installed_operator: Operator,
-    rollout_models: dict[str, Stored],
-    restricted_ns: str,
+    rollout: Rollout,
 ) -> None:
-    env, models, ns = cluster_env, rollout_models, restricted_ns
+    env, models, ns = rollout.env, rollout.models, rollout.ns
     v1 = models["1.0.0"]  # the same model as both variants, under another version
     base = deploy(env, ns, "same", v1, v1, canary_version="1.0.1", **ab_strategy("35s"))
     with Recorder(env, ns, "same") as rec, traffic(base, "same", v1, rate=40) as stats:
@@ -100,12 +88,9 @@ def test_ab_two_equal_models_end_without_a_winner_and_keep_stable(
 
 
 def test_shadow_a_candidate_that_disagrees_is_rejected_unseen_by_any_client(
-    cluster_env: Env,
-    installed_operator: Operator,
-    rollout_models: dict[str, Stored],
-    restricted_ns: str,
+    rollout: Rollout,
 ) -> None:
-    env, models, ns = cluster_env, rollout_models, restricted_ns
+    env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, inverted = models["1.0.0"], models["inverted"]
     shadow = {"type": "Shadow", "shadow": {"mirrorPercent": 100, "agreementThreshold": 0.9}}
     base = deploy(env, ns, "shadow", v1, inverted, **shadow)

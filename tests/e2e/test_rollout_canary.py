@@ -9,16 +9,14 @@ Intervals are 5 s and ``minSamples`` small, so each rollout takes well under a m
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
-import pytest
-from operator_harness import Env, Operator
 from rollout_harness import (
+    ROLLOUT_MARKS,
     STEPS,
     Recorder,
-    Stored,
+    Rollout,
     deploy,
     event_count,
     explain,
@@ -30,22 +28,15 @@ from rollout_harness import (
     wait_for,
 )
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="pods need root (namespaces, mounts)"),
-]
+pytestmark = ROLLOUT_MARKS
 
 # --- 1. a good canary goes through every step ----------------------------------------------
 
 
 def test_a_good_canary_is_promoted_through_every_step_with_only_2xx(
-    cluster_env: Env,
-    installed_operator: Operator,
-    rollout_models: dict[str, Stored],
-    restricted_ns: str,
+    rollout: Rollout,
 ) -> None:
-    env, models, ns = cluster_env, rollout_models, restricted_ns
+    env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, v2 = models["1.0.0"], models["2.0.0"]
     base = deploy(env, ns, "good", v1, v2)
     with Recorder(env, ns, "good") as rec, traffic(base, "good", v1) as stats:
@@ -81,12 +72,9 @@ def test_a_good_canary_is_promoted_through_every_step_with_only_2xx(
 
 
 def test_a_canary_failing_part_of_its_requests_is_rolled_back_at_its_first_step(
-    cluster_env: Env,
-    installed_operator: Operator,
-    rollout_models: dict[str, Stored],
-    restricted_ns: str,
+    rollout: Rollout,
 ) -> None:
-    env, models, ns = cluster_env, rollout_models, restricted_ns
+    env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, broken = models["wine-1.0.0"], models["wine-2.0.0"]
     base = deploy(env, ns, "wine", v1, broken)
     with Recorder(env, ns, "wine") as rec, traffic(base, "wine", v1) as stats:
@@ -120,12 +108,9 @@ def test_a_canary_failing_part_of_its_requests_is_rolled_back_at_its_first_step(
 
 
 def test_a_slow_canary_is_rolled_back_on_latency(
-    cluster_env: Env,
-    installed_operator: Operator,
-    rollout_models: dict[str, Stored],
-    restricted_ns: str,
+    rollout: Rollout,
 ) -> None:
-    env, models, ns = cluster_env, rollout_models, restricted_ns
+    env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, slow = models["1.0.0"], models["slow"]
     metrics = [{"name": "success-rate", "min": 99}, {"name": "latency-p99", "max": 0.02}]
     base = deploy(env, ns, "slow", v1, slow, metrics=metrics)
@@ -146,12 +131,9 @@ def test_a_slow_canary_is_rolled_back_on_latency(
 
 
 def test_without_traffic_the_analysis_is_inconclusive_and_decides_nothing(
-    cluster_env: Env,
-    installed_operator: Operator,
-    rollout_models: dict[str, Stored],
-    restricted_ns: str,
+    rollout: Rollout,
 ) -> None:
-    env, models, ns = cluster_env, rollout_models, restricted_ns
+    env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, v2 = models["1.0.0"], models["2.0.0"]
     deploy(env, ns, "idle", v1, v2)
     with Recorder(env, ns, "idle") as rec:
@@ -181,13 +163,10 @@ def test_without_traffic_the_analysis_is_inconclusive_and_decides_nothing(
 
 
 def test_the_kubectl_plugin_pauses_resumes_aborts_retries_and_promotes(
-    cluster_env: Env,
-    installed_operator: Operator,
-    rollout_models: dict[str, Stored],
-    restricted_ns: str,
+    rollout: Rollout,
     local_cluster: Any,
 ) -> None:
-    env, models, ns = cluster_env, rollout_models, restricted_ns
+    env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, v2 = models["1.0.0"], models["2.0.0"]
     deploy(env, ns, "steer", v1, v2)  # no traffic: the analysis alone would never decide
 

@@ -8,16 +8,15 @@ decision is in the resource's status, so neither loses or repeats a step.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from typing import Any
 
-import pytest
-from operator_harness import Env, Operator, until
+from operator_harness import until
 from rollout_harness import (
+    ROLLOUT_MARKS,
     STEPS,
     Recorder,
-    Stored,
+    Rollout,
     deploy,
     event_count,
     explain,
@@ -27,11 +26,7 @@ from rollout_harness import (
     wait_for,
 )
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="pods need root (namespaces, mounts)"),
-]
+pytestmark = ROLLOUT_MARKS
 
 
 def steps_never_go_back(rec: Recorder) -> bool:
@@ -44,13 +39,10 @@ def steps_never_go_back(rec: Recorder) -> bool:
 
 
 def test_prometheus_down_pauses_the_rollout_and_its_return_resumes_it(
-    cluster_env: Env,
-    installed_operator: Operator,
-    rollout_models: dict[str, Stored],
-    restricted_ns: str,
+    rollout: Rollout,
     local_cluster: Any,
 ) -> None:
-    env, models, ns = cluster_env, rollout_models, restricted_ns
+    env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, v2 = models["1.0.0"], models["2.0.0"]
     base = deploy(env, ns, "outage", v1, v2, maxConsecutiveErrors=2)
     with Recorder(env, ns, "outage") as rec, traffic(base, "outage", v1, seconds=300) as stats:
@@ -89,12 +81,9 @@ def test_prometheus_down_pauses_the_rollout_and_its_return_resumes_it(
 
 
 def test_an_operator_killed_mid_rollout_resumes_at_the_same_step_and_promotes_once(
-    cluster_env: Env,
-    installed_operator: Operator,
-    rollout_models: dict[str, Stored],
-    restricted_ns: str,
+    rollout: Rollout,
 ) -> None:
-    env, models, ns, operator = cluster_env, rollout_models, restricted_ns, installed_operator
+    env, models, ns, operator = rollout.env, rollout.models, rollout.ns, rollout.operator
     v1, v2 = models["1.0.0"], models["2.0.0"]
     base = deploy(env, ns, "crash", v1, v2)
     stable_generation = env.apps.read_namespaced_deployment("crash-stable", ns).metadata.generation
