@@ -55,18 +55,15 @@ OPERATOR = "modelship-operator"
 ROUTER = "app.kubernetes.io/component=router"
 
 
+# This module's names for conftest.py's fixtures (the operator installed once per module).
 @pytest.fixture(scope="module")
-def env(kube_api: Any, kubectl: Any, local_cluster: Any) -> Env:
-    return Env(kube_api, kubectl, local_cluster.root / "node")
+def env(cluster_env: Env) -> Env:
+    return cluster_env
 
 
 @pytest.fixture(scope="module")
-def operator(env: Env) -> Iterator[Operator]:
-    installed = Operator(env)
-    installed.install()
-    yield installed
-    if os.environ.get("MODELSHIP_KEEP_OPERATOR") != "1":
-        installed.uninstall()
+def operator(installed_operator: Operator) -> Operator:
+    return installed_operator
 
 
 @pytest.fixture(scope="module")
