@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from modelship_cluster import binaries
 from modelship_cluster.cluster import Cluster
 from modelship_operator.status import TERMINAL_PHASES
@@ -169,6 +170,21 @@ class Demo:
         port = service.spec.ports[0].port
         return f"http://{service.spec.cluster_ip}:{port}"
 
+    def wait_routable(self, url: str, row: list[float], timeout: float = 60) -> None:
+        """Ready pods are not yet a routable Service: wait until kube-proxy routes its address
+        (otherwise the first requests of the traffic fail to connect)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                answer = httpx.post(f"{url}/v1/models/{NAME}:predict", json={"instances": [row]})
+                if answer.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the router's Service {url} does not answer")
+            time.sleep(0.2)
+
     def roll_out(self, model: demo_models.DemoModel, timeout: float = 240) -> tuple[str, Timeline]:
         stored = self.cluster.add_model(model.path)
         timeline = Timeline(f"canary {model.version}: {model.story}")
@@ -295,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"Deploying {stable.version} as the stable version")
         demo.deploy_stable(stable)
         url = demo.router_url()
+        demo.wait_routable(url, holdout.features[0].tolist())
         info(f"router at {url}; sending {args.rate:.0f} predictions/s with ground-truth feedback")
         with background_traffic(
             url,
