@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kubernetes import config
     from modelship_cluster.cluster import Cluster
-    from modelship_cluster.nodeagent.parts import prometheus_url
+    from modelship_cluster.node import prometheus_url
     from operator_harness import Env, Operator, label_restricted, router_url
     from rollout_harness import model_deployment, train_models
 

@@ -21,12 +21,14 @@ from pathlib import Path
 KUBERNETES_VERSION = "1.37.2"
 ETCD_VERSION = "3.7.3"
 HELM_VERSION = "3.22.0"
+CRICTL_VERSION = "1.37.0"
 
 KUBERNETES_COMMANDS = (
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "kube-proxy",
+    "kubelet",
     "kubectl",
 )
 
@@ -71,8 +73,12 @@ def helm_bin_dir() -> Path:
     return cache_root() / "helm" / f"v{HELM_VERSION}" / "bin"
 
 
+def crictl_bin_dir() -> Path:
+    return cache_root() / "crictl" / f"v{CRICTL_VERSION}" / "bin"
+
+
 def toolset() -> Toolset:
-    return Toolset((kubernetes_bin_dir(), etcd_bin_dir(), helm_bin_dir()))
+    return Toolset((kubernetes_bin_dir(), etcd_bin_dir(), helm_bin_dir(), crictl_bin_dir()))
 
 
 def staging_replacements(kubernetes_go_mod: str, staging_version: str) -> list[str]:
@@ -276,6 +282,24 @@ def build_helm(version: str = HELM_VERSION) -> Path:
     return final
 
 
+def build_crictl(version: str = CRICTL_VERSION) -> Path:
+    """crictl, the CRI command line (inspect the node's pods, containers and images)."""
+    final = crictl_bin_dir()
+
+    def build(work: Path, out: Path) -> None:
+        _log(f"building crictl v{version} from Go modules")
+        _run_go(
+            ["install", "-v", "-trimpath", "-ldflags", "-s -w",
+             f"sigs.k8s.io/cri-tools/cmd/crictl@v{version}"],
+            work,
+            f"compiling crictl v{version}",
+            extra_env={"GOBIN": str(out)},
+        )  # fmt: skip
+
+    _build_into(final, ["crictl"], build)
+    return final
+
+
 def ensure_all() -> Toolset:
     """Build whatever is missing; a warm cache returns at once."""
     started = time.monotonic()
@@ -285,11 +309,13 @@ def ensure_all() -> Toolset:
             (kubernetes_bin_dir(), KUBERNETES_COMMANDS),
             (etcd_bin_dir(), ("etcd",)),
             (helm_bin_dir(), ("helm",)),
+            (crictl_bin_dir(), ("crictl",)),
         )
         for n in names
     )
     build_etcd()
     build_helm()
+    build_crictl()
     build_kubernetes()
     if not cached:
         _log(f"binaries ready in {time.monotonic() - started:.0f}s under {cache_root()}")

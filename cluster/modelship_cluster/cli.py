@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from modelship_cluster import binaries, modelstore
+from modelship_cluster import binaries, modelstore, node
 from modelship_cluster.cluster import Cluster, default_state_dir
 
 
@@ -41,13 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="show which components run and where the kubeconfig is")
     sub.add_parser("kubeconfig", help="print the admin kubeconfig's path")
     sub.add_parser("env", help="print shell exports (KUBECONFIG, PATH with kubectl and helm)")
-    logs = sub.add_parser("logs", help="print a container's log (kubectl logs has no kubelet here)")
-    logs.add_argument("pod", help="pod name")
-    logs.add_argument("-n", "--namespace", default="default", help="pod namespace")
-    logs.add_argument("-c", "--container", help="container (needed when the pod has several)")
-    logs.add_argument(
-        "-p", "--previous", action="store_true", help="the previous run of a restarted container"
-    )
     models = sub.add_parser(
         "models", help="the model store pods download models from (http://10.88.0.1:8000/)"
     )
@@ -61,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _exports(cluster: Cluster) -> str:
     bin_dirs = ":".join(str(d) for d in binaries.toolset().bin_dirs)
-    return f'export KUBECONFIG={cluster.kubeconfig}\nexport PATH="{bin_dirs}:$PATH"'
+    return (
+        f"export KUBECONFIG={cluster.kubeconfig}\n"
+        f"export CONTAINER_RUNTIME_ENDPOINT={node.CRI_ENDPOINT}\n"
+        f'export PATH="{bin_dirs}:$PATH"'
+    )
 
 
 def _models(cluster: Cluster, args: argparse.Namespace) -> int:
@@ -106,12 +103,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("stopping what started; run `modelship-cluster up` again", file=sys.stderr)
                 cluster.down(keep_data=True)
             return 1
-        from modelship_cluster.nodeagent import parts as node_parts
-
-        if node_parts.enabled():
-            print(f"# Prometheus: {node_parts.prometheus_url()}")
+        if node.enabled():
+            print(f"# Prometheus: {node.prometheus_url()}")
             print(f"# model store: {cluster.model_store_url} (modelship-cluster models add FILE)")
-            print("# container logs: modelship-cluster logs POD -n NAMESPACE [-c CONTAINER]")
+            print("# pods: kubectl logs/exec/port-forward; the node's runtime: crictl")
+            print(f"export CONTAINER_RUNTIME_ENDPOINT={node.CRI_ENDPOINT}")
         print("# kubectl and helm for this cluster:")
         print(f'export PATH="{":".join(str(d) for d in binaries.toolset().bin_dirs)}:$PATH"')
         print(f"export KUBECONFIG={cluster.kubeconfig}")
@@ -137,12 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "models":
         return _models(cluster, args)
-    if args.command == "logs":
-        from modelship_cluster.nodeagent.cli import show_logs
-
-        return show_logs(
-            cluster.root / "node", args.namespace, args.pod, args.container, args.previous
-        )
     return 2
 
 

@@ -10,9 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelship_cluster import binaries, controlplane, modelstore, pki
+from modelship_cluster import binaries, controlplane, modelstore, node, pki
 from modelship_cluster.controlplane import ClusterConfig
-from modelship_cluster.nodeagent import parts as node_parts
 from modelship_cluster.processes import ProcessDir, tail
 
 # Stop order: the reverse of start order.
@@ -84,7 +83,7 @@ class Cluster:
         (self.root / "cluster.json").write_text(self.config.model_dump_json(indent=2))
         self._write_pki()
         cfg = self.config
-        node_parts.before_control_plane()  # the apiserver listens on the bridge's gateway
+        node.before_control_plane()  # the apiserver listens on the bridge's gateway
 
         etcd = self.processes.start(
             "etcd", controlplane.etcd_args(tools, cfg, self.root / "etcd-data")
@@ -125,8 +124,8 @@ class Cluster:
                 what=self._what(proc.name),
             )
         _say(f"control plane up in {time.monotonic() - started:.1f}s (state: {self.root})")
-        node_parts.start(self, timeout)  # node agent, kube-proxy, Prometheus
-        if node_parts.enabled():
+        node.start(self, timeout)  # containerd, kubelet, kube-proxy, CoreDNS, Prometheus
+        if node.enabled():
             self.models_dir.mkdir(parents=True, exist_ok=True)
             self.models_dir.chmod(0o755)
             self.processes.start(
@@ -136,13 +135,14 @@ class Cluster:
 
     def down(self, keep_data: bool = False) -> None:
         """Stop every component in reverse order; remove the state unless asked to keep it."""
+        node.stop(self)  # the kubelet and every pod before containerd, while the API runs
         known = [p.name for p in self.processes.all()]
         order = [n for n in known if n not in CONTROL_PLANE] + [
             n for n in reversed(CONTROL_PLANE) if n in known
         ]
         for name in order:
             self.processes.stop(name)
-        node_parts.teardown(self)  # kube-proxy's rules, the pod network
+        node.teardown(self)  # mounts, cgroups, kube-proxy's rules, the pod network
         if not keep_data and self.root.exists():
             shutil.rmtree(self.root)
 
@@ -191,6 +191,15 @@ class Cluster:
             "controller-manager": ("system:kube-controller-manager", ()),
             "scheduler": ("system:kube-scheduler", ()),
         }
+        # The apiserver's identity towards the kubelet (logs, exec, port-forward).
+        pki.issue(
+            ca,
+            self.pki_dir,
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            organizations=("system:masters",),
+            client=True,
+        )
         for basename, (common_name, groups) in identities.items():
             pair = pki.issue(
                 ca, self.pki_dir, basename, common_name, organizations=groups, client=True

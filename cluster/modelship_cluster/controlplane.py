@@ -26,11 +26,11 @@ class ClusterConfig(BaseModel):
     etcd_client_port: int = 2379
     etcd_peer_port: int = 2380
     apiserver_bind: str = Field(
-        "10.88.0.1",
+        default="10.88.0.1",
         description="Address kube-apiserver listens on; the pod network's gateway once pods run.",
     )
     apiserver_advertise: str = Field(
-        "10.88.0.1",
+        default="10.88.0.1",
         description="Address published in the `kubernetes` Service's endpoints (not loopback).",
     )
     apiserver_port: int = 6443
@@ -84,6 +84,9 @@ def apiserver_args(toolset: Toolset, config: ClusterConfig, pki: Path) -> list[s
         "--allow-privileged=false",
         "--profiling=false",
         "--endpoint-reconciler-type=lease",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
         "--v=1",
     ]
 

@@ -197,7 +197,7 @@ def pod_target_groups(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 async def serve_discovery(kubeconfig: Path, host: str, port: int) -> None:
     """List and watch all pods; answer `GET /targets` with their target groups."""
-    from modelship_cluster.nodeagent.kubeapi import ApiError, KubeClient, WatchExpired
+    from modelship_cluster.kubeapi import ApiError, KubeClient, WatchExpired
 
     client = KubeClient(kubeconfig)
     pods: dict[str, Mapping[str, Any]] = {}

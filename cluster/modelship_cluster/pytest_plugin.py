@@ -5,6 +5,8 @@
   (set MODELSHIP_KEEP_CLUSTER=1 to leave it running for the next session).
 - `kube_api` (session): a `kubernetes.client.ApiClient` with the admin identity.
 - `namespace` (function): a fresh namespace per test, deleted after it.
+- `root` (function): skips a test that needs root when not root; under `CI=true` it fails
+  instead, with the reason (`skip_or_fail` does the same for any other precondition).
 - `kubectl` (session): run kubectl against the cluster, `kubectl("get", "pods", ...)`.
 
 Tests using them carry the `cluster` marker, added automatically.
@@ -29,6 +31,19 @@ KubectlRunner = Callable[..., subprocess.CompletedProcess[str]]
 CLUSTER_FIXTURES = {"local_cluster", "kube_api", "namespace", "kubectl"}
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip, or under CI=true fail: CI never skips a test silently."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"cannot run under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def root() -> None:
+    if os.geteuid() != 0:
+        skip_or_fail("needs root (a kubelet, containerd, network namespaces and mounts)")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -37,6 +52,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[Cluster]:
+    from modelship_cluster import node
+
+    if not node.enabled():
+        skip_or_fail(f"the local cluster runs no pods here ({node.why_disabled()})")
     cluster = Cluster()
     cluster.root.parent.mkdir(parents=True, exist_ok=True)
     lock_path = cluster.root.parent / f".{cluster.root.name}.lock"
@@ -53,9 +72,7 @@ def local_cluster() -> Iterator[Cluster]:
     yield cluster
     if started_here and os.environ.get("MODELSHIP_KEEP_CLUSTER") != "1":
         cluster.down()
-        from modelship_cluster.nodeagent import parts
-
-        left = parts.leftovers()
+        left = node.leftovers()
         assert left == [], f"the cluster left these behind: {left}"
 
 

@@ -20,7 +20,8 @@ _HINTS: Final = {
     "ErrImagePull": "check the image name (spec.images or the operator's default images)",
     "ImagePullBackOff": "check the image name (spec.images or the operator's default images)",
     "InvalidImageName": "fix the image reference in spec.images",
-    "ImageNotInMap": "the local cluster has no command for this image (spec.images)",
+    "OOMKilled": "the container used more memory than its limit: raise "
+    "spec.resources.limits.memory, or serve a smaller model",
     "CrashLoopBackOff": "the container exits soon after starting; its last output follows",
     "Restarting": "the container exited with an error and is starting again; its last "
     "output follows",
@@ -158,6 +159,8 @@ def pod_problems(pod: Mapping[str, Any]) -> list[PodProblem]:
         restarting = bool(last) and (waiting is None or waiting.get("reason") in _STARTING)
         if restarting or (waiting and waiting.get("reason") not in _STARTING):
             reason = "Restarting" if restarting else (waiting or {}).get("reason") or "Waiting"
+            if last.get("reason") == "OOMKilled":
+                reason = "OOMKilled"  # the cause, not the back-off it is waiting in
             if last:
                 # The container ran and exited: its own words (termination message, or the
                 # log tail with FallbackToLogsOnError) say why, not the back-off timer.

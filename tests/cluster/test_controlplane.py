@@ -172,7 +172,7 @@ def test_deployment_becomes_replicaset_and_scheduled_pods_and_is_garbage_collect
 
     def pods_deleted() -> bool:
         # Without a kubelet on this node a pod stays Terminating; the collector's delete is
-        # what this test checks (the node agent's tests cover the rest).
+        # what this test checks (tests/cluster/test_node_e2e.py covers a real node).
         return all(p.metadata.deletion_timestamp for p in core.list_namespaced_pod(namespace).items)
 
     wait_for(pods_deleted, what="the garbage collector to delete the pods")

@@ -6,7 +6,6 @@ local cluster.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import urllib.request
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from modelship_cluster import podnet
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+pytestmark = pytest.mark.usefixtures("root")
 
 TEST_NET = podnet.PodNetConfig(
     bridge="mshtest0",

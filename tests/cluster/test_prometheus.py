@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from modelship_cluster import prometheus
+from modelship_cluster.pytest_plugin import skip_or_fail
 
 POD: dict[str, Any] = {
     "metadata": {
@@ -72,8 +72,9 @@ def test_config_discovers_pods_and_keeps_annotated_ones(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) absent")
 def test_generated_config_is_valid_for_the_installed_prometheus(tmp_path: Path) -> None:
+    if shutil.which("promtool") is None:
+        skip_or_fail("promtool (Debian package prometheus) is not installed: make system-deps")
     for name in ("ca.crt", "p.crt", "p.key"):
         (tmp_path / name).write_text("")
     installed = prometheus.binary()

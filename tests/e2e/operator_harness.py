@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -166,11 +165,10 @@ class Env:
     # logs and diagnostics ------------------------------------------------------------------
 
     def logs(self, namespace: str, pod: str, previous: bool = False, tail: int = 40) -> str:
-        args = [sys.executable, "-m", "modelship_cluster.nodeagent", "--state-dir",
-                str(self.state_dir), "logs", pod, "-n", namespace]  # fmt: skip
+        args = ["-n", namespace, "logs", pod, "--all-containers", f"--tail={tail}"]
         if previous:
             args.append("--previous")
-        result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        result = self.kubectl(*args, check=False, timeout=30)
         text = result.stdout or result.stderr
         return "\n".join(text.splitlines()[-tail:])
 
@@ -346,21 +344,11 @@ class Operator:
         return httpx.get(f"http://{ip}:{METRICS_PORT}/healthz", timeout=10).status_code
 
     def process_id(self, pod_name: str) -> int:
-        """PID of the operator process of a pod (the node agent marks each container's
-        environment with the pod's uid)."""
-        uid = self.pod(pod_name).metadata.uid
-        marker = f"MODELSHIP_POD_UID={uid}".encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes().split(b"\0")
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker in environ and b"modelship-operator" in cmdline:
-                return int(entry.name)
-        raise AssertionError(f"no operator process found for pod {pod_name}")
+        """Host PID of the operator container's process (from the node's runtime)."""
+        from modelship_cluster import node
+
+        (status,) = self.pod(pod_name).status.container_statuses
+        return node.container_pid(status.container_id)
 
     def kill(self, pod_name: str) -> None:
         os.kill(self.process_id(pod_name), signal.SIGKILL)
@@ -393,7 +381,7 @@ class Metrics:
 
 
 def prometheus_query(query: str) -> list[dict[str, Any]]:
-    from modelship_cluster.nodeagent.parts import prometheus_url
+    from modelship_cluster.node import prometheus_url
 
     url = f"{prometheus_url()}/api/v1/query?" + urllib.parse.urlencode({"query": query})
     answer = httpx.get(url, timeout=10).json()

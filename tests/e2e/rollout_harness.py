@@ -44,7 +44,7 @@ from operator_harness import Env, Operator, router_url, until
 ROLLOUT_MARKS = [
     pytest.mark.cluster,
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="pods need root (namespaces, mounts)"),
+    pytest.mark.usefixtures("root"),
 ]
 
 
@@ -390,7 +390,6 @@ def status_yaml(status: dict[str, Any]) -> str:
 
 def kubectl_modelship(local_cluster: Any, namespace: str, *args: str) -> str:
     """Run ``kubectl modelship ...`` as a user would (the plugin found on PATH)."""
-    import os
     import subprocess
     import sys
 

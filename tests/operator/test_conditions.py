@@ -271,6 +271,19 @@ SHA_MISMATCH = (
             "Evicted",
             "low on memory",
         ),
+        (
+            pod(
+                {
+                    "name": "serving",
+                    "ready": False,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                }
+            ),
+            "OOMKilled",
+            "more memory than its limit: raise spec.resources.limits.memory, or serve a smaller "
+            "model): exit code 137: OOMKilled",
+        ),
     ],
     ids=[
         "sha256-mismatch",
@@ -278,6 +291,7 @@ SHA_MISMATCH = (
         "bad-image",
         "unschedulable",
         "evicted",
+        "oom-killed",
     ],
 )
 def test_pod_problems_say_what_to_fix(obj: dict[str, Any], reason: str, words: str) -> None:

@@ -1,5 +1,7 @@
-"""Pods on the local cluster, end to end: the real control plane schedules, the node agent
-runs the pods, kube-proxy routes Services, Prometheus discovers pods.
+"""Pods on the local cluster's real node, end to end: the control plane schedules, the
+kubelet runs the pods in containerd (runc, the project's images), CoreDNS resolves Service
+names, kube-proxy routes Services, Prometheus discovers pods, and `kubectl logs`, `exec`
+and `port-forward` work as on any cluster.
 
 Uses the session cluster (`local_cluster`, started once). The last test stops the cluster,
 checks that nothing of it is left on the machine, and starts it again with its data.
@@ -11,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -22,15 +23,14 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from modelship_cluster.nodeagent import parts
-from modelship_cluster.nodeagent.agent import marked_processes
+from modelship_cluster import binaries, containerd, images, node
 
 pytestmark = [
     pytest.mark.cluster,
-    pytest.mark.skipif(os.geteuid() != 0, reason="pods need root (namespaces, mounts)"),
+    pytest.mark.usefixtures("root"),
 ]
 
-IMAGE = "modelship/testserver:0.1.0"
+IMAGE = images.TESTBED
 
 
 def until(check: Callable[[], Any], what: str, limit: float = 90.0) -> Any:
@@ -123,7 +123,7 @@ def client_pod(name: str, **extra: Any) -> dict[str, Any]:
         "metadata": {"name": name, **extra.pop("metadata", {})},
         "spec": {
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
-            "containers": [{"name": "main", "image": IMAGE, **extra}],
+            "containers": [{"name": "main", "image": extra.pop("image", IMAGE), **extra}],
         },
     }
 
@@ -220,12 +220,9 @@ def test_deployment_runs_routes_scales_heals_and_follows_readiness(
         "replacement pod",
     )[0]  # fmt: skip
 
-    # A killed process is restarted, and its restartCount grows.
-    uid = replacement.metadata.uid
-    pids = [p for p in marked_processes() if _pod_uid(p) == uid]
-    assert pids, "the pod's process is on this machine"
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    # A killed container process is restarted, and its restartCount grows.
+    pid = container_pid(replacement)
+    os.kill(pid, signal.SIGKILL)
 
     def restarted() -> Any:
         pod = core.read_namespaced_pod(replacement.metadata.name, namespace)
@@ -244,15 +241,12 @@ def test_deployment_runs_routes_scales_heals_and_follows_readiness(
     until(lambda: ip in slice_addresses(discovery, namespace)[0], "endpoint ready again")
 
 
-def _pod_uid(pid: int) -> str | None:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    for entry in environ:
-        if entry.startswith(b"MODELSHIP_POD_UID="):
-            return entry.split(b"=", 1)[1].decode()
-    return None
+def container_pid(pod: Any) -> int:
+    """The host pid of the pod's (only) container, from the runtime itself."""
+    (status,) = pod.status.container_statuses
+    pid = node.container_pid(status.container_id)
+    assert pid > 0 and Path(f"/proc/{pid}").exists()
+    return pid
 
 
 IN_CLUSTER = """
@@ -295,8 +289,10 @@ def test_pod_uses_in_cluster_config_within_its_role(
             "subjects": [{"kind": "ServiceAccount", "name": "reader"}],
         },
     ]  # fmt: skip
+    # The operator's image carries the Kubernetes client.
     pod = client_pod(
         "in-cluster",
+        image=images.OPERATOR,
         command=["python", "-c", IN_CLUSTER.replace("NAMESPACE", repr(namespace))],
     )
     pod["spec"]["serviceAccountName"] = "reader"
@@ -308,11 +304,7 @@ def test_pod_uses_in_cluster_config_within_its_role(
         return phase if phase in ("Succeeded", "Failed") else None
 
     phase = until(finished, "in-cluster pod to finish")
-    logs = subprocess.run(
-        [sys.executable, "-m", "modelship_cluster.nodeagent", "--state-dir",
-         str(local_cluster.root / "node"), "logs", "in-cluster", "-n", namespace],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    logs = kubectl("logs", "in-cluster", "-n", namespace, check=False)
     assert phase == "Succeeded", logs.stdout + logs.stderr
     lines = logs.stdout.split("\n")
     assert lines[0] == "pods-allowed 1"
@@ -333,7 +325,7 @@ def test_prometheus_discovers_and_scrapes_a_pod(namespace: str, kubectl: Any) ->
     query = urllib.parse.urlencode({"query": f'testserver_ready{{namespace="{namespace}"}}'})
 
     def series() -> Any:
-        status, body = http_get(f"{parts.prometheus_url()}/api/v1/query?{query}")
+        status, body = http_get(f"{node.prometheus_url()}/api/v1/query?{query}")
         result = json.loads(body)["data"]["result"] if status == 200 else []
         return result
 
@@ -358,7 +350,7 @@ def test_pods_reach_prometheus_at_its_in_cluster_address(namespace: str, kubectl
         return status.get("podIP") if ready else None
 
     ip = until(pod_ip, "the asking pod to be ready")
-    query = urllib.parse.urlencode({"url": f"{parts.IN_CLUSTER_PROMETHEUS}/-/ready"})
+    query = urllib.parse.urlencode({"url": f"{node.IN_CLUSTER_PROMETHEUS}/-/ready"})
     # Ready (no probe) comes as the process starts, a moment before it listens.
     status, body = until(lambda: _try_get(f"http://{ip}:8080/fetch?{query}"), "the pod to answer")
     assert status == 200, body
@@ -367,17 +359,120 @@ def test_pods_reach_prometheus_at_its_in_cluster_address(namespace: str, kubectl
     assert "Ready" in answer["body"]
 
 
+def test_the_node_runs_the_project_images_from_containerd(local_cluster: Any) -> None:
+    listed = node.crictl("images", "-o", "json")
+    tags = {t for image in json.loads(listed)["images"] for t in image.get("repoTags") or []}
+    for ref in (images.OPERATOR, images.SERVING, images.ROUTER, images.TESTBED):
+        assert ref in tags, f"{ref} not in containerd: {sorted(tags)}"
+    assert node.runtime_config().sandbox_image in tags
+    # ctr sees the same, in the CRI namespace.
+    assert images.SERVING in containerd.image_names(node.runtime_config())
+
+
+RESTRICTED = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+PROBE = """
+import os
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+try:
+    open("/written-to-root", "w")
+    root = "writable"
+except OSError as error:
+    root = f"read-only ({error.errno})"
+print("uid", os.getuid(), "gid", os.getgid())
+print("root", root)
+print("caps", status["CapEff"].strip(), status["CapBnd"].strip())
+print("seccomp", status["Seccomp"].strip(), "nnp", status["NoNewPrivs"].strip())
+"""
+
+
+def test_runtime_enforces_the_restricted_profile_inside_the_container(
+    namespace: str, kubectl: Any, kube_api: Any
+) -> None:
+    """Not only admission: the container really runs as the image's non-root user, with a
+    read-only root filesystem, no capabilities, seccomp filtering and no_new_privs."""
+    core = client.CoreV1Api(kube_api)
+    pod = client_pod("probe", command=["python3", "-c", PROBE], securityContext=RESTRICTED)
+    pod["spec"]["restartPolicy"] = "Never"
+    apply(kubectl, namespace, pod)
+
+    def finished() -> Any:
+        phase = core.read_namespaced_pod("probe", namespace).status.phase
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    assert until(finished, "the probe pod to finish") == "Succeeded"
+    out = kubectl("logs", "probe", "-n", namespace).stdout.splitlines()
+    assert out[0] == "uid 65532 gid 65532"
+    assert out[1] == "root read-only (30)"  # EROFS
+    assert out[2] == "caps 0000000000000000 0000000000000000"
+    assert out[3] == "seccomp 2 nnp 1"
+
+
+def test_kubectl_logs_exec_and_port_forward_reach_the_container(
+    namespace: str, kubectl: Any, kube_api: Any, local_cluster: Any
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    apply(kubectl, namespace, client_pod("web", ports=[{"containerPort": 8080}]))
+    until(lambda: ready_pods(core, namespace, "") or None, "the pod to be ready")
+    exec_out = kubectl("exec", "web", "-n", namespace, "--", "sh", "-c", "echo $((6 * 7)); id -u")
+    assert exec_out.stdout.split() == ["42", "65532"]
+    # The test server logs each request it answers; ask it something, then read its log.
+    ip = core.read_namespaced_pod("web", namespace).status.pod_ip
+    assert http_get(f"http://{ip}:8080/healthz")[0] == 200
+    until(lambda: "/healthz" in kubectl("logs", "web", "-n", namespace).stdout, "request log")
+
+    forward = subprocess.Popen(
+        [str(binaries.toolset().kubectl), f"--kubeconfig={local_cluster.kubeconfig}",
+         "port-forward", "-n", namespace, "pod/web", "18480:8080"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        status, body = until(lambda: _try_get("http://127.0.0.1:18480/"), "the forwarded port")
+        assert status == 200 and json.loads(body)["hostname"] == "web"
+    finally:
+        forward.terminate()
+        forward.wait(10)
+
+
+def test_memory_limit_is_enforced_and_the_kill_reported_as_oomkilled(
+    namespace: str, kubectl: Any, kube_api: Any
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    pod = client_pod(
+        "hog",
+        command=["python3", "-c", "b = bytearray(400 * 2**20); print('survived')"],
+        resources={"limits": {"memory": "64Mi"}, "requests": {"memory": "64Mi"}},
+    )
+    pod["spec"]["restartPolicy"] = "Never"
+    apply(kubectl, namespace, pod)
+
+    def terminated() -> Any:
+        statuses = core.read_namespaced_pod("hog", namespace).status.container_statuses or []
+        return statuses and statuses[0].state.terminated
+
+    state = until(terminated, "the memory hog to end")
+    assert state.reason == "OOMKilled", state
+    assert state.exit_code == 137
+    assert "survived" not in kubectl("logs", "hog", "-n", namespace, check=False).stdout
+
+
 def test_cluster_down_leaves_nothing_then_comes_back(local_cluster: Any, kube_api: Any) -> None:
     """Last in this module: stop everything (keeping certificates and etcd data), check the
     machine is clean, start again so later tests find the cluster as before."""
     local_cluster.down(keep_data=True)
     try:
-        assert parts.leftovers() == []
+        assert node.leftovers() == []
         assert not any(s.running for s in local_cluster.status())
         assert "mship0" not in subprocess.run(["ip", "link"], capture_output=True,
                                               text=True).stdout  # fmt: skip
     finally:
         local_cluster.up()
     core = client.CoreV1Api(kube_api)
-    node = core.read_node(parts.NODE_NAME)
-    assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+    ready = core.read_node(node.NODE_NAME)
+    assert any(c.type == "Ready" and c.status == "True" for c in ready.status.conditions)

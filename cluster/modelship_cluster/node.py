@@ -1,0 +1,463 @@
+"""The local cluster's node, as `Cluster.up()` / `Cluster.down()` run it: a real kubelet
+with containerd, runc and the CNI bridge plugin, the project's images imported into
+containerd, kube-proxy, cluster DNS (CoreDNS) and Prometheus.
+
+Start order: the pod bridge (before the apiserver, which listens on its gateway address),
+then after the control plane: images, containerd, kubelet (node Ready), kube-proxy,
+CoreDNS, Prometheus. `stop()` removes every pod sandbox through CRI while containerd still
+runs, so CNI releases addresses and interfaces; `teardown()` then removes what stays on the
+machine (mounts, cgroups, iptables rules, the bridge) and `leftovers()` lists whatever would
+still be there (the tests assert it is empty).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from modelship_cluster import (
+    binaries,
+    cni,
+    containerd,
+    controlplane,
+    coredns,
+    images,
+    kubelet,
+    kubeproxy,
+    pki,
+    podnet,
+    prometheus,
+)
+
+if TYPE_CHECKING:
+    from modelship_cluster.cluster import Cluster
+
+NODE_NAME = "modelship-node"
+CONTAINERD, KUBELET, PROXY, PROM, PROM_SD = (
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+    "prometheus",
+    "prometheus-discovery",
+)
+#: Node processes, in the order `stop()` ends them.
+STOP_ORDER = (PROM, PROM_SD, KUBELET, CONTAINERD, PROXY)
+DNS_SERVICE_IP = "10.96.0.10"
+RUN_DIR = Path("/run/modelship")
+#: crictl reads it from CONTAINER_RUNTIME_ENDPOINT (`modelship-cluster env` exports it).
+CRI_ENDPOINT = f"unix://{containerd.SOCKET}"
+
+
+def _say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def enabled() -> bool:
+    """Pods run unless MODELSHIP_PODS=0 (then the cluster is a control plane only)."""
+    return os.environ.get("MODELSHIP_PODS", "1") != "0" and os.geteuid() == 0
+
+
+def why_disabled() -> str:
+    if os.environ.get("MODELSHIP_PODS", "1") == "0":
+        return "MODELSHIP_PODS=0"
+    return "not root (a kubelet and containerd need root)"
+
+
+def prometheus_port() -> int:
+    return int(os.environ.get("MODELSHIP_PROMETHEUS_PORT", str(prometheus.DEFAULT_PORT)))
+
+
+def scrape_interval() -> str:
+    return os.environ.get("MODELSHIP_SCRAPE_INTERVAL", prometheus.DEFAULT_INTERVAL)
+
+
+def runtime_config() -> containerd.RuntimeConfig:
+    return containerd.RuntimeConfig(root=containerd.default_root())
+
+
+def kubelet_paths(cluster: Cluster) -> kubelet.KubeletPaths:
+    return kubelet.KubeletPaths(cluster.root / "node")
+
+
+def before_control_plane() -> None:
+    """The bridge must exist before the apiserver binds to its gateway address."""
+    if enabled():
+        podnet.ensure_bridge()
+
+
+def _identity(cluster: Cluster, basename: str, user: str, groups: tuple[str, ...]) -> Path:
+    ca = pki.CertPair(cluster.pki_dir / "ca.crt", cluster.pki_dir / "ca.key")
+    pair = pki.issue(ca, cluster.pki_dir, basename, user, organizations=groups, client=True)
+    path = cluster.root / f"{basename}.kubeconfig"
+    path.write_text(
+        controlplane.kubeconfig_yaml(
+            cluster.config.name, cluster.config.server_url, ca.cert, pair, basename
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _api(cluster: Cluster, method: str, path: str, body: Any = None) -> Any:
+    context = ssl.create_default_context(cafile=str(cluster.ca))
+    context.load_cert_chain(str(cluster.admin_cert.cert), str(cluster.admin_cert.key))
+    request = urllib.request.Request(
+        cluster.config.server_url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def _create(cluster: Cluster, path: str, body: dict[str, Any]) -> None:
+    try:
+        _api(cluster, "POST", path, body)
+    except urllib.error.HTTPError as error:
+        if error.code != 409:
+            raise
+
+
+def kubectl_apply(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
+    result = subprocess.run(
+        [str(binaries.toolset().kubectl), f"--kubeconfig={cluster.kubeconfig}", "apply",
+         "--server-side", "--force-conflicts", "--field-manager=modelship-cluster", "-f", "-"],
+        input=yaml.safe_dump_all(docs),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl apply failed: {result.stderr.strip()}")
+
+
+def _wait(what: str, check: Any, timeout: float, alive: Any, diagnose: Any) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"{diagnose()} exited during start-up")
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} after {timeout:.0f}s: {diagnose()}")
+
+
+def _node_ready(cluster: Cluster) -> bool:
+    node = _api(cluster, "GET", f"/api/v1/nodes/{NODE_NAME}")
+    conditions = node.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _deployment_available(cluster: Cluster, namespace: str, name: str) -> bool:
+    obj = _api(cluster, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    status = obj.get("status", {})
+    return bool(status.get("availableReplicas")) and status.get("observedGeneration", 0) >= obj[
+        "metadata"
+    ].get("generation", 1)
+
+
+def start(cluster: Cluster, timeout: float) -> None:
+    """Images, containerd, kubelet, kube-proxy, CoreDNS and Prometheus."""
+    if not enabled():
+        _say(f"pods disabled ({why_disabled()}): control plane only")
+        return
+    started = time.monotonic()
+    root = cluster.root
+    node_kc = _identity(cluster, "node", f"system:node:{NODE_NAME}", ("system:nodes",))
+    proxy_kc = _identity(cluster, "kube-proxy", "system:kube-proxy", ())
+    prom_kc = _identity(cluster, "prometheus", "modelship:prometheus", ())
+
+    built = images.ensure_images()
+    runtime = runtime_config()
+    containerd.write_config(runtime)
+    cni.write(runtime.cni_conf_dir, runtime.state / "cni-ipam")
+    ctrd = cluster.processes.start(CONTAINERD, containerd.args(runtime))
+    containerd.wait_ready(runtime, timeout, ctrd.alive)
+    containerd.import_images(runtime, [(b.ref, b.archive, b.key) for b in built])
+
+    ca = pki.CertPair(cluster.pki_dir / "ca.crt", cluster.pki_dir / "ca.key")
+    serving = pki.issue(
+        ca,
+        cluster.pki_dir,
+        "kubelet",
+        f"system:node:{NODE_NAME}",
+        dns_names=(NODE_NAME,),
+        ip_addresses=(podnet.DEFAULT.gateway,),
+        server=True,
+    )
+    paths = kubelet_paths(cluster)
+    kubelet.prepare(
+        paths,
+        kubelet.config_yaml(
+            node_ip=podnet.DEFAULT.gateway,
+            ca_file=ca.cert,
+            cert_file=serving.cert,
+            key_file=serving.key,
+            runtime_socket=runtime.socket,
+            cluster_dns=DNS_SERVICE_IP,
+            paths=paths,
+        ),
+    )
+    agent = cluster.processes.start(
+        KUBELET,
+        kubelet.args(
+            binaries.toolset().path("kubelet"), paths, node_kc, NODE_NAME, podnet.DEFAULT.gateway
+        ),
+    )
+    _wait(
+        f"node {NODE_NAME} not Ready",
+        lambda: _node_ready(cluster),
+        timeout,
+        agent.alive,
+        lambda: cluster._what(KUBELET),
+    )
+    _say(f"node {NODE_NAME} Ready (kubelet + containerd, pods on {podnet.DEFAULT.pod_cidr})")
+
+    proxy_config = kubeproxy.write_config(root / "kube-proxy", proxy_kc, NODE_NAME)
+    proxy = cluster.processes.start(
+        PROXY, kubeproxy.args(binaries.toolset().path("kube-proxy"), proxy_config)
+    )
+    controlplane.wait_healthy(
+        f"http://{kubeproxy.HEALTHZ}/healthz",
+        ca=None,
+        client=None,
+        timeout=timeout,
+        alive=proxy.alive,
+        what=cluster._what(PROXY),
+    )
+    kubectl_apply(cluster, coredns.manifests(DNS_SERVICE_IP))
+    _start_prometheus(cluster, prom_kc)
+    _wait(
+        "cluster DNS (CoreDNS) not available",
+        lambda: _deployment_available(cluster, coredns.NAMESPACE, coredns.NAME),
+        timeout,
+        agent.alive,
+        lambda: (
+            f"kube-system/coredns (see `kubectl -n kube-system describe pods`); "
+            f"{cluster._what(KUBELET)}"
+        ),
+    )
+    _say(f"node parts up in {time.monotonic() - started:.1f}s (DNS at {DNS_SERVICE_IP})")
+
+
+def _start_prometheus(cluster: Cluster, prom_kc: Path) -> None:
+    _grant_prometheus(cluster, "modelship:prometheus")
+    root = cluster.root
+    port = prometheus_port()
+    binary = prometheus.binary()
+    discovery_url = None
+    if not prometheus.has_kubernetes_sd(binary):
+        listen = f"127.0.0.1:{port + 1}"
+        cluster.processes.start(
+            PROM_SD,
+            [sys.executable, "-m", "modelship_cluster.prometheus", "discover",
+             "--kubeconfig", str(prom_kc), "--listen", listen],
+        )  # fmt: skip
+        discovery_url = f"http://{listen}/targets"
+    key = cluster.pki_dir / "prometheus"
+    prom_cfg = prometheus.config(
+        cluster.config.server_url,
+        cluster.ca,
+        key.with_suffix(".crt"),
+        key.with_suffix(".key"),
+        interval=scrape_interval(),
+        discovery_url=discovery_url,
+    )
+    config_file = prometheus.write_config(root / "prometheus", prom_cfg)
+    host = podnet.DEFAULT.gateway  # reachable from the host and from pods, not from eth0
+    prom = cluster.processes.start(
+        PROM, prometheus.args(config_file, root / "prometheus" / "data", port, host)
+    )
+    controlplane.wait_healthy(
+        f"{prometheus.url(port, host)}/-/ready",
+        ca=None,
+        client=None,
+        timeout=60,
+        alive=prom.alive,
+        what=cluster._what(PROM),
+    )
+    _publish_prometheus(cluster, host, port)
+    _say(
+        f"Prometheus at {prometheus.url(port, host)}, in the cluster "
+        f"{IN_CLUSTER_PROMETHEUS} (scrape interval {scrape_interval()})"
+    )
+
+
+def _grant_prometheus(cluster: Cluster, user: str) -> None:
+    """Prometheus' identity may read pods cluster-wide (the built-in `view` role)."""
+    _create(
+        cluster,
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "modelship:prometheus"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "view",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+    )
+
+
+#: How pods reach Prometheus: the same name a typical cluster install gives it.
+IN_CLUSTER_PROMETHEUS = "http://prometheus.monitoring.svc:9090"
+
+
+def _publish_prometheus(cluster: Cluster, host: str, port: int) -> None:
+    """A selector-less Service `prometheus` in `monitoring` whose EndpointSlice points at
+    the host's Prometheus, so pods (the operator) use the usual in-cluster URL."""
+    labels = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/part-of": "modelship"}
+    _create(cluster, "/api/v1/namespaces", {"metadata": {"name": "monitoring"}})
+    _create(
+        cluster,
+        "/api/v1/namespaces/monitoring/services",
+        {
+            "metadata": {"name": "prometheus", "labels": labels},
+            "spec": {"ports": [{"name": "http", "port": 9090, "targetPort": port}]},
+        },
+    )
+    _create(
+        cluster,
+        "/apis/discovery.k8s.io/v1/namespaces/monitoring/endpointslices",
+        {
+            "metadata": {
+                "name": "prometheus-host",
+                "labels": labels
+                | {
+                    "kubernetes.io/service-name": "prometheus",
+                    "endpointslice.kubernetes.io/managed-by": "modelship-cluster",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        },
+    )
+
+
+def stop(cluster: Cluster) -> None:
+    """End the node's processes: Prometheus, the kubelet, then every pod through CRI while
+    containerd still runs, then containerd and kube-proxy."""
+    runtime = runtime_config()
+    for name in STOP_ORDER:
+        if name == CONTAINERD:
+            crictl = binaries.toolset().path("crictl") if _has_crictl() else None
+            containerd.remove_all_pods(runtime, crictl)
+        cluster.processes.stop(name)
+
+
+def _has_crictl() -> bool:
+    try:
+        binaries.toolset().path("crictl")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def crictl(*argv: str, timeout: float = 30) -> str:
+    """Run crictl against the node's containerd; raise with its stderr."""
+    result = subprocess.run(
+        [str(binaries.toolset().path("crictl")), f"--runtime-endpoint={CRI_ENDPOINT}", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"`crictl {' '.join(argv)}` failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def container_pid(container_id: str) -> int:
+    """The host pid of a container's main process (`containerd://...` ids accepted)."""
+    info = json.loads(crictl("inspect", "-o", "json", container_id.removeprefix("containerd://")))
+    return int(info["info"]["pid"])
+
+
+def shim_processes(runtime: containerd.RuntimeConfig | None = None) -> list[int]:
+    """containerd shims of this node's containerd (they outlive a killed containerd)."""
+    address = str((runtime or runtime_config()).socket)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and address.encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def _kill_tree(pids: list[int]) -> None:
+    """SIGKILL each shim and every process below it (the containers it started)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    todo, seen = list(pids), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, []))
+    for pid in seen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def teardown(cluster: Cluster | None = None) -> None:
+    """After every process stopped: stray shims and containers, mounts, cgroups,
+    kube-proxy's rules, the pod network."""
+    runtime = runtime_config()
+    _kill_tree(shim_processes(runtime))
+    if cluster is not None:
+        kubelet.unmount_all(kubelet_paths(cluster).root_dir)
+    kubelet.unmount_all(runtime.state)
+    kubelet.remove_cgroups()
+    proxy_bin = binaries.kubernetes_bin_dir() / "kube-proxy"
+    config = cluster.root / "kube-proxy" / "kube-proxy.yaml" if cluster else None
+    kubeproxy.cleanup(proxy_bin, config)
+    podnet.teardown()
+    if RUN_DIR.exists():
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+def leftovers() -> list[str]:
+    """Everything of the node still on the machine (empty after `teardown()`)."""
+    runtime = runtime_config()
+    found = podnet.leftovers() + kubeproxy.leftovers()
+    found += [f"containerd shim process {pid}" for pid in shim_processes(runtime)]
+    points = kubelet.mount_points()
+    found += [f"mount {p}" for p in points if "/node/kubelet" in p or p.startswith(str(RUN_DIR))]
+    found += [f"cgroup {p}" for p in kubelet.cgroup_leftovers()]
+    if RUN_DIR.exists():
+        found.append(f"runtime folder {RUN_DIR}")
+    return found
+
+
+def prometheus_url() -> str:
+    return prometheus.url(prometheus_port(), podnet.DEFAULT.gateway)

@@ -1,3 +1,0 @@
-from modelship_cluster.nodeagent.cli import main
-
-raise SystemExit(main())
