@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("kubeconfig", help="print the admin kubeconfig's path")
     sub.add_parser("env", help="print shell exports (KUBECONFIG, PATH with kubectl and helm)")
     models = sub.add_parser(
-        "models", help="the model store pods download models from (http://10.88.0.1:8000/)"
+        "models", help="the model store pods download models from (http://10.244.0.1:8000/)"
     )
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     add = models_sub.add_parser("add", help="copy a model file in; prints its URI and sha256")

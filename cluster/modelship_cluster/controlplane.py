@@ -26,18 +26,18 @@ class ClusterConfig(BaseModel):
     etcd_client_port: int = 2379
     etcd_peer_port: int = 2380
     apiserver_bind: str = Field(
-        default="10.88.0.1",
+        default="10.244.0.1",
         description="Address kube-apiserver listens on; the pod network's gateway once pods run.",
     )
     apiserver_advertise: str = Field(
-        default="10.88.0.1",
+        default="10.244.0.1",
         description="Address published in the `kubernetes` Service's endpoints (not loopback).",
     )
     apiserver_port: int = 6443
     controller_manager_port: int = 10257
     scheduler_port: int = 10259
     service_cidr: str = "10.96.0.0/16"
-    pod_cidr: str = "10.88.0.0/16"
+    pod_cidr: str = "10.244.0.0/16"
     kubernetes_service_ip: str = "10.96.0.1"
 
     @property

@@ -2,7 +2,7 @@
 
 A real cluster keeps models in object storage or a model registry and pods download them
 by URI; here a read-only static file server on the pod network's gateway plays that part,
-so ModelDeployments use `http://10.88.0.1:8000/<file>` URIs exactly as they would use
+so ModelDeployments use `http://10.244.0.1:8000/<file>` URIs exactly as they would use
 `https://models.example.com/<file>`. It serves one folder and nothing else (Python's own
 `http.server`, which lists and reads files but never writes).
 """

@@ -2,7 +2,7 @@
 
 Layout (defaults):
 
-- bridge `mship0` with the gateway address 10.88.0.1/16 (the pod CIDR); the apiserver
+- bridge `mship0` with the gateway address 10.244.0.1/16 (the pod CIDR); the apiserver
   also listens there, so pods and the `kubernetes` Service reach it;
 - per pod: a network namespace `mship-<id>` (under /run/netns, made with `ip netns`), a
   veth pair whose host end `mshv<id>` is a port of the bridge and whose pod end is `eth0`
@@ -37,8 +37,8 @@ class PodNetConfig:
     """Names and ranges of the pod network (one per machine)."""
 
     bridge: str = "mship0"
-    pod_cidr: str = "10.88.0.0/16"
-    gateway: str = "10.88.0.1"
+    pod_cidr: str = "10.244.0.0/16"
+    gateway: str = "10.244.0.1"
     service_cidr: str = "10.96.0.0/16"
     netns_prefix: str = "mship-"
     veth_prefix: str = "mshv"

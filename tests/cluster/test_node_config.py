@@ -50,7 +50,7 @@ def test_kubelet_config_serves_on_the_node_address_with_real_authn_and_cgroupfs(
     paths = kubelet.KubeletPaths(tmp_path)
     doc = yaml.safe_load(
         kubelet.config_yaml(
-            node_ip="10.88.0.1",
+            node_ip="10.244.0.1",
             ca_file=tmp_path / "ca.crt",
             cert_file=tmp_path / "k.crt",
             key_file=tmp_path / "k.key",
@@ -60,7 +60,7 @@ def test_kubelet_config_serves_on_the_node_address_with_real_authn_and_cgroupfs(
         )
     )
     assert doc["kind"] == "KubeletConfiguration"
-    assert doc["address"] == "10.88.0.1" and doc["readOnlyPort"] == 0
+    assert doc["address"] == "10.244.0.1" and doc["readOnlyPort"] == 0
     assert doc["authentication"]["anonymous"]["enabled"] is False
     assert doc["authorization"]["mode"] == "Webhook"
     assert doc["cgroupDriver"] == "cgroupfs" and doc["failCgroupV1"] is False
@@ -74,7 +74,7 @@ def test_kubelet_launcher_keeps_the_machines_sysctls_and_execs_the_kubelet(
     tmp_path: Path,
 ) -> None:
     paths = kubelet.KubeletPaths(tmp_path)
-    argv = kubelet.args(Path("/bin/kubelet"), paths, tmp_path / "kc", "node-a", "10.88.0.1")
+    argv = kubelet.args(Path("/bin/kubelet"), paths, tmp_path / "kc", "node-a", "10.244.0.1")
     assert argv[:4] == ["unshare", "--mount", "--propagation", "unchanged"]
     lines = argv[-1].splitlines()
     # /proc is made private first, so the bind mounts never reach the host's namespace.
@@ -85,7 +85,7 @@ def test_kubelet_launcher_keeps_the_machines_sysctls_and_execs_the_kubelet(
     )
     execed = shlex.split(lines[-1])
     assert execed[:2] == ["exec", "/bin/kubelet"]
-    assert "--hostname-override=node-a" in execed and "--node-ip=10.88.0.1" in execed
+    assert "--hostname-override=node-a" in execed and "--node-ip=10.244.0.1" in execed
 
 
 def test_mounts_under_a_root_come_deepest_first_and_nothing_outside() -> None:
@@ -109,7 +109,7 @@ def test_cni_bridge_uses_the_projects_bridge_without_gateway_or_masquerade(
     assert bridge["hairpinMode"] is True
     (rng,) = bridge["ipam"]["ranges"][0]
     assert rng["subnet"] == podnet.DEFAULT.pod_cidr and rng["gateway"] == podnet.DEFAULT.gateway
-    assert rng["rangeStart"] == "10.88.1.0"
+    assert rng["rangeStart"] == "10.244.1.0"
     assert bridge["ipam"]["routes"] == [{"dst": "0.0.0.0/0", "gw": podnet.DEFAULT.gateway}]
 
 

@@ -168,7 +168,7 @@ def test_deployment_runs_routes_scales_heals_and_follows_readiness(
     pods = until(lambda: len(ready_pods(core, namespace, "app=web")) == 2
                  and ready_pods(core, namespace, "app=web"), "2 ready web pods")  # fmt: skip
     ips = {p.status.pod_ip for p in pods}
-    assert len(ips) == 2 and all(ip.startswith("10.88.") for ip in ips)
+    assert len(ips) == 2 and all(ip.startswith("10.244.") for ip in ips)
     # From the host, by pod IP: each pod answers with its own identity.
     for pod in pods:
         status, body = http_get(f"http://{pod.status.pod_ip}:8080/")

@@ -64,7 +64,7 @@ def network() -> Iterator[podnet.PodNetConfig]:
 def test_overlap_check_refuses_clashing_host_networks() -> None:
     assert podnet.overlaps(podnet.DEFAULT, ["192.0.2.0/24", "0.0.0.0/0"]) == []
     clash = podnet.overlaps(podnet.DEFAULT, ["10.0.0.0/8"])
-    assert clash == ["10.0.0.0/8 overlaps 10.88.0.0/16", "10.0.0.0/8 overlaps 10.96.0.0/16"]
+    assert clash == ["10.0.0.0/8 overlaps 10.244.0.0/16", "10.0.0.0/8 overlaps 10.96.0.0/16"]
     assert podnet.overlaps(podnet.DEFAULT, ["10.96.3.0/24"]) == [
         "10.96.3.0/24 overlaps 10.96.0.0/16"
     ]

@@ -28,7 +28,7 @@ POD: dict[str, Any] = {
         ],
     },
     "status": {
-        "podIP": "10.88.0.4",
+        "podIP": "10.244.0.4",
         "phase": "Running",
         "conditions": [{"type": "Ready", "status": "True"}],
     },
@@ -37,7 +37,7 @@ POD: dict[str, Any] = {
 
 def test_target_groups_carry_kubernetes_sd_labels() -> None:
     groups = prometheus.pod_target_groups(POD)
-    assert [g["targets"] for g in groups] == [["10.88.0.4:8080"], ["10.88.0.4"]]
+    assert [g["targets"] for g in groups] == [["10.244.0.4:8080"], ["10.244.0.4"]]
     labels = groups[0]["labels"]
     assert labels["__meta_kubernetes_namespace"] == "ml"
     assert labels["__meta_kubernetes_pod_name"] == "churn-canary-0"
@@ -53,16 +53,16 @@ def test_target_groups_carry_kubernetes_sd_labels() -> None:
 def test_config_discovers_pods_and_keeps_annotated_ones(tmp_path: Path) -> None:
     pki = tmp_path
     url = "http://127.0.0.1:9091/targets"
-    http = prometheus.config("https://10.88.0.1:6443", pki / "ca", pki / "c", pki / "k",
+    http = prometheus.config("https://10.244.0.1:6443", pki / "ca", pki / "c", pki / "k",
                              interval="5s", discovery_url=url)  # fmt: skip
     job = http["scrape_configs"][0]
     assert job["scrape_interval"] == "5s"
     assert job["http_sd_configs"] == [
         {"url": "http://127.0.0.1:9091/targets", "refresh_interval": "1s"}
     ]
-    k8s = prometheus.config("https://10.88.0.1:6443", pki / "ca", pki / "c", pki / "k")
+    k8s = prometheus.config("https://10.244.0.1:6443", pki / "ca", pki / "c", pki / "k")
     sd = k8s["scrape_configs"][0]["kubernetes_sd_configs"][0]
-    assert sd["role"] == "pod" and sd["api_server"] == "https://10.88.0.1:6443"
+    assert sd["role"] == "pod" and sd["api_server"] == "https://10.244.0.1:6443"
     assert k8s["scrape_configs"][0]["relabel_configs"] == job["relabel_configs"]
     keep = job["relabel_configs"][0]
     assert keep == {
@@ -79,7 +79,7 @@ def test_generated_config_is_valid_for_the_installed_prometheus(tmp_path: Path) 
         (tmp_path / name).write_text("")
     installed = prometheus.binary()
     cfg = prometheus.config(
-        "https://10.88.0.1:6443",
+        "https://10.244.0.1:6443",
         tmp_path / "ca.crt",
         tmp_path / "p.crt",
         tmp_path / "p.key",

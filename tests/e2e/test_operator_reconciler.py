@@ -30,7 +30,7 @@ def resource(name: str, **spec: Any) -> dict[str, Any]:
         "kind": "ModelDeployment",
         "metadata": {"name": name},
         "spec": {
-            "model": {"version": "1.0.0", "uri": "http://10.88.0.1:8000/x.skops", "sha256": SHA_1},
+            "model": {"version": "1.0.0", "uri": "http://10.244.0.1:8000/x.skops", "sha256": SHA_1},
             "images": {"serving": "modelship/not-an-image:1", "router": "modelship/not-an-image:1"},
             **spec,
         },
@@ -142,7 +142,7 @@ def test_a_spec_changed_meanwhile_is_never_overwritten_by_a_stale_status(
 def test_what_the_spec_no_longer_asks_for_is_deleted(
     local_cluster: Any, kubectl: Any, namespace: str, crd: None
 ) -> None:
-    canary = {"version": "2.0.0", "uri": "http://10.88.0.1:8000/y.skops", "sha256": SHA_2}
+    canary = {"version": "2.0.0", "uri": "http://10.244.0.1:8000/y.skops", "sha256": SHA_2}
     kubectl("apply", "-n", namespace, "-f", "-",
             input=yaml.safe_dump(resource("prune", canary=canary, replicas=2)))  # fmt: skip
 
