@@ -90,6 +90,18 @@ class ListWatch:
         #: Lists made so far (the first and every re-list).
         self.lists = 0
         self._failing = False
+        self._resync = False
+
+    def resync(self) -> None:
+        """List again before the next event (for a consumer that lost track, e.g. its
+        handler failed); after the usual back-off, so a handler that always fails cannot
+        make a busy loop."""
+        self._resync = True
+
+    def _check_resync(self) -> None:
+        if self._resync:
+            self._resync = False
+            raise _Resync(f"{self.what}: a new list was asked for")
 
     def __aiter__(self) -> AsyncIterator[tuple[InformerEventType, dict[str, Any]]]:
         return self._events()
@@ -125,6 +137,7 @@ class ListWatch:
                     fresh = True
                     self._succeeded()
                     yield SYNC, listing
+                    self._check_resync()
                 watch = Watch(
                     self.client,
                     self.path,
@@ -140,11 +153,15 @@ class ListWatch:
                         self._succeeded()
                     if event.type != "BOOKMARK":
                         yield event.type, event.object
+                        self._check_resync()
                 version = watch.resource_version
                 if watch.received == 0 and self._clock() - started < MIN_WATCH_SECONDS:
                     raise ApiError(f"watch {self.what}", 200, "WatchEnded", "ended at once")
             except asyncio.CancelledError:
                 raise
+            except _Resync as exc:
+                version = None
+                await self._failed(exc)
             except Gone as exc:
                 log.debug("watch of %s expired (%s): listing again", self.what, exc)
                 version = None
@@ -163,9 +180,18 @@ class ListWatch:
         on_event: Callable[[str, dict[str, Any]], None],
     ) -> None:
         """The same as callbacks: ``on_list(items)`` after every (re)list, ``on_event(type,
-        object)`` for each change."""
+        object)`` for each change. A callback that raises is logged and the collection is
+        listed again (after the back-off): the view is rebuilt rather than left stale."""
         async for kind, obj in self:
-            if kind == SYNC:
-                on_list(obj.get("items") or [])
-            else:
-                on_event(kind, obj)
+            try:
+                if kind == SYNC:
+                    on_list(obj.get("items") or [])
+                else:
+                    on_event(kind, obj)
+            except Exception:
+                log.exception("handling %s of %s failed: listing again", kind, self.what)
+                self.resync()
+
+
+class _Resync(Exception):
+    """A consumer asked for a new list."""

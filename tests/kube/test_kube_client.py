@@ -527,3 +527,47 @@ def test_static_auth_and_json_bodies_round_trip() -> None:
 
         answer = run(main())
     assert answer == {"got": {"data": {"k": "ü"}}, "auth": "Basic dTpw"}
+
+
+def test_a_failing_callback_is_logged_and_the_collection_listed_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with ApiStandIn() as server:
+        server.scripted.on(CMS, Reply(200, listing("1", "a")), Reply(200, listing("3", "a", "b")))
+        server.scripted.on(
+            CMS,
+            Stream([event("ADDED", "b", "2"), event("ADDED", "never-seen", "3")]),
+            Stream([event("MODIFIED", "b", "4")], hold=threading.Event()),
+            watch=True,
+        )
+        lists: list[list[str]] = []
+        changes: list[tuple[str, str]] = []
+        sleeps: list[float] = []
+        done = asyncio.Event()
+
+        def on_list(items: list[dict[str, Any]]) -> None:
+            lists.append([i["metadata"]["name"] for i in items])
+
+        def on_event(kind: str, obj: dict[str, Any]) -> None:
+            name = obj["metadata"]["name"]
+            changes.append((kind, name))
+            if name == "b" and kind == "ADDED":
+                raise KeyError("a bug in the handler")
+            if kind == "MODIFIED":
+                done.set()
+
+        async def sleep(delay: float) -> None:
+            sleeps.append(delay)
+
+        async def main() -> None:
+            async with client_for(server) as client:
+                lw = ListWatch(client, CMS, what="cms", backoff=Backoff(jitter=0.0), sleep=sleep)
+                task = asyncio.create_task(lw.run(on_list, on_event))
+                await done.wait()
+                task.cancel()
+
+        run(main())
+    assert lists == [["a"], ["a", "b"]]
+    assert changes == [("ADDED", "b"), ("MODIFIED", "b")]  # the event after the bug: relisted
+    assert sleeps == [0.2]
+    assert "handling ADDED of cms failed: listing again" in caplog.text
