@@ -1,1 +1,8 @@
+import sys
+from pathlib import Path
+
 pytest_plugins = ["modelship_cluster.pytest_plugin"]
+
+# The Kubernetes API stand-in (tests/kube/kube_standin.py) serves the operator's and the
+# router's tests too.
+sys.path.append(str(Path(__file__).resolve().parent / "kube"))

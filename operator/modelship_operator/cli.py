@@ -241,7 +241,8 @@ async def _reclaim_signals(kopf_ready: asyncio.Event, stop: asyncio.Event) -> No
 async def _wait_for_crd(kube: Any) -> None:
     """kopf resolves its resources once (CRD scanning is off, so it needs no permission on
     CRDs): wait here until the API serves ModelDeployments, saying what to do meanwhile."""
-    from modelship_operator.kube import ApiError
+    from modelship_kube.errors import ApiError
+
     from modelship_operator.spec import API_VERSION, PLURAL
 
     while True:

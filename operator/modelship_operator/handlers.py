@@ -47,6 +47,8 @@ from typing import Any, Final
 
 import httpx
 import kopf
+from modelship_kube import credentials
+from modelship_kube.errors import ApiError
 from pydantic import ValidationError
 
 from modelship_operator import kinds
@@ -54,7 +56,7 @@ from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.runner import analyse_if_due
 from modelship_operator.analysis.stepper import Analysis
 from modelship_operator.conditions import Event, Failure
-from modelship_operator.kube import ApiError, Kube, bearer, load_configuration
+from modelship_operator.kube import Kube
 from modelship_operator.metrics import OperatorMetrics
 from modelship_operator.observed import observe
 from modelship_operator.reconcile import (
@@ -412,26 +414,37 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     return config
 
 
+def connection_info(
+    found: credentials.Credentials, authorization: str | None
+) -> kopf.ConnectionInfo:
+    """kopf's connection settings from the same credentials the operator's client uses."""
+    scheme, _sep, token = (authorization or "").strip().partition(" ")
+    tls = found.tls
+    return kopf.ConnectionInfo(
+        server=found.server,
+        ca_path=str(tls.ca_file) if tls.ca_file else None,
+        ca_data=tls.ca_data if not tls.ca_file else None,
+        insecure=tls.insecure,
+        scheme=scheme if token else None,
+        token=token or None,
+        certificate_path=str(tls.cert_file) if tls.cert_file else None,
+        certificate_data=tls.cert_data if not tls.cert_file else None,
+        private_key_path=str(tls.key_file) if tls.key_file else None,
+        private_key_data=tls.key_data if not tls.key_file else None,
+        default_namespace=found.namespace,
+    )
+
+
 def build_registry(reconciler: Reconciler, kubeconfig: str | None = None) -> kopf.OperatorRegistry:
     """The handlers, on a registry of their own (nothing global)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
+    async def login(**_: Any) -> kopf.ConnectionInfo:
         # Loaded afresh at every login: kopf logs in again on a 401, so a rotated
         # service-account token is picked up.
-        cfg = load_configuration(kubeconfig)
-        header = bearer(cfg) or ""
-        scheme, _sep, token = header.strip().rpartition(" ")
-        return kopf.ConnectionInfo(
-            server=cfg.host,
-            ca_path=cfg.ssl_ca_cert,
-            insecure=not cfg.verify_ssl,
-            scheme=(scheme or "Bearer") if token else None,
-            token=token or None,
-            certificate_path=cfg.cert_file,
-            private_key_path=cfg.key_file,
-        )
+        found = credentials.load(kubeconfig)
+        return connection_info(found, await found.authorization())
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def model_deployment_changed(

@@ -17,10 +17,16 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from modelship_kube.credentials import Credentials, from_kubeconfig, in_cluster
+from modelship_kube.errors import ApiError, ConfigurationError
+from modelship_kube.paths import object_path
+from modelship_kube.request import Client, PatchType
 
 from modelship_operator.spec import ACTION_ANNOTATION, GROUP, PLURAL
 from modelship_operator.statusview import analysis_table, parse_status, summary, table
@@ -60,55 +66,50 @@ class PluginError(Exception):
     """An error that is the user's to fix; printed without a traceback."""
 
 
-def _api(args: argparse.Namespace) -> tuple[Any, str]:
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
+def _credentials(args: argparse.Namespace) -> tuple[Credentials, str]:
+    """The kubeconfig (``--kubeconfig``, else ``$KUBECONFIG`` or ``~/.kube/config``; its
+    ``--context``), else in-cluster; and the namespace to use."""
     try:
-        api = config.new_client_from_config(config_file=args.kubeconfig, context=args.context)
-        _, active = config.list_kube_config_contexts(config_file=args.kubeconfig)
-        if args.context:
-            contexts, _ = config.list_kube_config_contexts(config_file=args.kubeconfig)
-            active = next((c for c in contexts if c["name"] == args.context), active)
-        default_ns = (active or {}).get("context", {}).get("namespace") or "default"
-    except (ConfigException, FileNotFoundError, TypeError):
+        found = from_kubeconfig(args.kubeconfig, context=args.context)
+    except ConfigurationError as kubeconfig_error:
         try:
-            config.load_incluster_config()
-        except ConfigException as error:
+            found = in_cluster()
+        except ConfigurationError as error:
             raise PluginError(
-                f"no usable kubeconfig or in-cluster configuration: {error}"
+                f"no usable kubeconfig ({kubeconfig_error}) or in-cluster configuration ({error})"
             ) from None
-        api = client.ApiClient()
-        default_ns = "default"
-    return api, args.sub_namespace or args.namespace or default_ns
+    return found, args.sub_namespace or args.namespace or found.namespace or "default"
 
 
-def _get(custom: Any, namespace: str, name: str) -> dict[str, Any]:
-    from kubernetes.client.rest import ApiException
-
-    try:
-        return custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
-            GROUP, VERSION, namespace, PLURAL, name
-        )
-    except ApiException as error:
-        raise PluginError(_api_error(error, namespace, name)) from None
-
-
-def _patch(custom: Any, namespace: str, name: str, body: dict[str, Any]) -> None:
-    from kubernetes.client.rest import ApiException
-
-    try:
-        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
-    except ApiException as error:
-        raise PluginError(_api_error(error, namespace, name)) from None
-
-
-def _api_error(error: Any, namespace: str, name: str) -> str:
-    if error.status == 404:
+def _api_error(error: ApiError, namespace: str, name: str) -> str:
+    if error.not_found:
         return f'modeldeployment "{name}" not found in namespace "{namespace}"'
     if error.status == 403:
-        return f"not allowed: {error.reason} (ask for the modelship-edit role in {namespace})"
-    return f"the API server answered {error.status} {error.reason}"
+        return f"not allowed: {error.message} (ask for the modelship-edit role in {namespace})"
+    if error.status == 0:
+        return f"no answer from the API server: {error.message}"
+    return f"the API server answered {error.status} {error.reason or error.message}"
+
+
+async def _act(args: argparse.Namespace, client: Client, namespace: str) -> str:
+    """Do the command; what to print."""
+    name = args.name
+    path = object_path(f"{GROUP}/{VERSION}", PLURAL, namespace, name)
+    body = await client.get(path)
+    if args.command == "status":
+        return render_status(body)
+    if args.command == "history":
+        return render_history(body)
+    if args.command in ("pause", "resume"):
+        await client.patch(path, {"spec": {"paused": args.command == "pause"}}, PatchType.MERGE)
+        return f"modeldeployment {namespace}/{name}: {args.command}d"
+    if args.command in ("promote", "abort") and not (body.get("spec") or {}).get("canary"):
+        raise PluginError(f"{namespace}/{name} has no canary to {args.command}")
+    # A nonce makes each request a new value, so asking twice acts twice.
+    value = f"{args.command}/{time.time_ns()}"
+    patch = {"metadata": {"annotations": {ACTION_ANNOTATION: value}}}
+    await client.patch(path, patch, PatchType.MERGE)
+    return f"modeldeployment {namespace}/{name}: {args.command} requested ({value})"
 
 
 def render_status(body: dict[str, Any]) -> str:
@@ -168,28 +169,19 @@ def render_history(body: dict[str, Any]) -> str:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from kubernetes import client
+    found, namespace = _credentials(args)
 
-    api, namespace = _api(args)
-    custom = client.CustomObjectsApi(api)
-    name = args.name
-    if args.command == "status":
-        print(render_status(_get(custom, namespace, name)))
-        return 0
-    if args.command == "history":
-        print(render_history(_get(custom, namespace, name)))
-        return 0
-    body = _get(custom, namespace, name)
-    if args.command in ("pause", "resume"):
-        _patch(custom, namespace, name, {"spec": {"paused": args.command == "pause"}})
-        print(f"modeldeployment {namespace}/{name}: {args.command}d")
-        return 0
-    if args.command in ("promote", "abort") and not (body.get("spec") or {}).get("canary"):
-        raise PluginError(f"{namespace}/{name} has no canary to {args.command}")
-    # A nonce makes each request a new value, so asking twice acts twice.
-    value = f"{args.command}/{time.time_ns()}"
-    _patch(custom, namespace, name, {"metadata": {"annotations": {ACTION_ANNOTATION: value}}})
-    print(f"modeldeployment {namespace}/{name}: {args.command} requested ({value})")
+    async def act() -> str:
+        async with Client(found) as client:
+            try:
+                return await _act(args, client, namespace)
+            except ApiError as error:
+                raise PluginError(_api_error(error, namespace, args.name)) from None
+
+    try:
+        print(asyncio.run(act()))
+    except ConfigurationError as error:  # e.g. an exec credential plugin that failed
+        raise PluginError(str(error)) from None
     return 0
 
 

@@ -30,7 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from modelship_operator.kube import ApiError, Kube
+from modelship_kube.errors import ApiError
+
+from modelship_operator.kube import Kube
 from modelship_operator.rbac import DEFAULT_NAMESPACE
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,12 @@ ConfigMap ``<deployment>-router``; the router watches that one object. Each vari
 ``kubernetes.io/service-name=<service>`` in the same namespace, so the router balances
 over ready pod IPs directly (no kube-proxy, no cluster DNS). RBAC needed: get/list/watch
 on configmaps and on discovery.k8s.io endpointslices, in the namespace.
+
+Both are :class:`modelship_kube.informer.ListWatch` loops over one
+:class:`modelship_kube.request.Client`: list, watch from the list's version, list again
+on 410, back off (jittered, 0.2 s doubling to 5 s) on any other failure. The client
+re-reads the ServiceAccount token as it rotates. This is off the hot path: the proxy
+never touches it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ import contextlib
 import logging
 from typing import Any
 
+from modelship_kube.credentials import from_kubeconfig, in_cluster
+from modelship_kube.informer import ListWatch
+from modelship_kube.paths import collection_path
+from modelship_kube.request import Client
 from pydantic import ValidationError
 
 from modelship_router.config import (
@@ -25,7 +35,6 @@ from modelship_router.config import (
     parse_address,
 )
 from modelship_router.endpoints import Address, EndpointSource
-from modelship_router.kube import KubeApi, list_and_watch
 from modelship_router.settings import RouterSettings
 from modelship_router.slices import SERVICE_NAME_LABEL, service_addresses, service_of
 from modelship_router.sources import Apply, ConfigError, ConfigSource, Reject
@@ -50,7 +59,7 @@ def config_from_configmap(obj: dict[str, Any]) -> RoutingConfig:
 class ConfigMapSource(ConfigSource):
     """Watches one ConfigMap and applies its ``routing.json`` on every change."""
 
-    def __init__(self, api: KubeApi, namespace: str, name: str) -> None:
+    def __init__(self, api: Client, namespace: str, name: str) -> None:
         self.api = api
         self.namespace = namespace
         self.name = name
@@ -90,14 +99,12 @@ class ConfigMapSource(ConfigSource):
             else:
                 handle(obj)
 
-        await list_and_watch(
+        await ListWatch(
             self.api,
-            f"/api/v1/namespaces/{self.namespace}/configmaps",
+            collection_path("v1", "configmaps", self.namespace),
             {"fieldSelector": f"metadata.name={self.name}"},
-            on_list,
-            on_event,
-            f"ConfigMap {self.namespace}/{self.name}",
-        )
+            what=f"ConfigMap {self.namespace}/{self.name}",
+        ).run(on_list, on_event)
 
 
 class KubernetesEndpointSource(EndpointSource):
@@ -106,7 +113,7 @@ class KubernetesEndpointSource(EndpointSource):
     Variants with static ``upstreams`` use those addresses as they are.
     """
 
-    def __init__(self, api: KubeApi, namespace: str) -> None:
+    def __init__(self, api: Client, namespace: str) -> None:
         super().__init__()
         self.api = api
         self.namespace = namespace
@@ -141,14 +148,12 @@ class KubernetesEndpointSource(EndpointSource):
                 self._slices[name] = obj
             self._notify()
 
-        await list_and_watch(
+        await ListWatch(
             self.api,
-            f"/apis/discovery.k8s.io/v1/namespaces/{self.namespace}/endpointslices",
+            collection_path("discovery.k8s.io/v1", "endpointslices", self.namespace),
             {"labelSelector": selector},
-            on_list,
-            on_event,
-            f"EndpointSlices of {', '.join(sorted(services))} in {self.namespace}",
-        )
+            what=f"EndpointSlices of {', '.join(sorted(services))} in {self.namespace}",
+        ).run(on_list, on_event)
 
     def addresses(self, variant: Variant) -> list[Address]:
         if variant.service is None:
@@ -170,7 +175,9 @@ def kubernetes_sources(
     """The config and endpoint sources for Kubernetes mode (in-cluster or kubeconfig)."""
     assert settings.deployment is not None
     namespace = settings.resolved_namespace()
-    api = KubeApi.connect(settings.kubeconfig)
+    # A kubeconfig only when one is given: in a pod, the ServiceAccount, never a fallback.
+    credentials = from_kubeconfig(settings.kubeconfig) if settings.kubeconfig else in_cluster()
+    api = Client(credentials)
     name = settings.configmap or configmap_name(settings.deployment)
     log.info("Kubernetes mode: watching ConfigMap %s/%s and EndpointSlices", namespace, name)
     return ConfigMapSource(api, namespace, name), KubernetesEndpointSource(api, namespace)

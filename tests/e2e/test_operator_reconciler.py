@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
+from modelship_kube.errors import ApiError
 from modelship_operator.handlers import Reconciler
-from modelship_operator.kube import ApiError, Kube
+from modelship_operator.kube import Kube
 from modelship_operator.metrics import OperatorMetrics
 from modelship_operator.settings import OperatorSettings
 
@@ -135,7 +136,7 @@ def test_a_spec_changed_meanwhile_is_never_overwritten_by_a_stale_status(
                            "-o", "jsonpath={.spec.replicas}").stdout  # fmt: skip
         assert replicas == "2"
 
-    api = ChangeBeforeStatusWrite.from_configuration(_config(local_cluster))
+    api = ChangeBeforeStatusWrite.from_credentials(_config(local_cluster))
     play(local_cluster, scenario, api=api)
 
 
@@ -191,7 +192,7 @@ def test_a_spec_the_operator_cannot_use_is_degraded_and_nothing_is_touched(
         assert versions(kubectl, namespace, "legacy") == {}  # nothing was created
         assert reasons(kubectl, namespace) == ["InvalidSpec"]
 
-    api = OlderObject.from_configuration(_config(local_cluster))
+    api = OlderObject.from_credentials(_config(local_cluster))
     play(local_cluster, scenario, api=api)
 
 
@@ -226,6 +227,6 @@ def test_api_errors_carry_the_api_servers_reason(
 
 
 def _config(local_cluster: Any) -> Any:
-    from modelship_operator.kube import load_configuration
+    from modelship_kube.credentials import load
 
-    return load_configuration(local_cluster.kubeconfig)
+    return load(local_cluster.kubeconfig)

@@ -149,3 +149,77 @@ def test_operator_account_writes_the_status_plan_computes(api: ApiServer) -> Non
     # The operator may annotate (kopf's progress) but never delete a ModelDeployment.
     api.kubectl(OPERATOR, "-n", "ml", "annotate", "mdep", "scored", "modelship.io/x=1")
     assert api.kubectl(OPERATOR, "-n", "ml", "delete", "mdep", "scored", check=False).returncode
+
+
+def test_the_shared_client_against_the_real_api_server(api: ApiServer) -> None:
+    """modelship_kube as the operator and the router use it, on the real wire: kubeconfig
+    token auth, discovery, server-side apply and its conflicts, preconditions, a
+    list-and-watch that sees every change, a watch the server ends. (A real server answers
+    410 only once etcd compacted past a version, so the faults it will not make on demand
+    are tests/kube's, against a stand-in.)"""
+    import asyncio
+
+    from modelship_kube.errors import Conflict, NotFound
+    from modelship_kube.informer import SYNC, ListWatch
+    from modelship_kube.paths import collection_path, object_path
+    from modelship_kube.watch import Watch
+    from modelship_operator.kube import Kube
+
+    cms = collection_path("v1", "configmaps", "ml")
+    path = object_path("v1", "configmaps", "ml", "kube-client")
+    meta = {"name": "kube-client", "namespace": "ml", "labels": {"test": "kube-client"}}
+
+    def cm(value: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"a": value}}
+
+    async def main() -> None:
+        kube = Kube.connect(api.kubeconfig)
+        client = kube.client
+        events = aiter(ListWatch(client, cms, {"labelSelector": "test=kube-client"}, what="t"))
+        try:
+            assert await kube.serves("modelship.io/v1alpha1", "modeldeployments")
+            assert not await kube.serves("nothing.example/v1", "things")
+            kind, listing = await anext(events)
+            assert kind == SYNC and listing["items"] == []
+            version = listing["metadata"]["resourceVersion"]
+
+            first = await client.apply(path, cm("1"), "modelship-test")
+            assert [f["manager"] for f in first["metadata"]["managedFields"]] == ["modelship-test"]
+            kind, obj = await anext(events)
+            assert (kind, obj["data"]) == ("ADDED", {"a": "1"})
+            await client.apply(path, cm("2"), "modelship-test")
+            kind, obj = await anext(events)
+            assert (kind, obj["data"]) == ("MODIFIED", {"a": "2"})
+
+            with pytest.raises(Conflict):  # another manager's field, without force
+                await client.apply(path, cm("3"), "someone-else", force=False)
+            stale = {
+                **cm("4"),
+                "metadata": {**meta, "resourceVersion": first["metadata"]["resourceVersion"]},
+            }
+            with pytest.raises(Conflict):  # an out-of-date resourceVersion precondition
+                await client.replace(path, stale)
+
+            await client.delete(path)
+            kind, obj = await anext(events)
+            assert kind == "DELETED" and obj["metadata"]["name"] == "kube-client"
+            with pytest.raises(NotFound):
+                await client.get(path)
+
+            # A watch the server ends (timeoutSeconds) just ends: the caller resumes it.
+            watch = Watch(client, cms, resource_version=version, timeout_seconds=1)
+            async for _ in watch:
+                pass
+            assert watch.resource_version is not None
+
+            await kube.create_lease("ml", "kube-client", {"holderIdentity": "a"})
+            lease = await kube.get_lease("ml", "kube-client")
+            assert lease is not None and lease["spec"]["holderIdentity"] == "a"
+            await kube.update_lease(lease, {"holderIdentity": "b"})
+            with pytest.raises(Conflict):  # written since it was read
+                await kube.update_lease(lease, {"holderIdentity": "c"})
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+            await kube.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from modelship_kube.errors import ApiError
 from modelship_operator.cli import JsonFormatter, build_parser
 from modelship_operator.handlers import backoff_delay, error_reason, next_delay
-from modelship_operator.kube import ApiError, collection_path, object_path
 from modelship_operator.leader import Observation, may_acquire, next_spec, observe
 from modelship_operator.metrics import HealthState, OperatorMetrics, http_app, serve_http
 from modelship_operator.reconcile import Plan
@@ -106,16 +106,6 @@ def test_api_errors_are_told_apart(status: int, reason: str, transient: bool, la
     assert error.transient is transient
     assert error_reason(error) == label
     assert "apply Deployment ml/churn-stable" in str(error) and "why" in str(error)
-
-
-def test_api_paths() -> None:
-    assert collection_path("v1", "pods", "ml") == "/api/v1/namespaces/ml/pods"
-    assert object_path("apps/v1", "deployments", "ml", "x") == (
-        "/apis/apps/v1/namespaces/ml/deployments/x"
-    )
-    assert collection_path("modelship.io/v1alpha1", "modeldeployments", None) == (
-        "/apis/modelship.io/v1alpha1/modeldeployments"
-    )
 
 
 # --- metrics and probes --------------------------------------------------------------------
