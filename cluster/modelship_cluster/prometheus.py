@@ -24,7 +24,6 @@ import asyncio
 import json
 import re
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -197,9 +196,9 @@ def pod_target_groups(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 async def serve_discovery(kubeconfig: Path, host: str, port: int) -> None:
     """List and watch all pods; answer `GET /targets` with their target groups."""
-    from modelship_cluster.kubeapi import ApiError, KubeClient, WatchExpired
+    from modelship_kube.informer import SYNC, ListWatch
+    from modelship_kube.request import Client
 
-    client = KubeClient(kubeconfig)
     pods: dict[str, Mapping[str, Any]] = {}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -226,28 +225,15 @@ async def serve_discovery(kubeconfig: Path, host: str, port: int) -> None:
             writer.close()
 
     server = await asyncio.start_server(handle, host, port)
-    async with server:
-        while True:
-            try:
-                listing = await client.get("/api/v1/pods")
-                pods = {p["metadata"]["uid"]: p for p in listing.get("items", [])}
-                rv = listing["metadata"]["resourceVersion"]
-                while True:
-                    async for event in client.watch("/api/v1/pods", rv):
-                        obj = event["object"]
-                        rv = obj["metadata"].get("resourceVersion", rv)
-                        if event["type"] == "DELETED":
-                            pods.pop(obj["metadata"]["uid"], None)
-                        elif event["type"] != "BOOKMARK":
-                            pods[obj["metadata"]["uid"]] = obj
-            except WatchExpired:
-                continue
-            except (ApiError, OSError, ValueError, KeyError) as error:
-                print(f"discovery: {error}; listing again", file=sys.stderr, flush=True)
-                await asyncio.sleep(1)
-            except Exception as error:  # httpx errors and the like
-                print(f"discovery: {error!r}; listing again", file=sys.stderr, flush=True)
-                await asyncio.sleep(1)
+    async with server, Client.connect(kubeconfig) as client:
+        # The shared list-and-watch: re-lists on 410, backs off on errors.
+        async for kind, obj in ListWatch(client, "/api/v1/pods", what="pods"):
+            if kind == SYNC:
+                pods = {p["metadata"]["uid"]: p for p in obj.get("items", [])}
+            elif kind == "DELETED":
+                pods.pop(obj["metadata"]["uid"], None)
+            else:
+                pods[obj["metadata"]["uid"]] = obj
 
 
 def main(argv: list[str] | None = None) -> int:
