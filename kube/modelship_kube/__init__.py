@@ -1,0 +1,1 @@
+"""modelship_kube: the Kubernetes API client shared by the operator and the router."""
