@@ -180,6 +180,85 @@ def test_serving_image_predicts_and_is_small(built: dict[str, images.BuiltImage]
         )
 
 
+@contextlib.contextmanager
+def read_only(root: Path, under: Path) -> Iterator[Path]:
+    """ROOT bind-mounted read-only at UNDER with a tmpfs at /tmp: what a pod with
+    readOnlyRootFilesystem and an emptyDir at /tmp gets."""
+    under.mkdir()
+    mounts = [
+        ["mount", "--bind", str(root), str(under)],
+        ["mount", "-o", "remount,bind,ro", str(under)],
+        ["mount", "-t", "tmpfs", "-o", "mode=1777,size=64m", "tmpfs", str(under / "tmp")],
+    ]
+    try:
+        for cmd in mounts:
+            subprocess.run(cmd, check=True, capture_output=True)
+        yield under
+    finally:
+        subprocess.run(["umount", "-R", str(under)], check=False, capture_output=True)
+
+
+def _wait_http(url: str, proc: subprocess.Popen[str], seconds: float) -> bytes:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body: bytes = response.read()
+                return body
+        except OSError:
+            if proc.poll() is not None:
+                out = proc.stdout.read() if proc.stdout else ""
+                raise AssertionError(f"exited {proc.returncode}: {out[-3000:]}") from None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_serving_image_serves_a_model_from_a_read_only_root(
+    built: dict[str, images.BuiltImage], tmp_path: Path
+) -> None:
+    from modelship_serving.artifacts import save_model
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0], [0.1, 0.9], [0.9, 0.2]], [0, 1, 0, 1])
+    port = _free_port()
+    with rootfs(built["serving"].ref) as root, read_only(root, tmp_path / "ro") as ro:
+        (ro / "tmp/models").mkdir()
+        sha256 = save_model(model, ro / "tmp/models/m.skops")
+        assert subprocess.run(["touch", str(ro / "probe")], capture_output=True).returncode != 0
+        proc = subprocess.Popen(
+            [CHROOT, "--userspec=65532:65532", str(ro), "modelship-serve"],
+            env={
+                "PATH": "/opt/modelship/bin:/usr/bin:/bin",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONUNBUFFERED": "1",
+                "MODELSHIP_MODEL_URI": "file:///tmp/models/m.skops",
+                "MODELSHIP_MODEL_SHA256": sha256,
+                "MODELSHIP_MODEL_NAME": "m",
+                "MODELSHIP_HOST": "127.0.0.1",
+                "MODELSHIP_PORT": str(port),
+                "MODELSHIP_MODEL_CACHE_DIR": "/tmp/modelship-models",
+                "MODELSHIP_DRAIN_SECONDS": "0",
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc, 90)
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/models/m:predict",
+                data=json.dumps({"instances": [[0.0, 1.0], [1.0, 0.0]]}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.loads(response.read())["predictions"] == [0, 1]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        assert proc.returncode == 0
+
+
 @pytest.mark.parametrize("name", list(COMPONENTS))
 def test_sbom_lists_debian_and_python_packages(
     built: dict[str, images.BuiltImage], name: str
