@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
-STAMP       := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP       := $(VENV)/.installed-$(shell cat pyproject.toml requirements/lock.txt | sha256sum | cut -c1-12)
 CLUSTER     := $(VENV)/bin/modelship-cluster
 PYTEST_ARGS ?=
 
@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/lock.txt
 	@scripts/bootstrap-venv.sh "$(VENV)"
 	@touch "$@"
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## Create .venv and install modelship with its dev tools
 
 .PHONY: system-deps
-system-deps: ## Install the Debian packages the local cluster needs (iptables, prometheus, ...)
+system-deps: ## Install the Debian packages the local cluster and the images need (iptables, buildah, ...)
 	@scripts/system-deps.sh
 
 .PHONY: binaries
@@ -57,9 +57,26 @@ cluster-down: venv ## Stop the local cluster and remove its data
 bench: venv ## Run the benchmarks under bench/ (side by side, ratios)
 	@for b in bench/run_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit 1; done
 
+.PHONY: lock
+lock: venv ## Re-resolve requirements/lock.txt (UPGRADE=1 to take new versions) and the images' subsets
+	@scripts/lock.sh
+
+# Daemonless by default (buildah on a Debian base made here, cached by inputs: docs/images.md).
+# CONTAINER_ENGINE=docker builds the three component images and the test image with docker.
+CONTAINER_ENGINE ?=
+IMAGE_VERSION := $(shell sed -nE 's/^version = "([^"]+)"/\1/p' pyproject.toml | head -1)
 .PHONY: images
-images: ## Build the operator, serving and router images (needs docker or podman)
-	@scripts/build-images.sh
+images: ## Build (or reuse cached) container images: modelship's and the test bed's (IMAGES="serving router")
+ifeq ($(CONTAINER_ENGINE),)
+	@$(MAKE) --no-print-directory venv system-deps
+	@$(CLUSTER) images build $(IMAGES)
+else
+	@for c in operator serving router; do \
+	  echo "==> $(CONTAINER_ENGINE) build modelship/$$c:$(IMAGE_VERSION)"; \
+	  $(CONTAINER_ENGINE) build -f $$c/Dockerfile -t docker.io/modelship/$$c:$(IMAGE_VERSION) . || exit 1; \
+	done
+	$(CONTAINER_ENGINE) build -f images/testbed/Containerfile -t localhost/modelship-testbed/testbed:$(IMAGE_VERSION) .
+endif
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches inside the tree

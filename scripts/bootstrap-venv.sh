@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create the project's virtual environment and install modelship (editable) with its dev tools.
-# Idempotent: re-running only installs what changed. pip's own cache keeps the second run fast.
+# Every dependency comes from requirements/lock.txt (hash-checked), the lock the images install
+# from too, so the tests run the versions the images ship. Idempotent: re-running only installs
+# what changed. pip's own cache keeps the second run fast.
 set -euo pipefail
 venv="${1:-.venv}"
 python="${PYTHON:-python3}"
@@ -12,7 +14,11 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "==> creating $venv"
   "$python" -m venv "$venv"
 fi
-echo "==> installing modelship and dev tools into $venv (pip cache: ${PIP_CACHE_DIR:-~/.cache/pip})"
+echo "==> installing requirements/lock.txt and modelship (editable) into $venv (pip cache: ${PIP_CACHE_DIR:-~/.cache/pip})"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --progress-bar off -e '.[dev]' | grep -vE '^(Requirement already satisfied|  )' || true
+"$venv/bin/python" -m pip install --progress-bar off --require-hashes -r requirements/lock.txt \
+  | grep -vE '^(Requirement already satisfied|  )' || true
+# The build backend is in the lock too: no unpinned download for the editable install.
+"$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e '.[dev]'
+"$venv/bin/python" -m pip check
 echo "==> $venv ready"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian packages the local cluster needs. Installs only what is missing.
+# Debian packages the local cluster and its images need. Installs only what is missing.
 set -euo pipefail
 need=()
 command -v iptables >/dev/null || need+=(iptables)
@@ -7,6 +7,15 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v conntrack >/dev/null || need+=(conntrack)
 command -v nsenter >/dev/null || need+=(util-linux)
+# The images (modelship-cluster images): daemonless builds on a Debian base made here,
+# the static pause binary, and the tools the image tests inspect with.
+command -v buildah >/dev/null || need+=(buildah)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v umoci >/dev/null || need+=(umoci)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v gcc >/dev/null || need+=(gcc)
+[ -e /usr/include/signal.h ] || need+=(libc6-dev)
+command -v strip >/dev/null || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -49,7 +49,59 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("file", type=Path, help="model file (e.g. a .skops artifact)")
     add.add_argument("--name", help="file name in the store (default: the file's own name)")
     models_sub.add_parser("list", help="list stored models with their URIs and sha256")
+    _images_parser(sub)
     return parser
+
+
+def _images_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from modelship_cluster import images
+
+    names = ", ".join(images.IMAGES)
+    parser = sub.add_parser(
+        "images",
+        help="build (or reuse) the container images: modelship's and the test bed's",
+        description=(
+            "Build the project's container images without a container daemon: buildah on a "
+            "Debian base made with debootstrap, Python packages from requirements/lock.txt. "
+            "Each image is rebuilt only when its inputs change and exported as a "
+            "docker-archive for `ctr -n k8s.io images import`, with its SBOM beside it, "
+            f"under {images.cache_dir()} ($MODELSHIP_CACHE/images). Needs root and the "
+            "tools of `make system-deps`. Without an action: build."
+        ),
+    )
+    actions = parser.add_subparsers(dest="images_command", metavar="ACTION")
+    for action, text in (
+        ("build", "build what is missing or stale; print each image's ref, size and archive"),
+        ("list", "show each image's ref, key and archive, and whether it is built; builds nothing"),
+    ):
+        p = actions.add_parser(action, help=text, description=text)
+        p.add_argument("names", nargs="*", metavar="NAME", help=f"images (default: all of {names})")
+    parser.set_defaults(names=[])
+
+
+def _images(args: argparse.Namespace) -> int:
+    from modelship_cluster import images
+
+    try:
+        if args.images_command == "list":
+            for spec, key, built in images.list_images(args.names or None):
+                state = (
+                    f"built  {built.size_bytes / 1e6:6.1f} MB  {built.archive}"
+                    if built
+                    else "not built"
+                )
+                print(f"{spec.name:<9} {spec.ref:<48} {key[:16]}  {state}")
+            return 0
+        started = time.monotonic()
+        result = images.ensure_images(args.names or None)
+    except (ValueError, images.ImageToolError, images.ImageBuildError, FileNotFoundError) as error:
+        print(f"modelship-cluster images: {error}", file=sys.stderr)
+        return 1
+    for built in result:
+        how = "cached" if built.cached else f"built in {built.seconds:.0f}s"
+        print(f"{built.ref:<48} {built.size_bytes / 1e6:6.1f} MB  {how:<14} {built.archive}")
+    print(f"images ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return 0
 
 
 def _exports(cluster: Cluster) -> str:
@@ -78,6 +130,8 @@ def _models(cluster: Cluster, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "images":
+        return _images(args)
     cluster = Cluster(args.state_dir)
     if args.command == "build":
         started = time.monotonic()
@@ -133,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "models":
         return _models(cluster, args)
+    if args.command == "images":
+        return _images(args)
     return 2
 
 
