@@ -34,7 +34,7 @@ lint: venv ## ruff (lint + format check) and mypy on the pure core
 	$(VENV)/bin/mypy
 
 .PHONY: test
-test: venv system-deps binaries lint ## Lint, then every test (unit, integration, end to end on the local cluster)
+test: venv system-deps binaries images lint ## Lint, then every test (unit, integration, end to end on the local cluster)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: generate
@@ -42,11 +42,11 @@ generate: venv ## Regenerate the CRD, RBAC files, chart files, docs/reference.md
 	$(PY) -m modelship_operator.generate
 
 .PHONY: demo
-demo: venv system-deps binaries ## The live demo: local cluster, operator via Helm, a canary promoted and one rolled back
+demo: venv system-deps binaries images ## The live demo: local cluster, operator via Helm, a canary promoted and one rolled back
 	$(VENV)/bin/modelship-demo $(DEMO_ARGS)
 
 .PHONY: cluster-up
-cluster-up: venv system-deps binaries ## Start the local cluster; prints the KUBECONFIG export last
+cluster-up: venv system-deps binaries images ## Start the local cluster; prints the KUBECONFIG export last
 	@$(CLUSTER) up
 
 .PHONY: cluster-down

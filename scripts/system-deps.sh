@@ -7,6 +7,10 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v conntrack >/dev/null || need+=(conntrack)
 command -v nsenter >/dev/null || need+=(util-linux)
+# The node: containerd with runc and the CNI plugins (kubelet and crictl are built from Go).
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 # The images (modelship-cluster images): daemonless builds on a Debian base made here,
 # the static pause binary, and the tools the image tests inspect with.
 command -v buildah >/dev/null || need+=(buildah)

@@ -80,7 +80,7 @@ def local_cluster() -> Iterator[Cluster]:
 def kube_api(local_cluster: Cluster) -> Iterator[object]:
     from kubernetes import config
 
-    api = config.new_client_from_config(config_file=str(local_cluster.kubeconfig))
+    api = config.new_client_from_config(config_file=str(local_cluster.kubeconfig))  # type: ignore[no-untyped-call]
     yield api
     api.close()
 

@@ -66,7 +66,9 @@ class Demo:
     def __post_init__(self) -> None:
         from kubernetes import client, config
 
-        self.api = config.new_client_from_config(config_file=str(self.cluster.kubeconfig))
+        self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.cluster.kubeconfig)
+        )
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
 
@@ -84,9 +86,11 @@ class Demo:
         return result.stdout
 
     def get(self) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+        body = self.custom.get_namespaced_custom_object(
             "modelship.io", "v1alpha1", NAMESPACE, "modeldeployments", NAME
         )
+        assert isinstance(body, dict)
+        return body
 
     def patch_spec(self, spec: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(
@@ -167,8 +171,10 @@ class Demo:
 
     def router_url(self) -> str:
         service = self.core.read_namespaced_service(f"{NAME}-router", NAMESPACE)
-        port = service.spec.ports[0].port
-        return f"http://{service.spec.cluster_ip}:{port}"
+        spec = service.spec
+        if spec is None or not spec.ports:
+            raise RuntimeError(f"Service {NAME}-router has no ports")
+        return f"http://{spec.cluster_ip}:{spec.ports[0].port}"
 
     def wait_routable(self, url: str, row: list[float], timeout: float = 60) -> None:
         """Ready pods are not yet a routable Service: wait until kube-proxy routes its address

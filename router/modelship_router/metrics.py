@@ -178,7 +178,8 @@ class RouterMetrics:
             "Time from sending a request upstream to its complete response (retries included).",
             labels=["deployment", "variant"],
         )
-        bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        # prometheus_client ships this helper without annotations.
+        bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
         for (deployment, variant), counters in stats:
             histogram = counters.histogram
             if not histogram.total and not any(histogram.counts):

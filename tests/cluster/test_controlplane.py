@@ -12,6 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from modelship_cluster import images
 
 WIDGET_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -146,7 +147,7 @@ def test_deployment_becomes_replicaset_and_scheduled_pods_and_is_garbage_collect
                     "spec": {
                         "nodeSelector": {"test-node": test_node},
                         "tolerations": [{"operator": "Exists"}],
-                        "containers": [{"name": "web", "image": "modelship/testserver:1"}],
+                        "containers": [{"name": "web", "image": images.TESTBED}],
                     },
                 },
             },

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from kubernetes import watch
+from modelship_cluster import images
 from modelship_operator.kinds import selector
 from modelship_operator.observed import observe
 from modelship_operator.reconcile import plan
@@ -52,7 +53,7 @@ pytestmark = [
 SERVING = "app.kubernetes.io/component=serving"
 OPERATOR = "modelship-operator"
 ROUTER = "app.kubernetes.io/component=router"
-ROUTER_IMAGE = "modelship/router:0.1.0"
+ROUTER_IMAGE = images.ROUTER
 
 
 # This module's names for conftest.py's fixtures (the operator installed once per module).

@@ -1,6 +1,6 @@
 """Endpoint discovery and live configuration against the local Kubernetes cluster.
 
-Real apiserver, real EndpointSlice controller, real pods (the node agent's test server):
+Real apiserver, real EndpointSlice controller, real pods (the test bed image's test server):
 readiness changes move traffic within a second of the EndpointSlice change, ConfigMap
 changes apply live, and the router also runs as a pod on its service account.
 """
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from modelship_cluster import images
 from router_harness import free_port, stop, wait_http
 
 pytestmark = pytest.mark.cluster
@@ -58,7 +59,7 @@ def server_deployment(name: str, variant: str, replicas: int) -> dict[str, Any]:
                     "containers": [
                         {
                             "name": "server",
-                            "image": "modelship/testserver:1",
+                            "image": images.TESTBED,
                             "ports": [{"name": "http", "containerPort": 8080}],
                             "env": [
                                 {
@@ -311,7 +312,7 @@ def test_router_runs_in_a_pod_on_its_service_account(
                 "containers": [
                     {
                         "name": "router",
-                        "image": "modelship/router:0.1.0",
+                        "image": images.ROUTER,
                         "args": ["--deployment=churn"],
                         "ports": [{"name": "http", "containerPort": 8080}],
                         "readinessProbe": {
