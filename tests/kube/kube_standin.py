@@ -260,78 +260,17 @@ class Pki:
 
 
 def make_pki(root: Path, client_cn: str = "system:serviceaccount:ns:tester") -> Pki:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
-    import datetime as dt
-    import ipaddress
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files,
+    issued the way the local cluster issues its own (modelship_cluster.pki)."""
+    from modelship_cluster import pki
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
-        return path
-
-    def write_cert(cert: x509.Certificate, path: Path) -> Path:
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return path
-
-    def builder(
-        subject: str, issuer: str, key: ec.EllipticCurvePrivateKey
-    ) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(name(subject))
-            .issuer_name(name(issuer))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        builder("test-ca", "test-ca", ca_key)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = (
-        builder("apiserver", "test-ca", server_key)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client = builder(client_cn, "test-ca", client_key).sign(ca_key, hashes.SHA256())
+    ca = pki.create_ca(root, name="test-ca")
+    server = pki.issue(ca, root, "server", "apiserver", ip_addresses=("127.0.0.1",), server=True)
+    client = pki.issue(ca, root, "client", client_cn, client=True)
     return Pki(
-        ca=write_cert(ca, root / "ca.crt"),
-        server_cert=write_cert(server, root / "server.crt"),
-        server_key=write_key(server_key, root / "server.key"),
-        client_cert=write_cert(client, root / "client.crt"),
-        client_key=write_key(client_key, root / "client.key"),
+        ca=ca.cert,
+        server_cert=server.cert,
+        server_key=server.key,
+        client_cert=client.cert,
+        client_key=client.key,
     )
