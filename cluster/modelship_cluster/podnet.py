@@ -1,35 +1,29 @@
-"""The pod network: one host-local bridge, one network namespace per pod, iptables guards.
+"""The pod network's host side: one host-local bridge and the iptables guards around it.
 
 Layout (defaults):
 
 - bridge `mship0` with the gateway address 10.244.0.1/16 (the pod CIDR); the apiserver
   also listens there, so pods and the `kubernetes` Service reach it;
-- per pod: a network namespace `mship-<id>` (under /run/netns, made with `ip netns`), a
-  veth pair whose host end `mshv<id>` is a port of the bridge and whose pod end is `eth0`
-  with the pod's address, and a default route via the gateway;
+- per pod, the CNI bridge plugin (configured by `cni.py`, called by containerd) makes the
+  veth pair whose host end is a port of the bridge and whose pod end is `eth0`;
 - forwarding is switched on for the bridge only (`net.ipv4.conf.mship0.forwarding`), never
   globally, and the `MODELSHIP-*` iptables chains make sure pod traffic stays on this
   machine: pod <-> pod and pod <-> host only; anything from or to the pod CIDR on another
   interface is dropped, and there is no NAT towards the outside.
 
-Everything made here carries a `mship`/`MODELSHIP-` prefix and `teardown()` removes all of
-it; `leftovers()` lists whatever would still be there (the tests assert it is empty).
+The bridge and the `MODELSHIP-` chains are all this module makes; `teardown()` removes them
+(the pods' veths go with their sandboxes) and `leftovers()` lists whatever would still be
+there (the tests assert it is empty).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
-import os
-import signal
 import subprocess
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-NETNS_DIR = Path("/run/netns")
 
 
 @dataclass(frozen=True)
@@ -40,18 +34,11 @@ class PodNetConfig:
     pod_cidr: str = "10.244.0.0/16"
     gateway: str = "10.244.0.1"
     service_cidr: str = "10.96.0.0/16"
-    netns_prefix: str = "mship-"
-    veth_prefix: str = "mshv"
     chain_prefix: str = "MODELSHIP-"
 
     @property
     def pod_network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.pod_cidr)
-
-    @property
-    def state_dir(self) -> Path:
-        """Where the network remembers what it found before it started (under /run)."""
-        return Path(f"/run/modelship-podnet-{self.bridge}")
 
     @property
     def gateway_cidr(self) -> str:
@@ -114,27 +101,6 @@ def guard_rules(config: PodNetConfig) -> dict[tuple[str, str], list[list[str]]]:
     }
 
 
-def netns_name(config: PodNetConfig, pod_id: str) -> str:
-    return f"{config.netns_prefix}{pod_id}"
-
-
-def veth_name(config: PodNetConfig, pod_id: str) -> str:
-    name = f"{config.veth_prefix}{pod_id}"
-    if len(name) > 15:
-        raise ValueError(f"interface name {name!r} longer than 15 characters")
-    return name
-
-
-def first_free_ip(config: PodNetConfig, used: Iterable[str]) -> str:
-    """The lowest pod address that is neither the gateway nor in `used`."""
-    taken = {ipaddress.IPv4Address(u) for u in used}
-    taken.add(ipaddress.IPv4Address(config.gateway))
-    for host in config.pod_network.hosts():
-        if host not in taken:
-            return str(host)
-    raise PodNetError(f"pod network {config.pod_cidr} is full")
-
-
 # -- commands ----------------------------------------------------------------------------
 
 
@@ -181,22 +147,10 @@ def _link_exists(name: str) -> bool:
     return Path(f"/sys/class/net/{name}").exists()
 
 
-def _is_mountpoint(path: Path) -> bool:
-    try:
-        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return False
-    return any(line.split()[4] == str(path) for line in mounts)
-
-
 def ensure_bridge(config: PodNetConfig = DEFAULT) -> None:
     """Create the bridge, its gateway address and the iptables guards (idempotent)."""
     if not _link_exists(config.bridge):
         check_host(config)
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        marker = config.state_dir / "netns-dir-was-mounted"
-        if not marker.exists():
-            marker.write_text("yes" if _is_mountpoint(NETNS_DIR) else "no")
         _run(["ip", "link", "add", config.bridge, "type", "bridge"])
         # No IPv6 on the pod network: it is IPv4 only, and must not route anything else.
         Path(f"/proc/sys/net/ipv6/conf/{config.bridge}/disable_ipv6").write_text("1")
@@ -220,88 +174,8 @@ def _ensure_chains(config: PodNetConfig) -> None:
             _run([*ipt, "-I", parent, "1", "-j", chain])
 
 
-def create_pod_netns(
-    pod_id: str, ip: str, config: PodNetConfig = DEFAULT, hostname: str | None = None
-) -> str:
-    """A network namespace with `eth0` = `ip` on the bridge; returns its path."""
-    ns, veth = netns_name(config, pod_id), veth_name(config, pod_id)
-    prefix = config.pod_network.prefixlen
-    if (NETNS_DIR / ns).exists():
-        delete_pod_netns(pod_id, config)
-    _run(["ip", "netns", "add", ns])
-    try:
-        _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
-        Path(f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6").write_text("1")
-        _run(["ip", "link", "set", veth, "master", config.bridge, "up"])
-        # Hairpin: a pod reaching itself through a Service leaves and re-enters one port.
-        Path(f"/sys/class/net/{veth}/brport/hairpin_mode").write_text("1")
-        inside = ["ip", "-n", ns]
-        _run([*inside, "link", "set", "lo", "up"])
-        _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=1"])
-        _run([*inside, "addr", "add", f"{ip}/{prefix}", "dev", "eth0"])
-        _run([*inside, "link", "set", "eth0", "up"])
-        _run([*inside, "route", "add", "default", "via", config.gateway])
-    except PodNetError:
-        delete_pod_netns(pod_id, config)
-        raise
-    return str(NETNS_DIR / ns)
-
-
-def pids_in_netns(path: Path) -> list[int]:
-    """Processes whose network namespace is the one bound at `path`."""
-    try:
-        inode = path.stat().st_ino
-    except OSError:
-        return []
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "ns" / "net").stat().st_ino == inode:
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def delete_pod_netns(pod_id: str, config: PodNetConfig = DEFAULT) -> None:
-    """Kill what still runs in the pod's namespace, then remove the namespace and veth."""
-    ns = netns_name(config, pod_id)
-    _kill_all(pids_in_netns(NETNS_DIR / ns))
-    if (NETNS_DIR / ns).exists():
-        _run(["ip", "netns", "delete", ns], check=False)
-    veth = veth_name(config, pod_id)
-    if _link_exists(veth):
-        _run(["ip", "link", "delete", veth], check=False)
-
-
-def _kill_all(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
-        time.sleep(0.02)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def our_netns(config: PodNetConfig = DEFAULT) -> list[str]:
-    if not NETNS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(config.netns_prefix))
-
-
 def our_links(config: PodNetConfig = DEFAULT) -> list[str]:
-    names = (p.name for p in Path("/sys/class/net").iterdir())
-    return sorted(n for n in names if n == config.bridge or n.startswith(config.veth_prefix))
+    return [config.bridge] if _link_exists(config.bridge) else []
 
 
 def _iptables_save(binary: str = "iptables-save") -> list[str]:
@@ -325,17 +199,11 @@ def iptables_lines(markers: Sequence[str]) -> list[str]:
 
 def our_iptables_lines(config: PodNetConfig = DEFAULT) -> list[str]:
     """Lines naming our chains or interfaces."""
-    return iptables_lines((config.chain_prefix, config.bridge, config.veth_prefix))
+    return iptables_lines((config.chain_prefix, config.bridge))
 
 
 def teardown(config: PodNetConfig = DEFAULT) -> None:
-    """Remove every namespace, interface, chain and mount the pod network made."""
-    for ns in our_netns(config):
-        _kill_all(pids_in_netns(NETNS_DIR / ns))
-        _run(["ip", "netns", "delete", ns], check=False)
-    for link in our_links(config):
-        if link != config.bridge:
-            _run(["ip", "link", "delete", link], check=False)
+    """Remove the bridge and the chains the pod network made."""
     if _link_exists(config.bridge):
         _run(["ip", "link", "delete", config.bridge], check=False)
     for table, chain in guard_rules(config):
@@ -346,25 +214,9 @@ def teardown(config: PodNetConfig = DEFAULT) -> None:
         if _ok([*ipt, "-n", "-L", chain]):
             _run([*ipt, "-F", chain])
             _run([*ipt, "-X", chain])
-    marker = config.state_dir / "netns-dir-was-mounted"
-    made_netns_mount = marker.exists() and marker.read_text() == "no"
-    if made_netns_mount and NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
-        # `ip netns add` bind-mounts /run/netns onto itself the first time; undo that.
-        while _is_mountpoint(NETNS_DIR):
-            if not _ok(["umount", str(NETNS_DIR)]):
-                break
-        NETNS_DIR.rmdir()
-    if config.state_dir.exists():
-        for child in config.state_dir.iterdir():
-            child.unlink()
-        config.state_dir.rmdir()
 
 
 def leftovers(config: PodNetConfig = DEFAULT) -> list[str]:
     """Everything of the pod network still present (empty after `teardown()`)."""
-    found = [f"network namespace {ns}" for ns in our_netns(config)]
-    found += [f"interface {link}" for link in our_links(config)]
-    found += our_iptables_lines(config)
-    if config.state_dir.exists():
-        found.append(f"state folder {config.state_dir}")
-    return found
+    found = [f"interface {link}" for link in our_links(config)]
+    return found + our_iptables_lines(config)

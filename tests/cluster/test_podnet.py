@@ -1,18 +1,23 @@
-"""The pod network on this machine: bridge, per-pod namespaces, guards, and a clean teardown.
+"""The pod network on this machine: bridge, guards, pods attached by the CNI bridge plugin
+with the node's own CNI configuration, and a clean teardown.
 
 Runs with its own bridge and ranges (not the cluster's), so it never disturbs a running
-local cluster.
+local cluster. The test makes the network namespaces itself (containerd does that for the
+node) and calls the CNI plugin as containerd does.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from modelship_cluster import podnet
+from modelship_cluster import cni, podnet
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -21,10 +26,9 @@ TEST_NET = podnet.PodNetConfig(
     pod_cidr="10.89.0.0/16",
     gateway="10.89.0.1",
     service_cidr="10.97.0.0/16",
-    netns_prefix="mshtest-",
-    veth_prefix="msht",
     chain_prefix="MSHTEST-",
 )
+NETNS_PREFIX = "mshtest-"
 
 SERVER = """
 import http.server, socketserver
@@ -53,12 +57,61 @@ def in_netns(path: str, *argv: str, **kw: object) -> subprocess.Popen[str]:
     return subprocess.Popen(["nsenter", f"--net={path}", *argv], text=True, **kw)  # type: ignore[call-overload, no-any-return]
 
 
+class Pods:
+    """Network namespaces attached to the bridge by the CNI bridge plugin (CNI_COMMAND=ADD
+    with the node's conflist), as containerd attaches a pod sandbox."""
+
+    def __init__(self, net: podnet.PodNetConfig, ipam_dir: Path) -> None:
+        doc = json.loads(cni.conflist(ipam_dir, net))
+        self.plugin = {"cniVersion": doc["cniVersion"], "name": doc["name"], **doc["plugins"][0]}
+        self.made: list[str] = []
+
+    def _cni(self, command: str, name: str) -> dict[str, object]:
+        env = {
+            **os.environ,
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": name,
+            "CNI_NETNS": f"/run/netns/{name}",
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": "/usr/lib/cni",
+        }
+        out = subprocess.run(
+            ["/usr/lib/cni/bridge"], input=json.dumps(self.plugin), env=env,
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, f"CNI {command}: {out.stdout} {out.stderr}"
+        return json.loads(out.stdout) if out.stdout.strip() else {}
+
+    def add(self, pod: str) -> tuple[str, str]:
+        """A pod's namespace on the bridge; returns (netns path, pod IP)."""
+        name = NETNS_PREFIX + pod
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.made.append(name)
+        result = self._cni("ADD", name)
+        ips = result["ips"]
+        assert isinstance(ips, list)
+        return f"/run/netns/{name}", ips[0]["address"].split("/")[0]
+
+    def remove_all(self) -> None:
+        for name in self.made:
+            self._cni("DEL", name)
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+        self.made.clear()
+
+
 @pytest.fixture
 def network() -> Iterator[podnet.PodNetConfig]:
     podnet.teardown(TEST_NET)
     podnet.ensure_bridge(TEST_NET)
     yield TEST_NET
     podnet.teardown(TEST_NET)
+
+
+@pytest.fixture
+def pods(network: podnet.PodNetConfig, tmp_path: Path) -> Iterator[Pods]:
+    made = Pods(network, tmp_path / "ipam")
+    yield made
+    made.remove_all()
 
 
 def test_overlap_check_refuses_clashing_host_networks() -> None:
@@ -70,25 +123,22 @@ def test_overlap_check_refuses_clashing_host_networks() -> None:
     ]
 
 
-def test_first_free_ip_skips_gateway_and_used() -> None:
-    assert podnet.first_free_ip(TEST_NET, []) == "10.89.0.2"
-    assert podnet.first_free_ip(TEST_NET, ["10.89.0.2", "10.89.0.4"]) == "10.89.0.3"
-
-
 def test_pod_answers_host_and_other_pod_and_nothing_leaves(
-    network: podnet.PodNetConfig,
+    network: podnet.PodNetConfig, pods: Pods
 ) -> None:
-    a = podnet.create_pod_netns("t0000001", "10.89.0.2", network)
-    b = podnet.create_pod_netns("t0000002", "10.89.0.3", network)
+    a, a_ip = pods.add("a")
+    b, b_ip = pods.add("b")
+    # host-local hands out addresses from .1.0 up (below stays free for the host).
+    assert a_ip.startswith("10.89.1.") and b_ip.startswith("10.89.1.") and a_ip != b_ip
     server = in_netns(a, sys.executable, "-c", SERVER, stdout=subprocess.PIPE)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         # From the host, by pod IP.
-        with urllib.request.urlopen("http://10.89.0.2:8080/", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{a_ip}:8080/", timeout=5) as response:
             assert response.read() == b"hello from the pod"
         # From another pod's namespace.
         other = in_netns(
-            b, sys.executable, "-c", FETCH, "http://10.89.0.2:8080/", "5", stdout=subprocess.PIPE
+            b, sys.executable, "-c", FETCH, f"http://{a_ip}:8080/", "5", stdout=subprocess.PIPE
         )
         out, _ = other.communicate(timeout=30)
         assert other.returncode == 0 and out.strip() == "hello from the pod"
@@ -112,16 +162,19 @@ def test_pod_answers_host_and_other_pod_and_nothing_leaves(
         server.wait()
 
 
-def test_teardown_leaves_nothing_even_with_processes_inside() -> None:
+def test_teardown_leaves_nothing_even_with_a_pod_attached(tmp_path: Path) -> None:
     podnet.ensure_bridge(TEST_NET)
-    path = podnet.create_pod_netns("t0000003", "10.89.0.9", TEST_NET)
-    sleeper = in_netns(path, "sleep", "600")
-    assert podnet.leftovers(TEST_NET)  # there is something to remove
-    podnet.teardown(TEST_NET)
-    assert sleeper.wait(timeout=10) == -9  # killed with its namespace
-    assert podnet.leftovers(TEST_NET) == []
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert "mshtest0" not in links and "msht" not in links
+    attached = Pods(TEST_NET, tmp_path / "ipam")
+    try:
+        attached.add("c")
+        assert podnet.leftovers(TEST_NET)  # there is something to remove
+        podnet.teardown(TEST_NET)
+        assert podnet.leftovers(TEST_NET) == []
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert "mshtest0" not in links
+    finally:
+        for name in attached.made:
+            subprocess.run(["ip", "netns", "delete", name], check=False)
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     assert "MSHTEST-" not in rules
 
