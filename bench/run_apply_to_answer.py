@@ -89,7 +89,7 @@ def namespace(cluster: Cluster) -> str:
 
 def resource(name: str, ns: str, uri: str, sha256: str) -> dict[str, Any]:
     return {
-        "apiVersion": "modelship.io/v1alpha1",
+        "apiVersion": "modelship.io/v1alpha2",
         "kind": "ModelDeployment",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"model": {"name": name, "version": "1.0.0", "uri": uri, "sha256": sha256},

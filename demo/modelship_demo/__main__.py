@@ -87,14 +87,14 @@ class Demo:
 
     def get(self) -> dict[str, Any]:
         body = self.custom.get_namespaced_custom_object(
-            "modelship.io", "v1alpha1", NAMESPACE, "modeldeployments", NAME
+            "modelship.io", "v1alpha2", NAMESPACE, "modeldeployments", NAME
         )
         assert isinstance(body, dict)
         return body
 
     def patch_spec(self, spec: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(
-            "modelship.io", "v1alpha1", NAMESPACE, "modeldeployments", NAME, {"spec": spec}
+            "modelship.io", "v1alpha2", NAMESPACE, "modeldeployments", NAME, {"spec": spec}
         )
 
     # -- steps --------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class Demo:
         self.kubectl("delete", "mdep", NAME, "-n", NAMESPACE, "--ignore-not-found", "--wait")
         stored = self.cluster.add_model(model.path)
         resource = {
-            "apiVersion": "modelship.io/v1alpha1",
+            "apiVersion": "modelship.io/v1alpha2",
             "kind": "ModelDeployment",
             "metadata": {"name": NAME, "namespace": NAMESPACE},
             "spec": {

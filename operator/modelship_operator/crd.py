@@ -58,6 +58,8 @@ PRINTER_COLUMNS: Final = [
     {"name": "Ready", "type": "string",
      "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
      "description": "Whether the model answers requests."},
+    {"name": "Desired", "type": "string", "jsonPath": ".spec.model.version",
+     "description": "Model version the spec asks for."},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stable.version",
      "description": "Model version the stable variant serves."},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canary.version",

@@ -12,6 +12,8 @@ Commands:
   retry NAME     start a rolled-back or failed rollout again from its first step
   pause NAME     hold the rollout where it is (spec.paused=true)
   resume NAME    continue a paused rollout (spec.paused=false)
+  undo NAME      set spec.model back to the model stable served before (status.rolledOut.previous);
+                 with GitOps, revert the commit instead (the next sync would undo this undo)
 """
 
 from __future__ import annotations
@@ -28,10 +30,8 @@ from modelship_kube.errors import ApiError, ConfigurationError
 from modelship_kube.paths import object_path
 from modelship_kube.request import Client, PatchType
 
-from modelship_operator.spec import ACTION_ANNOTATION, GROUP, PLURAL
+from modelship_operator.spec import ACTION_ANNOTATION, GROUP, PLURAL, VERSION
 from modelship_operator.statusview import analysis_table, parse_status, summary, table
-
-VERSION = "v1alpha1"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         ("retry", "restart a rolled-back or failed rollout from its first step"),
         ("pause", "hold the rollout where it is"),
         ("resume", "continue a paused rollout"),
+        ("undo", "set spec.model back to the model stable served before"),
     ):
         command = sub.add_parser(name, help=text, description=text)
         command.add_argument("name", help="ModelDeployment name")
@@ -103,13 +104,35 @@ async def _act(args: argparse.Namespace, client: Client, namespace: str) -> str:
     if args.command in ("pause", "resume"):
         await client.patch(path, {"spec": {"paused": args.command == "pause"}}, PatchType.MERGE)
         return f"modeldeployment {namespace}/{name}: {args.command}d"
-    if args.command in ("promote", "abort") and not (body.get("spec") or {}).get("canary"):
-        raise PluginError(f"{namespace}/{name} has no canary to {args.command}")
+    if args.command == "undo":
+        model = undo_patch(body)
+        await client.patch(path, {"spec": {"model": model}}, PatchType.MERGE)
+        return (
+            f"modeldeployment {namespace}/{name}: spec.model set back to {model['version']} "
+            "(a rollout of it starts; with GitOps, revert the commit in git as well)"
+        )
+    phase = (body.get("status") or {}).get("phase")
+    if args.command in ("promote", "abort") and phase not in ("Progressing", "Paused"):
+        raise PluginError(
+            f"{namespace}/{name} has no rollout under way to {args.command} (phase {phase})"
+        )
     # A nonce makes each request a new value, so asking twice acts twice.
     value = f"{args.command}/{time.time_ns()}"
     patch = {"metadata": {"annotations": {ACTION_ANNOTATION: value}}}
     await client.patch(path, patch, PatchType.MERGE)
     return f"modeldeployment {namespace}/{name}: {args.command} requested ({value})"
+
+
+def undo_patch(body: dict[str, Any]) -> dict[str, Any]:
+    """spec.model set to the model stable served before the current one (pure)."""
+    status = parse_status(body)
+    previous = status.rolled_out.previous if status.rolled_out is not None else None
+    if previous is None:
+        name = body["metadata"]["name"]
+        raise PluginError(f"{name} has no previous model to go back to (status.rolledOut)")
+    model = dict((body.get("spec") or {}).get("model") or {})
+    model.update(previous.to_api())
+    return model
 
 
 def render_status(body: dict[str, Any]) -> str:

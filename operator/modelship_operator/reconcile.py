@@ -9,13 +9,10 @@ in order: server-side apply ``plan.apply``, delete ``plan.delete``, patch the st
 condition. Because the plan depends only on its inputs and everything a rollout needs is in
 status, running it twice, or after a crash at any point, converges to the same state.
 
-The rollout engine's seam is :func:`track_rollout`: it decides phase, step, traffic and the
-model each variant runs. The decision is the step machine's
-(:func:`modelship_operator.analysis.stepper.advance_resource`), fed with this reconcile's
-analysis (run by the handlers before planning, None when none is due), ``spec.paused`` and
-an unhandled ``modelship.io/action`` annotation; around it the reconcile completes a
-promotion once the stable Deployment runs the canary's model everywhere, scales a finished
-canary down after ``scaleDownDelay`` and asks to run again when the next analysis is due.
+The rollout decision (phase, step, traffic, the model each variant runs, scale-down,
+requeue, history) is :func:`modelship_operator.rollout.track_rollout`'s, fed with this
+reconcile's analysis (run by the handlers before planning, None when none is due); the plan
+only assembles it with the rendered children and the conditions.
 """
 
 from __future__ import annotations
@@ -23,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from pydantic import ValidationError
 
-from modelship_operator.analysis.stepper import Analysis, advance_resource, next_analysis_at
+from modelship_operator.analysis.stepper import Analysis
 from modelship_operator.conditions import (
     Event,
     Failure,
@@ -36,7 +33,6 @@ from modelship_operator.conditions import (
     progressing,
     ready,
     set_condition,
-    timestamp,
     transition_events,
     variant_status,
 )
@@ -45,30 +41,20 @@ from modelship_operator.observed import DeploymentView, Observed
 from modelship_operator.render import (
     DesiredState,
     VariantPlan,
-    canary_model,
     render,
     router_name,
     routing_config,
-    stable_model,
     stale_children,
     variant_name,
 )
+from modelship_operator.rollout import runs, track_rollout
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
 from modelship_operator.status import (
-    TERMINAL_PHASES,
-    ABTestStatus,
-    AnalysisResult,
-    HistoryEntry,
     ModelDeploymentStatus,
     ModelRef,
-    Phase,
     RolledOut,
-    RolloutProgress,
-    Traffic,
 )
-
-HISTORY_LIMIT: Final = 20
 
 
 @dataclass(frozen=True)
@@ -82,149 +68,10 @@ class Plan:
     requeue_after: float | None = None
 
 
-@dataclass(frozen=True)
-class Rollout:
-    """The rollout engine's decision for this reconcile."""
-
-    phase: Phase
-    stable_model: ModelRef
-    canary_model: ModelRef | None
-    canary_replicas: int
-    traffic: Traffic
-    step: int | None = None
-    progress: RolloutProgress | None = None
-    failed_checks: int = 0
-    consecutive_errors: int = 0
-    last_analysis: tuple[AnalysisResult, ...] = ()
-    history: tuple[HistoryEntry, ...] = ()
-    detail: str = ""
-    requeue_after: float | None = None
-    ab_test: ABTestStatus | None = None
-    events: tuple[Event, ...] = ()
-
-
 def prometheus_url(md: ModelDeployment, settings: OperatorSettings) -> str:
     """Where this resource's analysis queries go: its own spec.prometheus.url, else the
     operator's setting."""
     return md.spec.prometheus.url or settings.prometheus_url
-
-
-def runs(view: DeploymentView | None, model: ModelRef) -> bool:
-    """Whether a Deployment runs ``model`` on every pod, all available."""
-    return (
-        view is not None
-        and view.rolled_out
-        and view.model_version == model.version
-        and view.sha256 == model.sha256
-    )
-
-
-def _history(entries: Sequence[HistoryEntry], *new: HistoryEntry) -> tuple[HistoryEntry, ...]:
-    return tuple([*entries, *new][-HISTORY_LIMIT:])
-
-
-def track_rollout(
-    md: ModelDeployment, observed: Observed, now: datetime, analysis: Analysis | None = None
-) -> Rollout:
-    """Phase, traffic and models from the spec, the previous status, this reconcile's
-    ``analysis`` (None: none was due) and what runs."""
-    spec, prev = md.spec, md.status
-    stable_spec = stable_model(md)
-    candidate = canary_model(md)
-    exact_now, now = now, timestamp(now)
-    active = prev.phase in ("Progressing", "Paused", "Promoting")
-
-    history: tuple[HistoryEntry, ...] = tuple(prev.history)
-    if candidate is None:
-        if prev.rollout is not None and active:
-            version = prev.rollout.candidate.version if prev.rollout.candidate else "?"
-            history = _history(
-                history,
-                HistoryEntry(
-                    version=version,
-                    outcome="Aborted",
-                    reason="spec.canary was removed during the rollout",
-                    at=now,
-                ),
-            )
-        return Rollout(
-            phase="Idle",
-            stable_model=stable_spec,
-            canary_model=None,
-            canary_replicas=0,
-            traffic=Traffic(),
-            history=history,
-            detail="no canary in the spec",
-        )
-
-    stable_view = observed.deployment(variant_name(md.name, "stable"))
-    canary_view = observed.deployment(variant_name(md.name, "canary"))
-    canary_ready = canary_view is not None and canary_view.ready > 0
-
-    decided = advance_resource(md, now, canary_ready=canary_ready, analysis=analysis)
-    state = decided.state
-    phase, step, traffic, progress = state.phase, state.step, state.traffic, state.progress
-    failed, errors = state.failed_checks, state.consecutive_errors
-    analysis_results = (
-        decided.last_analysis if decided.last_analysis is not None else tuple(prev.last_analysis)
-    )
-    if decided.finished is not None:
-        history = _history(history, decided.finished)
-
-    if phase == "Promoting" and runs(stable_view, candidate):
-        phase = "Promoted"
-        progress = progress.model_copy(update={"finished_at": now})
-        history = _history(
-            history,
-            HistoryEntry(
-                version=candidate.version,
-                outcome="Promoted",
-                reason="the stable variant runs the canary's model",
-                at=now,
-            ),
-        )
-
-    stable_target = candidate if phase in ("Promoting", "Promoted") else stable_spec
-    requeue: float | None = None
-    canary_replicas = spec.replicas
-    if phase in TERMINAL_PHASES:
-        traffic = Traffic()
-        finished = progress.finished_at or now
-        remaining = (finished + spec.strategy.scale_down_delay_delta - now).total_seconds()
-        if remaining <= 0:
-            canary_replicas = 0
-        else:
-            requeue = remaining
-    due = next_analysis_at(spec.strategy, state)
-    if due is not None:
-        # The exact clock, not the whole second: an analysis is never a second late.
-        wait = max(0.5, (due - exact_now).total_seconds())
-        requeue = wait if requeue is None else min(requeue, wait)
-    detail = decided.decision.reason
-    if phase == "Promoted":
-        detail = (
-            f"stable serves {candidate.version}; to finish, set spec.model to the canary's "
-            "model and remove spec.canary"
-        )
-    elif phase in TERMINAL_PHASES and decided.decision.action == "wait" and history:
-        detail = history[-1].reason or detail  # later reconciles keep saying why it ended
-    return Rollout(
-        phase=phase,
-        stable_model=stable_target,
-        canary_model=candidate,
-        canary_replicas=canary_replicas,
-        traffic=traffic,
-        step=step,
-        progress=progress,
-        failed_checks=failed,
-        consecutive_errors=errors,
-        last_analysis=analysis_results,
-        history=history,
-        detail=detail,
-        requeue_after=requeue,
-        ab_test=state.ab_test,
-        events=decided.events,
-    )
 
 
 def next_router_generation(

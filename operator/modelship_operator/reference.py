@@ -39,7 +39,12 @@ spec:
     sha256: "<64 hex characters: sha256sum churn-1.4.0.skops>"
 ```
 
-Add `spec.canary` (version, uri, sha256) to start a rollout. Rules marked *rule* are
+`spec.model` is the desired model. The first apply deploys it directly; applying another
+model later rolls it out from the one serving now (`status.rolledOut.current`) by
+`spec.strategy`, and promotion or rollback is recorded in status: the operator never edits
+the spec, so the manifest in git stays right. A rejected model stays rejected while it is
+desired (applying the same manifest again changes nothing); a new model or the `retry`
+action starts a new rollout. Rules marked *rule* are
 checked by the API server when the resource is written (CEL), so a refused resource comes
 back with the message shown.
 

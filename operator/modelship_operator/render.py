@@ -91,27 +91,16 @@ class DesiredState:
         return (self.stable,) if self.canary is None else (self.stable, self.canary)
 
 
-def stable_model(md: ModelDeployment) -> ModelRef:
-    """spec.model as a ModelRef."""
-    m = md.spec.model
-    return ModelRef(version=m.version, uri=m.uri, sha256=m.sha256.lower(), format=m.format)
-
-
-def canary_model(md: ModelDeployment) -> ModelRef | None:
-    """spec.canary as a ModelRef, if any."""
-    c = md.spec.canary
-    if c is None:
-        return None
-    return ModelRef(version=c.version, uri=c.uri, sha256=c.sha256.lower(), format=c.format)
-
-
-def state_from_spec(md: ModelDeployment, traffic: Traffic | None = None) -> DesiredState:
-    """The state the spec asks for when no rollout engine decides: both variants deployed at
-    full size, traffic on stable unless ``traffic`` says otherwise."""
-    canary = canary_model(md)
+def state_from_spec(
+    md: ModelDeployment, traffic: Traffic | None = None, candidate: ModelRef | None = None
+) -> DesiredState:
+    """spec.model on the stable variant at full size (what the first apply of a resource
+    deploys; the rollout engine decides everything after that), and ``candidate`` on the
+    canary at full size if given."""
+    canary = None if candidate is None else VariantPlan("canary", candidate, md.spec.replicas)
     return DesiredState(
-        stable=VariantPlan("stable", stable_model(md), md.spec.replicas),
-        canary=None if canary is None else VariantPlan("canary", canary, md.spec.replicas),
+        stable=VariantPlan("stable", md.spec.desired_model(), md.spec.replicas),
+        canary=canary,
         traffic=traffic or Traffic(),
         router_generation=md.status.router_config_generation or 1,
     )

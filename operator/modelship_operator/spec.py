@@ -9,15 +9,13 @@ the same message.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import Field, model_validator
 
-from modelship_operator.status import ModelDeploymentStatus
+from modelship_operator.status import ModelDeploymentStatus, ModelRef
 from modelship_operator.validation import (
     DURATION_PATTERN,
     ApiModel,
@@ -30,7 +28,7 @@ from modelship_operator.validation import (
 )
 
 GROUP: Final = "modelship.io"
-VERSION: Final = "v1alpha1"
+VERSION: Final = "v1alpha2"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 KIND: Final = "ModelDeployment"
 PLURAL: Final = "modeldeployments"
@@ -154,7 +152,8 @@ ModelFormat = Literal["auto", "skops", "joblib", "pickle"]
 
 
 class ModelSource(ApiModel):
-    """The stable model: what the stable variant serves when no rollout is running."""
+    """The desired model. The first one is deployed directly; a different one later is
+    rolled out from the model serving now (status.stable) by spec.strategy."""
 
     name: ModelName | None = Field(
         default=None,
@@ -163,7 +162,8 @@ class ModelSource(ApiModel):
     )
     version: Version = Field(
         description="Version of the model, e.g. 1.4.0. Labels every pod and metric, so "
-        "stable and canary compare directly; must be a valid label value."
+        "stable and canary compare directly; must be a valid label value. Changing it (or "
+        "uri, sha256, format) starts a rollout."
     )
     uri: Uri = Field(
         description="Where the serving pods load the artifact from: file:///path (a file "
@@ -178,18 +178,6 @@ class ModelSource(ApiModel):
         description="Artifact format. auto: a skops file is detected by content, anything "
         "else is loaded as joblib/pickle (allowed only because sha256 is pinned).",
     )
-
-
-class CanarySource(ApiModel):
-    """A candidate version of the same model. Present: a rollout runs; absent: none."""
-
-    version: Version = Field(
-        description="Candidate version; must differ from spec.model.version. Changing it "
-        "starts a new rollout from the first step."
-    )
-    uri: Uri = Field(description="Where the candidate artifact is: file:/// or http(s)://.")
-    sha256: Sha256 = Field(description="sha256 of the candidate artifact, hex.")
-    format: ModelFormat = Field(default="auto", description="Artifact format, as for model.")
 
 
 # --- resources ------------------------------------------------------------------------------
@@ -732,23 +720,13 @@ class Storage(ApiModel):
 
 # --- the spec -------------------------------------------------------------------------------
 
-RULE_CANARY_DIFFERS: Final = Rule(
-    rule="!has(self.canary) || self.canary.version != self.model.version",
-    message="canary.version must differ from model.version (the stable version)",
-    field_path=".canary.version",
-)
-
 
 class ModelDeploymentSpec(ApiModel):
     """What to serve and how to roll out a new version."""
 
-    model_config = ApiModel.model_config | {"json_schema_extra": cel(RULE_CANARY_DIFFERS)}
-
-    model: ModelSource = Field(description="The stable model.")
-    canary: CanarySource | None = Field(
-        default=None,
-        description="A candidate version. Setting it starts a rollout; removing it after "
-        "the rollout ends deletes the canary's Deployment and Service.",
+    model: ModelSource = Field(
+        description="The model to serve. The operator rolls a new one out from what serves "
+        "now and records the outcome in status; it never edits the spec."
     )
     replicas: int = Field(
         default=1, ge=1, le=100, description="Serving pods per variant (stable and canary)."
@@ -773,23 +751,10 @@ class ModelDeploymentSpec(ApiModel):
         default=None, description="Volume with model files for file:/// URIs."
     )
 
-    @model_validator(mode="after")
-    def _rules(self) -> Self:
-        if self.canary is not None and self.canary.version == self.model.version:
-            raise ValueError(RULE_CANARY_DIFFERS.message)
-        return self
-
-    def rollout_key(self) -> str:
-        """Identity of a rollout: changes when the candidate, the stable model or the strategy
-        does, which restarts the analysis from the first step. Replicas, resources, images and
-        the paused flag do not count."""
-        relevant = {
-            "model": self.model.to_api(),
-            "canary": self.canary.to_api() if self.canary else None,
-            "strategy": self.strategy.to_api(),
-        }
-        digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
-        return digest[:16]
+    def desired_model(self) -> ModelRef:
+        """spec.model as the artifact it names (what status records and compares)."""
+        m = self.model
+        return ModelRef(version=m.version, uri=m.uri, sha256=m.sha256.lower(), format=m.format)
 
 
 # --- the resource ---------------------------------------------------------------------------

@@ -119,7 +119,7 @@ class Env:
     def md(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                "modelship.io", "v1alpha1", namespace, "modeldeployments", name
+                "modelship.io", "v1alpha2", namespace, "modeldeployments", name
             )
         except client.ApiException as exc:
             if exc.status == 404:
@@ -487,7 +487,7 @@ class ContinuousClient:
 
 def model_deployment(name: str, model: Model, **spec: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "modelship.io/v1alpha1",
+        "apiVersion": "modelship.io/v1alpha2",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
         "spec": {"model": model.ref(), **spec},

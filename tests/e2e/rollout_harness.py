@@ -153,7 +153,7 @@ def _wine_models(folder: Path) -> Files:
 def model_deployment(name: str, stable: Stored, canary: Stored | None, strategy: dict[str, Any],
                      canary_version: str | None = None, **spec: Any) -> dict[str, Any]:  # fmt: skip
     body: dict[str, Any] = {
-        "apiVersion": "modelship.io/v1alpha1",
+        "apiVersion": "modelship.io/v1alpha2",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
         "spec": {"model": stable.ref(), "strategy": strategy, **spec},

@@ -146,7 +146,7 @@ def test_install_test_serve_upgrade_and_uninstall(
         save_model(LogisticRegression().fit(X, y), path)
         stored = local_cluster.add_model(path, name=f"{namespace}-1.0.0.skops")
         resource = {
-            "apiVersion": "modelship.io/v1alpha1",
+            "apiVersion": "modelship.io/v1alpha2",
             "kind": "ModelDeployment",
             "metadata": {"name": "clf"},
             "spec": {"model": {"version": "1.0.0", "uri": stored.uri, "sha256": stored.sha256}},

@@ -30,7 +30,7 @@ def resource(name: str, canary: bool) -> dict[str, Any]:
             "sha256": SHA,
         }
     return {
-        "apiVersion": "modelship.io/v1alpha1",
+        "apiVersion": "modelship.io/v1alpha2",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
         "spec": spec,
@@ -69,7 +69,7 @@ def test_status_shows_phase_traffic_conditions_and_the_analysis_table(
 ) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(resource("churn", True)))
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object_status(
-        "modelship.io", "v1alpha1", namespace, "modeldeployments", "churn",
+        "modelship.io", "v1alpha2", namespace, "modeldeployments", "churn",
         {
             "status": {
                 "phase": "Progressing",
@@ -100,7 +100,7 @@ def test_actions_write_the_annotation_or_the_paused_field(
 
     def get() -> dict[str, Any]:
         return custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
-            "modelship.io", "v1alpha1", namespace, "modeldeployments", "churn"
+            "modelship.io", "v1alpha2", namespace, "modeldeployments", "churn"
         )
 
     seen = set()
@@ -137,7 +137,7 @@ def test_history_lists_past_rollouts(
 ) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(resource("churn", False)))
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object_status(
-        "modelship.io", "v1alpha1", namespace, "modeldeployments", "churn",
+        "modelship.io", "v1alpha2", namespace, "modeldeployments", "churn",
         {
             "status": {
                 "history": [

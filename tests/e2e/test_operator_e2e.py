@@ -9,6 +9,8 @@ the cluster's model store; predictions go through the router's Service.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -468,11 +470,16 @@ def test_a_refused_child_is_degraded_backs_off_and_recovers(
 def test_operator_killed_during_reconcile_converges(
     env: Env, operator: Operator, models: dict[str, Model], ns: str
 ) -> None:
-    leader = operator.leader()
-    assert leader is not None
+    leader = until(operator.leader, "a leader among the ready replicas", 120, operator.describe)
     restarts = operator.restarts(leader)
-    operator.process_id(leader)  # found before the resource exists: the kill is immediate
+    pid = operator.process_id(leader)  # found before the resource exists: the kill is immediate
     seen: dict[str, Any] = {}
+    # The reconcile cannot complete before the kill, whatever the timing: a quota refuses
+    # the PodDisruptionBudget (the last child a reconcile applies) until it is lifted.
+    env.core.create_namespaced_resource_quota(
+        ns, {"metadata": {"name": "no-budgets"},
+             "spec": {"hard": {"count/poddisruptionbudgets.policy": "0"}}},
+    )  # fmt: skip
 
     def kill_on_first_child() -> None:
         stream = watch.Watch()
@@ -481,7 +488,7 @@ def test_operator_killed_during_reconcile_converges(
             timeout_seconds=60,
         ):  # fmt: skip
             if event["type"] == "ADDED":
-                operator.kill(leader)
+                os.kill(pid, signal.SIGKILL)
                 seen["children"] = env.children(ns, "killed")
                 seen["status"] = (env.md(ns, "killed") or {}).get("status")
                 stream.stop()
@@ -492,9 +499,8 @@ def test_operator_killed_during_reconcile_converges(
     env.apply(ns, model_deployment("killed", models["1.0.0"], replicas=2))
     killer.join(timeout=70)
     assert "children" in seen, "the operator never created the first child"
-    # The PodDisruptionBudget is the last child a reconcile applies: not there yet means
-    # the kill came mid-reconcile.
     assert ("PodDisruptionBudget", "killed-stable") not in seen["children"], seen
+    env.core.delete_namespaced_resource_quota("no-budgets", ns)
 
     describe = lambda: env.describe(ns, "killed")  # noqa: E731
     until(lambda: operator.leader() is not None and (
@@ -526,8 +532,7 @@ def test_operator_killed_during_reconcile_converges(
 def test_another_replica_takes_over_when_the_leader_stops(
     env: Env, operator: Operator, models: dict[str, Model], ns: str
 ) -> None:
-    leader = operator.leader()
-    assert leader is not None
+    leader = until(operator.leader, "a leader among the ready replicas", 120, operator.describe)
     assert len(operator.pods()) == 2, operator.describe()
     # A graceful stop (SIGTERM) releases the Lease: the standby (or the replica replacing
     # the stopped one, whichever asks first) need not wait for it to expire.

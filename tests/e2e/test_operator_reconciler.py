@@ -27,7 +27,7 @@ CRD = "manifests/crds/modeldeployments.yaml"
 
 def resource(name: str, **spec: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "modelship.io/v1alpha1",
+        "apiVersion": "modelship.io/v1alpha2",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
         "spec": {

@@ -12,7 +12,7 @@ SHA_CANARY = "b" * 64
 def base_resource(name: str = "churn", **spec: Any) -> dict[str, Any]:
     """A minimal valid ModelDeployment as a user would write it, with ``spec`` merged in."""
     body: dict[str, Any] = {
-        "apiVersion": "modelship.io/v1alpha1",
+        "apiVersion": "modelship.io/v1alpha2",
         "kind": "ModelDeployment",
         "metadata": {"name": name, "namespace": "ml", "uid": "uid-1", "generation": 1},
         "spec": {
@@ -24,6 +24,24 @@ def base_resource(name: str = "churn", **spec: Any) -> dict[str, Any]:
         },
     }
     body["spec"].update(copy.deepcopy(spec))
+    return body
+
+
+STABLE_MODEL: dict[str, Any] = {
+    "version": "1.4.0",
+    "uri": "file:///models/churn-1.4.0.skops",
+    "sha256": SHA_STABLE,
+    "format": "auto",
+}
+
+
+def rolling_out(body: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with spec.model set to ``candidate`` while 1.4.0 serves: the serving model is
+    status.rolledOut.current (kept when the status already records one, e.g. after a
+    promotion)."""
+    body["spec"]["model"] = {**STABLE_MODEL, **candidate}
+    rolled = body.setdefault("status", {}).setdefault("rolledOut", {})
+    rolled.setdefault("current", dict(STABLE_MODEL))
     return body
 
 

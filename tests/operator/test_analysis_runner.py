@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 from analysis_prom import PrometheusProcess, Target, free_port, start_all
-from mdep_fixtures import SHA_CANARY, base_resource
+from mdep_fixtures import SHA_CANARY, base_resource, rolling_out
 from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.runner import analyse, analyse_if_due
 from modelship_operator.analysis.stepper import Analysis, RolloutState
+from modelship_operator.rollout import target
 from modelship_operator.spec import ModelDeployment
 from modelship_operator.status import Traffic
 
@@ -100,12 +101,12 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
 
 def resource(prom: Prom, version: str, strategy: dict[str, Any], **state: Any) -> ModelDeployment:
     """A ModelDeployment with a rollout of canary ``version`` recorded in its status."""
-    body = base_resource(
-        canary={"version": version, "uri": "file:///models/x.skops", "sha256": SHA_CANARY},
-        strategy={"interval": INTERVAL, "minSamples": 100, **strategy},
-    )
-    md = ModelDeployment.from_api(body)
-    begun = RolloutState.begin(md.spec.rollout_key(), None, prom.at - timedelta(seconds=WINDOW))
+    body = base_resource(strategy={"interval": INTERVAL, "minSamples": 100, **strategy})
+    candidate = {"version": version, "uri": "file:///models/x.skops", "sha256": SHA_CANARY}
+    md = ModelDeployment.from_api(rolling_out(body, candidate))
+    key = target(md).key
+    assert key is not None
+    begun = RolloutState.begin(key, None, prom.at - timedelta(seconds=WINDOW))
     fields = begun.status_fields() | {
         "traffic": Traffic(stable=90, canary=10),
         "rollout": begun.progress.model_copy(

@@ -536,33 +536,3 @@ def test_ab_test_has_no_step_deadline_of_its_own() -> None:
     r = entered(strategy(type="ABTest"))
     assert r.tick(after=3600).decision.action == "wait"
     assert r.s.phase == "Progressing"
-
-
-# --- from the resource -----------------------------------------------------------------------
-
-
-def test_advance_resource_reads_every_input_from_the_resource() -> None:
-    from mdep_fixtures import SHA_CANARY, base_resource
-    from modelship_operator.analysis.stepper import advance_resource
-    from modelship_operator.spec import ModelDeployment
-
-    body = base_resource(
-        canary={"version": "1.5.0", "uri": "file:///models/c.skops", "sha256": SHA_CANARY}
-    )
-    md = ModelDeployment.from_api(body)
-    first = advance_resource(md, T0, canary_ready=True)
-    assert first.decision.action == "enter" and first.state.key == md.spec.rollout_key()
-    assert first.state.progress.candidate is not None
-    assert first.state.progress.candidate.version == "1.5.0"
-    status = ModelDeploymentStatus(**first.state.status_fields())  # type: ignore[arg-type]
-    body["status"] = status.to_api()
-    body["metadata"]["annotations"] = {"modelship.io/action": "abort/1"}
-    aborted = advance_resource(ModelDeployment.from_api(body), T0, canary_ready=True)
-    assert aborted.state.phase == "RolledBack"
-    body["status"]["lastHandledAction"] = "abort/1"
-    handled = advance_resource(ModelDeployment.from_api(body), T0, canary_ready=True)
-    assert handled.state.phase == "Progressing"
-    body["spec"]["paused"] = True
-    assert advance_resource(ModelDeployment.from_api(body), T0, canary_ready=True).state.phase == (
-        "Paused"
-    )

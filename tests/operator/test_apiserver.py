@@ -23,9 +23,10 @@ from mdep_fixtures import SHA_CANARY, base_resource
 from modelship_operator.crd import dump_yaml
 from modelship_operator.observed import Observed
 from modelship_operator.reconcile import plan, status_patch
-from modelship_operator.render import render
+from modelship_operator.render import render, state_from_spec
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ModelDeployment
+from modelship_operator.status import ModelRef
 from test_reconcile import T0, cluster
 
 pytestmark = pytest.mark.slow
@@ -98,10 +99,9 @@ def test_valid_resources_are_stored_with_the_models_defaults(
 
 
 def test_operator_account_applies_reads_and_prunes_every_child(api: ApiServer) -> None:
-    resource = ModelDeployment.from_api(
-        base_resource(canary=CANARY, replicas=2, router={"replicas": 2})
-    )
-    objects = render(resource, OperatorSettings())
+    resource = ModelDeployment.from_api(base_resource(replicas=2, router={"replicas": 2}))
+    candidate = ModelRef(**{"format": "auto", **CANARY})
+    objects = render(resource, OperatorSettings(), state_from_spec(resource, candidate=candidate))
     manifest = "".join("---\n" + dump_yaml(o) for o in objects)
     apply = ("apply", OPERATOR, "--server-side", "--field-manager=modelship-operator", "-f", "-")
     out = api.kubectl(*apply, input=manifest).stdout
@@ -135,17 +135,24 @@ def test_router_account_reads_only_its_own_configmap(api: ApiServer) -> None:
 
 
 def test_operator_account_writes_the_status_plan_computes(api: ApiServer) -> None:
-    body = base_resource(name="scored", canary=CANARY)
+    body = base_resource(name="scored")
     api.kubectl("create", "-f", "-", input=in_namespace(body))
-    stored = json.loads(api.kubectl("-n", "ml", "get", "mdep", "scored", "-o", "json").stdout)
-    resource = ModelDeployment.from_api(stored)
-    created = plan(resource, Observed(), OperatorSettings(), T0)
-    first = plan(resource, cluster(created), OperatorSettings(), T0)
-    patch = {"status": status_patch(stored.get("status"), first.status.to_api())}
-    api.kubectl(OPERATOR, "-n", "ml", "patch", "mdep", "scored", "--subresource=status",
-                "--type=merge", "-p", json.dumps(patch))  # fmt: skip
+
+    def reconcile(observed: Observed) -> Observed:
+        """One plan against the stored resource, its status written as the operator does."""
+        stored = json.loads(api.kubectl("-n", "ml", "get", "mdep", "scored", "-o", "json").stdout)
+        p = plan(ModelDeployment.from_api(stored), observed, OperatorSettings(), T0)
+        patch = {"status": status_patch(stored.get("status"), p.status.to_api())}
+        api.kubectl(OPERATOR, "-n", "ml", "patch", "mdep", "scored", "--subresource=status",
+                    "--type=merge", "-p", json.dumps(patch))  # fmt: skip
+        return cluster(p)
+
+    served = reconcile(reconcile(Observed()))  # 1.4.0 deployed and running
+    new_model = json.dumps({"spec": {"model": CANARY}})
+    api.kubectl("-n", "ml", "patch", "mdep", "scored", "--type=merge", "-p", new_model)
+    reconcile(reconcile(served))  # the canary deployed, then entered at its first step
     row = api.kubectl("-n", "ml", "get", "mdep", "scored", "--no-headers").stdout.split()
-    assert row[:6] == ["scored", "Progressing", "True", "1.4.0", "1.5.0", "10"]
+    assert row[:7] == ["scored", "Progressing", "True", "1.5.0", "1.4.0", "1.5.0", "10"]
     # The operator may annotate (kopf's progress) but never delete a ModelDeployment.
     api.kubectl(OPERATOR, "-n", "ml", "annotate", "mdep", "scored", "modelship.io/x=1")
     assert api.kubectl(OPERATOR, "-n", "ml", "delete", "mdep", "scored", check=False).returncode
@@ -177,7 +184,7 @@ def test_the_shared_client_against_the_real_api_server(api: ApiServer) -> None:
         client = kube.client
         events = aiter(ListWatch(client, cms, {"labelSelector": "test=kube-client"}, what="t"))
         try:
-            assert await kube.serves("modelship.io/v1alpha1", "modeldeployments")
+            assert await kube.serves("modelship.io/v1alpha2", "modeldeployments")
             assert not await kube.serves("nothing.example/v1", "things")
             kind, listing = await anext(events)
             assert kind == SYNC and listing["items"] == []

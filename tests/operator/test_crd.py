@@ -128,7 +128,7 @@ def test_every_rule_declared_in_the_models_reaches_the_crd() -> None:
 def test_printer_columns_point_at_status_fields() -> None:
     version = crd.crd()["spec"]["versions"][0]
     names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert names == ["Phase", "Ready", "Stable", "Canary", "Weight", "Age"]
+    assert names == ["Phase", "Ready", "Desired", "Stable", "Canary", "Weight", "Age"]
     status = SCHEMA["properties"]["status"]["properties"]
     for column in version["additionalPrinterColumns"]:
         parts = column["jsonPath"].split("[")[0].strip(".").split(".")
@@ -147,7 +147,7 @@ def test_names_subresource_and_discoverability() -> None:
     assert names["shortNames"] == ["mdep"]
     assert names["categories"] == ["modelship"]
     version = body["spec"]["versions"][0]
-    assert version["name"] == "v1alpha1"
+    assert version["name"] == "v1alpha2"
     assert version["subresources"] == {"status": {}}
     assert version["served"] and version["storage"]
 

@@ -19,12 +19,12 @@ from modelship_operator.handlers import connection_info
 from modelship_operator.kinds import CHILD_KINDS, ChildRef
 from modelship_operator.kube import Kube
 
-MD = "/apis/modelship.io/v1alpha1/namespaces/ml/modeldeployments/churn"
+MD = "/apis/modelship.io/v1alpha2/namespaces/ml/modeldeployments/churn"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/sys/leases"
 
 
 def script(request: Recorded) -> Reply:
-    if request.path == "/apis/modelship.io/v1alpha1":
+    if request.path == "/apis/modelship.io/v1alpha2":
         return Reply(200, {"resources": [{"name": "modeldeployments"}]})
     if request.path == "/apis/other.io/v1":
         return Reply(404, status(404, "NotFound", "the server could not find it"))
@@ -47,7 +47,7 @@ def test_the_operators_calls_on_the_wire() -> None:
         async def main() -> list[dict[str, Any]]:
             kube = Kube(Client(Credentials(server.url, auth=StaticAuth.bearer("op"))))
             try:
-                assert await kube.serves("modelship.io/v1alpha1", "modeldeployments")
+                assert await kube.serves("modelship.io/v1alpha2", "modeldeployments")
                 assert not await kube.serves("other.io/v1", "things")
                 await kube.get_model_deployment("ml", "churn")
                 answer = await kube.patch_status("ml", "churn", {"phase": "Stable"}, "7")

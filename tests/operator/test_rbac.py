@@ -11,9 +11,10 @@ from mdep_fixtures import SHA_CANARY, base_resource
 from modelship_operator import rbac
 from modelship_operator.kinds import CHILD_KINDS, child_kind
 from modelship_operator.rbac import PolicyRule, allows, covers, operator_rules, router_rules
-from modelship_operator.render import render
+from modelship_operator.render import render, state_from_spec
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ModelDeployment
+from modelship_operator.status import ModelRef
 
 ROOT = Path(__file__).resolve().parents[2]
 RBAC_FILE = ROOT / "manifests" / "rbac" / "operator.yaml"
@@ -28,10 +29,9 @@ def test_committed_rbac_matches_the_code() -> None:
 
 
 def every_child() -> list[dict[str, Any]]:
-    resource = ModelDeployment.from_api(
-        base_resource(canary=CANARY, replicas=2, router={"replicas": 2})
-    )
-    return render(resource, OperatorSettings())
+    resource = ModelDeployment.from_api(base_resource(replicas=2, router={"replicas": 2}))
+    candidate = ModelRef(**{"format": "auto", **CANARY})
+    return render(resource, OperatorSettings(), state_from_spec(resource, candidate=candidate))
 
 
 @pytest.mark.parametrize("verb", ["get", "list", "watch", "create", "patch", "delete"])

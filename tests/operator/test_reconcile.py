@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from mdep_fixtures import SHA_CANARY, SHA_STABLE, base_resource
+from mdep_fixtures import SHA_CANARY, base_resource, rolling_out
 from modelship_operator.analysis.stepper import PAUSED_BY_USER
 from modelship_operator.conditions import Failure
 from modelship_operator.kinds import ChildRef
@@ -62,11 +62,17 @@ def listed(
     return out
 
 
-def md(status: Any = None, generation: int = 1, **spec: Any) -> ModelDeployment:
+def md(
+    status: Any = None, generation: int = 1, canary: dict[str, Any] | None = None, **spec: Any
+) -> ModelDeployment:
+    """A resource; ``canary``: spec.model is that model while 1.4.0 serves (recorded in
+    status.rolledOut.current unless ``status`` records another serving model)."""
     body = base_resource(**spec)
     body["metadata"]["generation"] = generation
     if status is not None:
         body["status"] = status.to_api() if hasattr(status, "to_api") else status
+    if canary is not None:
+        rolling_out(body, canary)
     return ModelDeployment.from_api(body)
 
 
@@ -161,28 +167,31 @@ def test_same_plan_whenever_it_is_run_again_after_a_crash() -> None:
     assert plan(resource, observed, SETTINGS, T0) == first
 
 
-def test_stable_model_change_rolls_the_deployment_and_records_the_previous_model() -> None:
-    p = converge(md())
-    new_model = {"version": "1.4.1", "uri": "file:///models/churn-1.4.1.skops", "sha256": "c" * 64}
-    changed = md(status=p.status, generation=2, model=new_model)
-    during = plan(changed, cluster(p), SETTINGS, T0)
+def test_before_anything_serves_a_changed_model_goes_straight_to_stable() -> None:
+    first = plan(md(), Observed(), SETTINGS, T0)  # 1.4.0 applied; no pod ready yet
+    fixed = {"version": "1.4.1", "uri": "file:///models/churn-1.4.1.skops", "sha256": "c" * 64}
+    changed = md(status=first.status, generation=2, model=fixed)
+    during = plan(changed, cluster(first, ready={"churn-stable": 0}), SETTINGS, T0)
     assert env(during, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.4.1"
-    assert deployment(during, "churn-stable")["spec"]["strategy"]["rollingUpdate"] == {
-        "maxUnavailable": 0,
-        "maxSurge": 1,
-    }
-    assert cond(during, "Progressing") == ("True", "RollingUpdate")
-    assert cond(during, "Ready")[0] == "True"  # the old pods keep serving
-    after = plan(
-        md(status=during.status, generation=2, model=new_model), cluster(during), SETTINGS, T0
-    )
-    assert cond(after, "Progressing") == ("False", "Idle")
-    assert after.status.rolled_out is not None
-    assert after.status.rolled_out.current is not None
-    assert after.status.rolled_out.previous is not None
+    assert during.status.phase == "Idle" and during.status.rollout is None
+    assert not any(o["metadata"]["name"] == "churn-canary" for o in during.apply)
+    after = plan(md(status=during.status, generation=2, model=fixed), cluster(during), SETTINGS, T0)
+    assert after.status.rolled_out is not None and after.status.rolled_out.current is not None
     assert after.status.rolled_out.current.version == "1.4.1"
-    assert after.status.rolled_out.previous.version == "1.4.0"
-    assert after.status.rolled_out.previous.sha256 == SHA_STABLE
+    assert cond(after, "Progressing") == ("False", "Idle")
+
+
+def test_a_new_model_rolls_out_from_the_serving_one() -> None:
+    served = converge(md())
+    assert served.status.rolled_out is not None and served.status.rolled_out.current is not None
+    assert served.status.rolled_out.current.version == "1.4.0"
+    new = md(status=served.status, generation=2, model={**CANARY})
+    p = plan(new, cluster(served), SETTINGS, T0)
+    assert p.status.phase == "Progressing"
+    assert env(p, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.4.0"  # stable keeps serving
+    assert env(p, "churn-canary")["MODELSHIP_MODEL_VERSION"] == "1.5.0"
+    assert p.status.rollout is not None and p.status.rollout.candidate is not None
+    assert p.status.rollout.candidate.version == "1.5.0"
 
 
 # --- a canary -------------------------------------------------------------------------------
@@ -258,7 +267,7 @@ def test_a_pause_for_errors_is_not_lifted_by_the_user_flag() -> None:
     assert p.status.phase == "Paused"
 
 
-def test_promotion_rolls_stable_to_the_canary_model_then_completes() -> None:
+def test_promotion_rolls_stable_to_the_candidate_then_completes_by_itself() -> None:
     running = converge(md(canary=CANARY, replicas=2))
     promoting_status = running.status.model_copy(update={"phase": "Promoting"})
     promoting = plan(
@@ -277,38 +286,37 @@ def test_promotion_rolls_stable_to_the_canary_model_then_completes() -> None:
     assert routing(done).weights() == {"stable": 100.0, "canary": 0.0}
     assert [h.outcome for h in done.status.history] == ["Promoted"]
     assert "Promoted" in reasons(done)
-    assert "set spec.model to the canary's model" in message(done, "Progressing")
-    # The canary keeps its pods for scaleDownDelay (30s), then goes to zero.
+    assert message(done, "Progressing") == "stable serves 1.5.0"
+    # What serves is recorded: the spec (1.5.0) is now simply what runs, nothing to edit.
+    assert done.status.rolled_out is not None and done.status.rolled_out.current is not None
+    assert done.status.rolled_out.current.version == "1.5.0"
+    assert done.status.rolled_out.previous is not None
+    assert done.status.rolled_out.previous.version == "1.4.0"
+    # The canary keeps its pods for scaleDownDelay (30s), then its objects go.
     assert deployment(done, "churn-canary")["spec"]["replicas"] == 2
     assert done.requeue_after == pytest.approx(30)
+    same_manifest = md(status=done.status, canary=CANARY, replicas=2)
+    during_delay = plan(same_manifest, cluster(done), SETTINGS, T0 + timedelta(seconds=10))
+    assert during_delay.status.phase == "Promoted"
+    assert deployment(during_delay, "churn-canary")["spec"]["replicas"] == 2
     later = plan(
-        md(status=done.status, canary=CANARY, replicas=2),
-        cluster(done),
+        md(status=during_delay.status, canary=CANARY, replicas=2),
+        cluster(during_delay),
         SETTINGS,
         T0 + timedelta(seconds=31),
     )
     assert later.status.phase == "Promoted"
-    assert deployment(later, "churn-canary")["spec"]["replicas"] == 0
     assert env(later, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.5.0"
     assert later.events == ()
-    # No budget for a Deployment of zero pods.
-    assert later.delete == (ChildRef("policy/v1", "PodDisruptionBudget", "churn-canary"),)
-
-    # The user finishes: the canary's model becomes spec.model, spec.canary goes.
-    finished = plan(md(status=later.status, replicas=2, model=CANARY), cluster(later), SETTINGS, T0)
-    assert finished.status.phase == "Idle"
-    assert env(finished, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.5.0"
-    assert set(finished.delete) == {
+    assert set(later.delete) == {
         ChildRef("apps/v1", "Deployment", "churn-canary"),
         ChildRef("v1", "Service", "churn-canary"),
+        ChildRef("policy/v1", "PodDisruptionBudget", "churn-canary"),
     }
-    assert finished.status.canary is None
-    assert finished.status.rolled_out is not None
-    assert finished.status.rolled_out.current is not None
-    assert finished.status.rolled_out.current.version == "1.5.0"
+    assert later.status.canary is None
 
 
-def test_rolled_back_canary_gets_no_traffic_and_is_scaled_down_after_the_delay() -> None:
+def test_a_rejected_model_stays_rejected_while_it_is_desired() -> None:
     running = converge(md(canary=CANARY))
     assert running.status.rollout is not None
     rolled_back = running.status.model_copy(
@@ -321,9 +329,19 @@ def test_rolled_back_canary_gets_no_traffic_and_is_scaled_down_after_the_delay()
     assert routing(p).weights() == {"stable": 100.0, "canary": 0.0}
     assert env(p, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.4.0"
     assert deployment(p, "churn-canary")["spec"]["replicas"] == 1
+    assert "1.5.0 was rejected" in message(p, "Progressing")
     late = plan(md(status=p.status, canary=CANARY), cluster(p), SETTINGS, T0 + timedelta(minutes=1))
-    assert deployment(late, "churn-canary")["spec"]["replicas"] == 0
+    assert ChildRef("apps/v1", "Deployment", "churn-canary") in late.delete
     assert late.status.phase == "RolledBack"
+    # The same manifest applied again, and a strategy edit alone: nothing restarts.
+    again = plan(md(status=late.status, canary=CANARY), cluster(late), SETTINGS, T0)
+    assert again.status.phase == "RolledBack" and again.status.rollout == late.status.rollout
+    edited = md(status=late.status, canary=CANARY, strategy={"steps": [5, 50]})
+    assert plan(edited, cluster(late), SETTINGS, T0).status.phase == "RolledBack"
+    # A new model starts a new rollout.
+    newer = {**CANARY, "version": "1.6.0", "sha256": "d" * 64}
+    fresh = plan(md(status=late.status, canary=newer), cluster(late), SETTINGS, T0)
+    assert fresh.status.phase == "Progressing"
 
 
 def test_a_new_canary_version_restarts_the_rollout() -> None:
@@ -361,14 +379,19 @@ def test_ab_test_results_belong_to_their_rollout() -> None:
     assert reset.status.ab_test is None
 
 
-def test_removing_the_canary_mid_rollout_aborts_it_and_prunes_it() -> None:
+def test_going_back_to_the_serving_model_mid_rollout_aborts_it_and_prunes_it() -> None:
     running = converge(md(canary=CANARY))
-    p = plan(md(status=running.status), cluster(running), SETTINGS, T0)
+    reverted = md(status=running.status)  # spec.model is 1.4.0 again (a reverted commit)
+    p = plan(reverted, cluster(running), SETTINGS, T0)
     assert p.status.phase == "Idle"
     assert [h.outcome for h in p.status.history] == ["Aborted"]
-    assert ChildRef("apps/v1", "Deployment", "churn-canary") in p.delete
-    assert routing(p).weights() == {"stable": 100.0}
-    assert p.status.rollout is None and p.status.step is None
+    assert "Aborted" in reasons(p)
+    assert routing(p).weights() == {"stable": 100.0, "canary": 0.0}
+    assert deployment(p, "churn-canary")["spec"]["replicas"] == 1  # until scaleDownDelay
+    gone = plan(md(status=p.status), cluster(p), SETTINGS, T0 + timedelta(minutes=1))
+    assert ChildRef("apps/v1", "Deployment", "churn-canary") in gone.delete
+    assert routing(gone).weights() == {"stable": 100.0}
+    assert gone.status.rollout is None and gone.status.step is None
 
 
 # --- errors ---------------------------------------------------------------------------------

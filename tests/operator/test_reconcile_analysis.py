@@ -14,14 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from mdep_fixtures import SHA_CANARY, SHA_STABLE, base_resource
+from mdep_fixtures import SHA_CANARY, SHA_STABLE, base_resource, rolling_out
 from modelship_operator.analysis.stepper import PAUSED_BY_ERRORS, Analysis, RolloutState, stage
 from modelship_operator.analysis.verdict import CheckResult
 from modelship_operator.observed import Observed
 from modelship_operator.reconcile import Plan, before_acting, plan, prometheus_url
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
-from test_reconcile import CANARY, SETTINGS, T0, cluster, cond, deployment, env, message, routing
+from test_reconcile import CANARY, SETTINGS, T0, cluster, cond, env, message, routing
 
 STRATEGY = {
     "steps": [10, 50],
@@ -66,10 +66,11 @@ class Life:
     plans: list[Plan] = field(default_factory=list)
 
     def resource(self) -> ModelDeployment:
-        body = base_resource(canary=CANARY, strategy=self.strategy, paused=self.paused)
+        body = base_resource(strategy=self.strategy, paused=self.paused)
         body["metadata"]["annotations"] = dict(self.annotations)
         if self.last is not None:
             body["status"] = self.last.status.to_api()
+        rolling_out(body, CANARY)
         return ModelDeployment.from_api(body)
 
     def analysis(self, *checks: CheckResult) -> Analysis:
@@ -151,13 +152,13 @@ def test_a_rollback_records_the_metric_value_and_threshold_and_keeps_saying_why(
     assert entry.reason is not None
     assert "success-rate = 97.2, needs >= 99" in entry.reason
     assert cond(p, "Progressing")[1] == "RolledBack"
-    # The canary keeps its pods (at 0 %) for scaleDownDelay, then goes to zero.
+    # The canary keeps its pods (at 0 %) for scaleDownDelay, then its objects go.
     assert env(p, "churn-stable")["MODELSHIP_MODEL_VERSION"] == "1.4.0"
     assert p.requeue_after == pytest.approx(20)
     later = life.tick(after=21)
     assert later.status.phase == "RolledBack" and later.events == ()
     assert "success-rate = 97.2" in message(later, "Progressing")
-    assert deployment(later, "churn-canary")["spec"]["replicas"] == 0
+    assert not any(o["metadata"]["name"] == "churn-canary" for o in later.apply)
     assert len(later.status.history) == 1
 
 

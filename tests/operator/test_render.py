@@ -11,11 +11,10 @@ from modelship_operator.kinds import CHILD_KINDS, ChildRef
 from modelship_operator.render import (
     DesiredState,
     VariantPlan,
-    render,
-    stable_model,
     stale_children,
     state_from_spec,
 )
+from modelship_operator.render import render as render_state
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ModelDeployment
 from modelship_operator.status import ModelRef, Traffic
@@ -27,8 +26,26 @@ SETTINGS = OperatorSettings(
 CANARY = {"version": "1.5.0", "uri": "file:///models/churn-1.5.0.skops", "sha256": SHA_CANARY}
 
 
-def md(**spec: Any) -> ModelDeployment:
-    return ModelDeployment.from_api(base_resource(**spec))
+#: The candidate each resource made by md(canary=...) rolls out (by id of the resource).
+_CANDIDATES: dict[int, ModelRef] = {}
+
+
+def md(canary: dict[str, Any] | None = None, **spec: Any) -> ModelDeployment:
+    """A resource; with ``canary``, rendered with that candidate on the canary variant (as
+    the rollout engine does while it rolls spec.model out)."""
+    resource = ModelDeployment.from_api(base_resource(**spec))
+    _CANDIDATES.pop(id(resource), None)  # an id may be reused once a resource is gone
+    if canary is not None:
+        _CANDIDATES[id(resource)] = ModelRef(**{"format": "auto", **canary})
+    return resource
+
+
+def render(
+    resource: ModelDeployment, settings: OperatorSettings, state: DesiredState | None = None
+) -> list[dict[str, Any]]:
+    if state is None:
+        state = state_from_spec(resource, candidate=_CANDIDATES.get(id(resource)))
+    return render_state(resource, settings, state)
 
 
 def by_key(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -91,7 +108,7 @@ def test_every_child_is_owned_labelled_and_of_a_managed_kind() -> None:
         assert meta["namespace"] == "ml"
         assert meta["ownerReferences"] == [
             {
-                "apiVersion": "modelship.io/v1alpha1",
+                "apiVersion": "modelship.io/v1alpha2",
                 "kind": "ModelDeployment",
                 "name": "churn",
                 "uid": "uid-1",
@@ -344,7 +361,8 @@ def test_router_deployment_and_its_least_privilege_role() -> None:
 
 
 def routing(resource: ModelDeployment, traffic: Traffic | None = None) -> RoutingConfig:
-    objects = by_key(render(resource, SETTINGS, state_from_spec(resource, traffic)))
+    state = state_from_spec(resource, traffic, _CANDIDATES.get(id(resource)))
+    objects = by_key(render(resource, SETTINGS, state))
     return RoutingConfig.from_json(objects[("ConfigMap", "churn-router")]["data"]["routing.json"])
 
 
@@ -402,7 +420,7 @@ def test_routing_of_shadow_mode_mirrors_without_serving_the_canary() -> None:
 def test_router_generation_is_written_into_the_config() -> None:
     resource = md()
     state = DesiredState(
-        stable=VariantPlan("stable", stable_model(resource), 1),
+        stable=VariantPlan("stable", resource.spec.desired_model(), 1),
         canary=None,
         traffic=Traffic(),
         router_generation=7,
@@ -416,7 +434,7 @@ def test_a_scaled_down_canary_keeps_its_service_but_not_its_budget() -> None:
     resource = md(canary=CANARY, replicas=3)
     canary = ModelRef(version="1.5.0", uri=CANARY["uri"], sha256=SHA_CANARY)
     state = DesiredState(
-        stable=VariantPlan("stable", stable_model(resource), 3),
+        stable=VariantPlan("stable", resource.spec.desired_model(), 3),
         canary=VariantPlan("canary", canary, 0),
         traffic=Traffic(),
     )
@@ -434,7 +452,7 @@ def test_a_scaled_down_canary_keeps_its_service_but_not_its_budget() -> None:
 )  # fmt: skip
 def test_inconsistent_states_are_refused(traffic: Traffic, canary: bool) -> None:
     resource = md(canary=CANARY)
-    model = stable_model(resource)
+    model = resource.spec.desired_model()
     with pytest.raises(ValueError, match="traffic"):
         DesiredState(
             stable=VariantPlan("stable", model, 1),

@@ -64,12 +64,6 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "at most 64 characters",
     ),
     (
-        "canary-same-version",
-        base_resource(canary={**CANARY, "version": "1.4.0"}),
-        "spec.canary.version: canary.version must differ from model.version",
-        "canary.version must differ from model.version",
-    ),
-    (
         "steps-decreasing",
         set_path(base_resource(), "spec.strategy.steps", [10, 50, 25]),
         "spec.strategy.steps: steps must be strictly increasing",
@@ -354,12 +348,12 @@ def test_invalid_resources_are_refused_by_both_layers_with_a_reason(
 
 VALID: list[tuple[str, dict[str, Any]]] = [
     ("minimal", base_resource()),
-    ("with-canary", base_resource(canary=CANARY, replicas=3)),
+    ("with-canary", base_resource(model=CANARY, replicas=3)),
     ("uppercase-sha256", set_path(base_resource(), "spec.model.sha256", "ABCDEF" * 10 + "0123")),
     (
         "canary-every-field",
         base_resource(
-            canary={**CANARY, "format": "skops"},
+            model={**CANARY, "format": "skops"},
             replicas=2,
             paused=True,
             resources={"requests": {"cpu": 1, "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
@@ -399,12 +393,12 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "abtest-defaults",
-        base_resource(canary=CANARY, strategy={"type": "ABTest"}),
+        base_resource(model=CANARY, strategy={"type": "ABTest"}),
     ),
     (
         "abtest-every-field",
         base_resource(
-            canary=CANARY,
+            model=CANARY,
             strategy={
                 "type": "ABTest",
                 "abTest": {
@@ -424,7 +418,7 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     (
         "shadow",
         base_resource(
-            canary=CANARY,
+            model=CANARY,
             strategy={"type": "Shadow", "shadow": {"mirrorPercent": 50, "agreementThreshold": 0.9}},
         ),
     ),
@@ -491,17 +485,26 @@ def test_metric_direction_for_comparisons(fields: dict[str, Any], direction: str
 
 
 def test_rollout_key_changes_with_what_restarts_a_rollout_only() -> None:
-    base = ModelDeployment.from_api(base_resource(canary=CANARY)).spec
-    same = ModelDeployment.from_api(
-        base_resource(canary=CANARY, replicas=5, paused=True, images={"serving": "x:1"})
-    ).spec
-    new_canary = ModelDeployment.from_api(base_resource(canary={**CANARY, "version": "1.6.0"})).spec
-    new_strategy = ModelDeployment.from_api(
-        base_resource(canary=CANARY, strategy={"steps": [20, 40]})
-    ).spec
-    assert base.rollout_key() == same.rollout_key()
-    assert base.rollout_key() != new_canary.rollout_key()
-    assert base.rollout_key() != new_strategy.rollout_key()
+    from modelship_operator.rollout import rollout_key
+
+    def key(**spec: Any) -> str:
+        resource = ModelDeployment.from_api(base_resource(model=CANARY, **spec))
+        stable = ModelDeployment.from_api(base_resource()).spec.desired_model()
+        return rollout_key(stable, resource.spec.desired_model(), resource.spec.strategy)
+
+    base = key()
+    assert base == key(replicas=5, paused=True, images={"serving": "x:1"})
+    assert base != key(strategy={"steps": [20, 40]})
+    newer = ModelDeployment.from_api(base_resource(model={**CANARY, "version": "1.6.0"}))
+    stable = ModelDeployment.from_api(base_resource()).spec.desired_model()
+    assert base != rollout_key(stable, newer.spec.desired_model(), newer.spec.strategy)
+
+
+def test_the_old_canary_field_is_refused_with_the_field_named() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="canary"):
+        ModelDeployment.from_api(base_resource(canary=CANARY))
 
 
 def test_unreadable_status_is_dropped_not_fatal() -> None:

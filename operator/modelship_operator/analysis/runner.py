@@ -45,6 +45,7 @@ from modelship_operator.analysis.stepper import (
     stage,
 )
 from modelship_operator.analysis.verdict import CheckResult, judge, judge_samples
+from modelship_operator.rollout import target
 from modelship_operator.spec import BusinessMetric, MetricCheck, ModelDeployment
 
 
@@ -57,10 +58,11 @@ async def analyse_if_due(
     """The analysis this reconcile needs, or None when none is due (no rollout, paused by
     the user, no traffic yet, or less than an interval since the last one)."""
     state = RolloutState.from_status(md.status)
+    goal = target(md)
     if (
         state is None
-        or md.spec.canary is None
-        or state.key != md.spec.rollout_key()
+        or goal.candidate is None
+        or state.key != goal.key
         or md.spec.paused
         or not analysis_due(md.spec.strategy, state, now)
     ):
@@ -78,9 +80,10 @@ async def analyse(
     """Run every check of the current stage against ``source`` at ``now``."""
     strategy = md.spec.strategy
     current = stage(strategy, state)
-    canary_version = md.spec.canary.version if md.spec.canary is not None else None
+    goal = target(md)
+    canary_version = goal.candidate.version if goal.candidate is not None else None
     canary = Scope(md.namespace, md.name, "canary", strategy.interval_delta, canary_version)
-    stable = canary.with_variant("stable", md.spec.model.version)
+    stable = canary.with_variant("stable", goal.stable.version)
 
     checks = list(await _metric_checks(strategy.metrics, canary, stable, source, now, labels,
                                        strategy.min_samples))  # fmt: skip

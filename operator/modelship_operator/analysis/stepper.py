@@ -28,7 +28,8 @@ Rules (docs/analysis.md has the full transition table):
 * commands: ``spec.paused`` pauses and resumes; ``promote`` skips the remaining analysis;
   ``abort`` rolls back; ``retry`` restarts a rolled-back or failed rollout from the first
   step, or resumes one paused by errors;
-* a new rollout key (new canary, changed model or strategy) restarts from the first step.
+* a new rollout key (a new desired model, or a changed strategy) restarts from the first
+  step; :mod:`modelship_operator.rollout` decides the key and the candidate from the spec.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ from typing import Final, Literal
 from modelship_operator.analysis.abtest import ABResult, Counts
 from modelship_operator.analysis.verdict import CheckResult, first, overall
 from modelship_operator.conditions import Event
-from modelship_operator.render import canary_model
-from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment, Strategy
+from modelship_operator.spec import Strategy
 from modelship_operator.status import (
     TERMINAL_PHASES,
     ABTestStatus,
@@ -304,7 +304,8 @@ def advance(
     """The next state of the rollout of ``candidate`` under ``strategy``.
 
     ``state`` is the rollout as recorded in status (None: none yet); ``key`` the rollout's
-    identity now (``spec.rollout_key()``); ``canary_ready`` whether a canary pod is ready;
+    identity now (:func:`modelship_operator.rollout.rollout_key`); ``canary_ready``
+    whether a canary pod is ready;
     ``analysis`` this interval's verdicts if one was run (see :func:`analysis_due`);
     ``paused`` is ``spec.paused``; ``command`` a not-yet-handled one-shot action.
     """
@@ -345,31 +346,6 @@ def advance(
 
     machine = _Machine(strategy, state, now)
     return machine.run(canary_ready=canary_ready, analysis=analysis, paused=paused, command=command)
-
-
-def advance_resource(
-    md: ModelDeployment,
-    now: datetime,
-    *,
-    canary_ready: bool,
-    analysis: Analysis | None = None,
-) -> Step:
-    """:func:`advance` with every input taken from the resource: the strategy, the rollout
-    recorded in status, the rollout key and candidate of the spec, ``spec.paused`` and a
-    not-yet-handled ``modelship.io/action`` annotation. Only for a spec with a canary."""
-    return advance(
-        md.spec.strategy,
-        RolloutState.from_status(md.status),
-        now,
-        key=md.spec.rollout_key(),
-        candidate=canary_model(md),
-        canary_ready=canary_ready,
-        analysis=analysis,
-        paused=md.spec.paused,
-        command=parse_action(
-            md.metadata.annotations.get(ACTION_ANNOTATION), md.status.last_handled_action
-        ),
-    )
 
 
 class _Machine:
