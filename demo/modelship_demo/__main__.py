@@ -196,15 +196,12 @@ class Demo:
         timeline = Timeline(f"canary {model.version}: {model.story}")
         for check in STRATEGY["metrics"]:
             timeline.thresholds[check["name"]] = _describe_check(check)
+        # As a user's next commit does: spec.model names the new version; the operator rolls
+        # it out from the one serving now and records the outcome in status.
         self.patch_spec(
-            {
-                "canary": {
-                    "version": model.version,
-                    "uri": stored.uri,
-                    "sha256": stored.sha256,
-                }
-            }
+            {"model": {"version": model.version, "uri": stored.uri, "sha256": stored.sha256}}
         )
+        info(f"spec.model is now {model.version}")
         began = time.monotonic()
         deadline = began + timeout
         last_line, last_analysis = "", ""
@@ -237,7 +234,6 @@ class Demo:
             if candidate is not None and candidate.version == model.version:
                 seen_rollout = True
             if seen_rollout and status.phase in TERMINAL_PHASES:
-                # Let the promotion or rollback settle, then remove the finished canary.
                 outcome = status.phase
                 if outcome == "Promoted":
                     self.wait(
@@ -245,17 +241,9 @@ class Demo:
                         "stable to run the promoted model",
                         120,
                     )
-                    # As a user finishes a promotion (in git, for GitOps): the promoted
-                    # model becomes spec.model and the canary goes.
-                    promoted = {
-                        "version": model.version,
-                        "uri": stored.uri,
-                        "sha256": stored.sha256,
-                    }
-                    self.patch_spec({"model": promoted, "canary": None})
-                    info(f"spec.model is now {model.version}; the canary's objects are removed")
+                    info(f"stable serves {model.version}: nothing left to edit in the spec")
                 else:
-                    self.patch_spec({"canary": None})
+                    info(f"{model.version} rejected; stable keeps serving {_stable_version(body)}")
                 return outcome, timeline
         raise TimeoutError(f"the rollout of {model.version} did not finish in {timeout:.0f}s")
 

@@ -150,17 +150,20 @@ def _wine_models(folder: Path) -> Files:
     return files
 
 
-def model_deployment(name: str, stable: Stored, canary: Stored | None, strategy: dict[str, Any],
-                     canary_version: str | None = None, **spec: Any) -> dict[str, Any]:  # fmt: skip
-    body: dict[str, Any] = {
+def model_deployment(name: str, model: dict[str, Any], strategy: dict[str, Any],
+                     **spec: Any) -> dict[str, Any]:  # fmt: skip
+    """The manifest a user keeps in git: ``model`` is the desired one."""
+    return {
         "apiVersion": "modelship.io/v1alpha2",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
-        "spec": {"model": stable.ref(), "strategy": strategy, **spec},
+        "spec": {"model": model, "strategy": strategy, **spec},
     }
-    if canary is not None:
-        body["spec"]["canary"] = canary.ref(canary_version)
-    return body
+
+
+def serving(status: dict[str, Any], version: str) -> bool:
+    """Whether status records ``version`` as the model stable serves on every pod."""
+    return ((status.get("rolledOut") or {}).get("current") or {}).get("version") == version
 
 
 # --- deploying ----------------------------------------------------------------------------
@@ -184,12 +187,15 @@ def strategy(**overrides: Any) -> dict[str, Any]:
 
 def deploy(env: Env, ns: str, name: str, stable: Stored, canary: Stored | None,
            canary_version: str | None = None, **strategy_overrides: Any) -> str:  # fmt: skip
-    """Apply a ModelDeployment (``strategy()`` with the overrides); its router's URL once
-    it is Ready."""
-    body = model_deployment(name, stable, canary, strategy(**strategy_overrides), canary_version)
-    env.apply(ns, body)
-    wait_for(env, ns, name, lambda s: any(c["type"] == "Ready" and c["status"] == "True"
-             for c in s.get("conditions", [])), f"{name} to be Ready", 150)  # fmt: skip
+    """Apply a ModelDeployment of ``stable`` (``strategy()`` with the overrides) and wait
+    until it serves; then, with ``canary``, apply the same manifest with the canary's model
+    as spec.model, which starts its rollout (as a user's next commit does). Returns the
+    router's URL once it answers."""
+    rollout = strategy(**strategy_overrides)
+    env.apply(ns, model_deployment(name, stable.ref(), rollout))
+    wait_for(env, ns, name, lambda s: serving(s, stable.version) and any(
+             c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", [])),
+             f"{name} to serve {stable.version}", 150)  # fmt: skip
     url = router_url(env, ns, name)
     # Ready pods are not yet a routable Service: wait for kube-proxy to route its address.
     row = {"instances": [stable.features[0].tolist()]}
@@ -202,6 +208,8 @@ def deploy(env: Env, ns: str, name: str, stable: Stored, canary: Stored | None,
         return response.status_code == 200
 
     until(answers, f"{name}'s router to answer", 30, lambda: explain(env, ns, name), 0.2)
+    if canary is not None:
+        env.apply(ns, model_deployment(name, canary.ref(canary_version), rollout))
     return url
 
 

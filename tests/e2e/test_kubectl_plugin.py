@@ -18,17 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 SHA = "a" * 64
 
 
-def resource(name: str, canary: bool) -> dict[str, Any]:
+def resource(name: str, rolling: bool) -> dict[str, Any]:
+    """spec.model 2.0.0 (being rolled out over 1.0.0) when ``rolling``, else 1.0.0."""
+    version = "2.0.0" if rolling else "1.0.0"
     spec: dict[str, Any] = {
-        "model": {"version": "1.0.0", "uri": "http://models.example/m1.skops", "sha256": SHA},
+        "model": {"version": version, "uri": f"http://models.example/m{version}.skops",
+                  "sha256": SHA},
         "strategy": {"steps": [20, 50]},
-    }
-    if canary:
-        spec["canary"] = {
-            "version": "2.0.0",
-            "uri": "http://models.example/m2.skops",
-            "sha256": SHA,
-        }
+    }  # fmt: skip
     return {
         "apiVersion": "modelship.io/v1alpha2",
         "kind": "ModelDeployment",
@@ -60,7 +57,7 @@ def plugin(local_cluster: Any, kubectl: Any) -> Any:
 def test_kubectl_finds_the_plugin(plugin: Any) -> None:
     result = plugin("--help")
     assert result.returncode == 0
-    for command in ("status", "history", "promote", "abort", "retry", "pause", "resume"):
+    for command in ("status", "history", "promote", "abort", "retry", "pause", "resume", "undo"):
         assert command in result.stdout
 
 
@@ -97,6 +94,10 @@ def test_actions_write_the_annotation_or_the_paused_field(
 ) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(resource("churn", True)))
     custom = client.CustomObjectsApi(kube_api)
+    custom.patch_namespaced_custom_object_status(
+        "modelship.io", "v1alpha2", namespace, "modeldeployments", "churn",
+        {"status": {"phase": "Progressing", "step": 0}},
+    )  # fmt: skip
 
     def get() -> dict[str, Any]:
         return custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
@@ -118,7 +119,7 @@ def test_actions_write_the_annotation_or_the_paused_field(
     assert get()["spec"]["paused"] is False
 
 
-def test_clear_errors_for_a_missing_resource_and_a_missing_canary(
+def test_clear_errors_for_a_missing_resource_and_no_rollout(
     plugin: Any, kubectl: Any, namespace: str
 ) -> None:
     missing = plugin("status", "nope", "-n", namespace)
@@ -127,9 +128,12 @@ def test_clear_errors_for_a_missing_resource_and_a_missing_canary(
     assert "Traceback" not in missing.stderr
 
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(resource("solo", False)))
-    no_canary = plugin("promote", "solo", "-n", namespace)
-    assert no_canary.returncode == 1
-    assert "has no canary to promote" in no_canary.stderr
+    no_rollout = plugin("promote", "solo", "-n", namespace)
+    assert no_rollout.returncode == 1
+    assert "has no rollout under way to promote" in no_rollout.stderr
+    no_previous = plugin("undo", "solo", "-n", namespace)
+    assert no_previous.returncode == 1
+    assert "has no previous model to go back to" in no_previous.stderr
 
 
 def test_history_lists_past_rollouts(
@@ -157,3 +161,10 @@ def test_history_lists_past_rollouts(
     assert "rolled out: 2.0.0" in result.stdout and "previous:   1.0.0" in result.stdout
     rolled_back = next(line for line in result.stdout.splitlines() if "3.0.0" in line)
     assert "RolledBack" in rolled_back and "accuracy 0.66 below stable - 0.05" in rolled_back
+    # undo: spec.model goes back to the previous stable model, as a reverted commit would.
+    undo = plugin("undo", "churn", "-n", namespace)
+    assert undo.returncode == 0, undo.stderr
+    model = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        "modelship.io", "v1alpha2", namespace, "modeldeployments", "churn"
+    )["spec"]["model"]
+    assert (model["version"], model["uri"]) == ("1.0.0", "http://m/1")

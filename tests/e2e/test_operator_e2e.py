@@ -239,17 +239,23 @@ def test_deploy_predict_roll_out_and_delete(
 # --- a canary in the operator's metrics ------------------------------------------------------
 
 
-def test_a_canary_shows_in_the_metrics_and_removing_it_aborts_and_prunes(
+def test_a_canary_shows_in_the_metrics_and_going_back_aborts_and_prunes(
     env: Env, operator: Operator, models: dict[str, Model], ns: str
 ) -> None:
     """Canary weight and phase as exported while a canary holds its first step (the interval
     is long, so no analysis decides anything here: tests/e2e/test_rollout_canary.py covers
-    promotion and rollback); removing spec.canary aborts the rollout and deletes its objects."""
+    promotion and rollback); applying the serving model again (a reverted commit) aborts the
+    rollout and deletes the canary's objects."""
     v1, v2 = models["1.0.0"], models["2.0.0"]
     X, _ = training_data()
-    strategy = {"steps": [40, 80], "interval": "10m", "progressDeadline": "20m"}
-    env.apply(ns, model_deployment("weights", v1, canary=v2.ref(), strategy=strategy))
+    strategy = {"steps": [40, 80], "interval": "10m", "progressDeadline": "20m",
+                "scaleDownDelay": "2s"}  # fmt: skip
     describe = lambda: env.describe(ns, "weights")  # noqa: E731
+    env.apply(ns, model_deployment("weights", v1, strategy=strategy))
+    until(lambda: ((((env.md(ns, "weights") or {}).get("status") or {}).get("rolledOut") or {})
+                   .get("current") or {}).get("version") == "1.0.0",
+          "1.0.0 to serve", 150, describe)  # fmt: skip
+    env.apply(ns, model_deployment("weights", v2, strategy=strategy))
     labels = {"modeldeployment_namespace": ns, "modeldeployment": "weights"}
     leader = operator.leader()
     assert leader is not None
@@ -273,8 +279,7 @@ def test_a_canary_shows_in_the_metrics_and_removing_it_aborts_and_prunes(
         "1.0.0", "2.0.0"}, "both versions to answer through the router", 30, describe)  # fmt: skip
     assert answered
 
-    env.kubectl("-n", ns, "patch", "modeldeployment", "weights", "--type=json",
-                "-p", '[{"op": "remove", "path": "/spec/canary"}]')  # fmt: skip
+    env.apply(ns, model_deployment("weights", v1, strategy=strategy))
 
     def aborted() -> dict[str, Any] | None:
         status = (env.md(ns, "weights") or {}).get("status") or {}
@@ -307,7 +312,7 @@ INVALID = [
     ("unknown-field", {"replicaz": 2}, 'unknown field "spec.replicaz"'),
     ("steps-decreasing", {"strategy": {"steps": [10, 50, 25]}},
      "steps must be strictly increasing"),
-    ("canary-same-version", {"canary": "same"}, "canary.version must differ from model.version"),
+    ("the-old-canary-field", {"canary": {"version": "2.0.0"}}, 'unknown field "spec.canary"'),
     ("bad-sha256", {"model": "bad-sha"}, "sha256 must be 64 hexadecimal characters"),
 ]  # fmt: skip
 
@@ -318,9 +323,7 @@ def test_invalid_resources_are_refused_by_the_api_server(
     v1 = models["1.0.0"]
     for case, spec, words in INVALID:
         body = model_deployment(f"bad-{case}", v1)
-        if spec.get("canary") == "same":
-            body["spec"]["canary"] = v1.ref()
-        elif spec.get("model") == "bad-sha":
+        if spec.get("model") == "bad-sha":
             body["spec"]["model"]["sha256"] = "abc123"
         else:
             body["spec"].update(spec)

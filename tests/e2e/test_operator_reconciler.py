@@ -143,24 +143,20 @@ def test_a_spec_changed_meanwhile_is_never_overwritten_by_a_stale_status(
 def test_what_the_spec_no_longer_asks_for_is_deleted(
     local_cluster: Any, kubectl: Any, namespace: str, crd: None
 ) -> None:
-    canary = {"version": "2.0.0", "uri": "http://10.244.0.1:8000/y.skops", "sha256": SHA_2}
     kubectl("apply", "-n", namespace, "-f", "-",
-            input=yaml.safe_dump(resource("prune", canary=canary, replicas=2)))  # fmt: skip
+            input=yaml.safe_dump(resource("prune", replicas=2)))  # fmt: skip
 
     async def scenario(reconciler: Reconciler, kube: Kube) -> None:
         await reconciler.reconcile(namespace, "prune")
-        assert {
-            "Deployment/prune-canary",
-            "Service/prune-canary",
-            "PodDisruptionBudget/prune-stable",
-        } <= set(versions(kubectl, namespace, "prune"))
-        kubectl("-n", namespace, "patch", "modeldeployment", "prune", "--type=json", "-p",
-                '[{"op": "remove", "path": "/spec/canary"},'
-                ' {"op": "replace", "path": "/spec/replicas", "value": 1}]')  # fmt: skip
+        router = {"Deployment/prune-router", "Service/prune-router", "ConfigMap/prune-router"}
+        assert router | {"PodDisruptionBudget/prune-stable"} <= set(
+            versions(kubectl, namespace, "prune")
+        )
+        kubectl("-n", namespace, "patch", "modeldeployment", "prune", "--type=merge", "-p",
+                '{"spec": {"router": {"type": "none"}, "replicas": 1}}')  # fmt: skip
         assert (await reconciler.reconcile(namespace, "prune")).result == "success"
         left = set(versions(kubectl, namespace, "prune"))
-        assert not {"Deployment/prune-canary", "Service/prune-canary",
-                    "PodDisruptionBudget/prune-stable"} & left, left  # fmt: skip
+        assert not (router | {"PodDisruptionBudget/prune-stable"}) & left, left
         assert "Deployment/prune-stable" in left
 
     play(local_cluster, scenario)
