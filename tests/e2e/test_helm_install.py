@@ -91,34 +91,47 @@ def release_objects(api: Any, namespace: str) -> list[str]:
 
 
 def check_examples(kubectl: Any, local_cluster: Any, namespace: str, tmp_path: Path) -> None:
-    """manifests/examples/ as a user adapts them: their own artifacts, one replica here."""
+    """manifests/examples/ as a user adapts them: their own artifacts, one replica here;
+    applied, then applied again with a new model, which starts the example's rollout."""
     X, y = make_classification(n_samples=200, n_features=4, random_state=5)
-    names = []
+    docs: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
     for example in EXAMPLES:
         doc = yaml.safe_load(example.read_text())
-        for part, seed in (("model", 1), ("canary", 2)):
+        stored = []
+        for part, seed in (("model", 1), ("next", 2)):
             path = tmp_path / f"{example.stem}-{part}.skops"
             save_model(LogisticRegression(C=seed).fit(X, y), path)
-            stored = local_cluster.add_model(path, name=f"{namespace}-{example.stem}-{part}.skops")
-            doc["spec"][part].update(uri=stored.uri, sha256=stored.sha256)
+            stored.append(
+                local_cluster.add_model(path, name=f"{namespace}-{example.stem}-{part}.skops")
+            )
+        doc["spec"]["model"].update(uri=stored[0].uri, sha256=stored[0].sha256)
         doc["spec"]["replicas"] = 1
         kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
-        names.append(doc["metadata"]["name"])
+        next_model = {"version": "9.9.9", "uri": stored[1].uri, "sha256": stored[1].sha256}
+        docs[doc["metadata"]["name"]] = (doc, next_model)
+
+    def status_of(name: str) -> dict[str, Any]:
+        body = json.loads(kubectl("get", "mdep", name, "-n", namespace, "-o", "json").stdout)
+        return body.get("status") or {}
 
     def serving(name: str) -> dict[str, Any] | None:
-        body = json.loads(kubectl("get", "mdep", name, "-n", namespace, "-o", "json").stdout)
-        status = body.get("status") or {}
-        ready = any(
-            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
-        )
-        canary_up = ((status.get("canary") or {}).get("readyReplicas") or 0) >= 1
-        return status if ready and canary_up and status.get("phase") == "Progressing" else None
+        status = status_of(name)
+        version = docs[name][0]["spec"]["model"]["version"]
+        current = (status.get("rolledOut") or {}).get("current") or {}
+        return status if current.get("version") == version else None
 
-    for name in names:
-        wait_for(
-            lambda n=name: serving(n), f"example {name} to serve stable and its candidate", 240
-        )
-    for name in names:
+    def rolling_out(name: str) -> dict[str, Any] | None:
+        status = status_of(name)
+        canary_up = ((status.get("canary") or {}).get("readyReplicas") or 0) >= 1
+        return status if canary_up and status.get("phase") == "Progressing" else None
+
+    for name, (doc, next_model) in docs.items():
+        wait_for(lambda n=name: serving(n), f"example {name} to serve its model", 240)
+        doc["spec"]["model"].update(next_model)
+        kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    for name in docs:
+        wait_for(lambda n=name: rolling_out(n), f"example {name} to roll its next model out", 240)
+    for name in docs:
         kubectl("delete", "mdep", name, "-n", namespace, "--wait=false")
 
 
