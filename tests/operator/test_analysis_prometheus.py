@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 from analysis_prom import PrometheusProcess, Target, free_port, start_all
-from modelship_operator.analysis.prometheus import (
+from modelship_operator.analysis.prometheus import PrometheusClient, parse_response
+from modelship_operator.analysis.results import (
     NoValues,
-    PrometheusClient,
     QueryError,
     QueryResult,
     Value,
     Vector,
-    parse_response,
 )
 
 LABELS = {"namespace": "ml", "modelship_io_deployment": "churn"}

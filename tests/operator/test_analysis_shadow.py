@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from modelship_operator.analysis.prometheus import (
+from modelship_operator.analysis.results import (
     NoValues,
     QueryError,
     QueryResult,

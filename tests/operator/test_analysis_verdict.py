@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import pytest
-from modelship_operator.analysis.prometheus import NoValues, QueryError, QueryResult, Value
+from modelship_operator.analysis.results import NoValues, QueryError, QueryResult, Value
 from modelship_operator.analysis.verdict import (
     CheckResult,
     judge,

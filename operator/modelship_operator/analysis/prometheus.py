@@ -5,7 +5,8 @@ and get back a number, "no values", or an error that says what went wrong, plus 
 there at all". Every failure is a value, never an exception, because to the rollout an error
 is a verdict (Error) that counts toward a limit, not a crash.
 
-Answers:
+Answers (the types live in :mod:`.results`, which the pure verdict and shadow modules
+import without this client):
 
 * :class:`Value` - the query returned exactly one sample (or a scalar). NaN and +/-Inf are
   kept as the floats they are; judging them is :mod:`.verdict`'s job (NaN never passes).
@@ -22,88 +23,27 @@ pods at 99 % success do not make 297 %), so the user is told to aggregate in Pro
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final
 
 import httpx
 
-ErrorKind = Literal[
-    "unreachable",  # connection refused, DNS failure, TLS failure
-    "timeout",  # no answer within the client's timeout
-    "http",  # an HTTP error or a body that is not Prometheus' JSON
-    "bad-query",  # Prometheus refused the query (errorType bad_data): fix the PromQL
-    "execution",  # Prometheus accepted the query but failed running it
-    "unexpected-result",  # a range vector or string where a number was expected
-    "multiple-series",  # several series where one number was expected
-]
+from modelship_operator.analysis.results import (
+    ErrorKind,
+    NoValues,
+    QueryError,
+    QueryResult,
+    Sample,
+    Value,
+    Vector,
+    VectorResult,
+)
 
 DEFAULT_TIMEOUT: Final = 5.0
 #: Longest error text kept (it ends up in status and Events).
 MAX_MESSAGE: Final = 400
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One series of an instant vector: its labels and value."""
-
-    labels: Mapping[str, str]
-    value: float
-
-
-@dataclass(frozen=True)
-class Value:
-    """Exactly one number. ``labels`` are those of the series (empty for a scalar)."""
-
-    value: float
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def is_nan(self) -> bool:
-        return math.isnan(self.value)
-
-
-@dataclass(frozen=True)
-class NoValues:
-    """The query ran and matched nothing."""
-
-    query: str
-
-
-@dataclass(frozen=True)
-class QueryError:
-    """The query could not be answered; ``message`` says why, in Prometheus' words if any."""
-
-    kind: ErrorKind
-    message: str
-    query: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Vector:
-    """Every sample of an instant vector (possibly none)."""
-
-    samples: tuple[Sample, ...]
-
-
-QueryResult = Value | NoValues | QueryError
-VectorResult = Vector | QueryError
-
-
-class MetricsSource(Protocol):
-    """What the analysis needs from a metrics backend."""
-
-    async def query(self, promql: str, at: datetime | None = None) -> QueryResult: ...
-
-    async def query_vector(self, promql: str, at: datetime | None = None) -> VectorResult: ...
-
-    async def is_online(self) -> bool: ...
 
 
 def _clip(text: str) -> str:

@@ -16,13 +16,6 @@ from collections.abc import Awaitable
 from datetime import datetime
 
 from modelship_operator.analysis.abtest import Counts, decide
-from modelship_operator.analysis.prometheus import (
-    MetricsSource,
-    QueryError,
-    QueryResult,
-    Value,
-    VectorResult,
-)
 from modelship_operator.analysis.queries import (
     DEFAULT_LABELS,
     LabelScheme,
@@ -35,6 +28,13 @@ from modelship_operator.analysis.queries import (
     metric_query,
     requests_query,
     value_distribution_query,
+)
+from modelship_operator.analysis.results import (
+    MetricsSource,
+    QueryError,
+    QueryResult,
+    Value,
+    VectorResult,
 )
 from modelship_operator.analysis.shadow import judge_agreement
 from modelship_operator.analysis.stepper import (

@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from modelship_operator.analysis.prometheus import (
+from modelship_operator.analysis.results import (
     QueryError,
     QueryResult,
     Sample,

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from modelship_operator.analysis.prometheus import NoValues, QueryError, QueryResult, Value
+from modelship_operator.analysis.results import NoValues, QueryError, QueryResult, Value
 from modelship_operator.spec import MetricCheck, Variant
 from modelship_operator.status import AnalysisResult, Verdict
 
