@@ -209,7 +209,13 @@ def deploy(env: Env, ns: str, name: str, stable: Stored, canary: Stored | None,
 
     until(answers, f"{name}'s router to answer", 30, lambda: explain(env, ns, name), 0.2)
     if canary is not None:
-        env.apply(ns, model_deployment(name, canary.ref(canary_version), rollout))
+        candidate = canary.ref(canary_version)
+        env.apply(ns, model_deployment(name, candidate, rollout))
+        # Returns once the operator has taken the rollout up, so what a test records next
+        # starts from it (never from the Idle before it).
+        wait_for(env, ns, name, lambda s: ((s.get("rollout") or {}).get("candidate") or {})
+                 .get("version") == candidate["version"] and s.get("phase") == "Progressing",
+                 f"the rollout of {candidate['version']} to start", 60)  # fmt: skip
     return url
 
 

@@ -34,9 +34,11 @@ pytestmark = ROLLOUT_MARKS
 NAME = "gitops"
 #: Long enough for the operator to act on a re-applied manifest (an analysis interval).
 SETTLE = 6
+# 3.0.0 is about 40 points worse than stable on accuracy; the margin leaves room for the
+# sampling noise of a few dozen labelled answers per window (4.0.0 is 2.0.0's artifact).
 METRICS = [
     {"name": "success-rate", "min": 99},
-    {"name": "accuracy", "compareTo": "stable", "margin": {"absolute": 2}},
+    {"name": "accuracy", "compareTo": "stable", "margin": {"absolute": 10}},
 ]
 
 
@@ -47,7 +49,7 @@ def promoted_to(version: str) -> Any:
 def test_a_gitops_history_converges_at_every_commit(rollout: Rollout) -> None:
     env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, v2, v3 = models["1.0.0"], models["2.0.0"], models["3.0.0"]
-    rules = strategy(metrics=METRICS, minSamples=20)
+    rules = strategy(metrics=METRICS, minSamples=20, maxFailedChecks=2)
 
     def commit(model: dict[str, Any]) -> None:
         env.apply(ns, model_deployment(NAME, model, rules))
@@ -58,7 +60,7 @@ def test_a_gitops_history_converges_at_every_commit(rollout: Rollout) -> None:
         return {"spec": body["spec"], "generation": body["metadata"]["generation"]}
 
     # v1: the first apply deploys it directly.
-    base = deploy(env, ns, NAME, v1, None, metrics=METRICS, minSamples=20)
+    base = deploy(env, ns, NAME, v1, None, metrics=METRICS, minSamples=20, maxFailedChecks=2)
     first = wait_for(env, ns, NAME, lambda s: serving(s, "1.0.0"), "1.0.0 to serve", 60)
     assert first["phase"] == "Idle" and not first.get("history"), first
     with Recorder(env, ns, NAME) as rec, traffic(base, NAME, v1, seconds=420) as stats:
