@@ -58,7 +58,10 @@ bench: venv ## Run the benchmarks under bench/ (side by side, ratios)
 	@for b in bench/run_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit 1; done
 
 .PHONY: lock
-lock: venv ## Re-resolve requirements/lock.txt (UPGRADE=1 to take new versions) and the images' subsets
+lock: ## Re-resolve requirements/lock.txt (UPGRADE=1 to take new versions) and the images' subsets
+	@# Only uv is needed: a dependency just added to pyproject.toml is not in the old lock yet,
+	@# so a full `make venv` would fail its pip check before the lock could be re-resolved.
+	@[ -x "$(VENV)/bin/uv" ] || $(MAKE) --no-print-directory venv
 	@scripts/lock.sh
 
 # Daemonless by default (buildah on a Debian base made here, cached by inputs: docs/images.md).
