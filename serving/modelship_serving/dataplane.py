@@ -35,6 +35,7 @@ from .fastpath import Prediction, RowPrediction, SklearnPath
 from .feedback import PredictionStore, score_feedback
 from .loading import LoadedModel
 from .metrics import ServingMetrics
+from .responses import Reply
 
 log = logging.getLogger("modelship.serving")
 
@@ -177,7 +178,9 @@ class DataPlane:
         features, want_proba = decode_v1(payload, self.signature, self.limits)
         return self._v1_response(features, self._run(features, want_proba), request_id)
 
-    async def v1_predict(self, body: bytes, request_id: str) -> bytes:
+    async def v1_predict(
+        self, body: bytes, request_id: str, header_length: int | None = None
+    ) -> bytes:
         payload = parse_json(body)
         row = self._single_row(payload, v2=False)
         if row is not None:
@@ -211,7 +214,9 @@ class DataPlane:
         prediction = self._run(request.features, "predict_proba" in request.outputs)
         return self._v2_response(request, prediction, request_id)
 
-    async def v2_infer(self, body: bytes, request_id: str) -> bytes:
+    async def v2_infer(
+        self, body: bytes, request_id: str, header_length: int | None = None
+    ) -> bytes | Reply:
         payload = parse_json(body)
         row = self._single_row(payload, v2=True)
         if row is not None:

@@ -452,7 +452,7 @@ def agrees_with_sklearn(path: Any, reference: SklearnPath, batch: np.ndarray) ->
     else:
         same = bool(np.array_equal(got.labels, expected.labels))
     if want_proba and expected.proba is not None:
-        same = same and np.allclose(got.proba, expected.proba, rtol=RTOL, atol=ATOL)  # type: ignore[arg-type]
+        same = same and np.allclose(got.proba, expected.proba, rtol=RTOL, atol=ATOL)
     if same and getattr(path, "rows_supported", False):
         same = rows_agree(path, expected, batch[:ROW_PROBES], want_proba)
     return bool(same)
@@ -489,7 +489,7 @@ def quiet_feature_name_warnings() -> None:
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
-def choose_path(estimator: Any, mode: str) -> Any:
+def choose_path(estimator: Any, mode: str, signature: Any = None) -> Any:
     """The fastest path that covers ``estimator`` and agrees with scikit-learn on a probe batch
     (``mode='sklearn'`` forces the reference path)."""
     reference = SklearnPath(estimator)

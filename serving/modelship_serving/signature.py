@@ -26,6 +26,20 @@ class ModelSignature:
         """True when the artifact was saved with another scikit-learn than the one serving it."""
         return self.sklearn_version_saved != self.sklearn_version_runtime
 
+    def drift_features(self) -> tuple[str, ...]:
+        """Names of the numeric input features the drift summary follows."""
+        return self.feature_names or tuple(str(i) for i in range(self.n_features))
+
+    def v2_inputs(self) -> list[dict[str, Any]]:
+        return [{"name": "input-0", "datatype": "FP64", "shape": [-1, self.n_features]}]
+
+    def v2_outputs(self) -> list[dict[str, Any]]:
+        outputs: list[dict[str, Any]] = [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+        if self.has_predict_proba:
+            n = len(self.classes or ())
+            outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, n]})
+        return outputs
+
     def as_json(self) -> dict[str, Any]:
         """JSON-friendly description for the metadata endpoints."""
         return {
