@@ -243,13 +243,19 @@ def _tensor(entry: Any, index: int, limits: Limits) -> tuple[str, list[int], np.
         raise ServingError(
             422, f"{where}.datatype {_describe(datatype)} is not one of {sorted(V2_DATATYPES)}"
         )
-    if type(data) is not list:
-        raise ServingError(422, f"{where}.data must be a list")
     if shape[0] > limits.max_rows:
         raise ServingError(
             413, f"{where} has {shape[0]} rows; at most {limits.max_rows} per request"
         )
     size = math.prod(shape)
+    if isinstance(data, np.ndarray):  # binary data (binary.py): already typed and sized
+        if data.size != size:
+            raise ServingError(
+                422, f"{where} has {data.size} values but shape {shape} needs {size}"
+            )
+        return name, shape, data.astype(np.float64).reshape(shape)
+    if type(data) is not list:
+        raise ServingError(422, f"{where}.data must be a list")
     if data and type(data[0]) is list:
         data = _flatten(data, f"{where}.data")
     if len(data) != size:
@@ -401,7 +407,7 @@ def decode_v2(payload: Any, signature: ModelSignature, limits: Limits) -> V2Requ
     # Integer and boolean tensors are always finite; FP64 data is checked by its sum (inf and NaN
     # propagate) before looking element by element; FP16/FP32 may overflow when cast.
     datatypes = {entry["datatype"] for entry in inputs}
-    if datatypes == {"FP64"} and len(tensors) == 1:
+    if datatypes == {"FP64"} and len(tensors) == 1 and type(inputs[0]["data"]) is list:
         if not math.isfinite(sum(_flat_data(inputs[0]["data"]))):
             _check_finite(features, limits, "inputs")
     elif datatypes & V2_FLOAT_TYPES:

@@ -71,6 +71,10 @@ class SklearnPath:
         proba = np.asarray(self.estimator.predict_proba(features)) if want_proba else None
         return Prediction(labels, indices, proba)
 
+    def run_frame(self, frame: Any, want_proba: bool) -> Prediction:
+        """The same on a pandas DataFrame (tabular models)."""
+        return self.run(frame, want_proba)
+
 
 @dataclass(frozen=True, slots=True)
 class RowPrediction:
