@@ -78,7 +78,11 @@ class DataPlane:
         # Named, mixed-type columns: requests become validated columns (tabular.py), not a matrix.
         self.tabular = self.signature.tabular
         self._drift_names = self.signature.drift_features() if self.tabular else ()
-        self._run_table_fast = getattr(path, "run_table", None)
+        # The compiled tabular path assumes missing values only where an imputer fills them;
+        # with non-finite input allowed, scikit-learn judges every table.
+        self._run_table_fast = (
+            None if settings.allow_non_finite else getattr(path, "run_table", None)
+        )
 
     def _run(self, features: np.ndarray, want_proba: bool) -> Prediction:
         path = self.path

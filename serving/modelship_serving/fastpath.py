@@ -495,10 +495,15 @@ def quiet_feature_name_warnings() -> None:
 
 def choose_path(estimator: Any, mode: str, signature: Any = None) -> Any:
     """The fastest path that covers ``estimator`` and agrees with scikit-learn on a probe batch
-    (``mode='sklearn'`` forces the reference path)."""
+    (``mode='sklearn'`` forces the reference path); tabular models (``signature.tabular``) get
+    the numpy-tabular path (tabular_path.py) or scikit-learn on a DataFrame."""
     reference = SklearnPath(estimator)
     if mode == "sklearn":
         return reference
+    if signature is not None and signature.tabular:
+        from .tabular_path import choose_tabular_path
+
+        return choose_tabular_path(estimator, reference, signature)
     try:
         compiled = compile_estimator(estimator)
     except NotImplementedError as exc:
