@@ -4,12 +4,14 @@ every input form gives scikit-learn's own predictions, and bad columns get a 422
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from serving_helpers import Server
+from modelship_serving.artifacts import save_model
+from serving_helpers import Server, start_server, stop_server
 from tabular_models import COLUMNS, TabularArtifact, churn_frame, records
 
 
@@ -211,6 +213,7 @@ def test_metadata_describes_each_column(churn_server: Server, strict_server: Ser
     assert inputs["plan"]["parameters"]["nullable"] is True
     assert inputs["tenure"]["datatype"] == "INT64"  # from the example frame
     assert churn["parameters"]["signature_source"] == "saved"
+    assert churn["parameters"]["inference_path"] == "numpy-tabular"
     assert churn["parameters"]["tabular"] is True
     assert churn["outputs"][0] == {
         "name": "predict",
@@ -225,3 +228,55 @@ def test_metadata_describes_each_column(churn_server: Server, strict_server: Ser
     assert "nullable" not in columns["tenure"]["parameters"]
     assert strict["outputs"][0]["datatype"] == "BYTES"
     assert strict["outputs"][1]["shape"] == [-1, 2]
+
+
+def test_uncovered_pipeline_is_served_by_scikit_learn_on_a_dataframe(tmp_path: Path) -> None:
+    """OrdinalEncoder and a categorical dtype: no numpy-tabular, the same answers."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    frame, y = churn_frame(400, seed=4, missing=False)
+    frame["region"] = frame["region"].astype("category")
+    columns = ColumnTransformer(
+        [
+            (
+                "c",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                ["plan", "region"],
+            )
+        ],
+        remainder="passthrough",
+    )
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0)
+    est = Pipeline([("ct", columns), ("m", model)]).fit(frame, y)
+    path = tmp_path / "ordinal.skops"
+    artifact = TabularArtifact(path, save_model(est, path, example=frame.head()), frame, y, est)
+    server = start_server(tmp_path, artifact, "--sha256", artifact.sha256, name="ordinal")
+    try:
+        meta = server.client.get("/v2/models/ordinal").json()
+        assert meta["parameters"]["inference_path"] == "sklearn"
+        region = next(i for i in meta["inputs"] if i["name"] == "region")
+        assert region["parameters"]["dtype"] == "category"
+        test, _ = churn_frame(25, seed=6, missing=False)
+        test["region"] = pd.Categorical(test["region"], categories=frame["region"].cat.categories)
+        response = server.client.post(
+            "/v1/models/ordinal:predict", json={"instances": records(test), "probabilities": True}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == est.predict(test).tolist()
+        np.testing.assert_allclose(
+            response.json()["probabilities"], est.predict_proba(test), rtol=1e-9, atol=1e-12
+        )
+        row = {"plan": "x", "region": "mars", "tenure": 1, "spend": 2.0}
+        unknown = server.client.post("/v1/models/ordinal:predict", json={"instances": [row]})
+        assert unknown.status_code == 200, unknown.text  # the encoder's unknown_value
+        alone = pd.DataFrame([row]).astype({"region": frame["region"].dtype})
+        assert unknown.json()["predictions"] == est.predict(alone).tolist()
+        wrong = server.client.post(
+            "/v1/models/ordinal:predict", json={"instances": [{**row, "tenure": "1"}]}
+        )
+        assert wrong.status_code == 422 and "'tenure'" in wrong.json()["error"]
+    finally:
+        stop_server(server)
