@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
-STAMP       := $(VENV)/.installed-$(shell cat pyproject.toml requirements/lock.txt | sha256sum | cut -c1-12)
+STAMP       := $(VENV)/.installed-$(shell cat pyproject.toml client/pyproject.toml requirements/lock.txt | sha256sum | cut -c1-12)
 CLUSTER     := $(VENV)/bin/modelship-cluster
 PYTEST_ARGS ?=
 
@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements/lock.txt
+$(STAMP): pyproject.toml client/pyproject.toml requirements/lock.txt
 	@scripts/bootstrap-venv.sh "$(VENV)"
 	@touch "$@"
 
