@@ -203,7 +203,29 @@ def decode_v1(payload: Any, signature: ModelSignature, limits: Limits) -> tuple[
         raise ServingError(422, "send exactly one of 'instances' or 'inputs'")
     key = "instances" if has_instances else "inputs"
     proba = v1_wants_proba(payload, signature)
-    return rows_to_matrix(payload[key], signature, limits, key), proba
+    rows = payload[key]
+    if type(rows) is dict:
+        rows = _rows_from_columns(rows, signature, key)
+    return rows_to_matrix(rows, signature, limits, key), proba
+
+
+def _rows_from_columns(columns: dict[str, Any], signature: ModelSignature, where: str) -> Any:
+    """Columnar V1 ``{"feature": [values...]}`` as rows, for models with feature names."""
+    names = signature.feature_names
+    if names is None:
+        raise ServingError(
+            422, f"{where} is an object of columns, but the model was fitted without feature names"
+        )
+    if columns.keys() != set(names):
+        missing = sorted(set(names) - columns.keys())
+        unknown = sorted(str(k) for k in columns.keys() - set(names))
+        raise ServingError(
+            422, f"{where} has missing features {missing[:10]} and unknown features {unknown[:10]}"
+        )
+    values = [columns[n] for n in names]
+    if any(type(v) is not list for v in values) or len({len(v) for v in values}) != 1:
+        raise ServingError(422, f"{where}: every column must be a list of the same length")
+    return [list(row) for row in zip(*values, strict=True)]
 
 
 def _flatten(data: list[Any], where: str) -> list[Any]:

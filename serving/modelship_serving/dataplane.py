@@ -3,7 +3,10 @@
 The protocol-level fast lane, the ASGI lane and the FastAPI routes all call these methods, so
 behaviour is identical whichever path a request takes. A one-row request to a model whose
 inference path has ``run_row`` (linear models) stays in plain Python values from the parsed JSON
-to the encoded answer; everything else goes through NumPy arrays.
+to the encoded answer; everything else goes through NumPy arrays. Tabular models (named,
+mixed-type columns) decode into validated columns (tabular.py) for numpy-tabular or, built into
+a DataFrame, for scikit-learn. V2 bodies may use the binary tensor extension (binary.py) in
+and out.
 """
 
 from __future__ import annotations

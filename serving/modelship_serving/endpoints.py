@@ -10,11 +10,12 @@ The served model's inference paths are also answered by the ASGI front and the p
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -39,7 +40,7 @@ from .schemas import (
 )
 
 REQUEST_ID_SCOPE_KEY = "modelship.request_id"
-BodyReader = Callable[[Request], Any]
+BodyReader = Callable[[Request], Awaitable[bytes]]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 413, 422, 503)
 }
@@ -178,8 +179,6 @@ class Endpoints:
 
 
 def _json_string(text: str) -> bytes:
-    import orjson
-
     return orjson.dumps(text)
 
 

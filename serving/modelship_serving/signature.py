@@ -134,8 +134,12 @@ class ModelSignature:
         return inputs
 
     def v2_outputs(self) -> list[dict[str, Any]]:
-        predict: dict[str, Any] = {"name": "predict", "datatype": self.predict_datatype}
-        predict["shape"] = [-1]
+        """OIP metadata outputs: predict (with the classes) and predict_proba when it exists."""
+        predict: dict[str, Any] = {
+            "name": "predict",
+            "datatype": self.predict_datatype,
+            "shape": [-1],
+        }
         outputs = [predict]
         if self.classes is not None:
             predict["parameters"] = {"classes": list(self.classes)}
@@ -361,8 +365,6 @@ def _apply_example(info: dict[str, dict[str, Any]], example: Any, names: tuple[s
             found["datatype"] = "FP64"
         elif found.get("datatype") != "ANY":
             found["datatype"] = "BYTES"
-        if found.get("datatype") == "ANY":
-            continue
 
 
 def signature_of(

@@ -280,3 +280,20 @@ def test_uncovered_pipeline_is_served_by_scikit_learn_on_a_dataframe(tmp_path: P
         assert wrong.status_code == 422 and "'tenure'" in wrong.json()["error"]
     finally:
         stop_server(server)
+
+
+def test_numeric_columns_feed_the_drift_summary(churn_server: Server) -> None:
+    rows = [
+        {"plan": "pro", "region": "eu", "tenure": 10, "spend": None},
+        {"plan": "basic", "region": "us", "tenure": 30, "spend": 50.0},
+    ]
+    response = churn_server.client.post("/v1/models/churn:predict", json={"instances": rows})
+    assert response.status_code == 200, response.text
+    text = churn_server.client.get("/metrics").text
+    medians = {}
+    for line in text.splitlines():
+        if line.startswith("modelship_input_feature_window_quantile{") and 'quantile="0.5"' in line:
+            feature = line.split('feature="')[1].split('"')[0]
+            medians[feature] = float(line.rsplit(" ", 1)[1])
+    assert set(medians) == {"tenure", "spend"}  # the string columns have no quantiles
+    assert all(value == value for value in medians.values())  # a missing spend is no NaN
