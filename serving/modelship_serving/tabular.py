@@ -432,7 +432,11 @@ def to_frame(table: Table, signature: ModelSignature) -> Any:
         values = table.columns[column.name]
         dtype = column.dtype
         if dtype == "category" and column.categories is not None:
-            data[column.name] = pd.Categorical(values, categories=list(column.categories))
+            # Unseen values become missing, as pandas does when casting to the dtype (by codes:
+            # pandas is deprecating values outside the categories in the constructor).
+            categories = pd.Index(list(column.categories))
+            codes = categories.get_indexer(pd.Index(values, dtype=object))
+            data[column.name] = pd.Categorical.from_codes(codes, categories=categories)
         elif column.datatype == "INT64" and dtype.startswith(("int", "uint")):
             data[column.name] = values if np.isnan(values).any() else values.astype(dtype)
         elif column.datatype == "BOOL" and values.dtype == bool:

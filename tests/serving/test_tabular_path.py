@@ -18,6 +18,7 @@ from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.ensemble import ExtraTreesRegressor, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import (
     MinMaxScaler,
@@ -75,7 +76,7 @@ COVERED: dict[str, Callable[[], Pipeline]] = {
                     (
                         "c",
                         imputed_onehot(handle_unknown="ignore", sparse_output=False),
-                        make_column_selector(dtype_include=object),
+                        make_column_selector(dtype_include=[object, "str"]),
                     ),
                     (
                         "n",
@@ -164,7 +165,7 @@ FALLBACK: dict[str, Callable[[], Pipeline]] = {
                     (
                         "c",
                         make_pipeline(
-                            SimpleImputer(strategy="most_frequent"), TargetEncoder(random_state=0)
+                            SimpleImputer(strategy="most_frequent"), TargetEncoder(cv=KFold(5))
                         ),
                         CAT,
                     ),
