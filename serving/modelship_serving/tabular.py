@@ -32,6 +32,9 @@ from .signature import Column, ModelSignature
 
 _NUMBERS = frozenset({int, float})
 _SCALARS = frozenset({int, float, str, bool, type(None)})
+# What a tensor's JSON data may hold, by datatype (null where the column allows missing values).
+_NUMERIC_VALUES = frozenset({int, float, type(None)})
+_ALLOWED = {"BYTES": frozenset({str, type(None)}), "BOOL": frozenset({bool, type(None)})}
 _V2_TYPES = frozenset(
     {
         "BOOL",
@@ -58,11 +61,13 @@ class Table:
     columns: dict[str, np.ndarray]
     rows: int
 
-    def numeric(self, names: tuple[str, ...]) -> np.ndarray:
-        """The named numeric columns as one float matrix (for the drift summary)."""
-        if not names:
-            return np.empty((self.rows, 0))
-        return np.column_stack([self.columns[n] for n in names]).astype(np.float64, copy=False)
+    def numeric(self, names: tuple[str, ...] | list[str]) -> np.ndarray:
+        """The named numeric columns as one float matrix (rows x names)."""
+        out = np.empty((self.rows, len(names)))
+        columns = self.columns
+        for j, name in enumerate(names):
+            out[:, j] = columns[name]
+        return out
 
 
 @dataclass(slots=True)
@@ -180,6 +185,8 @@ def _numeric(column: Column, values: Any, limits: Limits, where: str) -> np.ndar
             raise ServingError(
                 422, f"{where}column {column.name!r} holds a number too large for float64"
             ) from None
+        if len(values) == 1 and math.isfinite(array[0]) and column.categories is None:
+            return array  # the common one-row request: nothing more to check
     if not limits.allow_non_finite:
         finite = np.isfinite(array)
         if not finite.all():
@@ -323,7 +330,9 @@ def _tensor_values(entry: Any, index: int, limits: Limits) -> tuple[str, list[in
     if (
         type(shape) is not list
         or not 1 <= len(shape) <= 2
-        or not all(type(d) is int and d >= 0 for d in shape)
+        or type(shape[0]) is not int
+        or shape[0] < 0
+        or (len(shape) == 2 and (type(shape[1]) is not int or shape[1] < 0))
     ):
         raise ServingError(422, f"{where}.shape must be [rows] or [rows, columns]")
     if datatype not in _V2_TYPES:
@@ -339,32 +348,14 @@ def _tensor_values(entry: Any, index: int, limits: Limits) -> tuple[str, list[in
         if type(data) is not list:
             raise ServingError(422, f"{where}.data must be a list")
         values = _flatten(data, f"{where}.data") if data and type(data[0]) is list else data
-        if not set(map(type, values)) <= _SCALARS:
-            j, value = next((j, v) for j, v in enumerate(values) if type(v) not in _SCALARS)
+        allowed = _ALLOWED.get(datatype, _NUMERIC_VALUES)
+        if not set(map(type, values)) <= allowed:
+            j, value = next((j, v) for j, v in enumerate(values) if type(v) not in allowed)
+            if type(value) in _SCALARS:
+                raise ServingError(
+                    422, f"{where} ({name!r}) is {datatype} but holds {_describe(value)}"
+                )
             raise ServingError(422, f"{where}.data[{j}] is {_describe(value)}, not a value")
-        if datatype == "BYTES":
-            bad = next((v for v in values if type(v) is not str and v is not None), None)
-            if bad is not None:
-                raise ServingError(
-                    422, f"{where} ({name!r}) is BYTES but holds {_describe(bad)}, not a string"
-                )
-        elif datatype == "BOOL":
-            bad = next((v for v in values if type(v) is not bool and v is not None), None)
-            if bad is not None:
-                raise ServingError(422, f"{where} ({name!r}) is BOOL but holds {_describe(bad)}")
-        else:
-            bad = next(
-                (
-                    v
-                    for v in values
-                    if type(v) is not int and type(v) is not float and v is not None
-                ),
-                None,
-            )
-            if bad is not None:
-                raise ServingError(
-                    422, f"{where} ({name!r}) is {datatype} but holds {_describe(bad)}"
-                )
     if len(values) != size:
         raise ServingError(
             422, f"{where}.data has {len(values)} values but shape {shape} needs {size}"

@@ -101,7 +101,7 @@ def _branch(transformer: Any, names: list[str], spec: dict[str, Column]) -> Bloc
     if _is_identity(transformer):
         if not numeric:
             raise NotImplementedError("passthrough of a non-numeric column")
-        return lambda table: np.column_stack([table.columns[n] for n in names])
+        return lambda table: table.numeric(names)
     steps = (
         [s for _, s in transformer.steps if s not in (None, "passthrough")]
         if _qualname(transformer) == "sklearn.pipeline.Pipeline"
@@ -130,7 +130,7 @@ def _branch(transformer: Any, names: list[str], spec: dict[str, Column]) -> Bloc
     fill_row = np.asarray(fills, dtype=np.float64) if fills is not None else None
 
     def block(table: Table) -> np.ndarray:
-        x = np.column_stack([table.columns[n] for n in names])
+        x = table.numeric(names)
         if fill_row is not None:
             missing = np.isnan(x)
             if missing.any():
