@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 from .codec import decode_v2, encode_v1, encode_v2, is_frame
-from .errors import ConnectionFailed, ProtocolError, Timeout, error_for
+from .errors import ConnectionFailed, ProtocolError, ServerError, Timeout, error_for
 
 Protocol = Literal["v1", "v2"]
 
@@ -153,8 +153,8 @@ class ModelshipClient:
             self._send("GET", self._model_path("/ready"))
         except (ConnectionFailed, Timeout):
             return False
-        except Exception as exc:
-            if getattr(exc, "status", None) in (404, 503):
+        except ServerError as exc:
+            if exc.status in (404, 503):
                 return False
             raise
         return True
