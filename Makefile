@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
-STAMP       := $(VENV)/.installed-$(shell cat pyproject.toml requirements/lock.txt | sha256sum | cut -c1-12)
+STAMP       := $(VENV)/.installed-$(shell cat pyproject.toml client/pyproject.toml requirements/lock.txt | sha256sum | cut -c1-12)
 CLUSTER     := $(VENV)/bin/modelship-cluster
 PYTEST_ARGS ?=
 
@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements/lock.txt
+$(STAMP): pyproject.toml client/pyproject.toml requirements/lock.txt
 	@scripts/bootstrap-venv.sh "$(VENV)"
 	@touch "$@"
 
@@ -58,7 +58,10 @@ bench: venv ## Run the benchmarks under bench/ (side by side, ratios)
 	@for b in bench/run_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit 1; done
 
 .PHONY: lock
-lock: venv ## Re-resolve requirements/lock.txt (UPGRADE=1 to take new versions) and the images' subsets
+lock: ## Re-resolve requirements/lock.txt (UPGRADE=1 to take new versions) and the images' subsets
+	@# Only uv is needed: a dependency just added to pyproject.toml is not in the old lock yet,
+	@# so a full `make venv` would fail its pip check before the lock could be re-resolved.
+	@[ -x "$(VENV)/bin/uv" ] || $(MAKE) --no-print-directory venv
 	@scripts/lock.sh
 
 # Daemonless by default (buildah on a Debian base made here, cached by inputs: docs/images.md).

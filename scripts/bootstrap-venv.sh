@@ -20,5 +20,8 @@ echo "==> installing requirements/lock.txt and modelship (editable) into $venv (
   | grep -vE '^(Requirement already satisfied|  )' || true
 # The build backend is in the lock too: no unpinned download for the editable install.
 "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e '.[dev]'
+# The Python client is its own distribution (client/pyproject.toml); its dependencies are in
+# the lock through modelship's.
+"$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e client/
 "$venv/bin/python" -m pip check
 echo "==> $venv ready"

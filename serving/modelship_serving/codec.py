@@ -203,7 +203,29 @@ def decode_v1(payload: Any, signature: ModelSignature, limits: Limits) -> tuple[
         raise ServingError(422, "send exactly one of 'instances' or 'inputs'")
     key = "instances" if has_instances else "inputs"
     proba = v1_wants_proba(payload, signature)
-    return rows_to_matrix(payload[key], signature, limits, key), proba
+    rows = payload[key]
+    if type(rows) is dict:
+        rows = _rows_from_columns(rows, signature, key)
+    return rows_to_matrix(rows, signature, limits, key), proba
+
+
+def _rows_from_columns(columns: dict[str, Any], signature: ModelSignature, where: str) -> Any:
+    """Columnar V1 ``{"feature": [values...]}`` as rows, for models with feature names."""
+    names = signature.feature_names
+    if names is None:
+        raise ServingError(
+            422, f"{where} is an object of columns, but the model was fitted without feature names"
+        )
+    if columns.keys() != set(names):
+        missing = sorted(set(names) - columns.keys())
+        unknown = sorted(str(k) for k in columns.keys() - set(names))
+        raise ServingError(
+            422, f"{where} has missing features {missing[:10]} and unknown features {unknown[:10]}"
+        )
+    values = [columns[n] for n in names]
+    if any(type(v) is not list for v in values) or len({len(v) for v in values}) != 1:
+        raise ServingError(422, f"{where}: every column must be a list of the same length")
+    return [list(row) for row in zip(*values, strict=True)]
 
 
 def _flatten(data: list[Any], where: str) -> list[Any]:
@@ -243,13 +265,19 @@ def _tensor(entry: Any, index: int, limits: Limits) -> tuple[str, list[int], np.
         raise ServingError(
             422, f"{where}.datatype {_describe(datatype)} is not one of {sorted(V2_DATATYPES)}"
         )
-    if type(data) is not list:
-        raise ServingError(422, f"{where}.data must be a list")
     if shape[0] > limits.max_rows:
         raise ServingError(
             413, f"{where} has {shape[0]} rows; at most {limits.max_rows} per request"
         )
     size = math.prod(shape)
+    if isinstance(data, np.ndarray):  # binary data (binary.py): already typed and sized
+        if data.size != size:
+            raise ServingError(
+                422, f"{where} has {data.size} values but shape {shape} needs {size}"
+            )
+        return name, shape, data.astype(np.float64).reshape(shape)
+    if type(data) is not list:
+        raise ServingError(422, f"{where}.data must be a list")
     if data and type(data[0]) is list:
         data = _flatten(data, f"{where}.data")
     if len(data) != size:
@@ -401,7 +429,7 @@ def decode_v2(payload: Any, signature: ModelSignature, limits: Limits) -> V2Requ
     # Integer and boolean tensors are always finite; FP64 data is checked by its sum (inf and NaN
     # propagate) before looking element by element; FP16/FP32 may overflow when cast.
     datatypes = {entry["datatype"] for entry in inputs}
-    if datatypes == {"FP64"} and len(tensors) == 1:
+    if datatypes == {"FP64"} and len(tensors) == 1 and type(inputs[0]["data"]) is list:
         if not math.isfinite(sum(_flat_data(inputs[0]["data"]))):
             _check_finite(features, limits, "inputs")
     elif datatypes & V2_FLOAT_TYPES:

@@ -3,7 +3,10 @@
 The protocol-level fast lane, the ASGI lane and the FastAPI routes all call these methods, so
 behaviour is identical whichever path a request takes. A one-row request to a model whose
 inference path has ``run_row`` (linear models) stays in plain Python values from the parsed JSON
-to the encoded answer; everything else goes through NumPy arrays.
+to the encoded answer; everything else goes through NumPy arrays. Tabular models (named,
+mixed-type columns) decode into validated columns (tabular.py) for numpy-tabular or, built into
+a DataFrame, for scikit-learn. V2 bodies may use the binary tensor extension (binary.py) in
+and out.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import anyio.to_thread
 import numpy as np
 import orjson
 
+from .binary import binary_outputs, encode_binary, split_binary_request
 from .codec import (
     Limits,
-    V2Request,
     decode_v1,
     decode_v2,
     encode_v2_output,
@@ -35,8 +38,15 @@ from .fastpath import Prediction, RowPrediction, SklearnPath
 from .feedback import PredictionStore, score_feedback
 from .loading import LoadedModel
 from .metrics import ServingMetrics
+from .responses import Reply, binary_reply
+from .tabular import Table, decode_v1_table, decode_v2_table, to_frame
 
 log = logging.getLogger("modelship.serving")
+
+
+def _outputs_have_parameters(payload: dict[str, Any]) -> bool:
+    outputs = payload.get("outputs")
+    return type(outputs) is list and any(type(o) is dict and "parameters" in o for o in outputs)
 
 
 class DataPlane:
@@ -68,6 +78,14 @@ class DataPlane:
         classes = getattr(model.estimator, "classes_", None)
         self._label_datatype = v2_datatype(np.asarray(classes)) if self._classifier else "FP64"
         self._proba_shape = [1, len(classes) if classes is not None else 0]
+        # Named, mixed-type columns: requests become validated columns (tabular.py), not a matrix.
+        self.tabular = self.signature.tabular
+        self._drift_names = self.signature.drift_features() if self.tabular else ()
+        # The compiled tabular path assumes missing values only where an imputer fills them;
+        # with non-finite input allowed, scikit-learn judges every table.
+        self._run_table_fast = (
+            None if settings.allow_non_finite else getattr(path, "run_table", None)
+        )
 
     def _run(self, features: np.ndarray, want_proba: bool) -> Prediction:
         path = self.path
@@ -78,6 +96,20 @@ class DataPlane:
             return path.run(features, want_proba)  # type: ignore[no-any-return]
         except (ValueError, TypeError) as exc:
             raise ServingError(422, f"the model rejected the input: {exc}") from None
+
+    def _run_table(self, table: Table, want_proba: bool) -> Prediction:
+        try:
+            if self._run_table_fast is not None:
+                return self._run_table_fast(table, want_proba)  # type: ignore[no-any-return]
+            return self.reference.run_frame(to_frame(table, self.signature), want_proba)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            # scikit-learn's own refusal of a value the signature let through
+            raise ServingError(422, f"the model rejected the input: {exc}") from None
+
+    async def _infer_table(self, table: Table, want_proba: bool) -> Prediction:
+        if table.rows > self.settings.inline_max_rows:
+            return await anyio.to_thread.run_sync(self._run_table, table, want_proba)
+        return self._run_table(table, want_proba)
 
     async def _infer(self, features: np.ndarray, want_proba: bool) -> Prediction:
         if features.shape[0] > self.settings.inline_max_rows:
@@ -155,6 +187,8 @@ class DataPlane:
         if self._row_path is None or type(payload) is not dict:
             return None
         if v2:
+            if "parameters" in payload or _outputs_have_parameters(payload):
+                return None  # binary outputs and other options: the general path
             return v2_single_row(payload, self._n_features)
         return v1_single_row(payload, self._n_features)
 
@@ -171,14 +205,24 @@ class DataPlane:
 
     def v1_predict_now(self, body: bytes, request_id: str) -> bytes:
         payload = parse_json(body)
+        if self.tabular:
+            table, want_proba = decode_v1_table(payload, self.signature, self.limits)
+            prediction = self._run_table(table, want_proba)
+            return self._v1_response(self._drift_of(table), prediction, request_id)
         row = self._single_row(payload, v2=False)
         if row is not None:
             return self._v1_row(payload, row, request_id)
         features, want_proba = decode_v1(payload, self.signature, self.limits)
         return self._v1_response(features, self._run(features, want_proba), request_id)
 
-    async def v1_predict(self, body: bytes, request_id: str) -> bytes:
+    async def v1_predict(
+        self, body: bytes, request_id: str, header_length: int | None = None
+    ) -> bytes:
         payload = parse_json(body)
+        if self.tabular:
+            table, want_proba = decode_v1_table(payload, self.signature, self.limits)
+            prediction = await self._infer_table(table, want_proba)
+            return self._v1_response(self._drift_of(table), prediction, request_id)
         row = self._single_row(payload, v2=False)
         if row is not None:
             return self._v1_row(payload, row, request_id)
@@ -186,39 +230,99 @@ class DataPlane:
         prediction = await self._infer(features, want_proba)
         return self._v1_response(features, prediction, request_id)
 
-    def _v2_response(self, request: V2Request, prediction: Prediction, request_id: str) -> bytes:
-        self._record(request.features, prediction, request_id)
-        outputs = []
-        for name in request.outputs:
+    def _drift_of(self, table: Table) -> np.ndarray:
+        return table.numeric(self._drift_names)
+
+    def _v2_response(
+        self,
+        payload: dict[str, Any],
+        outputs: tuple[str, ...],
+        own_id: str | None,
+        features: np.ndarray,
+        prediction: Prediction,
+        request_id: str,
+    ) -> bytes | Reply:
+        self._record(features, prediction, request_id)
+        binary = binary_outputs(payload, outputs)
+        tensors: list[dict[str, Any]] = []
+        blobs: list[bytes] = []
+        for name in outputs:
             values = prediction.labels if name == "predict" else prediction.proba
             assert values is not None
-            outputs.append(encode_v2_output(name, values))
-        return orjson.dumps(
+            if name in binary:
+                datatype = v2_datatype(values)
+                blob = encode_binary(values, datatype)
+                tensors.append(
+                    {
+                        "name": name,
+                        "shape": list(values.shape),
+                        "datatype": datatype,
+                        "parameters": {"binary_data_size": len(blob)},
+                    }
+                )
+                blobs.append(blob)
+            else:
+                tensors.append(encode_v2_output(name, values))
+        header = orjson.dumps(
             {
                 "model_name": self.settings.model_name,
                 "model_version": self.settings.model_version,
-                "id": request.request_id or request_id,
-                "outputs": outputs,
+                "id": own_id or request_id,
+                "outputs": tensors,
             }
         )
+        return binary_reply(header, blobs) if blobs else header
 
-    def v2_infer_now(self, body: bytes, request_id: str) -> bytes:
+    def _v2_payload(self, body: bytes, header_length: int | None) -> Any:
+        if header_length is None:
+            return parse_json(body)
+        return split_binary_request(body, header_length)
+
+    def v2_infer_now(self, body: bytes, request_id: str) -> bytes | Reply:
         payload = parse_json(body)
+        if self.tabular:
+            tables = decode_v2_table(payload, self.signature, self.limits)
+            prediction = self._run_table(tables.table, tables.want_proba)
+            return self._v2_response(
+                payload,
+                tables.outputs,
+                tables.request_id,
+                self._drift_of(tables.table),
+                prediction,
+                request_id,
+            )
         row = self._single_row(payload, v2=True)
         if row is not None:
             return self._v2_row(payload, row, request_id)
         request = decode_v2(payload, self.signature, self.limits)
         prediction = self._run(request.features, "predict_proba" in request.outputs)
-        return self._v2_response(request, prediction, request_id)
+        return self._v2_response(
+            payload, request.outputs, request.request_id, request.features, prediction, request_id
+        )
 
-    async def v2_infer(self, body: bytes, request_id: str) -> bytes:
-        payload = parse_json(body)
+    async def v2_infer(
+        self, body: bytes, request_id: str, header_length: int | None = None
+    ) -> bytes | Reply:
+        payload = self._v2_payload(body, header_length)
+        if self.tabular:
+            tables = decode_v2_table(payload, self.signature, self.limits)
+            prediction = await self._infer_table(tables.table, tables.want_proba)
+            return self._v2_response(
+                payload,
+                tables.outputs,
+                tables.request_id,
+                self._drift_of(tables.table),
+                prediction,
+                request_id,
+            )
         row = self._single_row(payload, v2=True)
         if row is not None:
             return self._v2_row(payload, row, request_id)
         request = decode_v2(payload, self.signature, self.limits)
         prediction = await self._infer(request.features, "predict_proba" in request.outputs)
-        return self._v2_response(request, prediction, request_id)
+        return self._v2_response(
+            payload, request.outputs, request.request_id, request.features, prediction, request_id
+        )
 
     def feedback(self, body: bytes) -> bytes:
         result = score_feedback(parse_json(body), self.store, self._regression)

@@ -2,13 +2,15 @@
 
 Per feature (at most ``max_features`` of them): a running sum (with a row counter, so PromQL can
 take the mean over any window as a ratio of rates), and the mean and quantiles of the most recent
-``window`` rows. A request costs one slice copy into a ring buffer (a one-row request only an
-append to a short list of pending rows, copied in as one block); sums are folded in lazily
+``window`` rows; missing values (NaN, from imputed columns of tabular models) are left out of
+sums, means and quantiles. A request costs one slice copy into a ring buffer (a one-row request
+only an append to a short list of pending rows, copied in as one block); sums are folded in lazily
 (before unsummed rows would be overwritten, and at scrape time), quantiles only at scrape time.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -66,7 +68,7 @@ class DriftSummary:
             self._buffer[self._position] = features[0, : self._k]
             self._position = (self._position + 1) % window
         elif n >= window:
-            self._sums += features[:-window, : self._k].sum(axis=0)
+            self._sums += np.nansum(features[:-window, : self._k], axis=0)
             self._buffer[:] = features[-window:, : self._k]
             self._position = 0
             n = window
@@ -89,10 +91,10 @@ class DriftSummary:
         if u == 0:
             return
         if u <= pos:
-            self._sums += self._buffer[pos - u : pos].sum(axis=0)
+            self._sums += np.nansum(self._buffer[pos - u : pos], axis=0)
         else:
-            self._sums += self._buffer[:pos].sum(axis=0)
-            self._sums += self._buffer[self._window - (u - pos) :].sum(axis=0)
+            self._sums += np.nansum(self._buffer[:pos], axis=0)
+            self._sums += np.nansum(self._buffer[self._window - (u - pos) :], axis=0)
         self._unsummed = 0
 
     def collect(self) -> Iterator[Metric]:
@@ -127,8 +129,10 @@ class DriftSummary:
             sums.add_metric([*values, name], total)
         if self._filled:
             recent = self._buffer[: self._filled]
-            means = recent.mean(axis=0).tolist()
-            qs = np.quantile(recent, QUANTILES, axis=0)
+            with warnings.catch_warnings():  # an all-missing column has no mean: NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                means = np.nanmean(recent, axis=0).tolist()
+                qs = np.nanquantile(recent, QUANTILES, axis=0)
             for j, name in enumerate(self._names):
                 mean.add_metric([*values, name], means[j])
                 for q, row in zip(QUANTILES, qs, strict=True):

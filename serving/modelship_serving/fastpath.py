@@ -71,6 +71,10 @@ class SklearnPath:
         proba = np.asarray(self.estimator.predict_proba(features)) if want_proba else None
         return Prediction(labels, indices, proba)
 
+    def run_frame(self, frame: Any, want_proba: bool) -> Prediction:
+        """The same on a pandas DataFrame (tabular models)."""
+        return self.run(frame, want_proba)
+
 
 @dataclass(frozen=True, slots=True)
 class RowPrediction:
@@ -452,7 +456,7 @@ def agrees_with_sklearn(path: Any, reference: SklearnPath, batch: np.ndarray) ->
     else:
         same = bool(np.array_equal(got.labels, expected.labels))
     if want_proba and expected.proba is not None:
-        same = same and np.allclose(got.proba, expected.proba, rtol=RTOL, atol=ATOL)  # type: ignore[arg-type]
+        same = same and np.allclose(got.proba, expected.proba, rtol=RTOL, atol=ATOL)
     if same and getattr(path, "rows_supported", False):
         same = rows_agree(path, expected, batch[:ROW_PROBES], want_proba)
     return bool(same)
@@ -489,12 +493,17 @@ def quiet_feature_name_warnings() -> None:
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
-def choose_path(estimator: Any, mode: str) -> Any:
+def choose_path(estimator: Any, mode: str, signature: Any = None) -> Any:
     """The fastest path that covers ``estimator`` and agrees with scikit-learn on a probe batch
-    (``mode='sklearn'`` forces the reference path)."""
+    (``mode='sklearn'`` forces the reference path); tabular models (``signature.tabular``) get
+    the numpy-tabular path (tabular_path.py) or scikit-learn on a DataFrame."""
     reference = SklearnPath(estimator)
     if mode == "sklearn":
         return reference
+    if signature is not None and signature.tabular:
+        from .tabular_path import choose_tabular_path
+
+        return choose_tabular_path(estimator, reference, signature)
     try:
         compiled = compile_estimator(estimator)
     except NotImplementedError as exc:

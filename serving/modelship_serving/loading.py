@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlparse
 from .artifacts import sha256_file
 from .config import Settings
 from .errors import ModelLoadError
-from .signature import ModelSignature, signature_of
+from .signature import SIGNATURE_MEMBER, ModelSignature, SavedSignature, signature_of
 
 log = logging.getLogger("modelship.serving")
 
@@ -129,6 +129,24 @@ def _load_skops(path: Path, extra_trusted: list[str]) -> Any:
     return sio.load(path, trusted=sorted(t for t in untrusted if t in allowed))
 
 
+def recorded_signature(path: Path) -> SavedSignature | None:
+    """The columns ``save_model(..., example=)`` recorded in a skops artifact (plain JSON,
+    validated; nothing is unpickled), or None."""
+    from pydantic import ValidationError
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if SIGNATURE_MEMBER not in archive.namelist():
+                return None
+            text = archive.read(SIGNATURE_MEMBER)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    try:
+        return SavedSignature.model_validate_json(text)
+    except ValidationError as exc:
+        raise ModelLoadError(f"{path} has an invalid {SIGNATURE_MEMBER}: {exc}") from exc
+
+
 def _load_pickle(path: Path) -> Any:
     import joblib
 
@@ -151,6 +169,7 @@ def load_model(settings: Settings) -> LoadedModel:
             f"file has {actual}. Refusing to start: the artifact is not the one that was pinned."
         )
     fmt = detect_format(path, settings.model_format)
+    saved = recorded_signature(path) if fmt == "skops" else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InconsistentVersionWarning)
         if fmt == "skops":
@@ -177,7 +196,7 @@ def load_model(settings: Settings) -> LoadedModel:
             f"{settings.model_uri} holds a {type(estimator).__name__}, which has no predict()"
         )
     try:
-        signature = signature_of(estimator, saved_version or sklearn.__version__)
+        signature = signature_of(estimator, saved_version or sklearn.__version__, saved)
     except ValueError as exc:
         raise ModelLoadError(f"cannot serve {settings.model_uri}: {exc}") from exc
     if signature.version_skew:

@@ -89,7 +89,7 @@ class FastHistogram:
         out, running = [], 0
         for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
             running += count
-            out.append((floatToGoString(bound), float(running)))
+            out.append((floatToGoString(bound), float(running)))  # type: ignore[no-untyped-call]
         return out
 
 
@@ -159,7 +159,8 @@ class ServingMetrics:
     """All series of one server process."""
 
     def __init__(self, model: str, version: str, variant: str) -> None:
-        disable_created_metrics()  # *_created series double the scrape size for no use here
+        # *_created series double the scrape size for no use here
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.base = {"model": model, "version": version, "variant": variant}
         base = list(BASE_LABELS)

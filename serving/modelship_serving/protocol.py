@@ -87,8 +87,8 @@ class FastLaneProtocol(HttpToolsProtocol):
                     length = int(value)
                 except ValueError:
                     return None
-            elif name == b"transfer-encoding":
-                return None
+            elif name == b"transfer-encoding" or name == b"inference-header-content-length":
+                return None  # chunked uploads and binary tensors take the ASGI path
         return route if length <= route.max_body else None
 
     def on_body(self, body: bytes) -> None:

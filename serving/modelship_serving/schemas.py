@@ -11,15 +11,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 Number = float | int
+Scalar = float | int | str | bool | None
 
 
 class V1PredictRequest(BaseModel):
-    instances: list[list[Number] | dict[str, Number]] | None = Field(
+    instances: list[list[Scalar] | dict[str, Scalar]] | None = Field(
         default=None,
-        description="Rows: lists of numbers in feature order, or objects keyed by feature name.",
+        description=(
+            "Rows: lists of values in column order, or objects keyed by column name. Numbers "
+            "for numeric columns, strings for string columns, null where the model imputes."
+        ),
     )
-    inputs: list[list[Number] | dict[str, Number]] | None = Field(
-        default=None, description="Same as instances (send exactly one of the two)."
+    inputs: list[list[Scalar] | dict[str, Scalar]] | dict[str, list[Scalar]] | None = Field(
+        default=None,
+        description=(
+            "Same as instances, or columnar: an object of column name to its values, one per "
+            "row (send exactly one of instances and inputs)."
+        ),
     )
     probabilities: bool = Field(
         default=False, description="Also return predict_proba (classifiers)."
@@ -33,10 +41,11 @@ class V1PredictResponse(BaseModel):
 
 
 class V2Tensor(BaseModel):
-    name: str
-    shape: list[int] = Field(description="[rows, features], or [rows] for one named feature.")
+    name: str = Field(description="'input-0' for a [rows, features] tensor, or a column name.")
+    shape: list[int] = Field(description="[rows, features], or [rows] for one named column.")
     datatype: Literal[
         "BOOL",
+        "BYTES",
         "FP16",
         "FP32",
         "FP64",
@@ -49,11 +58,21 @@ class V2Tensor(BaseModel):
         "UINT32",
         "UINT64",
     ]
-    data: list[Any] = Field(description="Row-major flat values (nested lists are accepted).")
+    data: list[Any] | None = Field(
+        default=None,
+        description="Row-major flat values (nested lists are accepted); absent for binary data.",
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="binary_data_size (bytes of this tensor after the JSON header), content_type.",
+    )
 
 
 class V2RequestedOutput(BaseModel):
     name: Literal["predict", "predict_proba"]
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="binary_data: true returns this output as binary data."
+    )
 
 
 class V2InferRequest(BaseModel):
@@ -62,13 +81,21 @@ class V2InferRequest(BaseModel):
     outputs: list[V2RequestedOutput] | None = Field(
         default=None, description="Default: predict only."
     )
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "content_type: 'pd' (one input per column); binary_data_output: true returns every "
+            "output as binary data (Inference-Header-Content-Length)."
+        ),
+    )
 
 
 class V2OutputTensor(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = None
 
 
 class V2InferResponse(BaseModel):

@@ -27,7 +27,7 @@ class DrainingServer(uvicorn.Server):
         self._signals = 0
         self._deadline: float | None = None
         self.exit_code = 0
-        app.state.on_load_failure = self._fatal
+        app.lifecycle.on_load_failure = self._fatal
 
     def _fatal(self, reason: str) -> None:
         self.exit_code = 1
@@ -38,7 +38,7 @@ class DrainingServer(uvicorn.Server):
         # re-raising the signal.
         self._signals += 1
         if self._signals == 1:
-            self.modelship.state.begin_drain()
+            self.modelship.lifecycle.begin_drain()
             delay = self.modelship.settings.drain_seconds
             self._deadline = time.monotonic() + delay
             log.info("signal %s: readiness false, serving %.1fs more, then draining", sig, delay)

@@ -12,6 +12,7 @@ from serving_helpers import Artifact, Server, start_server, stop_server
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
+from tabular_models import TabularArtifact, churn_frame, churn_pipeline, strict_forest
 
 
 @pytest.fixture(scope="session")
@@ -83,5 +84,46 @@ def forest_server(
     tmp_path_factory: pytest.TempPathFactory, named_forest: Artifact
 ) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("srv"), named_forest, name="iris")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def churn(models_dir: Path) -> TabularArtifact:
+    """ColumnTransformer (imputed one-hot strings, imputed scaled numbers) + LogisticRegression,
+    fitted on a DataFrame with missing values; its columns recorded at save time."""
+    frame, y = churn_frame(600, seed=1)
+    est = churn_pipeline().fit(frame, y)
+    path = models_dir / "churn.skops"
+    return TabularArtifact(path, save_model(est, path, example=frame.head(20)), frame, y, est)
+
+
+@pytest.fixture(scope="session")
+def strict(models_dir: Path) -> TabularArtifact:
+    """One-hot strings that refuse unseen categories, numbers passed through, a dropped column,
+    a RandomForest with string classes; columns read from the estimator (no example)."""
+    frame, y = churn_frame(600, seed=2, missing=False)
+    labels = np.where(y == 1, "churn", "stay")
+    est = strict_forest().fit(frame, labels)
+    path = models_dir / "strict.skops"
+    return TabularArtifact(path, save_model(est, path), frame, labels, est)
+
+
+@pytest.fixture(scope="module")
+def churn_server(
+    tmp_path_factory: pytest.TempPathFactory, churn: TabularArtifact
+) -> Iterator[Server]:
+    server = start_server(
+        tmp_path_factory.mktemp("srv"), churn, "--sha256", churn.sha256, name="churn"
+    )
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def strict_server(
+    tmp_path_factory: pytest.TempPathFactory, strict: TabularArtifact
+) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("srv"), strict, name="strict")
     yield server
     stop_server(server)

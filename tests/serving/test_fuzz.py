@@ -96,6 +96,92 @@ feedback_bodies = st.one_of(
 )
 
 
+# Tabular models (churn_server, strict_server): the new input forms, near-valid and not.
+column_names = st.sampled_from(["plan", "region", "tenure", "spend", "age", ""])
+column_values = st.one_of(
+    st.sampled_from(["basic", "pro", "team", "enterprise", "platinum", "eu", "us", ""]),
+    numbers,
+    scalars,
+    st.lists(scalars, max_size=2),
+)
+good_row = st.fixed_dictionaries(
+    {
+        "plan": st.one_of(st.sampled_from(["basic", "pro", "zzz"]), scalars),
+        "region": st.one_of(st.sampled_from(["eu", "us"]), scalars),
+        "tenure": st.one_of(st.integers(-5, 100), numbers, scalars),
+        "spend": st.one_of(st.floats(allow_nan=True, allow_infinity=True), scalars),
+    }
+)
+table_rows = st.one_of(
+    good_row,
+    st.dictionaries(column_names, column_values, max_size=5),
+    st.lists(column_values, min_size=3, max_size=5),
+    scalars,
+)
+v1_tabular = st.one_of(
+    st.fixed_dictionaries({"instances": st.lists(table_rows, max_size=4)}),
+    st.fixed_dictionaries({"inputs": st.lists(table_rows, max_size=4)}),
+    st.fixed_dictionaries(
+        {"inputs": st.dictionaries(column_names, st.lists(column_values, max_size=4), max_size=5)},
+        optional={"probabilities": st.one_of(st.booleans(), scalars)},
+    ),
+)
+column_tensors = st.fixed_dictionaries(
+    {
+        "name": column_names,
+        "shape": st.one_of(
+            st.lists(st.integers(min_value=-1, max_value=4), max_size=2), json_values
+        ),
+        "datatype": datatypes,
+        "data": st.one_of(st.lists(column_values, max_size=6), json_values),
+    },
+    optional={"parameters": st.one_of(st.just({"content_type": "str"}), json_values)},
+)
+v2_tabular = st.fixed_dictionaries(
+    {"inputs": st.one_of(st.lists(column_tensors, max_size=5), json_values)},
+    optional={
+        "parameters": st.one_of(
+            st.just({"content_type": "pd"}),
+            st.fixed_dictionaries(
+                {"content_type": st.one_of(st.just("pd"), scalars)},
+                optional={"binary_data_output": st.one_of(st.booleans(), scalars)},
+            ),
+            json_values,
+        ),
+        "outputs": st.one_of(
+            st.lists(
+                st.fixed_dictionaries(
+                    {"name": st.sampled_from(["predict", "predict_proba", "x"])},
+                    optional={"parameters": st.one_of(st.just({"binary_data": True}), json_values)},
+                )
+            ),
+            json_values,
+        ),
+    },
+)
+# Binary extension: a JSON header whose tensors claim binary_data_size, then random bytes.
+binary_tensors = st.fixed_dictionaries(
+    {
+        "name": st.one_of(column_names, st.just("input-0")),
+        "shape": st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=2),
+        "datatype": datatypes,
+        "parameters": st.fixed_dictionaries(
+            {"binary_data_size": st.one_of(st.integers(-2, 40), scalars)}
+        ),
+    }
+)
+binary_requests = st.tuples(
+    st.fixed_dictionaries(
+        {"inputs": st.lists(binary_tensors, max_size=4)},
+        optional={"parameters": st.just({"binary_data_output": True})},
+    ),
+    st.binary(max_size=80),
+    st.one_of(
+        st.none(), st.integers(-3, 400), st.text(alphabet="0123456789x+-.", min_size=1, max_size=4)
+    ),
+)
+
+
 def check(response: httpx.Response) -> None:
     assert response.status_code < 500, (response.status_code, response.text)
     if response.status_code >= 400:
@@ -161,3 +247,41 @@ def test_paths_methods_and_request_ids_never_5xx(
     )
     check(response)
     assert response.headers["x-model-name"] == "iris"
+
+
+@FUZZ
+@given(body=st.one_of(v1_tabular, v1_bodies, json_values))
+def test_tabular_v1_predict_never_5xx(
+    churn_server: Server, strict_server: Server, body: Any
+) -> None:
+    post(churn_server, "/v1/models/churn:predict", body)
+    post(strict_server, "/v1/models/strict:predict", body)
+
+
+@FUZZ
+@given(body=st.one_of(v2_tabular, v2_bodies))
+def test_tabular_v2_infer_never_5xx(churn_server: Server, strict_server: Server, body: Any) -> None:
+    post(churn_server, "/v2/models/churn/infer", body)
+    post(strict_server, "/v2/models/strict/infer", body)
+
+
+def binary_post(server: Server, path: str, request: tuple[Any, bytes, Any]) -> None:
+    header, blob, declared = request
+    text = json.dumps(header).encode()
+    length = len(text) if declared is None else declared
+    check(
+        server.client.post(
+            path,
+            content=text + blob,
+            headers={"Inference-Header-Content-Length": str(length)},
+        )
+    )
+
+
+@FUZZ
+@given(request=binary_requests)
+def test_binary_requests_never_5xx(
+    forest_server: Server, churn_server: Server, request: tuple[Any, bytes, Any]
+) -> None:
+    binary_post(forest_server, "/v2/models/iris/infer", request)
+    binary_post(churn_server, "/v2/models/churn/infer", request)

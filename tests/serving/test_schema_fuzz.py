@@ -9,24 +9,37 @@ without writing a strategy for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from serving_helpers import Server
 
-SERVED = {"name": "bc", "version": "1.4.0"}  # classifier_server's model
+# The served model and version of each server: the numeric classifier and a tabular pipeline.
+SERVED = {
+    "classifier_server": {"name": "bc", "version": "1.4.0"},
+    "churn_server": {"name": "churn", "version": "0"},
+}
 
 
-def served(case: schemathesis.Case) -> schemathesis.Case:
+def served(model: dict[str, str]) -> Callable[[schemathesis.Case], schemathesis.Case]:
     """Point the path at the served model and version: random names only ever meet a 404, and
     the bodies are what this fuzz is for."""
-    for key, value in SERVED.items():
-        if case.path_parameters and key in case.path_parameters:
-            case.path_parameters[key] = value
-    return case
+
+    def point(case: schemathesis.Case) -> schemathesis.Case:
+        for key, value in model.items():
+            if case.path_parameters and key in case.path_parameters:
+                case.path_parameters[key] = value
+        return case
+
+    return point
 
 
-def test_no_generated_request_gets_a_5xx(classifier_server: Server) -> None:
+@pytest.mark.parametrize("fixture", sorted(SERVED))
+def test_no_generated_request_gets_a_5xx(fixture: str, request: pytest.FixtureRequest) -> None:
+    classifier_server: Server = request.getfixturevalue(fixture)
     schema = schemathesis.openapi.from_url(f"{classifier_server.base}/openapi.json")
     operations = [op.ok() for op in schema.get_all_operations()]
     assert {op.path for op in operations} >= {
@@ -39,7 +52,7 @@ def test_no_generated_request_gets_a_5xx(classifier_server: Server) -> None:
         strategy = (
             operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
             | operation.as_strategy(generation_mode=GenerationMode.NEGATIVE)
-        ).map(served)
+        ).map(served(SERVED[fixture]))
 
         @given(case=strategy)
         @settings(

@@ -186,6 +186,10 @@ def test_named_features_and_string_classes(forest_server: Server, named_forest: 
     assert wrong.status_code == 422
     assert "missing features ['pw']" in wrong.json()["error"]
     assert "unknown features ['petal']" in wrong.json()["error"]
+    names = ["sl", "sw", "pl", "pw"]
+    columnar = {"inputs": {n: rows[:, i].tolist() for i, n in reversed(list(enumerate(names)))}}
+    v1_columns = forest_server.client.post("/v1/models/iris:predict", json=columnar)
+    assert v1_columns.json()["predictions"] == named_forest.estimator.predict(rows).tolist()
     columns = {
         "inputs": [
             {"name": n, "shape": [2], "datatype": "FP32", "data": rows[:, i].tolist()}
