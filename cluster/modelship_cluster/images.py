@@ -150,6 +150,9 @@ def image_specs(version: str) -> dict[str, ImageSpec]:
                 "operator/modelship_operator",
                 "router/modelship_router",
                 "kube/modelship_kube",
+                # The serving metrics contract the analysis queries import (only it).
+                "serving/modelship_serving/__init__.py",
+                "serving/modelship_serving/contract.py",
             ),
             requirements="requirements/operator.txt",
         ),
