@@ -90,3 +90,46 @@ def test_the_built_operator_and_reloader_report_their_version() -> None:
     for name in binaries.PROMETHEUS_OPERATOR_COMMANDS:
         out = subprocess.run([bin_dir / name, "--version"], capture_output=True, text=True)
         assert "version 0.85.0" in out.stdout + out.stderr, name
+
+
+def test_the_built_prometheus_serves_its_api_without_ui_assets(tmp_path: Path) -> None:
+    """Run with flags the Prometheus Operator v0.85 passes a 3.x server: ready, the query
+    API answers, the UI pages do not (no builtinassets, by choice)."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    bin_dir = _built(binaries.prometheus_bin_dir(), binaries.PROMETHEUS_COMMANDS)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 2s}\n")
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [bin_dir / "prometheus", f"--config.file={config}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+         "--web.enable-lifecycle", "--web.route-prefix=/", "--storage.tsdb.retention.time=1d"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def status(path: str) -> int:
+        try:
+            with urllib.request.urlopen(url + path, timeout=2) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return 0
+
+    try:
+        deadline = time.monotonic() + 30
+        while status("/-/ready") != 200:
+            assert proc.poll() is None and time.monotonic() < deadline, "not ready in 30s"
+            time.sleep(0.2)
+        assert status("/api/v1/query?query=up") == 200
+        assert status("/query") >= 500
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
