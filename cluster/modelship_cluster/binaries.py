@@ -1,4 +1,6 @@
-"""Pinned Kubernetes, etcd and helm binaries, built from Go modules and cached by version.
+"""Pinned Kubernetes, etcd, helm, crictl, Prometheus and Prometheus Operator binaries,
+built from Go modules and cached by version (and, for the Prometheus builds, by a hash of
+their whole recipe: module, version, build tags, ldflags).
 
 There is no binary download here: every binary is compiled from its upstream Go module
 through the Go module proxy. A build goes to a temporary folder and is renamed into the
@@ -7,6 +9,8 @@ cache only when complete, so an interrupted build is never mistaken for a cached
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,6 +26,12 @@ KUBERNETES_VERSION = "1.37.2"
 ETCD_VERSION = "3.7.3"
 HELM_VERSION = "3.22.0"
 CRICTL_VERSION = "1.37.0"
+# Prometheus 3.x is published as the Go module version v0.3XX.Y (v0.316.0 is v3.16.0).
+PROMETHEUS_VERSION = "3.16.0"
+# The newest github.com/prometheus-operator/prometheus-operator version the Go module
+# proxy serves here (later ones answer 403 "not available"); its CRDs come from the same
+# module version (prometheus_operator_crds()).
+PROMETHEUS_OPERATOR_VERSION = "0.85.0"
 
 KUBERNETES_COMMANDS = (
     "kube-apiserver",
@@ -78,7 +88,124 @@ def crictl_bin_dir() -> Path:
 
 
 def toolset() -> Toolset:
-    return Toolset((kubernetes_bin_dir(), etcd_bin_dir(), helm_bin_dir(), crictl_bin_dir()))
+    return Toolset(
+        (
+            kubernetes_bin_dir(),
+            etcd_bin_dir(),
+            helm_bin_dir(),
+            crictl_bin_dir(),
+            prometheus_bin_dir(),
+            prometheus_operator_bin_dir(),
+        )
+    )
+
+
+# ------------------------------------------------------- Prometheus and its Operator
+
+PROMETHEUS_COMMANDS = ("prometheus", "promtool")
+PROMETHEUS_OPERATOR_COMMANDS = ("operator", "prometheus-config-reloader")
+PROMETHEUS_OPERATOR_MODULE = "github.com/prometheus-operator/prometheus-operator"
+#: The Prometheus Operator's CRDs the test bed installs: the Prometheus controller watches
+#: every one of these (Probe included, even unused); ScrapeConfig is optional to it and
+#: Alertmanager/ThanosRuler/PrometheusAgent turn their controllers off when missing.
+PROMETHEUS_OPERATOR_CRDS = ("prometheuses", "podmonitors", "servicemonitors", "prometheusrules",
+                            "probes")  # fmt: skip
+
+
+def prometheus_module_version(version: str = PROMETHEUS_VERSION) -> str:
+    """The Go module version of a Prometheus 3.x release: 3.16.0 -> v0.316.0."""
+    major, minor, patch = (int(p) for p in version.split("."))
+    if major != 3:
+        raise ValueError(f"only Prometheus 3.x has a v0.3XX Go module version, not {version}")
+    return f"v0.{300 + minor}.{patch}"
+
+
+@dataclass(frozen=True)
+class GoRecipe:
+    """What one Go build is made from; its key names the build's cache folder."""
+
+    modules: tuple[str, ...]  # module@version, each
+    packages: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    ldflags: str = "-s -w"
+
+    def key(self) -> str:
+        document = json.dumps(
+            {
+                "modules": sorted(self.modules),
+                "packages": sorted(self.packages),
+                "tags": sorted(self.tags),
+                "ldflags": self.ldflags,
+                "cgo": "0",
+                "flags": "-trimpath",
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(document.encode()).hexdigest()[:12]
+
+    def build_args(self, out: Path) -> list[str]:
+        """`go build` arguments writing every package's binary into OUT."""
+        args = ["build", "-v", "-trimpath"]
+        if self.tags:
+            args += ["-tags", ",".join(self.tags)]
+        return [*args, "-ldflags", self.ldflags, "-o", f"{out}/", *self.packages]
+
+
+def _common_version_ldflags(version: str) -> str:
+    common = "github.com/prometheus/common/version"
+    return (
+        f"-s -w -X {common}.Version={version} -X {common}.Branch=HEAD "
+        f"-X {common}.Revision=v{version} -X {common}.BuildUser=modelship"
+    )
+
+
+def prometheus_recipe(version: str = PROMETHEUS_VERSION) -> GoRecipe:
+    """prometheus and promtool from github.com/prometheus/prometheus.
+
+    Tags: only file, HTTP and Kubernetes service discovery (`remove_all_sd` with
+    `enable_kubernetes_sd`): the cloud SDKs of the other mechanisms are most of the build.
+    No `builtinassets`: the web UI's JavaScript is not in the Go module (upstream's release
+    builds it with npm), so this binary serves the HTTP API, /metrics and /-/ready|healthy
+    but no UI pages (/query answers an error). Nothing here uses the UI.
+    """
+    module = f"github.com/prometheus/prometheus@{prometheus_module_version(version)}"
+    return GoRecipe(
+        modules=(module,),
+        packages=tuple(f"github.com/prometheus/prometheus/cmd/{c}" for c in PROMETHEUS_COMMANDS),
+        tags=("netgo", "remove_all_sd", "enable_kubernetes_sd"),
+        ldflags=_common_version_ldflags(version),
+    )
+
+
+def prometheus_operator_recipe(version: str = PROMETHEUS_OPERATOR_VERSION) -> GoRecipe:
+    """The operator and prometheus-config-reloader from the Prometheus Operator's module
+    (its go.mod replaces its own pkg/apis/monitoring and pkg/client with local folders, so
+    it is built from a wrapper module that requires all three at the same version)."""
+    m = PROMETHEUS_OPERATOR_MODULE
+    return GoRecipe(
+        modules=(
+            f"{m}@v{version}",
+            f"{m}/pkg/apis/monitoring@v{version}",
+            f"{m}/pkg/client@v{version}",
+        ),
+        packages=tuple(f"{m}/cmd/{c}" for c in PROMETHEUS_OPERATOR_COMMANDS),
+        ldflags=_common_version_ldflags(version),
+    )
+
+
+def wrapper_go_mod(name: str, recipe: GoRecipe, go: str = "1.26.0") -> str:
+    """go.mod of a module that only requires RECIPE's modules (their replaces ignored)."""
+    requires = "\n".join(f"\t{m.replace('@', ' ')}" for m in recipe.modules)
+    return f"module modelship.io/localcluster/{name}\n\ngo {go}\n\nrequire (\n{requires}\n)\n"
+
+
+def prometheus_bin_dir(version: str = PROMETHEUS_VERSION) -> Path:
+    return cache_root() / "prometheus" / f"v{version}-{prometheus_recipe(version).key()}" / "bin"
+
+
+def prometheus_operator_bin_dir(version: str = PROMETHEUS_OPERATOR_VERSION) -> Path:
+    key = prometheus_operator_recipe(version).key()
+    return cache_root() / "prometheus-operator" / f"v{version}-{key}" / "bin"
 
 
 def staging_replacements(kubernetes_go_mod: str, staging_version: str) -> list[str]:
@@ -300,6 +427,64 @@ def build_crictl(version: str = CRICTL_VERSION) -> Path:
     return final
 
 
+def _build_go_recipe(
+    what: str, name: str, recipe: GoRecipe, final: Path, commands: Iterable[str]
+) -> Path:
+    def build(work: Path, out: Path) -> None:
+        _log(f"building {what} from Go modules (first time only, minutes on a cold Go cache)")
+        (work / "go.mod").write_text(wrapper_go_mod(name, recipe))
+        (work / "tools.go").write_text(tools_go(recipe.packages))
+        _run_go(["mod", "tidy"], work, f"resolving {what} modules")
+        _run_go(recipe.build_args(out), work, f"compiling {what}")
+
+    _build_into(final, commands, build)
+    return final
+
+
+def build_prometheus(version: str = PROMETHEUS_VERSION) -> Path:
+    """prometheus and promtool (Kubernetes service discovery in, web UI assets out: see
+    prometheus_recipe)."""
+    return _build_go_recipe(
+        f"Prometheus v{version}",
+        "prometheusbin",
+        prometheus_recipe(version),
+        prometheus_bin_dir(version),
+        PROMETHEUS_COMMANDS,
+    )
+
+
+def build_prometheus_operator(version: str = PROMETHEUS_OPERATOR_VERSION) -> Path:
+    """The Prometheus Operator (`operator`) and `prometheus-config-reloader`."""
+    return _build_go_recipe(
+        f"Prometheus Operator v{version}",
+        "promoperatorbin",
+        prometheus_operator_recipe(version),
+        prometheus_operator_bin_dir(version),
+        PROMETHEUS_OPERATOR_COMMANDS,
+    )
+
+
+def prometheus_operator_crd_files(module_dir: Path) -> list[Path]:
+    """The CRD files the test bed applies, inside the Prometheus Operator's module folder."""
+    folder = module_dir / "example" / "prometheus-operator-crd"
+    return [folder / f"monitoring.coreos.com_{name}.yaml" for name in PROMETHEUS_OPERATOR_CRDS]
+
+
+def prometheus_operator_crds(version: str = PROMETHEUS_OPERATOR_VERSION) -> list[Path]:
+    """Paths of the monitoring.coreos.com CRDs (Prometheus, PodMonitor, ServiceMonitor,
+    PrometheusRule, Probe) of the same module version as the operator, from the Go module
+    cache (downloaded if missing). The Prometheus CRD is larger than client-side apply's
+    annotation limit: apply them with `kubectl apply --server-side`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "go.mod").write_text("module probe\n\ngo 1.26.0\n")
+        module_dir = _module_dir(f"{PROMETHEUS_OPERATOR_MODULE}@v{version}", Path(tmp))
+    files = prometheus_operator_crd_files(module_dir)
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"the Prometheus Operator module lacks {missing}")
+    return files
+
+
 def ensure_all() -> Toolset:
     """Build whatever is missing; a warm cache returns at once."""
     started = time.monotonic()
@@ -310,12 +495,16 @@ def ensure_all() -> Toolset:
             (etcd_bin_dir(), ("etcd",)),
             (helm_bin_dir(), ("helm",)),
             (crictl_bin_dir(), ("crictl",)),
+            (prometheus_bin_dir(), PROMETHEUS_COMMANDS),
+            (prometheus_operator_bin_dir(), PROMETHEUS_OPERATOR_COMMANDS),
         )
         for n in names
     )
     build_etcd()
     build_helm()
     build_crictl()
+    build_prometheus()
+    build_prometheus_operator()
     build_kubernetes()
     if not cached:
         _log(f"binaries ready in {time.monotonic() - started:.0f}s under {cache_root()}")

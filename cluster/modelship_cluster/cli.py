@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         "build",
         help="build missing binaries into the cache "
         f"(Kubernetes v{binaries.KUBERNETES_VERSION}, etcd v{binaries.ETCD_VERSION}, "
-        f"helm v{binaries.HELM_VERSION})",
+        f"helm v{binaries.HELM_VERSION}, Prometheus v{binaries.PROMETHEUS_VERSION}, "
+        f"Prometheus Operator v{binaries.PROMETHEUS_OPERATOR_VERSION})",
     )
     up = sub.add_parser("up", help="start the cluster (builds binaries first if missing)")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per component")

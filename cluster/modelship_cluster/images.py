@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from modelship_cluster import binaries
 
@@ -47,6 +48,8 @@ COREDNS_VERSION = "1.15.0"
 # CoreDNS listens here (not 53) so it runs as 65532 with no capability; the cluster DNS
 # Service maps port 53 to it.
 COREDNS_PORT = 1053
+PROMETHEUS_VERSION = binaries.PROMETHEUS_VERSION
+PROMETHEUS_OPERATOR_VERSION = binaries.PROMETHEUS_OPERATOR_VERSION
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Bump when the build logic below changes what an image contains: every key changes.
 RECIPE = "1"
@@ -150,6 +153,9 @@ def image_specs(version: str) -> dict[str, ImageSpec]:
                 "operator/modelship_operator",
                 "router/modelship_router",
                 "kube/modelship_kube",
+                # The serving metrics contract the analysis queries import (only it).
+                "serving/modelship_serving/__init__.py",
+                "serving/modelship_serving/contract.py",
             ),
             requirements="requirements/operator.txt",
         ),
@@ -176,6 +182,22 @@ def image_specs(version: str) -> dict[str, ImageSpec]:
             prebuilt="coredns",
             context_is_repo=False,
         ),
+        **{
+            name: ImageSpec(
+                name=name,
+                ref=f"localhost/modelship-testbed/{name}:{tag}",
+                dockerfile=f"images/{name}/Containerfile",
+                inputs=(),
+                uses_base=name != "prometheus-config-reloader",  # no CA bundle needed
+                prebuilt=name,
+                context_is_repo=False,
+            )
+            for name, tag in (
+                ("prometheus", PROMETHEUS_VERSION),
+                ("prometheus-operator", PROMETHEUS_OPERATOR_VERSION),
+                ("prometheus-config-reloader", PROMETHEUS_OPERATOR_VERSION),
+            )
+        },
     }
 
 
@@ -464,7 +486,7 @@ def check_tools(plan: Sequence[ImageSpec], need_base: bool) -> None:
         tools.append("debootstrap")
     if any(s.prebuilt == "pause" for s in plan):
         tools += ["gcc", "strip", "go"]
-    if any(s.prebuilt == "coredns" for s in plan):
+    if any(s.prebuilt in ("coredns", *GO_MODULE_PREBUILT) for s in plan):
         tools.append("go")
     missing = sorted({t for t in tools if shutil.which(t) is None})
     if missing:
@@ -682,8 +704,34 @@ def _pause_source() -> Path:
 _PAUSE_CFLAGS = ("-Os", "-Wall", "-Werror", "-static")
 
 
+#: Prebuilt binaries that binaries.py builds (and caches) from Go modules: the build, the
+#: binary's name in its bin folder, the recipe, and the SBOM's package URL.
+GO_MODULE_PREBUILT: Final = {
+    "prometheus": (binaries.build_prometheus, "prometheus", binaries.prometheus_recipe),
+    "prometheus-operator": (
+        binaries.build_prometheus_operator,
+        "operator",
+        binaries.prometheus_operator_recipe,
+    ),
+    "prometheus-config-reloader": (
+        binaries.build_prometheus_operator,
+        "prometheus-config-reloader",
+        binaries.prometheus_operator_recipe,
+    ),
+}
+
+
+def go_module_recipe(kind: str) -> dict[str, str]:
+    """The image-key part of a binary binaries.py builds: its module, package, recipe key."""
+    _, binary, recipe_of = GO_MODULE_PREBUILT[kind]
+    recipe = recipe_of()
+    return {"module": recipe.modules[0], "binary": binary, "recipe": recipe.key()}
+
+
 def _prebuilt_recipe(kind: str) -> dict[str, str]:
     """What a prebuilt binary is made from (part of its image's key)."""
+    if kind in GO_MODULE_PREBUILT:
+        return go_module_recipe(kind)
     if kind == "pause":
         source = _pause_source().read_bytes()
         gcc = _run(["gcc", "-dumpfullversion"], "gcc -dumpfullversion").strip()
@@ -702,7 +750,12 @@ def _prebuilt_recipe(kind: str) -> dict[str, str]:
 
 
 def _prebuild(kind: str, recipe: Mapping[str, str], into: Path) -> None:
-    """Build the pause or CoreDNS binary (cached by its recipe) and copy it INTO."""
+    """Build the pause, CoreDNS or Prometheus binary (cached by its recipe) and copy it
+    INTO."""
+    if kind in GO_MODULE_PREBUILT:
+        build, binary_name, _ = GO_MODULE_PREBUILT[kind]
+        shutil.copy2(build() / binary_name, into / binary_name)
+        return
     digest = hashlib.sha256(json.dumps(dict(recipe), sort_keys=True).encode()).hexdigest()[:16]
     binary = cache_dir() / "bin" / f"{kind}-{digest}"
     if not binary.exists():
@@ -777,6 +830,9 @@ def _sbom(spec: ImageSpec, key: str) -> dict[str, object]:
                 "#build/pause/linux/pause.c",
             )
         )
+    elif spec.prebuilt in GO_MODULE_PREBUILT:
+        module, _, version = go_module_recipe(spec.prebuilt)["module"].partition("@")
+        others.append((spec.prebuilt, spec.ref.rsplit(":", 1)[1], f"pkg:golang/{module}@{version}"))
     elif spec.prebuilt == "coredns":
         others.append(
             (

@@ -53,6 +53,7 @@ from pydantic import ValidationError
 
 from modelship_operator import kinds
 from modelship_operator.analysis.prometheus import PrometheusClient
+from modelship_operator.analysis.queries import label_scheme
 from modelship_operator.analysis.runner import analyse_if_due
 from modelship_operator.analysis.stepper import Analysis
 from modelship_operator.conditions import Event, Failure
@@ -309,7 +310,8 @@ class Reconciler:
         source = PrometheusClient(
             prometheus_url(md, self.settings), timeout=PROMETHEUS_TIMEOUT_SECONDS, client=self._http
         )
-        analysis = await analyse_if_due(md, source, now)
+        labels = label_scheme(self.settings.prometheus_namespace_label)
+        analysis = await analyse_if_due(md, source, now, labels)
         if analysis is not None:
             self.metrics.analyses.labels(md.namespace, md.name, analysis.verdict).inc()
             log.info(

@@ -31,6 +31,7 @@ from modelship_router.config import (
 from modelship_router.config import (
     Variant as RouterVariant,
 )
+from modelship_serving.contract import DEPLOYMENT_ENV
 
 from modelship_operator.kinds import (
     CHILD_KINDS,
@@ -225,8 +226,11 @@ def _env(values: Mapping[str, str]) -> list[dict[str, Any]]:
 
 
 def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
-    """The model server's configuration (its ``MODELSHIP_*`` settings)."""
+    """The model server's configuration (its ``MODELSHIP_*`` settings). The deployment,
+    model, version and variant become the labels of every series it exports
+    (``modelship_serving.contract``), which is all the analysis selects by."""
     return {
+        DEPLOYMENT_ENV: md.name,
         "MODELSHIP_MODEL_URI": plan.model.uri,
         "MODELSHIP_MODEL_SHA256": plan.model.sha256,
         "MODELSHIP_MODEL_NAME": md.model_name,

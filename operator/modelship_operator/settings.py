@@ -54,6 +54,13 @@ class OperatorSettings(BaseSettings):
         pattern=r"^https?://\S+$",
         description="Prometheus base URL, unless a ModelDeployment sets spec.prometheus.url.",
     )
+    prometheus_namespace_label: str = Field(
+        default="namespace",
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description="Label in which your Prometheus' scrape puts the pod's namespace "
+        "(namespace with the Prometheus Operator, the prometheus-community chart and most "
+        "managed ones). The analysis selects by it and by labels the pods export themselves.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe level logged."
     )

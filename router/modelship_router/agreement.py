@@ -21,15 +21,19 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-AGREE: Final = "agree"
-DISAGREE: Final = "disagree"
+# The result and reason label values are the metrics contract's.
+from modelship_router.contract import (
+    AGREE,
+    DISAGREE,
+    NO_PREDICTIONS,
+    NOT_JSON,
+    PRIMARY_ERROR,
+    SHADOW_ERROR,
+)
+from modelship_router.contract import INCOMPARABLE_REASONS as REASONS
 
-# Why a pair of answers could not be compared.
-NOT_JSON: Final = "not_json"  # one body is not JSON
-NO_PREDICTIONS: Final = "no_predictions"  # JSON without V1 predictions or V2 outputs
-PRIMARY_ERROR: Final = "primary_error"  # the client's answer was not 2xx (or never came)
-SHADOW_ERROR: Final = "shadow_error"  # the shadow's answer was not 2xx (or never came)
-REASONS: Final = (NOT_JSON, NO_PREDICTIONS, PRIMARY_ERROR, SHADOW_ERROR)
+__all__ = ["AGREE", "DISAGREE", "NOT_JSON", "NO_PREDICTIONS", "PRIMARY_ERROR", "REASONS",
+           "SHADOW_ERROR", "Comparison", "compare", "is_prediction"]  # fmt: skip
 
 #: Relative tolerance for floats (absolute below 1).
 FLOAT_TOLERANCE: Final = 1e-6

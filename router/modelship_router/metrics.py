@@ -23,10 +23,24 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.utils import floatToGoString
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+from modelship_router import contract as c
 
-#: Label value when a request was answered before any variant was chosen (e.g. 503).
-NO_VARIANT = "none"
+# Names and label values are the metrics contract's (modelship_router.contract).
+from modelship_router.contract import (
+    MIRROR_DROPPED,
+    MIRROR_ERROR,
+    MIRROR_HTTP_4XX,
+    MIRROR_HTTP_5XX,
+    MIRROR_OK,
+    MIRROR_TIMEOUT,
+    NO_VARIANT,
+)
+
+__all__ = ["CONTENT_TYPE", "MIRROR_DROPPED", "MIRROR_ERROR", "MIRROR_HTTP_4XX",
+           "MIRROR_HTTP_5XX", "MIRROR_OK", "MIRROR_TIMEOUT", "NO_VARIANT", "RouterMetrics",
+           "VariantStats"]  # fmt: skip
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -45,14 +59,6 @@ LATENCY_BUCKETS = (
     10.0,
     30.0,
 )
-
-# Mirror outcomes.
-MIRROR_OK = "ok"  # the shadow answered 1xx-3xx
-MIRROR_HTTP_4XX = "http_4xx"
-MIRROR_HTTP_5XX = "http_5xx"
-MIRROR_ERROR = "error"  # connection failed or the response was unusable
-MIRROR_TIMEOUT = "timeout"
-MIRROR_DROPPED = "dropped"  # not sent: too many copies in flight or no shadow upstream
 
 
 class _Histogram:
@@ -131,7 +137,7 @@ class RouterMetrics:
 
     def count_shadow_rows(self, deployment: str, variant: str, agree: int, disagree: int) -> None:
         """Prediction rows of a shadow copy compared with the client's answer."""
-        for result, rows in (("agree", agree), ("disagree", disagree)):
+        for result, rows in ((c.AGREE, agree), (c.DISAGREE, disagree)):
             key = (deployment, variant, result)
             self.shadow_predictions[key] = self.shadow_predictions.get(key, 0) + rows
 
@@ -141,7 +147,7 @@ class RouterMetrics:
         The analysis takes ``increase()`` over a window: a series whose first sample lands
         inside the window has no increase there, so counters born with the first comparison
         would hide the first interval's (dis)agreement."""
-        for result in ("agree", "disagree"):
+        for result in (c.AGREE, c.DISAGREE):
             self.shadow_predictions.setdefault((deployment, variant, result), 0)
 
     def count_shadow_incomparable(self, deployment: str, variant: str, reason: str) -> None:
@@ -163,9 +169,9 @@ class RouterMetrics:
     def collect(self) -> Iterator[Metric]:
         """Build the metric families from the current counts (called at scrape time)."""
         requests = CounterMetricFamily(
-            "modelship_router_requests",
+            c.REQUESTS,
             "Client requests answered, by the variant that served them and status code.",
-            labels=["deployment", "variant", "code"],
+            labels=[c.DEPLOYMENT, c.VARIANT, c.CODE],
         )
         stats = list(self.stats.items())
         for (deployment, variant), counters in stats:
@@ -174,9 +180,9 @@ class RouterMetrics:
         yield requests
 
         durations = HistogramMetricFamily(
-            "modelship_router_upstream_duration_seconds",
+            c.UPSTREAM_DURATION_SECONDS,
             "Time from sending a request upstream to its complete response (retries included).",
-            labels=["deployment", "variant"],
+            labels=[c.DEPLOYMENT, c.VARIANT],
         )
         # prometheus_client ships this helper without annotations.
         bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
@@ -192,55 +198,55 @@ class RouterMetrics:
         yield durations
 
         yield _counter(
-            "modelship_router_retries",
+            c.RETRIES,
             "Requests retried on another upstream after a connection failure.",
-            ["deployment", "variant"],
+            [c.DEPLOYMENT, c.VARIANT],
             self.retries,
         )
         yield _counter(
-            "modelship_router_fallbacks",
+            c.FALLBACKS,
             "Requests sent to the fallback (stable) variant because theirs had no ready upstream.",
-            ["deployment", "from_variant"],
+            [c.DEPLOYMENT, c.FROM_VARIANT],
             self.fallbacks,
         )
         yield _counter(
-            "modelship_router_mirror_requests",
+            c.MIRROR_REQUESTS,
             "Shadow copies by outcome: ok, http_4xx, http_5xx, error, timeout, dropped.",
-            ["deployment", "variant", "outcome"],
+            [c.DEPLOYMENT, c.VARIANT, c.OUTCOME],
             self.mirror_requests,
         )
         yield _counter(
-            "modelship_router_shadow_predictions",
+            c.SHADOW_PREDICTIONS,
             "Prediction rows of shadow copies compared with the answer the client got, by "
             "result: agree, disagree (floats within 1e-6 relative).",
-            ["deployment", "variant", "result"],
+            [c.DEPLOYMENT, c.VARIANT, c.RESULT],
             self.shadow_predictions,
         )
         yield _counter(
-            "modelship_router_shadow_incomparable",
+            c.SHADOW_INCOMPARABLE,
             "Shadow copies whose answer could not be compared with the client's, by reason: "
             "primary_error, shadow_error, not_json, no_predictions.",
-            ["deployment", "variant", "reason"],
+            [c.DEPLOYMENT, c.VARIANT, c.REASON],
             self.shadow_incomparable,
         )
         generation = GaugeMetricFamily(
-            "modelship_router_config_generation",
+            c.CONFIG_GENERATION,
             "Generation of the routing configuration currently applied.",
-            labels=["deployment"],
+            labels=[c.DEPLOYMENT],
         )
         for deployment, value in list(self.generation.items()):
             generation.add_metric([deployment], value)
         yield generation
         yield _counter(
-            "modelship_router_config_errors",
+            c.CONFIG_ERRORS,
             "Routing configurations refused as invalid (the previous one stays applied).",
-            ["deployment"],
+            [c.DEPLOYMENT],
             {(k,): v for k, v in self.config_errors.items()},
         )
         upstreams = GaugeMetricFamily(
-            "modelship_router_upstreams",
+            c.UPSTREAMS,
             "Upstreams currently known per variant (ready endpoints or static addresses).",
-            labels=["deployment", "variant"],
+            labels=[c.DEPLOYMENT, c.VARIANT],
         )
         for (deployment, variant), count in list(self.upstreams.items()):
             upstreams.add_metric([deployment, variant], count)

@@ -1,4 +1,6 @@
-"""Prometheus series for one served model; every series carries model, version and variant.
+"""Prometheus series for one served model; every series carries deployment, model, version
+and variant. Metric and label names come from :mod:`.contract`, which the operator's queries
+import too.
 
 Each app gets its own registry (no module globals). The series touched on every request
 (requests, latency, predictions, in-flight) are plain Python numbers updated by the event loop,
@@ -30,10 +32,11 @@ from prometheus_client.core import (
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from . import contract as c
 from .drift import DriftSummary
 
-BASE_LABELS = ("model", "version", "variant")
-INFERENCE_ENDPOINTS = ("v1_predict", "v2_infer")
+BASE_LABELS = c.BASE_LABELS
+INFERENCE_ENDPOINTS = c.INFERENCE_HANDLERS
 # Fine enough for sub-millisecond requests, wide enough for a slow batch.
 LATENCY_BUCKETS = (
     0.0001,
@@ -96,7 +99,7 @@ class FastHistogram:
 class HotSeries:
     """Collector for the per-request series (see module docstring)."""
 
-    def __init__(self, base_values: tuple[str, str, str]) -> None:
+    def __init__(self, base_values: tuple[str, ...]) -> None:
         self.base = list(base_values)
         self.requests: dict[tuple[str, int], int] = {}
         self.durations: dict[str, FastHistogram] = {}
@@ -108,37 +111,37 @@ class HotSeries:
     def collect(self) -> Iterator[Metric]:
         labels = list(BASE_LABELS)
         requests = CounterMetricFamily(
-            "modelship_requests",
-            "HTTP requests by endpoint and status code.",
-            labels=[*labels, "endpoint", "code"],
+            c.REQUESTS,
+            "HTTP requests by handler and status code.",
+            labels=[*labels, c.HANDLER, c.CODE],
         )
         for (endpoint, code), count in list(self.requests.items()):
             requests.add_metric([*self.base, endpoint, str(code)], float(count))
         yield requests
         duration = HistogramMetricFamily(
-            "modelship_request_duration_seconds",
-            "Time from request start to the end of the response, by endpoint.",
-            labels=[*labels, "endpoint"],
+            c.REQUEST_DURATION_SECONDS,
+            "Time from request start to the end of the response, by handler.",
+            labels=[*labels, c.HANDLER],
         )
         for endpoint, histogram in list(self.durations.items()):
             duration.add_metric([*self.base, endpoint], histogram.buckets(), histogram.total)
         yield duration
         in_flight = GaugeMetricFamily(
-            "modelship_requests_in_flight", "Requests being served now.", labels=labels
+            c.REQUESTS_IN_FLIGHT, "Requests being served now.", labels=labels
         )
         in_flight.add_metric(self.base, float(self.in_flight))
         yield in_flight
         predictions = CounterMetricFamily(
-            "modelship_predictions",
+            c.PREDICTIONS,
             "Predicted rows by class (classifiers).",
-            labels=[*labels, "class"],
+            labels=[*labels, c.CLASS],
         )
         for name, count in zip(self.classes, self.class_counts, strict=True):
             predictions.add_metric([*self.base, name], float(count))
         yield predictions
         if self.values is not None:
             values = HistogramMetricFamily(
-                "modelship_prediction_value", "Predicted values (regressors).", labels=labels
+                c.PREDICTION_VALUE, "Predicted values (regressors).", labels=labels
             )
             buckets = self.values.buckets()
             values.add_metric(self.base, buckets, self.values.total)
@@ -147,63 +150,71 @@ class HotSeries:
                 # prediction (sum / count) is what output-drift alerts want, so keep them.
                 labels_map = dict(zip(labels, self.base, strict=True))
                 values.samples.append(
-                    Sample("modelship_prediction_value_count", labels_map, buckets[-1][1])
+                    Sample(f"{c.PREDICTION_VALUE}_count", labels_map, buckets[-1][1])
                 )
                 values.samples.append(
-                    Sample("modelship_prediction_value_sum", labels_map, self.values.total)
+                    Sample(f"{c.PREDICTION_VALUE}_sum", labels_map, self.values.total)
                 )
             yield values
 
 
 class ServingMetrics:
-    """All series of one server process."""
+    """All series of one server process.
 
-    def __init__(self, model: str, version: str, variant: str) -> None:
+    ``deployment`` names the ModelDeployment; None takes it from ``MODELSHIP_DEPLOYMENT``
+    (which the operator sets on every serving pod), "" outside one.
+    """
+
+    def __init__(
+        self, model: str, version: str, variant: str, deployment: str | None = None
+    ) -> None:
         # *_created series double the scrape size for no use here
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
-        self.base = {"model": model, "version": version, "variant": variant}
+        if deployment is None:
+            deployment = c.deployment_from_env()
+        values = (deployment, model, version, variant)
+        self.base = dict(zip(BASE_LABELS, values, strict=True))
         base = list(BASE_LABELS)
-        values = (model, version, variant)
         self._values = values
         r = self.registry
         self.hot = HotSeries(values)
         r.register(self.hot)
         self.feedback_total = Counter(
-            "modelship_feedback",
+            c.FEEDBACK,
             "Predicted rows for which ground truth arrived.",
             base,
             registry=r,
         ).labels(*values)
         self.feedback_correct = Counter(
-            "modelship_feedback_correct",
+            c.FEEDBACK_CORRECT,
             "Predicted rows whose class matched the ground truth (classifiers).",
             base,
             registry=r,
         ).labels(*values)
         self.feedback_error = Summary(
-            "modelship_feedback_absolute_error",
+            c.FEEDBACK_ABSOLUTE_ERROR,
             "Absolute error of predictions against ground truth (regressors).",
             base,
             registry=r,
         ).labels(*values)
         self.feedback_unknown = Counter(
-            "modelship_feedback_unknown",
+            c.FEEDBACK_UNKNOWN,
             "Feedback for request ids that were unknown or had expired.",
             base,
             registry=r,
         ).labels(*values)
         self.load_seconds = Gauge(
-            "modelship_model_load_seconds",
+            c.MODEL_LOAD_SECONDS,
             "Seconds spent fetching, verifying and loading the model.",
             base,
             registry=r,
         ).labels(*values)
-        self.ready = Gauge(
-            "modelship_ready", "1 while the server accepts traffic.", base, registry=r
-        ).labels(*values)
+        self.ready = Gauge(c.READY, "1 while the server accepts traffic.", base, registry=r).labels(
+            *values
+        )
         self._info = Gauge(
-            "modelship_model_info",
+            c.MODEL_INFO,
             "The served model (always 1); labels describe the artifact and inference path.",
             [
                 *base,

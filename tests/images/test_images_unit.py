@@ -107,7 +107,26 @@ def test_refs_are_the_ones_the_chart_and_the_node_use() -> None:
         "testbed": f"localhost/modelship-testbed/testbed:{version}",
         "pause": "localhost/modelship-testbed/pause:3.10",
         "coredns": "localhost/modelship-testbed/coredns:1.15.0",
+        "prometheus": "localhost/modelship-testbed/prometheus:3.16.0",
+        "prometheus-operator": "localhost/modelship-testbed/prometheus-operator:0.85.0",
+        "prometheus-config-reloader": (
+            "localhost/modelship-testbed/prometheus-config-reloader:0.85.0"
+        ),
     }
+
+
+def test_the_prometheus_images_copy_the_binaries_their_entrypoints_run() -> None:
+    """Each Prometheus image's Containerfile copies the binary binaries.py builds to the path
+    its ENTRYPOINT (and, for the reloader, the Prometheus Operator's `command`) names, and
+    runs it as a non-root user."""
+    for name in images.GO_MODULE_PREBUILT:
+        spec = images.IMAGES[name]
+        text = (images.REPO / spec.dockerfile).read_text()
+        binary = images.go_module_recipe(name)["binary"]
+        assert f"COPY {binary} /bin/{binary}\n" in text, name
+        assert f'ENTRYPOINT ["/bin/{binary}"' in text, name
+        assert "USER 65534:65534" in text, name
+        assert spec.prebuilt == name and not spec.context_is_repo
 
 
 def test_apt_mirrors_come_from_the_deb822_sources() -> None:

@@ -1,10 +1,11 @@
 """A real Prometheus (Debian's binary) scraping small real metrics servers, for analysis tests.
 
 Each :class:`Target` is a prometheus-client registry served over HTTP on 127.0.0.1 by a
-thread of the test process; Prometheus scrapes every target once a second with the labels a
-Kubernetes pod would get from the cluster's relabelling (``namespace``, ``pod``,
-``modelship_io_deployment``, ``modelship_io_variant``). Tests change the counters and wait
-(by polling, never by a fixed sleep) until Prometheus has seen the change.
+thread of the test process, with the serving contract's metric and label names
+(``modelship_serving.contract``); Prometheus scrapes every target once a second with only
+the labels any Kubernetes scrape adds (``namespace``, ``pod``): no relabelled pod labels,
+as on a user's Prometheus. Tests change the counters and wait (by polling, never by a
+fixed sleep) until Prometheus has seen the change.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer, make_server
 
 import yaml
+from modelship_serving import contract as c
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
@@ -49,23 +51,17 @@ class Target:
     def __post_init__(self) -> None:
         base = list(self.metric_labels)
         r = self.registry
-        self.requests = Counter(
-            "modelship_requests", "requests", [*base, "endpoint", "code"], registry=r
-        )
+        self.requests = Counter(c.REQUESTS, "requests", [*base, c.HANDLER, c.CODE], registry=r)
         self.duration = Histogram(
-            "modelship_request_duration_seconds",
+            c.REQUEST_DURATION_SECONDS,
             "latency",
-            [*base, "endpoint"],
+            [*base, c.HANDLER],
             buckets=SERVING_LATENCY_BUCKETS,
             registry=r,
         )
-        self.feedback = Counter("modelship_feedback", "feedback", base, registry=r)
-        self.feedback_correct = Counter(
-            "modelship_feedback_correct", "correct feedback", base, registry=r
-        )
-        self.predictions = Counter(
-            "modelship_predictions", "predictions", [*base, "class"], registry=r
-        )
+        self.feedback = Counter(c.FEEDBACK, "feedback", base, registry=r)
+        self.feedback_correct = Counter(c.FEEDBACK_CORRECT, "correct feedback", base, registry=r)
+        self.predictions = Counter(c.PREDICTIONS, "predictions", [*base, c.CLASS], registry=r)
 
     def start(self) -> None:
         self.port = free_port()
@@ -92,8 +88,8 @@ class Target:
         **labels: str,
     ) -> None:
         values = {**self.metric_labels, **labels}
-        self.requests.labels(**values, endpoint=endpoint, code=str(code)).inc(count)
-        hist = self.duration.labels(**values, endpoint=endpoint)
+        self.requests.labels(**values, **{c.HANDLER: endpoint, c.CODE: str(code)}).inc(count)
+        hist = self.duration.labels(**values, **{c.HANDLER: endpoint})
         for _ in range(count):
             hist.observe(seconds)
 
@@ -105,7 +101,7 @@ class Target:
     def predict_classes(self, counts: Mapping[str, int], **labels: str) -> None:
         values = {**self.metric_labels, **labels}
         for name, count in counts.items():
-            self.predictions.labels(**values, **{"class": name}).inc(count)
+            self.predictions.labels(**values, **{c.CLASS: name}).inc(count)
 
 
 class PrometheusProcess:

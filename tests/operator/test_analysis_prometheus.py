@@ -20,15 +20,20 @@ from modelship_operator.analysis.results import (
     Vector,
 )
 
-LABELS = {"namespace": "ml", "modelship_io_deployment": "churn"}
+LABELS = {"namespace": "ml"}
 
 
 @pytest.fixture(scope="module")
 def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusProcess, Target]]:
     target = Target(
         "stable",
-        labels={**LABELS, "pod": "churn-stable-0", "modelship_io_variant": "stable"},
-        metric_labels={"model": "churn", "version": "1.4.0", "variant": "stable"},
+        labels={**LABELS, "pod": "churn-stable-0"},
+        metric_labels={
+            "deployment": "churn",
+            "model": "churn",
+            "version": "1.4.0",
+            "variant": "stable",
+        },
     )
     target.serve(10, code=200)
     target.serve(3, code=503)
@@ -51,7 +56,7 @@ def test_one_series_is_a_value_with_its_labels(prom: tuple[PrometheusProcess, Ta
     assert isinstance(result, Value)
     assert result.value == 3
     assert result.labels["namespace"] == "ml"
-    assert result.labels["modelship_io_variant"] == "stable"
+    assert result.labels["variant"] == "stable"
 
 
 def test_aggregated_query_and_scalar(prom: tuple[PrometheusProcess, Target]) -> None:

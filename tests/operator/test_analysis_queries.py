@@ -8,12 +8,14 @@ from datetime import timedelta
 import pytest
 from modelship_operator.analysis.queries import (
     BUILTIN_QUERIES,
+    SCRAPE_TARGET_LABELS,
     LabelScheme,
     Scope,
     TemplateError,
     agreement_queries,
     business_queries,
     duration,
+    label_scheme,
     metric_query,
     render_template,
     requests_query,
@@ -21,6 +23,8 @@ from modelship_operator.analysis.queries import (
     template_problems,
 )
 from modelship_operator.spec import BUILTIN_METRICS, BusinessMetric, MetricCheck
+from modelship_router import contract as router_contract
+from modelship_serving import contract as serving_contract
 
 CANARY = Scope("ml", "churn", "canary", timedelta(seconds=30), "1.5.0")
 
@@ -45,18 +49,52 @@ def test_every_builtin_metric_has_a_query() -> None:
 
 def test_selector_names_namespace_deployment_variant_and_version() -> None:
     assert selector(CANARY) == (
-        'namespace="ml",modelship_io_deployment="churn",variant="canary",version="1.5.0"'
+        'namespace="ml",deployment="churn",variant="canary",version="1.5.0"'
     )
     no_version = Scope("ml", "churn", "stable", timedelta(seconds=30))
     assert "version" not in selector(no_version)
-    other = LabelScheme(namespace="kubernetes_namespace", deployment="app")
-    assert selector(CANARY, other).startswith('kubernetes_namespace="ml",app="churn"')
+    other = label_scheme("kubernetes_namespace")
+    assert selector(CANARY, other).startswith('kubernetes_namespace="ml",deployment="churn"')
+
+
+def test_only_the_namespace_label_depends_on_the_prometheus() -> None:
+    """Every other label a built-in query selects by is one the processes export
+    themselves, named by their contracts."""
+    scheme = label_scheme("ns")
+    assert scheme == LabelScheme(namespace="ns")
+    own = {scheme.deployment, scheme.variant, scheme.version, scheme.handler}
+    assert own <= set(serving_contract.BASE_LABELS) | {serving_contract.HANDLER}
+    assert {scheme.router_deployment, scheme.router_variant} == {
+        router_contract.DEPLOYMENT,
+        router_contract.VARIANT,
+    }
+    for check in ("success-rate", "latency-p99", "accuracy"):
+        query = metric_query(MetricCheck(name=check, max=1), CANARY, scheme)
+        assert "modelship_io" not in query and 'ns="ml"' in query
+        assert 'namespace="ml"' not in query
+
+
+def test_no_contract_label_clashes_with_a_scrape_target_label() -> None:
+    """A process label named like a target label (``endpoint``, ``pod``, ...) is renamed
+    ``exported_<name>`` by a scrape with honor_labels false, and queries miss it."""
+    labels = {
+        v
+        for k, v in vars(serving_contract).items()
+        if k.isupper()
+        and k != "DEPLOYMENT_ENV"
+        and isinstance(v, str)
+        and not v.startswith(("modelship_", "v1_", "v2_"))
+    }
+    labels |= {getattr(router_contract, k) for k in ("DEPLOYMENT", "VARIANT", "CODE",
+               "FROM_VARIANT", "OUTCOME", "RESULT", "REASON")}  # fmt: skip
+    assert "handler" in labels and "deployment" in labels
+    assert not labels & SCRAPE_TARGET_LABELS
 
 
 def test_label_values_are_escaped() -> None:
     odd = Scope('a"b', "c\\d", "canary", timedelta(seconds=1))
     assert 'namespace="a\\"b"' in selector(odd)
-    assert 'modelship_io_deployment="c\\\\d"' in selector(odd)
+    assert 'deployment="c\\\\d"' in selector(odd)
 
 
 @pytest.mark.parametrize(
@@ -79,8 +117,8 @@ def test_builtin_queries(name: str, pieces: list[str]) -> None:
 
 def test_requests_count_only_inference() -> None:
     assert requests_query(CANARY) == (
-        'sum(increase(modelship_requests_total{namespace="ml",modelship_io_deployment="churn",'
-        'variant="canary",version="1.5.0",endpoint=~"v1_predict|v2_infer"}[30s]))'
+        'sum(increase(modelship_requests_total{namespace="ml",deployment="churn",'
+        'variant="canary",version="1.5.0",handler=~"v1_predict|v2_infer"}[30s]))'
     )
 
 

@@ -33,7 +33,7 @@ from modelship_operator.status import Traffic
 STABLE = "1.4.0"
 INTERVAL = "10s"
 WINDOW = 10
-POD = {"namespace": "ml", "modelship_io_deployment": "churn"}
+POD = {"namespace": "ml"}  # what any Kubernetes scrape adds; no relabelled pod labels
 SCENARIOS = ("good", "failing", "slow", "idle", "disagree")
 
 
@@ -54,7 +54,12 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
     pods = Target(
         "pods",
         labels={**POD, "pod": "churn-0"},
-        metric_labels={"model": "churn", "version": STABLE, "variant": "stable"},
+        metric_labels={
+            "deployment": "churn",
+            "model": "churn",
+            "version": STABLE,
+            "variant": "stable",
+        },
     )
     stable = pods
     canary_labels = {"variant": "canary"}
@@ -195,7 +200,7 @@ def test_no_traffic_is_inconclusive_not_failed(prom: Prom) -> None:
 def test_custom_queries_are_templated_and_their_errors_reported(prom: Prom) -> None:
     errors = (
         'sum(increase(modelship_requests_total{namespace="{{ namespace }}",'
-        'modelship_io_deployment="{{ name }}",variant="{{ variant }}",version="{{ version }}",'
+        'deployment="{{ name }}",variant="{{ variant }}",version="{{ version }}",'
         'code=~"5.."}[{{ interval }}])) or vector(0)'
     )
     metrics = [

@@ -163,6 +163,7 @@ def test_serving_deployment_of_each_variant(variant: str) -> None:
     sha = "a" * 64 if variant == "stable" else SHA_CANARY
     uri = "file:///models/churn-1.4.0.skops" if variant == "stable" else CANARY["uri"]
     assert env_of(container) == {
+        "MODELSHIP_DEPLOYMENT": "churn",  # the deployment label of every series
         "MODELSHIP_MODEL_URI": uri,
         "MODELSHIP_MODEL_SHA256": sha,
         "MODELSHIP_MODEL_NAME": "churn",

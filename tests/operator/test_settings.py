@@ -57,3 +57,18 @@ def test_every_setting_is_documented() -> None:
     text = (Path(__file__).resolve().parents[2] / "docs" / "operator.md").read_text()
     for name in OperatorSettings.model_fields:
         assert f"`MODELSHIP_OPERATOR_{name.upper()}`" in text, name
+
+
+def test_the_namespace_label_defaults_to_namespace_and_must_be_a_label_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelship_operator.analysis.queries import label_scheme
+
+    monkeypatch.delenv("MODELSHIP_OPERATOR_PROMETHEUS_NAMESPACE_LABEL", raising=False)
+    assert OperatorSettings().prometheus_namespace_label == "namespace"
+    monkeypatch.setenv("MODELSHIP_OPERATOR_PROMETHEUS_NAMESPACE_LABEL", "kubernetes_namespace")
+    settings = OperatorSettings()
+    assert label_scheme(settings.prometheus_namespace_label).namespace == "kubernetes_namespace"
+    monkeypatch.setenv("MODELSHIP_OPERATOR_PROMETHEUS_NAMESPACE_LABEL", "kubernetes.namespace")
+    with pytest.raises(ValidationError, match="prometheus_namespace_label"):
+        OperatorSettings()

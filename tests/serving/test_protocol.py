@@ -298,7 +298,7 @@ def test_requests_through_both_lanes_are_counted(server: Server, classifier: Art
         for line in text.splitlines():
             if (
                 line.startswith("modelship_requests_total{")
-                and 'endpoint="v2_infer"' in line
+                and 'handler="v2_infer"' in line
                 and 'code="200"' in line
             ):
                 return float(line.rsplit(" ", 1)[1])

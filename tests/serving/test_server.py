@@ -224,10 +224,10 @@ def test_metrics_count_requests_classes_and_model_info(
 ) -> None:
     labels = {"model": "bc", "version": "1.4.0", "variant": "canary"}
     before_ok = metric(
-        classifier_server, "modelship_requests_total", endpoint="v1_predict", code="200", **labels
+        classifier_server, "modelship_requests_total", handler="v1_predict", code="200", **labels
     )
     before_bad = metric(
-        classifier_server, "modelship_requests_total", endpoint="v1_predict", code="422", **labels
+        classifier_server, "modelship_requests_total", handler="v1_predict", code="422", **labels
     )
     rows = classifier.X[:10]
     predicted = classifier.estimator.predict(rows)
@@ -237,13 +237,13 @@ def test_metrics_count_requests_classes_and_model_info(
     classifier_server.client.post("/v1/models/bc:predict", json={"instances": rows.tolist()})
     classifier_server.client.post("/v1/models/bc:predict", json={"instances": [[1]]})
     after = lambda name, **kw: metric(classifier_server, name, **labels, **kw)  # noqa: E731
-    assert after("modelship_requests_total", endpoint="v1_predict", code="200") == before_ok + 1
-    assert after("modelship_requests_total", endpoint="v1_predict", code="422") == before_bad + 1
+    assert after("modelship_requests_total", handler="v1_predict", code="200") == before_ok + 1
+    assert after("modelship_requests_total", handler="v1_predict", code="422") == before_bad + 1
     assert after("modelship_predictions_total", **{"class": "1"}) == before_class1 + int(
         (predicted == 1).sum()
     )
     assert (
-        after("modelship_request_duration_seconds_bucket", endpoint="v1_predict", le="0.0005") >= 0
+        after("modelship_request_duration_seconds_bucket", handler="v1_predict", le="0.0005") >= 0
     )
     assert (
         after("modelship_model_info", sha256=classifier.sha256, inference_path="numpy-linear") == 1
@@ -272,9 +272,11 @@ def test_inference_series_exist_at_zero_before_any_request(
         base = 'model="fresh",variant="stable",version="0"'
         for endpoint in ("v1_predict", "v2_infer"):
             for code in ("200", "500"):
-                name = f'modelship_requests_total{{code="{code}",endpoint="{endpoint}",{base}}}'
+                labels = f'code="{code}",deployment="",handler="{endpoint}",{base}'
+                name = f"modelship_requests_total{{{labels}}}"
                 assert series.get(name) == 0, (name, sorted(series))
-            name = f'modelship_request_duration_seconds_count{{endpoint="{endpoint}",{base}}}'
+            labels = f'deployment="",handler="{endpoint}",{base}'
+            name = f"modelship_request_duration_seconds_count{{{labels}}}"
             assert series.get(name) == 0, (name, sorted(series))
     finally:
         stop_server(server)

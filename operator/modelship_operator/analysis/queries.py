@@ -1,13 +1,16 @@
 """PromQL for the analysis: built-in metrics on the serving pods' own series, and templating of
 custom queries. Pure: strings in, strings out.
 
-Series are selected by where they come from, with the label names the local cluster's
-Prometheus produces (``cluster/modelship_cluster/prometheus.py``): ``namespace`` from the pod's
-namespace and ``modelship_io_deployment`` from its ``modelship.io/deployment`` label; plus the
-serving series' own ``variant`` and ``version`` labels. A Prometheus with another relabelling
-passes a different :class:`LabelScheme`.
+Series are selected only by labels the processes export themselves (the serving series'
+``deployment``, ``variant`` and ``version``, the router's ``deployment`` and ``variant``:
+``modelship_serving.contract`` and ``modelship_router.contract``, whose names are imported
+here) plus the namespace label every Kubernetes scrape sets, ``namespace`` unless the
+operator's ``prometheusNamespaceLabel`` setting says otherwise (:func:`label_scheme`). No
+relabelling of pod labels is assumed, so the Prometheus Operator's PodMonitors, the
+prometheus-community chart's annotation scraping and a managed Prometheus all work as they
+are. docs/metrics.md writes the contract down.
 
-Only inference requests count (``endpoint`` ``v1_predict`` or ``v2_infer``): probes and
+Only inference requests count (``handler`` ``v1_predict`` or ``v2_infer``): probes and
 scrapes would pad the success rate and flatten the latency. Every built-in query aggregates
 with ``sum`` so it returns one number however many pods a variant has, and divides counts
 of the same window, so no traffic gives NaN or no series (Inconclusive), never a pass.
@@ -20,10 +23,22 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
+from modelship_router import contract as router
+from modelship_serving import contract as serving
+
 from modelship_operator.spec import BusinessMetric, MetricCheck, Variant
 
-#: Endpoint label values of inference requests on the model server.
-INFERENCE_ENDPOINTS: Final = "v1_predict|v2_infer"
+#: ``handler`` label values of inference requests on the model server, as a regex.
+INFERENCE_ENDPOINTS: Final = "|".join(serving.INFERENCE_HANDLERS)
+#: Labels a Kubernetes scrape attaches to every target (kubernetes_sd relabelling as the
+#: Prometheus Operator and the prometheus-community chart write it). A process must not
+#: export a label of this name: with ``honor_labels: false`` (their default) its own is
+#: renamed ``exported_<name>``.
+SCRAPE_TARGET_LABELS: Final = frozenset(
+    {"namespace", "pod", "container", "endpoint", "service", "job", "instance", "node"}
+)
+#: The namespace label name unless configured.
+DEFAULT_NAMESPACE_LABEL: Final = "namespace"
 #: Placeholders a custom query may use, e.g. ``{{ variant }}``.
 PLACEHOLDERS: Final = ("namespace", "name", "variant", "version", "interval")
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
@@ -35,17 +50,28 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class LabelScheme:
-    """Label names that identify a ModelDeployment's series in Prometheus."""
+    """Label names that identify a ModelDeployment's series in Prometheus. Only
+    ``namespace`` depends on the Prometheus (it is the scrape's); the rest are the
+    processes' own, from their contracts."""
 
-    namespace: str = "namespace"
-    deployment: str = "modelship_io_deployment"
-    variant: str = "variant"
-    version: str = "version"
+    namespace: str = DEFAULT_NAMESPACE_LABEL
+    deployment: str = serving.DEPLOYMENT
+    variant: str = serving.VARIANT
+    version: str = serving.VERSION
+    handler: str = serving.HANDLER
     #: The router's own label naming the ModelDeployment on ``modelship_router_*`` series.
-    router_deployment: str = "deployment"
+    router_deployment: str = router.DEPLOYMENT
+    router_variant: str = router.VARIANT
 
 
 DEFAULT_LABELS: Final = LabelScheme()
+
+
+def label_scheme(namespace_label: str = DEFAULT_NAMESPACE_LABEL) -> LabelScheme:
+    """The labels for a Prometheus whose scrape puts the pod's namespace in NAMESPACE_LABEL
+    (``namespace`` in kube-prometheus-stack, the prometheus-community chart and most
+    managed services; e.g. ``kubernetes_namespace`` in older hand-written configs)."""
+    return LabelScheme(namespace=namespace_label)
 
 
 @dataclass(frozen=True)
@@ -89,23 +115,31 @@ def selector(scope: Scope, labels: LabelScheme = DEFAULT_LABELS, *extra: str) ->
 
 
 def _inference(scope: Scope, labels: LabelScheme, *extra: str) -> str:
-    return selector(scope, labels, f'endpoint=~"{INFERENCE_ENDPOINTS}"', *extra)
+    return selector(scope, labels, f'{labels.handler}=~"{INFERENCE_ENDPOINTS}"', *extra)
+
+
+_REQUESTS: Final = serving.total(serving.REQUESTS)
+_DURATION_BUCKET: Final = serving.bucket(serving.REQUEST_DURATION_SECONDS)
+_FEEDBACK: Final = serving.total(serving.FEEDBACK)
+_FEEDBACK_CORRECT: Final = serving.total(serving.FEEDBACK_CORRECT)
+_PREDICTIONS: Final = serving.total(serving.PREDICTIONS)
+_PREDICTION_VALUE_BUCKET: Final = serving.bucket(serving.PREDICTION_VALUE)
 
 
 def requests_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
     """Inference requests the variant answered in the window (the minSamples count)."""
     sel = _inference(scope, labels)
-    return f"sum(increase(modelship_requests_total{{{sel}}}[{duration(scope.interval)}]))"
+    return f"sum(increase({_REQUESTS}{{{sel}}}[{duration(scope.interval)}]))"
 
 
 def success_rate_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
     """Percent of inference requests answered without a 5xx (4xx are the client's fault)."""
     window = duration(scope.interval)
-    good = _inference(scope, labels, 'code!~"5.."')
+    good = _inference(scope, labels, f'{serving.CODE}!~"5.."')
     every = _inference(scope, labels)
     return (
-        f"100 * sum(increase(modelship_requests_total{{{good}}}[{window}]))"
-        f" / sum(increase(modelship_requests_total{{{every}}}[{window}]))"
+        f"100 * sum(increase({_REQUESTS}{{{good}}}[{window}]))"
+        f" / sum(increase({_REQUESTS}{{{every}}}[{window}]))"
     )
 
 
@@ -114,7 +148,7 @@ def latency_p99_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str
     sel = _inference(scope, labels)
     return (
         "histogram_quantile(0.99, sum by (le) "
-        f"(rate(modelship_request_duration_seconds_bucket{{{sel}}}[{duration(scope.interval)}])))"
+        f"(rate({_DURATION_BUCKET}{{{sel}}}[{duration(scope.interval)}])))"
     )
 
 
@@ -123,8 +157,8 @@ def accuracy_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
     window = duration(scope.interval)
     sel = selector(scope, labels)
     return (
-        f"100 * sum(increase(modelship_feedback_correct_total{{{sel}}}[{window}]))"
-        f" / sum(increase(modelship_feedback_total{{{sel}}}[{window}]))"
+        f"100 * sum(increase({_FEEDBACK_CORRECT}{{{sel}}}[{window}]))"
+        f" / sum(increase({_FEEDBACK}{{{sel}}}[{window}]))"
     )
 
 
@@ -186,17 +220,15 @@ def business_queries(
     window = duration(scope.interval)
     sel = selector(scope, labels)
     return (
-        f"sum(increase(modelship_feedback_correct_total{{{sel}}}[{window}]))",
-        f"sum(increase(modelship_feedback_total{{{sel}}}[{window}]))",
+        f"sum(increase({_FEEDBACK_CORRECT}{{{sel}}}[{window}]))",
+        f"sum(increase({_FEEDBACK}{{{sel}}}[{window}]))",
     )
 
 
 # --- shadow --------------------------------------------------------------------------------
 
 #: The router's count of mirrored prediction rows compared with the primary's answer.
-#: Proposed for the router (see docs/analysis.md); until it exists the analysis falls back
-#: to comparing prediction distributions.
-SHADOW_COMPARISON_METRIC: Final = "modelship_router_shadow_predictions_total"
+SHADOW_COMPARISON_METRIC: Final = router.total(router.SHADOW_PREDICTIONS)
 
 
 def agreement_queries(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> tuple[str, str]:
@@ -204,12 +236,14 @@ def agreement_queries(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> tup
     window = duration(scope.interval)
     base = (
         f"{labels.namespace}={quote(scope.namespace)},"
-        f"{labels.router_deployment}={quote(scope.name)},variant={quote(scope.variant)}"
+        f"{labels.router_deployment}={quote(scope.name)},"
+        f"{labels.router_variant}={quote(scope.variant)}"
     )
-    metric = SHADOW_COMPARISON_METRIC
+    metric, result = SHADOW_COMPARISON_METRIC, router.RESULT
+    agree, both = router.AGREE, f"{router.AGREE}|{router.DISAGREE}"
     return (
-        f'sum(increase({metric}{{{base},result="agree"}}[{window}]))',
-        f'sum(increase({metric}{{{base},result=~"agree|disagree"}}[{window}]))',
+        f'sum(increase({metric}{{{base},{result}="{agree}"}}[{window}]))',
+        f'sum(increase({metric}{{{base},{result}=~"{both}"}}[{window}]))',
     )
 
 
@@ -217,8 +251,7 @@ def class_distribution_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS)
     """Predicted rows per class of a classifier in the window (one series per class)."""
     sel = selector(scope, labels)
     return (
-        f"sum by (class) (increase(modelship_predictions_total{{{sel}}}"
-        f"[{duration(scope.interval)}]))"
+        f"sum by ({serving.CLASS}) (increase({_PREDICTIONS}{{{sel}}}[{duration(scope.interval)}]))"
     )
 
 
@@ -226,6 +259,5 @@ def value_distribution_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS)
     """Cumulative histogram buckets of a regressor's predicted values in the window."""
     sel = selector(scope, labels)
     return (
-        f"sum by (le) (increase(modelship_prediction_value_bucket{{{sel}}}"
-        f"[{duration(scope.interval)}]))"
+        f"sum by (le) (increase({_PREDICTION_VALUE_BUCKET}{{{sel}}}[{duration(scope.interval)}]))"
     )

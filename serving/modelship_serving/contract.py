@@ -1,0 +1,95 @@
+"""The model server's metrics contract: the metric and label names its /metrics exports.
+
+The operator's analysis queries, the chart's alerts and its dashboard are written against
+these names, so they are code, not matching strings: ``metrics.py`` registers its series
+with them and ``modelship_operator.analysis.queries`` imports them. No dependencies (the
+operator imports this module without the server's).
+
+Every series carries the labels of :data:`BASE_LABELS`, set by the process itself (from
+its settings, which the operator renders into the pod's environment). A Kubernetes scrape
+adds ``namespace`` (and ``pod``, ``container``, ...); nothing else is assumed of the
+Prometheus that scrapes it, so no relabelling is needed. No label here is one a
+Kubernetes scrape attaches to its targets (``endpoint``, ``pod``, ``job``, ...): such a
+clash would rename the server's label to ``exported_<name>`` under the Prometheus
+Operator's default ``honorLabels: false``. docs/metrics.md is the readable version.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+# --- labels every series carries --------------------------------------------------------
+
+#: The ModelDeployment the server belongs to (``MODELSHIP_DEPLOYMENT``; empty outside one).
+DEPLOYMENT: Final = "deployment"
+#: The model's name (``MODELSHIP_MODEL_NAME``).
+MODEL: Final = "model"
+#: The model version (``MODELSHIP_MODEL_VERSION``).
+VERSION: Final = "version"
+#: The rollout variant, ``stable`` or ``canary`` (``MODELSHIP_VARIANT``).
+VARIANT: Final = "variant"
+BASE_LABELS: Final = (DEPLOYMENT, MODEL, VERSION, VARIANT)
+
+#: The environment variable naming the ModelDeployment (the operator sets it).
+DEPLOYMENT_ENV: Final = "MODELSHIP_DEPLOYMENT"
+
+# --- labels of some series --------------------------------------------------------------
+
+#: Which handler answered: see :data:`INFERENCE_HANDLERS`; others are e.g. ``health``.
+HANDLER: Final = "handler"
+#: The HTTP status code, as digits.
+CODE: Final = "code"
+#: A classifier's predicted class.
+CLASS: Final = "class"
+#: An input feature's name (drift series).
+FEATURE: Final = "feature"
+#: The quantile of a windowed input feature quantile (drift series).
+QUANTILE: Final = "quantile"
+
+#: ``handler`` values of inference requests (what the analysis counts).
+V1_PREDICT: Final = "v1_predict"
+V2_INFER: Final = "v2_infer"
+INFERENCE_HANDLERS: Final = (V1_PREDICT, V2_INFER)
+
+# --- metric families (as registered; a counter is scraped as NAME_total) -----------------
+
+REQUESTS: Final = "modelship_requests"
+REQUEST_DURATION_SECONDS: Final = "modelship_request_duration_seconds"
+REQUESTS_IN_FLIGHT: Final = "modelship_requests_in_flight"
+PREDICTIONS: Final = "modelship_predictions"
+PREDICTION_VALUE: Final = "modelship_prediction_value"
+FEEDBACK: Final = "modelship_feedback"
+FEEDBACK_CORRECT: Final = "modelship_feedback_correct"
+FEEDBACK_ABSOLUTE_ERROR: Final = "modelship_feedback_absolute_error"
+FEEDBACK_UNKNOWN: Final = "modelship_feedback_unknown"
+MODEL_LOAD_SECONDS: Final = "modelship_model_load_seconds"
+READY: Final = "modelship_ready"
+MODEL_INFO: Final = "modelship_model_info"
+INPUT_ROWS: Final = "modelship_input_rows"
+INPUT_FEATURE_SUM: Final = "modelship_input_feature_sum"
+INPUT_FEATURE_WINDOW_MEAN: Final = "modelship_input_feature_window_mean"
+INPUT_FEATURE_WINDOW_QUANTILE: Final = "modelship_input_feature_window_quantile"
+
+#: Families that are counters (their samples are NAME_total).
+COUNTERS: Final = frozenset(
+    {REQUESTS, PREDICTIONS, FEEDBACK, FEEDBACK_CORRECT, FEEDBACK_UNKNOWN, INPUT_ROWS,
+     INPUT_FEATURE_SUM}
+)  # fmt: skip
+#: Families that are histograms (their samples are NAME_bucket, NAME_sum, NAME_count).
+HISTOGRAMS: Final = frozenset({REQUEST_DURATION_SECONDS, PREDICTION_VALUE})
+
+
+def total(family: str) -> str:
+    """The series name of a counter family in PromQL: ``modelship_requests_total``."""
+    return f"{family}_total"
+
+
+def bucket(family: str) -> str:
+    """The bucket series of a histogram family: ``..._seconds_bucket``."""
+    return f"{family}_bucket"
+
+
+def deployment_from_env() -> str:
+    """The ModelDeployment this process serves, from ``MODELSHIP_DEPLOYMENT`` ("" if unset)."""
+    return os.environ.get(DEPLOYMENT_ENV, "")
