@@ -348,14 +348,16 @@ def report(targets: list[Target], models: dict[str, str]) -> tuple[str, list[str
     return "\n".join(lines), verdicts
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else ""
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+def write_docs(section: str, begin: str = BEGIN, end: str = END, docs: Path = DOCS) -> None:
+    """Put ``section`` between the ``begin`` and ``end`` markers of ``docs`` (appended with
+    them when absent)."""
+    text = docs.read_text() if docs.exists() else ""
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    DOCS.write_text(text)
+    docs.write_text(text)
 
 
 def main() -> None:

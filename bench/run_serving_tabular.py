@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from run_serving import (
     ensure_wrk,
     fmt_ms,
     free_port,
+    median_point,
     mlserver_dir,
     run_wrk,
     session_cpu_seconds,
@@ -53,6 +53,7 @@ from run_serving import (
     stop,
     version_of,
     wait_ready,
+    write_docs,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,10 +109,6 @@ def predictions_of(url: str, body: bytes) -> list:
     return response.json()["outputs"][0]["data"]
 
 
-def median_point(points: list[tuple[float, float, float, float]]) -> tuple[float, ...]:
-    return tuple(statistics.median(p[i] for p in points) for i in range(4))
-
-
 def report(results: dict[tuple[str, int, int], list]) -> tuple[str, list[str]]:
     lines = [
         "| rows | c | server | req/s | p50 ms | p99 ms | server CPU µs/req "
@@ -153,16 +150,6 @@ def report(results: dict[tuple[str, int, int], list]) -> tuple[str, list[str]]:
                     f"{fmt_ms(best[2])} ms"
                 )
     return "\n".join(lines), verdicts
-
-
-def write_docs(section: str) -> None:
-    text = DOCS.read_text()
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOCS.write_text(text)
 
 
 def main() -> None:
@@ -317,7 +304,7 @@ def main() -> None:
     print()
     print(section)
     if not args.no_write_docs:
-        write_docs(section)
+        write_docs(section, BEGIN, END)
         say(f"wrote the table into {DOCS.relative_to(ROOT)}")
     shutil.rmtree(work, ignore_errors=True)
     say(f"done in {time.monotonic() - started:.0f}s")
