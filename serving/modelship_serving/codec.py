@@ -194,14 +194,20 @@ def v1_wants_proba(payload: dict[str, Any], signature: ModelSignature) -> bool:
     return proba
 
 
-def decode_v1(payload: Any, signature: ModelSignature, limits: Limits) -> tuple[np.ndarray, bool]:
-    """KServe V1 body → (X, want probabilities)."""
+def v1_key(payload: Any) -> str:
+    """Which of a KServe V1 body's two forms it uses: 'instances' or 'inputs' (refused
+    unless it is an object with exactly one of them)."""
     if type(payload) is not dict:
         raise ServingError(400, "body must be a JSON object with 'instances' or 'inputs'")
     has_instances = "instances" in payload
     if has_instances == ("inputs" in payload):
         raise ServingError(422, "send exactly one of 'instances' or 'inputs'")
-    key = "instances" if has_instances else "inputs"
+    return "instances" if has_instances else "inputs"
+
+
+def decode_v1(payload: Any, signature: ModelSignature, limits: Limits) -> tuple[np.ndarray, bool]:
+    """KServe V1 body → (X, want probabilities)."""
+    key = v1_key(payload)
     proba = v1_wants_proba(payload, signature)
     rows = payload[key]
     if type(rows) is dict:

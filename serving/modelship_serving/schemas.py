@@ -10,6 +10,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+#: The Open Inference Protocol's tensor datatypes.
+Datatype = Literal[
+    "BOOL",
+    "BYTES",
+    "FP16",
+    "FP32",
+    "FP64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+]
+
 Number = float | int
 Scalar = float | int | str | bool | None
 
@@ -43,21 +60,7 @@ class V1PredictResponse(BaseModel):
 class V2Tensor(BaseModel):
     name: str = Field(description="'input-0' for a [rows, features] tensor, or a column name.")
     shape: list[int] = Field(description="[rows, features], or [rows] for one named column.")
-    datatype: Literal[
-        "BOOL",
-        "BYTES",
-        "FP16",
-        "FP32",
-        "FP64",
-        "INT8",
-        "INT16",
-        "INT32",
-        "INT64",
-        "UINT8",
-        "UINT16",
-        "UINT32",
-        "UINT64",
-    ]
+    datatype: Datatype
     data: list[Any] | None = Field(
         default=None,
         description="Row-major flat values (nested lists are accepted); absent for binary data.",

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from .codec import Limits, _describe, _flatten, requested_outputs, v2_request_id
 from .errors import ServingError
+from .schemas import Datatype
 from .signature import Column, ModelSignature
 
 _NUMBERS = frozenset({int, float})
@@ -35,23 +36,7 @@ _SCALARS = frozenset({int, float, str, bool, type(None)})
 # What a tensor's JSON data may hold, by datatype (null where the column allows missing values).
 _NUMERIC_VALUES = frozenset({int, float, type(None)})
 _ALLOWED = {"BYTES": frozenset({str, type(None)}), "BOOL": frozenset({bool, type(None)})}
-_V2_TYPES = frozenset(
-    {
-        "BOOL",
-        "BYTES",
-        "FP16",
-        "FP32",
-        "FP64",
-        "INT8",
-        "INT16",
-        "INT32",
-        "INT64",
-        "UINT8",
-        "UINT16",
-        "UINT32",
-        "UINT64",
-    }
-)
+_V2_TYPES = frozenset(get_args(Datatype))
 
 
 @dataclass(slots=True)
@@ -302,14 +287,9 @@ def table_from_columns(
 
 def decode_v1_table(payload: Any, signature: ModelSignature, limits: Limits) -> tuple[Table, bool]:
     """KServe V1 body for a tabular model → (table, want probabilities)."""
-    from .codec import v1_wants_proba
+    from .codec import v1_key, v1_wants_proba
 
-    if type(payload) is not dict:
-        raise ServingError(400, "body must be a JSON object with 'instances' or 'inputs'")
-    has_instances = "instances" in payload
-    if has_instances == ("inputs" in payload):
-        raise ServingError(422, "send exactly one of 'instances' or 'inputs'")
-    key = "instances" if has_instances else "inputs"
+    key = v1_key(payload)
     proba = v1_wants_proba(payload, signature)
     value = payload[key]
     if type(value) is dict:
