@@ -39,6 +39,11 @@ METRICS_PORT = 8081
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
+def serving(status: dict[str, Any], version: str) -> bool:
+    """Whether status records ``version`` as the model stable serves on every pod."""
+    return ((status.get("rolledOut") or {}).get("current") or {}).get("version") == version
+
+
 def until(
     check: Callable[[], Any],
     what: str,

@@ -38,7 +38,7 @@ import yaml
 from modelship_demo.models import train as train_demo_models
 from modelship_demo.traffic import TrafficStats, background_traffic
 from modelship_serving.artifacts import save_model
-from operator_harness import Env, Operator, router_url, until
+from operator_harness import Env, Operator, router_url, serving, until
 
 #: Marks of every rollout test module (``pytestmark = ROLLOUT_MARKS``).
 ROLLOUT_MARKS = [
@@ -159,11 +159,6 @@ def model_deployment(name: str, model: dict[str, Any], strategy: dict[str, Any],
         "metadata": {"name": name},
         "spec": {"model": model, "strategy": strategy, **spec},
     }
-
-
-def serving(status: dict[str, Any], version: str) -> bool:
-    """Whether status records ``version`` as the model stable serves on every pod."""
-    return ((status.get("rolledOut") or {}).get("current") or {}).get("version") == version
 
 
 # --- deploying ----------------------------------------------------------------------------

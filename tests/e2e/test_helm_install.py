@@ -15,6 +15,7 @@ import yaml
 from kubernetes import client
 from modelship_cluster.binaries import toolset
 from modelship_serving.artifacts import save_model
+from operator_harness import serving
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -114,11 +115,9 @@ def check_examples(kubectl: Any, local_cluster: Any, namespace: str, tmp_path: P
         body = json.loads(kubectl("get", "mdep", name, "-n", namespace, "-o", "json").stdout)
         return body.get("status") or {}
 
-    def serving(name: str) -> dict[str, Any] | None:
+    def serves_its_model(name: str) -> dict[str, Any] | None:
         status = status_of(name)
-        version = docs[name][0]["spec"]["model"]["version"]
-        current = (status.get("rolledOut") or {}).get("current") or {}
-        return status if current.get("version") == version else None
+        return status if serving(status, docs[name][0]["spec"]["model"]["version"]) else None
 
     def rolling_out(name: str) -> dict[str, Any] | None:
         status = status_of(name)
@@ -126,7 +125,7 @@ def check_examples(kubectl: Any, local_cluster: Any, namespace: str, tmp_path: P
         return status if canary_up and status.get("phase") == "Progressing" else None
 
     for name, (doc, next_model) in docs.items():
-        wait_for(lambda n=name: serving(n), f"example {name} to serve its model", 240)
+        wait_for(lambda n=name: serves_its_model(n), f"example {name} to serve its model", 240)
         doc["spec"]["model"].update(next_model)
         kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
     for name in docs:

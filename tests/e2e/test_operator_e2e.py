@@ -41,6 +41,7 @@ from operator_harness import (
     predict,
     prometheus_query,
     router_url,
+    serving,
     subset,
     training_data,
     until,
@@ -213,8 +214,7 @@ def test_deploy_predict_roll_out_and_delete(
 
         def rolled_out() -> bool:
             obj = env.md(ns, "churn") or {}
-            current = ((obj.get("status") or {}).get("rolledOut") or {}).get("current") or {}
-            return current.get("version") == "2.0.0" and not (
+            return serving(obj.get("status") or {}, "2.0.0") and not (
                 old_pods & set(names(env.pods(ns, SERVING)))
             )
 
@@ -252,8 +252,7 @@ def test_a_canary_shows_in_the_metrics_and_going_back_aborts_and_prunes(
                 "scaleDownDelay": "2s"}  # fmt: skip
     describe = lambda: env.describe(ns, "weights")  # noqa: E731
     env.apply(ns, model_deployment("weights", v1, strategy=strategy))
-    until(lambda: ((((env.md(ns, "weights") or {}).get("status") or {}).get("rolledOut") or {})
-                   .get("current") or {}).get("version") == "1.0.0",
+    until(lambda: serving((env.md(ns, "weights") or {}).get("status") or {}, "1.0.0"),
           "1.0.0 to serve", 150, describe)  # fmt: skip
     env.apply(ns, model_deployment("weights", v2, strategy=strategy))
     labels = {"modeldeployment_namespace": ns, "modeldeployment": "weights"}
