@@ -4,7 +4,6 @@ set -euo pipefail
 need=()
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
-command -v prometheus >/dev/null || need+=(prometheus)
 command -v conntrack >/dev/null || need+=(conntrack)
 command -v nsenter >/dev/null || need+=(util-linux)
 # The node: containerd with runc and the CNI plugins (kubelet and crictl are built from Go).

@@ -194,9 +194,17 @@ def manifests(
     operator_image: str = OPERATOR_IMAGE,
     reloader_image: str = RELOADER_IMAGE,
     interval: str = SCRAPE_INTERVAL,
+    cluster_ip: str | None = None,
 ) -> list[dict[str, Any]]:
     """Namespace, RBAC, the Prometheus Operator's Deployment, the Prometheus resource and
-    the ``prometheus`` Service, in apply order (the CRDs come first, separately)."""
+    the ``prometheus`` Service (at CLUSTER_IP if given), in apply order (the CRDs come
+    first, separately)."""
+    service_spec: dict[str, Any] = {
+        "selector": PROMETHEUS_POD_LABELS,
+        "ports": [{"name": "web", "port": PORT, "targetPort": "web"}],
+    }
+    if cluster_ip:
+        service_spec["clusterIP"] = cluster_ip
     labels = OPERATOR_LABELS
     prometheus_labels = {"app.kubernetes.io/name": "prometheus"}
     cluster_rules, local_rules = operator_rules()
@@ -277,10 +285,7 @@ def manifests(
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": _meta(SERVICE, prometheus_labels),
-            "spec": {
-                "selector": PROMETHEUS_POD_LABELS,
-                "ports": [{"name": "web", "port": PORT, "targetPort": "web"}],
-            },
+            "spec": service_spec,
         },
     ]
 

@@ -1,13 +1,15 @@
 """The local cluster's node, as `Cluster.up()` / `Cluster.down()` run it: a real kubelet
 with containerd, runc and the CNI bridge plugin, the project's images imported into
-containerd, kube-proxy, cluster DNS (CoreDNS) and Prometheus.
+containerd, kube-proxy, cluster DNS (CoreDNS) and monitoring as users run it: the
+Prometheus Operator in a pod, managing a Prometheus in a pod that PodMonitors and
+ServiceMonitors configure (:mod:`modelship_cluster.monitoring`).
 
 Start order: the pod bridge (before the apiserver, which listens on its gateway address),
 then after the control plane: images, containerd, kubelet (node Ready), kube-proxy,
-CoreDNS, Prometheus. `stop()` removes every pod sandbox through CRI while containerd still
-runs, so CNI releases addresses and interfaces; `teardown()` then removes what stays on the
-machine (mounts, cgroups, iptables rules, the bridge) and `leftovers()` lists whatever would
-still be there (the tests assert it is empty).
+CoreDNS, the monitoring CRDs and objects. `stop()` removes every pod sandbox through CRI
+while containerd still runs, so CNI releases addresses and interfaces; `teardown()` then
+removes what stays on the machine (mounts, cgroups, iptables rules, the bridge) and
+`leftovers()` lists whatever would still be there (the tests assert it is empty).
 """
 
 from __future__ import annotations
@@ -37,24 +39,18 @@ from modelship_cluster import (
     images,
     kubelet,
     kubeproxy,
+    monitoring,
     pki,
     podnet,
-    prometheus,
 )
 
 if TYPE_CHECKING:
     from modelship_cluster.cluster import Cluster
 
 NODE_NAME = "modelship-node"
-CONTAINERD, KUBELET, PROXY, PROM, PROM_SD = (
-    "containerd",
-    "kubelet",
-    "kube-proxy",
-    "prometheus",
-    "prometheus-discovery",
-)
+CONTAINERD, KUBELET, PROXY = "containerd", "kubelet", "kube-proxy"
 #: Node processes, in the order `stop()` ends them.
-STOP_ORDER = (PROM, PROM_SD, KUBELET, CONTAINERD, PROXY)
+STOP_ORDER = (KUBELET, CONTAINERD, PROXY)
 DNS_SERVICE_IP = "10.96.0.10"
 RUN_DIR = Path("/run/modelship")
 #: crictl reads it from CONTAINER_RUNTIME_ENDPOINT (`modelship-cluster env` exports it).
@@ -76,12 +72,13 @@ def why_disabled() -> str:
     return "not root (a kubelet and containerd need root)"
 
 
-def prometheus_port() -> int:
-    return int(os.environ.get("MODELSHIP_PROMETHEUS_PORT", str(prometheus.DEFAULT_PORT)))
+#: The `prometheus` Service's address, fixed in the static band of the Service range so
+#: the host (tests, benchmarks, `modelship-cluster status`) reaches it without a lookup.
+PROMETHEUS_IP = "10.96.0.90"
 
 
 def scrape_interval() -> str:
-    return os.environ.get("MODELSHIP_SCRAPE_INTERVAL", prometheus.DEFAULT_INTERVAL)
+    return os.environ.get("MODELSHIP_SCRAPE_INTERVAL", monitoring.SCRAPE_INTERVAL)
 
 
 def runtime_config() -> containerd.RuntimeConfig:
@@ -174,7 +171,7 @@ def _deployment_available(cluster: Cluster, namespace: str, name: str) -> bool:
 
 
 def start(cluster: Cluster, timeout: float) -> None:
-    """Images, containerd, kubelet, kube-proxy, CoreDNS and Prometheus."""
+    """Images, containerd, kubelet, kube-proxy, CoreDNS and monitoring."""
     if not enabled():
         _say(f"pods disabled ({why_disabled()}): control plane only")
         return
@@ -182,7 +179,6 @@ def start(cluster: Cluster, timeout: float) -> None:
     root = cluster.root
     node_kc = _identity(cluster, "node", f"system:node:{NODE_NAME}", ("system:nodes",))
     proxy_kc = _identity(cluster, "kube-proxy", "system:kube-proxy", ())
-    prom_kc = _identity(cluster, "prometheus", "modelship:prometheus", ())
 
     built = images.ensure_images()
     runtime = runtime_config()
@@ -243,7 +239,7 @@ def start(cluster: Cluster, timeout: float) -> None:
         what=cluster._what(PROXY),
     )
     kubectl_apply(cluster, coredns.manifests(DNS_SERVICE_IP))
-    _start_prometheus(cluster, prom_kc)
+    _start_monitoring(cluster)
     _wait(
         "cluster DNS (CoreDNS) not available",
         lambda: _deployment_available(cluster, coredns.NAMESPACE, coredns.NAME),
@@ -254,109 +250,55 @@ def start(cluster: Cluster, timeout: float) -> None:
             f"{cluster._what(KUBELET)}"
         ),
     )
+    _wait_monitoring(cluster, timeout)
     _say(f"node parts up in {time.monotonic() - started:.1f}s (DNS at {DNS_SERVICE_IP})")
 
 
-def _start_prometheus(cluster: Cluster, prom_kc: Path) -> None:
-    _grant_prometheus(cluster, "modelship:prometheus")
-    root = cluster.root
-    port = prometheus_port()
-    binary = prometheus.binary()
-    discovery_url = None
-    if not prometheus.has_kubernetes_sd(binary):
-        listen = f"127.0.0.1:{port + 1}"
-        cluster.processes.start(
-            PROM_SD,
-            [sys.executable, "-m", "modelship_cluster.prometheus", "discover",
-             "--kubeconfig", str(prom_kc), "--listen", listen],
-        )  # fmt: skip
-        discovery_url = f"http://{listen}/targets"
-    key = cluster.pki_dir / "prometheus"
-    prom_cfg = prometheus.config(
-        cluster.config.server_url,
-        cluster.ca,
-        key.with_suffix(".crt"),
-        key.with_suffix(".key"),
-        interval=scrape_interval(),
-        discovery_url=discovery_url,
+def _start_monitoring(cluster: Cluster) -> None:
+    """The Prometheus Operator's CRDs (server-side: the Prometheus CRD is too large for
+    client-side apply), then the operator and the Prometheus it manages
+    (:mod:`modelship_cluster.monitoring`); `_wait_monitoring` waits for them."""
+    crds = binaries.prometheus_operator_crds()
+    files = [arg for path in crds for arg in ("-f", str(path))]
+    _kubectl(cluster, "apply", "--server-side", "--force-conflicts",
+             "--field-manager=modelship-cluster", *files)  # fmt: skip
+    _kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", *files)
+    kubectl_apply(
+        cluster, monitoring.manifests(interval=scrape_interval(), cluster_ip=PROMETHEUS_IP)
     )
-    config_file = prometheus.write_config(root / "prometheus", prom_cfg)
-    host = podnet.DEFAULT.gateway  # reachable from the host and from pods, not from eth0
-    prom = cluster.processes.start(
-        PROM, prometheus.args(config_file, root / "prometheus" / "data", port, host)
-    )
-    controlplane.wait_healthy(
-        f"{prometheus.url(port, host)}/-/ready",
-        ca=None,
-        client=None,
-        timeout=60,
-        alive=prom.alive,
-        what=cluster._what(PROM),
-    )
-    _publish_prometheus(cluster, host, port)
+
+
+def _wait_monitoring(cluster: Cluster, timeout: float) -> None:
+    for args in monitoring.WAIT_FOR:
+        try:
+            _kubectl(cluster, "wait", *args, f"--timeout={timeout:.0f}s", timeout=timeout + 10)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            pods = _kubectl(cluster, "-n", monitoring.NAMESPACE, "get", "pods,events", check=False)
+            raise RuntimeError(
+                f"monitoring not up ({error}); in {monitoring.NAMESPACE}:\n{pods}"
+            ) from None
     _say(
-        f"Prometheus at {prometheus.url(port, host)}, in the cluster "
-        f"{IN_CLUSTER_PROMETHEUS} (scrape interval {scrape_interval()})"
+        f"Prometheus (Prometheus Operator {binaries.PROMETHEUS_OPERATOR_VERSION}) at "
+        f"{prometheus_url()}, in the cluster {monitoring.URL} "
+        f"(scrape interval {scrape_interval()}; PodMonitors and ServiceMonitors configure it)"
     )
 
 
-def _grant_prometheus(cluster: Cluster, user: str) -> None:
-    """Prometheus' identity may read pods cluster-wide (the built-in `view` role)."""
-    _create(
-        cluster,
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "modelship:prometheus"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "view",
-            },
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-        },
+def _kubectl(cluster: Cluster, *argv: str, timeout: float = 90, check: bool = True) -> str:
+    result = subprocess.run(
+        [str(binaries.toolset().kubectl), f"--kubeconfig={cluster.kubeconfig}", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
-
-
-#: How pods reach Prometheus: the same name a typical cluster install gives it.
-IN_CLUSTER_PROMETHEUS = "http://prometheus.monitoring.svc:9090"
-
-
-def _publish_prometheus(cluster: Cluster, host: str, port: int) -> None:
-    """A selector-less Service `prometheus` in `monitoring` whose EndpointSlice points at
-    the host's Prometheus, so pods (the operator) use the usual in-cluster URL."""
-    labels = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/part-of": "modelship"}
-    _create(cluster, "/api/v1/namespaces", {"metadata": {"name": "monitoring"}})
-    _create(
-        cluster,
-        "/api/v1/namespaces/monitoring/services",
-        {
-            "metadata": {"name": "prometheus", "labels": labels},
-            "spec": {"ports": [{"name": "http", "port": 9090, "targetPort": port}]},
-        },
-    )
-    _create(
-        cluster,
-        "/apis/discovery.k8s.io/v1/namespaces/monitoring/endpointslices",
-        {
-            "metadata": {
-                "name": "prometheus-host",
-                "labels": labels
-                | {
-                    "kubernetes.io/service-name": "prometheus",
-                    "endpointslice.kubernetes.io/managed-by": "modelship-cluster",
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
-            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-        },
-    )
+    if check and result.returncode != 0:
+        detail = result.stderr.strip() or result.stdout.strip()
+        raise RuntimeError(f"`kubectl {' '.join(argv[:3])} ...` failed: {detail}")
+    return result.stdout
 
 
 def stop(cluster: Cluster) -> None:
-    """End the node's processes: Prometheus, the kubelet, then every pod through CRI while
+    """End the node's processes: the kubelet, then every pod through CRI while
     containerd still runs, then containerd and kube-proxy."""
     runtime = runtime_config()
     for name in STOP_ORDER:
@@ -460,4 +402,5 @@ def leftovers() -> list[str]:
 
 
 def prometheus_url() -> str:
-    return prometheus.url(prometheus_port(), podnet.DEFAULT.gateway)
+    """Prometheus as the host reaches it (its Service, through kube-proxy)."""
+    return f"http://{PROMETHEUS_IP}:{monitoring.PORT}"

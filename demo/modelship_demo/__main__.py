@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from modelship_cluster import binaries
 from modelship_cluster.cluster import Cluster
+from modelship_operator.generate import MONITORING_VALUES
 from modelship_operator.status import TERMINAL_PHASES
 from modelship_operator.statusview import analysis_table, parse_status, summary
 
@@ -114,6 +115,9 @@ class Demo:
                 str(self.cluster.kubeconfig),
                 "--set",
                 "resyncSeconds=2",
+                # The local cluster runs the Prometheus Operator: the chart's monitors are
+                # what makes it scrape the operator, serving and router pods.
+                *[arg for value in MONITORING_VALUES for arg in ("--set", value)],
                 "--wait",
                 "--timeout",
                 "3m",

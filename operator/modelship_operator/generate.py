@@ -41,9 +41,9 @@ def _helm() -> Path:
     return toolset().helm
 
 
-def install_manifest() -> str:
-    """The chart's default install as one file: Namespace, CRD, then every object."""
-    rendered = subprocess.run(
+def _template(*args: str) -> str:
+    """`helm template` of the chart as release `modelship` in the install namespace."""
+    return subprocess.run(
         [
             str(_helm()),
             "template",
@@ -51,16 +51,50 @@ def install_manifest() -> str:
             str(CHART),
             "--namespace",
             INSTALL_NAMESPACE,
-            "--include-crds",
             "--skip-tests",
             # helm template assumes an old Kubernetes unless told; the chart needs >= 1.30.
             "--kube-version",
             KUBE_VERSION,
+            *args,
         ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
+
+
+#: The chart values that turn on every Prometheus Operator object it ships.
+MONITORING_VALUES = (
+    "metrics.podMonitor.enabled=true",
+    "podMonitors.serving.enabled=true",
+    "podMonitors.router.enabled=true",
+    "prometheusRule.enabled=true",
+)
+
+
+def monitoring_manifest() -> str:
+    """The chart's PodMonitors and PrometheusRule as one file, for clusters that run the
+    Prometheus Operator (its CRDs must exist): `kubectl apply -f manifests/monitoring/`."""
+    values = [arg for value in MONITORING_VALUES for arg in ("--set", value)]
+    shown = [
+        "--show-only",
+        "templates/podmonitor.yaml",
+        "--show-only",
+        "templates/prometheusrule.yaml",
+    ]
+    return (
+        "# modelship on a Prometheus Operator (kube-prometheus-stack and the like): the\n"
+        "# PodMonitors for the operator, serving and router pods and the PrometheusRule, as\n"
+        "# `helm install` gives them with these values set to true:\n"
+        + "".join(f"#   {value.split('=')[0]}\n" for value in MONITORING_VALUES)
+        + GENERATED
+        + _template(*values, *shown)
+    )
+
+
+def install_manifest() -> str:
+    """The chart's default install as one file: Namespace, CRD, then every object."""
+    rendered = _template("--include-crds")
     namespace = dump_yaml(
         {
             "apiVersion": "v1",
@@ -95,8 +129,9 @@ def targets() -> dict[Path, Callable[[], str]]:
         ),
         CHART / "files" / "user-roles.yaml": _user_roles_yaml,
         REPO / "docs" / "reference.md": reference.render_markdown,
-        # Last: it renders the chart, which includes the files above.
+        # Last: they render the chart, which includes the files above.
         REPO / "manifests" / "modelship.yaml": install_manifest,
+        REPO / "manifests" / "monitoring" / "prometheus-operator.yaml": monitoring_manifest,
     }
 
 

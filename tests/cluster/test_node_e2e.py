@@ -1,7 +1,7 @@
 """Pods on the local cluster's real node, end to end: the control plane schedules, the
 kubelet runs the pods in containerd (runc, the project's images), CoreDNS resolves Service
-names, kube-proxy routes Services, Prometheus discovers pods, and `kubectl logs`, `exec`
-and `port-forward` work as on any cluster.
+names, kube-proxy routes Services, a PodMonitor makes Prometheus scrape a pod, and
+`kubectl logs`, `exec` and `port-forward` work as on any cluster.
 
 Uses the session cluster (`local_cluster`, started once). The last test stops the cluster,
 checks that nothing of it is left on the machine, and starts it again with its data.
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from modelship_cluster import binaries, containerd, images, node
+from modelship_cluster import binaries, containerd, images, monitoring, node
 
 pytestmark = [
     pytest.mark.cluster,
@@ -314,16 +314,24 @@ def test_pod_uses_in_cluster_config_within_its_role(
     assert lines[2] == "other-namespace-refused 403"
 
 
-def test_prometheus_discovers_and_scrapes_a_pod(namespace: str, kubectl: Any) -> None:
+def test_a_podmonitor_makes_prometheus_scrape_a_pod(namespace: str, kubectl: Any) -> None:
+    """Scraping is configured the way users configure it: the Prometheus Operator turns a
+    PodMonitor into Prometheus configuration; the series get the scrape's labels only."""
     pod = client_pod(
         "metrics",
         ports=[{"name": "http", "containerPort": 8080}],
-        metadata={
-            "labels": {"modelship.io/variant": "canary", "app": "metrics"},
-            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"},
-        },
+        metadata={"labels": {"app": "metrics", "modelship.io/variant": "canary"}},
     )
-    apply(kubectl, namespace, pod)
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": "metrics"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "metrics"}},
+            "podMetricsEndpoints": [{"port": "http", "path": "/metrics"}],
+        },
+    }
+    apply(kubectl, namespace, pod, monitor)
     query = urllib.parse.urlencode({"query": f'testserver_ready{{namespace="{namespace}"}}'})
 
     def series() -> Any:
@@ -331,11 +339,12 @@ def test_prometheus_discovers_and_scrapes_a_pod(namespace: str, kubectl: Any) ->
         result = json.loads(body)["data"]["result"] if status == 200 else []
         return result
 
-    (found,) = until(series, "the pod's series in Prometheus")
+    (found,) = until(series, "the pod's series in Prometheus", 120)
     labels = found["metric"]
     assert labels["pod"] == "metrics"
     assert labels["namespace"] == namespace
-    assert labels["modelship_io_variant"] == "canary"
+    assert labels["job"] == f"{namespace}/metrics"
+    assert not any(k.startswith("modelship_io") for k in labels), labels  # no relabelling
     assert found["value"][1] == "1"
 
 
@@ -352,7 +361,7 @@ def test_pods_reach_prometheus_at_its_in_cluster_address(namespace: str, kubectl
         return status.get("podIP") if ready else None
 
     ip = until(pod_ip, "the asking pod to be ready")
-    query = urllib.parse.urlencode({"url": f"{node.IN_CLUSTER_PROMETHEUS}/-/ready"})
+    query = urllib.parse.urlencode({"url": f"{monitoring.URL}/-/ready"})
     # Ready (no probe) comes as the process starts, a moment before it listens.
     status, body = until(lambda: _try_get(f"http://{ip}:8080/fetch?{query}"), "the pod to answer")
     assert status == 200, body

@@ -2,8 +2,10 @@
 
 The operator is installed as a user would install it (``manifests/``: CRD, namespace, the
 committed RBAC, the operator Deployment running the image ``modelship/operator:<version>``
-under its own ServiceAccount), models are real scikit-learn estimators put in the cluster's
-model store, and everything is observed through the API, the pods' logs and HTTP.
+under its own ServiceAccount, and ``manifests/monitoring/``: the PodMonitors through which
+the test bed's Prometheus Operator configures scraping), models are real scikit-learn
+estimators put in the cluster's model store, and everything is observed through the API,
+the pods' logs and HTTP.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "manifests/crds/modeldeployments.yaml"
 RBAC = ROOT / "manifests/rbac/operator.yaml"
 OPERATOR_DIR = ROOT / "manifests/operator"
+#: The chart's PodMonitors and PrometheusRule: the test bed's Prometheus Operator turns
+#: them into the scrape configuration, as on a kube-prometheus-stack cluster.
+MONITORING = ROOT / "manifests/monitoring/prometheus-operator.yaml"
 OPERATOR_NS = "modelship-system"
 OPERATOR = "modelship-operator"
 LEASE = "modelship-operator"
@@ -285,6 +290,7 @@ class Operator:
         env.kubectl("apply", "-f", str(OPERATOR_DIR / "namespace.yaml"))
         env.kubectl("apply", "-f", str(RBAC))
         env.kubectl("apply", "-f", str(OPERATOR_DIR))
+        env.kubectl("apply", "-f", str(MONITORING))
         if deployment_existed:
             # Left by an earlier run: restart it so the pods run the code under test.
             env.kubectl("-n", OPERATOR_NS, "rollout", "restart", f"deployment/{OPERATOR}")
@@ -309,7 +315,8 @@ class Operator:
         env = self.env
         try:
             env.kubectl("delete", "-f", str(OPERATOR_DIR / "deployment.yaml"),
-                        "-f", str(OPERATOR_DIR / "service.yaml"), "--ignore-not-found",
+                        "-f", str(OPERATOR_DIR / "service.yaml"), "-f", str(MONITORING),
+                        "--ignore-not-found",
                         "--wait=true", timeout=120)  # fmt: skip
             if self.created_namespace:
                 env.kubectl("delete", "namespace", OPERATOR_NS, "--wait=true", check=False,

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client
 from modelship_cluster.binaries import toolset
+from modelship_operator.generate import MONITORING_VALUES
+from modelship_serving import contract
 from modelship_serving.artifacts import save_model
-from operator_harness import serving
+from operator_harness import prometheus_query, serving, until
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -24,16 +26,6 @@ CHART = ROOT / "charts" / "modelship"
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 RELEASE = "modelship-helm-e2e"
 INSTANCE = "app.kubernetes.io/instance"
-
-
-def wait_for(check: Any, what: str, limit: float = 120) -> Any:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {limit:.0f}s waiting for {what}")
 
 
 @pytest.fixture
@@ -125,13 +117,44 @@ def check_examples(kubectl: Any, local_cluster: Any, namespace: str, tmp_path: P
         return status if canary_up and status.get("phase") == "Progressing" else None
 
     for name, (doc, next_model) in docs.items():
-        wait_for(lambda n=name: serves_its_model(n), f"example {name} to serve its model", 240)
+        until(lambda n=name: serves_its_model(n), f"example {name} to serve its model", 240)
         doc["spec"]["model"].update(next_model)
         kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
     for name in docs:
-        wait_for(lambda n=name: rolling_out(n), f"example {name} to roll its next model out", 240)
+        until(lambda n=name: rolling_out(n), f"example {name} to roll its next model out", 240)
     for name in docs:
         kubectl("delete", "mdep", name, "-n", namespace, "--wait=false")
+
+
+def check_monitoring(namespace: str) -> None:
+    """The chart's PodMonitors make the test bed's Prometheus Operator scrape the operator and
+    the serving pods (jobs named after them), and Prometheus loaded the chart's rules."""
+    for component in ("operator", "serving"):
+        job = f"{namespace}/{RELEASE}-{component}"
+        until(
+            lambda j=job: prometheus_query(f'up{{job="{j}"}} == 1'),
+            f"Prometheus to scrape {job}",
+            120,
+        )
+    series = until(
+        lambda: prometheus_query(f'{contract.READY}{{namespace="{namespace}"}}'),
+        "the serving pod's series",
+        60,
+    )
+    assert series[0]["metric"]["deployment"] == "clf", series
+
+    def rule_groups() -> set[str]:
+        from modelship_cluster.node import prometheus_url
+
+        answer = httpx.get(f"{prometheus_url()}/api/v1/rules", timeout=10).json()
+        return {g["name"] for g in answer["data"]["groups"] if namespace in g["file"]}
+
+    groups = until(
+        lambda: {"modelship-rollouts", "modelship-serving", "modelship-operator"} <= rule_groups(),
+        "Prometheus to load the chart's PrometheusRule",
+        120,
+    )
+    assert groups
 
 
 def test_install_test_serve_upgrade_and_uninstall(
@@ -143,6 +166,7 @@ def test_install_test_serve_upgrade_and_uninstall(
         "--set", f"watchNamespaces={{{namespace}}}",
         "--set", "rbac.aggregateToDefaultRoles=false",
         "--set", "resyncSeconds=2",
+        *[arg for value in MONITORING_VALUES for arg in ("--set", value)],
     ]  # fmt: skip
     helm("install", RELEASE, str(CHART), "-n", namespace, *values, "--wait", "--timeout", "3m")
     try:
@@ -170,7 +194,8 @@ def test_install_test_serve_upgrade_and_uninstall(
             conditions = (json.loads(out).get("status") or {}).get("conditions", [])
             return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
-        wait_for(ready, "the ModelDeployment to be Ready under the chart's operator", 180)
+        until(ready, "the ModelDeployment to be Ready under the chart's operator", 180)
+        check_monitoring(namespace)
         check_examples(kubectl, local_cluster, namespace, tmp_path)
 
         helm(
@@ -192,6 +217,6 @@ def test_install_test_serve_upgrade_and_uninstall(
     finally:
         helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "2m", check=False)
 
-    wait_for(lambda: release_objects(kube_api, namespace) == [], "the release's objects to go", 60)
+    until(lambda: release_objects(kube_api, namespace) == [], "the release's objects to go", 60)
     crd = kubectl("get", "crd", "modeldeployments.modelship.io", "-o", "name").stdout.strip()
     assert crd == "customresourcedefinition.apiextensions.k8s.io/modeldeployments.modelship.io"

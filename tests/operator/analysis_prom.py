@@ -10,7 +10,6 @@ fixed sleep) until Prometheus has seen the change.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer, make_server
 
 import yaml
+from modelship_cluster.binaries import toolset
 from modelship_serving import contract as c
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
@@ -105,7 +105,8 @@ class Target:
 
 
 class PrometheusProcess:
-    """``/usr/bin/prometheus`` on 127.0.0.1 with a temp TSDB, scraping ``targets`` every 1s."""
+    """Prometheus (the one `make binaries` builds) on 127.0.0.1 with a temp TSDB,
+    scraping ``targets`` every 1s."""
 
     def __init__(self, workdir: Path, targets: list[Target]) -> None:
         self.workdir = workdir
@@ -134,9 +135,7 @@ class PrometheusProcess:
         }
 
     def start(self) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            raise RuntimeError("prometheus is not installed: apt-get install -y prometheus")
+        binary = str(toolset().path("prometheus"))  # `make binaries` builds it
         config = self.workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self.config()))
         data = self.workdir / "data"
