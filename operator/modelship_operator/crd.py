@@ -84,6 +84,7 @@ _KEY_ORDER: Final = (
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
     "anyOf",
     "x-kubernetes-int-or-string",
     "items",

@@ -52,6 +52,7 @@ from modelship_kube.errors import ApiError
 from pydantic import ValidationError
 
 from modelship_operator import kinds
+from modelship_operator.analysis.access import access_for, http_client
 from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.queries import label_scheme
 from modelship_operator.analysis.runner import analyse_if_due
@@ -66,7 +67,6 @@ from modelship_operator.reconcile import (
     describe_invalid,
     plan,
     plan_invalid,
-    prometheus_url,
     status_patch,
 )
 from modelship_operator.render import router_name
@@ -149,7 +149,7 @@ class Reconciler:
         self._clock = clock
         self._workers: dict[Key, _Worker] = {}
         # One connection pool for every resource's Prometheus queries.
-        self._http = http or httpx.AsyncClient(timeout=PROMETHEUS_TIMEOUT_SECONDS)
+        self._http = http or http_client(settings, PROMETHEUS_TIMEOUT_SECONDS)
         self._owns_http = http is None
         self._closed = False
 
@@ -308,7 +308,7 @@ class Reconciler:
         """This reconcile's metric analysis, or None when none is due. Prometheus failures
         are Error verdicts inside the analysis, never exceptions."""
         source = PrometheusClient(
-            prometheus_url(md, self.settings), timeout=PROMETHEUS_TIMEOUT_SECONDS, client=self._http
+            access_for(md, self.settings), timeout=PROMETHEUS_TIMEOUT_SECONDS, client=self._http
         )
         labels = label_scheme(self.settings.prometheus_namespace_label)
         analysis = await analyse_if_due(md, source, now, labels)

@@ -68,12 +68,6 @@ class Plan:
     requeue_after: float | None = None
 
 
-def prometheus_url(md: ModelDeployment, settings: OperatorSettings) -> str:
-    """Where this resource's analysis queries go: its own spec.prometheus.url, else the
-    operator's setting."""
-    return md.spec.prometheus.url or settings.prometheus_url
-
-
 def next_router_generation(
     config_json: str, observed_json: str | None, status_generation: int | None
 ) -> int:

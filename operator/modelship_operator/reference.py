@@ -88,6 +88,8 @@ def _constraints(node: dict[str, Any]) -> str:
             parts.append(f"at least {node['minItems']}")
         if "maxItems" in node:
             parts.append(f"at most {node['maxItems']} items")
+        if "maxProperties" in node:
+            parts.append(f"at most {node['maxProperties']} entries")
         if node.get("x-kubernetes-list-type") == "map":
             parts.append("unique " + ", ".join(node["x-kubernetes-list-map-keys"]))
     elif "maxLength" in node:

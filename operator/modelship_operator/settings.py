@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from modelship_operator.headers import check_headers
 
 
 def package_version() -> str:
@@ -53,6 +56,30 @@ class OperatorSettings(BaseSettings):
         default="http://prometheus.monitoring.svc:9090",
         pattern=r"^https?://\S+$",
         description="Prometheus base URL, unless a ModelDeployment sets spec.prometheus.url.",
+    )
+    prometheus_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers of every Prometheus query, as JSON, e.g. "
+        '{"X-Scope-OrgID": "team-a"} for a Mimir, Cortex or Thanos tenant.',
+    )
+    prometheus_bearer_token_file: Path | None = Field(
+        default=None,
+        description="File holding a bearer token sent to MODELSHIP_OPERATOR_PROMETHEUS_URL "
+        "(read at every query, so a rotated Secret takes effect). Not sent to a "
+        "ModelDeployment's own spec.prometheus.url.",
+    )
+    prometheus_basic_auth_username: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Basic auth user for MODELSHIP_OPERATOR_PROMETHEUS_URL; the password "
+        "comes from MODELSHIP_OPERATOR_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE.",
+    )
+    prometheus_basic_auth_password_file: Path | None = Field(
+        default=None, description="File holding the basic auth password (read at every query)."
+    )
+    prometheus_ca_file: Path | None = Field(
+        default=None,
+        description="PEM bundle of CAs trusted for an https Prometheus, besides the system's.",
     )
     prometheus_namespace_label: str = Field(
         default="namespace",
@@ -109,6 +136,26 @@ class OperatorSettings(BaseSettings):
             if len(name) > 63 or not _NAMESPACE.match(name):
                 raise ValueError(f"{name!r} is not a namespace name")
         return sorted(set(value))
+
+    @field_validator("prometheus_headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_headers(value)
+
+    @model_validator(mode="after")
+    def _check_prometheus_auth(self) -> OperatorSettings:
+        user, password = (
+            self.prometheus_basic_auth_username,
+            self.prometheus_basic_auth_password_file,
+        )
+        if (user is None) != (password is None):
+            raise ValueError(
+                "prometheus basic auth needs both MODELSHIP_OPERATOR_PROMETHEUS_BASIC_AUTH_"
+                "USERNAME and MODELSHIP_OPERATOR_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE"
+            )
+        if user is not None and self.prometheus_bearer_token_file is not None:
+            raise ValueError("set either a Prometheus bearer token file or basic auth, not both")
+        return self
 
     @property
     def cluster_wide(self) -> bool:

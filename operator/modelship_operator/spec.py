@@ -13,8 +13,9 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from modelship_operator.headers import check_headers
 from modelship_operator.status import ModelDeploymentStatus, ModelRef
 from modelship_operator.validation import (
     DURATION_PATTERN,
@@ -692,6 +693,19 @@ class Prometheus(ApiModel):
         description="Prometheus base URL, e.g. http://prometheus.monitoring:9090. Omitted: "
         "the operator's MODELSHIP_OPERATOR_PROMETHEUS_URL.",
     )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="Extra HTTP headers of this ModelDeployment's queries, e.g. "
+        "X-Scope-OrgID for a Mimir, Cortex or Thanos tenant; over the operator's "
+        "MODELSHIP_OPERATOR_PROMETHEUS_HEADERS. Credentials are the operator's own and go "
+        "only to its Prometheus URL, never to a url set here.",
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_headers(value)
 
 
 class Images(ApiModel):

@@ -3,9 +3,11 @@ the operator's own sources (CRD, RBAC, version) and with `manifests/`."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
@@ -98,6 +100,8 @@ def test_chart_rbac_is_exactly_the_operators_rbac() -> None:
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("prometheus.url=not-a-url", "url"),
         ("watchNamespaces={Bad_NS}", "watchNamespaces"),
+        ("prometheus.auth.type=token", "type"),
+        ("prometheus.auth.type=bearer", "prometheus.auth.secretName: name the Secret"),
     ],
 )
 def test_values_schema_rejects_typos_and_bad_values(override: str, complaint: str) -> None:
@@ -149,3 +153,82 @@ def test_helm_test_pod_probes_the_operator_health_endpoint() -> None:
         "--healthcheck",
         "http://modelship-operator-metrics.ms.svc:8081/healthz",
     ]
+
+
+def operator_container(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    (deployment,) = by_kind(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+def settings_from(container: dict[str, Any], files: dict[str, str], tmp_path: Path) -> Any:
+    """OperatorSettings as the pod would see them: its env, the mounted files under
+    TMP_PATH (FILES: key -> content), a secretKeyRef resolved to FILES[key]."""
+    from modelship_operator.settings import OperatorSettings
+
+    env = {}
+    for item in container["env"]:
+        if "value" in item:
+            value = item["value"]
+            if value.startswith("/etc/modelship/"):
+                path = tmp_path / value.removeprefix("/etc/modelship/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(files[path.name])
+                value = str(path)
+            env[item["name"]] = value
+        elif "secretKeyRef" in item.get("valueFrom", {}):
+            env[item["name"]] = files[item["valueFrom"]["secretKeyRef"]["key"]]
+    with mock.patch.dict(os.environ, env):
+        return OperatorSettings()
+
+
+def test_prometheus_defaults_send_no_credentials_and_mount_nothing() -> None:
+    pod, container = operator_container(render())
+    names = {e["name"] for e in container["env"]}
+    assert not {
+        n for n in names if "BEARER" in n or "BASIC" in n or "CA_FILE" in n or "HEADERS" in n
+    }
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+
+
+BEARER_VALUES = (
+    "--set", "prometheus.url=https://mimir.example/prometheus",
+    "--set", "prometheus.auth.type=bearer",
+    "--set", "prometheus.auth.secretName=prom-token",
+    "--set", "prometheus.tls.caSecretName=prom-ca",
+    "--set", "prometheus.headers.X-Scope-OrgID=team-a",
+)  # fmt: skip
+
+
+def test_prometheus_bearer_token_and_ca_come_from_secrets_mounted_read_only(
+    tmp_path: Path,
+) -> None:
+    pod, container = operator_container(render(*BEARER_VALUES))
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["prometheus-auth"]["secret"] == {
+        "secretName": "prom-token",
+        "items": [{"key": "token", "path": "token"}],
+    }
+    assert volumes["prometheus-ca"]["secret"]["secretName"] == "prom-ca"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["prometheus-auth"]["readOnly"] is True and mounts["prometheus-ca"]["readOnly"]
+    settings = settings_from(container, {"token": "t0ken", "ca.crt": "PEM"}, tmp_path)
+    assert settings.prometheus_url == "https://mimir.example/prometheus"
+    assert settings.prometheus_bearer_token_file.read_text() == "t0ken"
+    assert settings.prometheus_ca_file.read_text() == "PEM"
+    assert settings.prometheus_headers == {"X-Scope-OrgID": "team-a"}
+
+
+def test_prometheus_basic_auth_takes_the_user_from_the_secret_and_mounts_the_password(
+    tmp_path: Path,
+) -> None:
+    pod, container = operator_container(
+        render("--set", "prometheus.auth.type=basic", "--set", "prometheus.auth.secretName=prom")
+    )
+    (auth,) = [v for v in pod["volumes"] if v["name"] == "prometheus-auth"]
+    assert auth["secret"]["items"] == [{"key": "password", "path": "password"}]
+    settings = settings_from(container, {"username": "analysis", "password": "pw"}, tmp_path)
+    assert settings.prometheus_basic_auth_username == "analysis"
+    assert settings.prometheus_basic_auth_password_file.read_text() == "pw"
+    assert settings.prometheus_bearer_token_file is None

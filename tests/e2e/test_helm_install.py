@@ -194,7 +194,16 @@ def test_install_test_serve_upgrade_and_uninstall(
             conditions = (json.loads(out).get("status") or {}).get("conditions", [])
             return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
-        until(ready, "the ModelDeployment to be Ready under the chart's operator", 180)
+        def diagnose() -> str:
+            parts = [
+                kubectl("get", "mdep,deploy,pods", "-n", namespace, "-o", "wide", check=False),
+                kubectl("describe", "mdep", "clf", "-n", namespace, check=False),
+                kubectl("logs", f"deploy/{RELEASE}-operator", "-n", namespace, "--tail=60",
+                        check=False),
+            ]  # fmt: skip
+            return "\n".join(p.stdout + p.stderr for p in parts)
+
+        until(ready, "the ModelDeployment to be Ready under the chart's operator", 180, diagnose)
         check_monitoring(namespace)
         check_examples(kubectl, local_cluster, namespace, tmp_path)
 

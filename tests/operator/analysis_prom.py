@@ -10,6 +10,7 @@ fixed sleep) until Prometheus has seen the change.
 
 from __future__ import annotations
 
+import base64
 import socket
 import subprocess
 import threading
@@ -108,15 +109,32 @@ class PrometheusProcess:
     """Prometheus (the one `make binaries` builds) on 127.0.0.1 with a temp TSDB,
     scraping ``targets`` every 1s."""
 
-    def __init__(self, workdir: Path, targets: list[Target]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[Target],
+        *,
+        basic_auth: tuple[str, str, str] | None = None,
+        route_prefix: str = "",
+    ) -> None:
+        """BASIC_AUTH: (user, password, bcrypt hash of it) Prometheus' own --web.config.file
+        requires of every request; ROUTE_PREFIX: the path its API lives under
+        (--web.route-prefix)."""
         self.workdir = workdir
         self.targets = targets
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.basic_auth = basic_auth
+        self.route_prefix = route_prefix.rstrip("/")
+        #: Authorization header of the test's own requests (readiness, polling queries).
+        self.auth_header: str | None = None
+        if basic_auth is not None:
+            pair = f"{basic_auth[0]}:{basic_auth[1]}".encode()
+            self.auth_header = "Basic " + base64.b64encode(pair).decode()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}{self.route_prefix}"
 
     def config(self) -> dict[str, Any]:
         return {
@@ -140,6 +158,15 @@ class PrometheusProcess:
         config.write_text(yaml.safe_dump(self.config()))
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
+        extra = []
+        if self.basic_auth is not None:
+            web = self.workdir / "web.yml"
+            user, _, hashed = self.basic_auth
+            web.write_text(yaml.safe_dump({"basic_auth_users": {user: hashed}}))
+            extra.append(f"--web.config.file={web}")
+        if self.route_prefix:
+            extra.append(f"--web.route-prefix={self.route_prefix}")
+            extra.append(f"--web.external-url=http://127.0.0.1:{self.port}{self.route_prefix}")
         log = open(self.workdir / "prometheus.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [
@@ -149,6 +176,7 @@ class PrometheusProcess:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--storage.tsdb.retention.time=1h",
                 "--log.level=warn",
+                *extra,
             ],
             stdout=log,
             stderr=log,
@@ -168,10 +196,14 @@ class PrometheusProcess:
 
     def _get(self, path: str) -> int:
         try:
-            with urllib.request.urlopen(self.url + path, timeout=2) as response:
+            with urllib.request.urlopen(self._request(self.url + path), timeout=2) as response:
                 return int(response.status)
         except (OSError, urllib.error.URLError):
             return 0
+
+    def _request(self, url: str) -> urllib.request.Request:
+        headers = {"Authorization": self.auth_header} if self.auth_header else {}
+        return urllib.request.Request(url, headers=headers)
 
     def wait(self, ready: Callable[[], bool], what: str, timeout: float = 60) -> None:
         """Poll ``ready`` until true (a bound on waiting, not an assertion on speed)."""
@@ -192,7 +224,9 @@ class PrometheusProcess:
 
         query = urllib.parse.urlencode({"query": promql})
         try:
-            with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=2) as r:
+            with urllib.request.urlopen(
+                self._request(f"{self.url}/api/v1/query?{query}"), timeout=2
+            ) as r:
                 payload = json.loads(r.read())
         except (OSError, urllib.error.URLError):
             return []
@@ -209,11 +243,12 @@ class PrometheusProcess:
         self.wait(check, f"{promql} matching", timeout)
 
 
-def start_all(workdir: Path, targets: list[Target]) -> Iterator[PrometheusProcess]:
-    """Start the targets and Prometheus; yield; stop everything (for a pytest fixture)."""
+def start_all(workdir: Path, targets: list[Target], **options: Any) -> Iterator[PrometheusProcess]:
+    """Start the targets and Prometheus (OPTIONS: see PrometheusProcess); yield; stop
+    everything (for a pytest fixture)."""
     for target in targets:
         target.start()
-    prom = PrometheusProcess(workdir, targets)
+    prom = PrometheusProcess(workdir, targets, **options)
     try:
         prom.start()
         prom.wait_value('count(up{job="pods"} == 1)', lambda v: v == len(targets))

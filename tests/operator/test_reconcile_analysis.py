@@ -18,8 +18,7 @@ from mdep_fixtures import SHA_CANARY, SHA_STABLE, base_resource, rolling_out
 from modelship_operator.analysis.stepper import PAUSED_BY_ERRORS, Analysis, RolloutState, stage
 from modelship_operator.analysis.verdict import CheckResult
 from modelship_operator.observed import Observed
-from modelship_operator.reconcile import Plan, before_acting, plan, prometheus_url
-from modelship_operator.settings import OperatorSettings
+from modelship_operator.reconcile import Plan, before_acting, plan
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
 from test_reconcile import CANARY, SETTINGS, T0, cluster, cond, env, message, routing
 
@@ -290,22 +289,6 @@ def test_a_stale_analysis_is_not_counted() -> None:
     life.now += timedelta(seconds=30)
     p = plan(life.resource(), cluster(life.last), SETTINGS, life.now, analysis=stale)  # type: ignore[arg-type]
     assert p.status.step == 0 and p.status.last_analysis == []
-
-
-@pytest.mark.parametrize(
-    ("spec_url", "setting", "expected"),
-    [
-        (None, "http://prometheus.monitoring.svc:9090", "http://prometheus.monitoring.svc:9090"),
-        ("http://prom.team:9090", "http://prometheus.monitoring.svc:9090", "http://prom.team:9090"),
-        (None, "https://metrics.example:443/prom", "https://metrics.example:443/prom"),
-    ],
-)
-def test_prometheus_url_from_the_spec_else_the_setting(
-    spec_url: str | None, setting: str, expected: str
-) -> None:
-    body = base_resource(prometheus={"url": spec_url} if spec_url else {})
-    settings = OperatorSettings(prometheus_url=setting)
-    assert prometheus_url(ModelDeployment.from_api(body), settings) == expected
 
 
 # --- the status recorded before acting ----------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import httpx
 
+from modelship_operator.analysis.access import Access, CredentialsError
 from modelship_operator.analysis.results import (
     ErrorKind,
     NoValues,
@@ -125,18 +126,21 @@ def _series_name(labels: Mapping[str, str]) -> str:
 class PrometheusClient:
     """Async client of one Prometheus server (instant queries over ``/api/v1/query``).
 
-    ``client`` lets the caller share one ``httpx.AsyncClient`` (connection pooling across
-    ModelDeployments); otherwise the client owns one and closes it in :meth:`aclose`.
+    ``target`` is a base URL (a path prefix included) or an :class:`.access.Access` with
+    the headers and credentials to send. ``client`` lets the caller share one
+    ``httpx.AsyncClient`` (connection pooling across ModelDeployments); otherwise the
+    client owns one and closes it in :meth:`aclose`.
     """
 
     def __init__(
         self,
-        url: str,
+        target: str | Access,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.access = target if isinstance(target, Access) else Access(url=target)
+        self.url = self.access.url.rstrip("/")
         self.timeout = timeout
         self._owned = client is None
         self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
@@ -161,8 +165,12 @@ class PrometheusClient:
         if at is not None:
             form["time"] = f"{at.timestamp():.3f}"
         try:
+            headers = self.access.request_headers()
+        except CredentialsError as exc:
+            return QueryError("credentials", _clip(f"Prometheus credentials: {exc}"), promql)
+        try:
             response = await self._client.post(
-                f"{self.url}/api/v1/query", data=form, timeout=self.timeout
+                f"{self.url}/api/v1/query", data=form, headers=headers, timeout=self.timeout
             )
         except httpx.TimeoutException as exc:
             return QueryError(
@@ -172,7 +180,23 @@ class PrometheusClient:
             )
         except httpx.HTTPError as exc:
             return QueryError("unreachable", _clip(f"{self.url}: {exc!r}"), promql)
+        if response.status_code in (401, 403):
+            return QueryError("refused", self._refused(response), promql)
         return parse_response(response.status_code, response.content, promql)
+
+    def _refused(self, response: httpx.Response) -> str:
+        """Why Prometheus (or the proxy before it) refused us, naming what we sent."""
+        reason = response.reason_phrase or (
+            "Unauthorized" if response.status_code == 401 else "Forbidden"
+        )
+        body = " ".join(response.content[:200].decode("utf-8", "replace").split())
+        return _clip(
+            f"{self.url} refused the query: HTTP {response.status_code} {reason}"
+            + (f" ({body})" if body and body.lower() != reason.lower() else "")
+            + f"; the operator sent {self.access.credentials}: check the Prometheus "
+            "credentials (chart value prometheus.auth, or MODELSHIP_OPERATOR_PROMETHEUS_"
+            "BEARER_TOKEN_FILE / _BASIC_AUTH_*)"
+        )
 
     async def query_vector(self, promql: str, at: datetime | None = None) -> VectorResult:
         """Every series the instant query returns at ``at`` (default: now)."""

@@ -22,6 +22,8 @@ ErrorKind = Literal[
     "unreachable",  # connection refused, DNS failure, TLS failure
     "timeout",  # no answer within the client's timeout
     "http",  # an HTTP error or a body that is not Prometheus' JSON
+    "refused",  # HTTP 401 or 403: our credentials are missing, wrong or not allowed
+    "credentials",  # a credentials file the operator cannot read
     "bad-query",  # Prometheus refused the query (errorType bad_data): fix the PromQL
     "execution",  # Prometheus accepted the query but failed running it
     "unexpected-result",  # a range vector or string where a number was expected
