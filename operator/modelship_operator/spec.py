@@ -685,6 +685,11 @@ class Router(ApiModel):
     )
 
 
+HeaderValue = Annotated[
+    str, Field(max_length=1024, description="The header's value (no line breaks).")
+]
+
+
 class Prometheus(ApiModel):
     """Where analysis queries go."""
 
@@ -693,7 +698,7 @@ class Prometheus(ApiModel):
         description="Prometheus base URL, e.g. http://prometheus.monitoring:9090. Omitted: "
         "the operator's MODELSHIP_OPERATOR_PROMETHEUS_URL.",
     )
-    headers: dict[str, str] = Field(
+    headers: dict[str, HeaderValue] = Field(
         default_factory=dict,
         max_length=20,
         description="Extra HTTP headers of this ModelDeployment's queries, e.g. "

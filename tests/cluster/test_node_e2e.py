@@ -348,6 +348,92 @@ def test_a_podmonitor_makes_prometheus_scrape_a_pod(namespace: str, kubectl: Any
     assert found["value"][1] == "1"
 
 
+#: The prometheus-community chart's `kubernetes-pods` job: what plain Prometheus users run
+#: to scrape pods by their prometheus.io/* annotations (the route the chart's pods keep).
+ANNOTATION_JOB_RELABELLING: list[dict[str, Any]] = [
+    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+     "action": "keep", "regex": "true"},
+    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scheme"],
+     "action": "replace", "regex": "(https?)", "target_label": "__scheme__"},
+    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+     "action": "replace", "target_label": "__metrics_path__", "regex": "(.+)"},
+    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_port",
+                       "__meta_kubernetes_pod_ip"],
+     "action": "replace", "regex": r"(\d+);((([0-9]+?)(\.|$)){4})",
+     "replacement": "$2:$1", "target_label": "__address__"},
+    {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
+    {"source_labels": ["__meta_kubernetes_namespace"], "action": "replace",
+     "target_label": "namespace"},
+    {"source_labels": ["__meta_kubernetes_pod_name"], "action": "replace",
+     "target_label": "pod"},
+    {"source_labels": ["__meta_kubernetes_pod_phase"],
+     "regex": "Pending|Succeeded|Failed|Completed", "action": "drop"},
+]  # fmt: skip
+
+
+def test_plain_prometheus_scrapes_an_annotated_pod_with_the_community_relabelling(
+    namespace: str, kubectl: Any, local_cluster: Any, tmp_path: Path
+) -> None:
+    """Without the Prometheus Operator: Prometheus (the same build) with
+    `kubernetes_sd_configs` and the prometheus-community chart's annotation job finds the
+    pod by its annotations and gives its series `namespace`, the one label the analysis
+    needs from a scrape."""
+    pod = client_pod(
+        "annotated",
+        ports=[{"name": "http", "containerPort": 8080}],
+        metadata={"annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080",
+                                  "prometheus.io/path": "/metrics"}},
+    )  # fmt: skip
+    apply(kubectl, namespace, pod)
+    admin = local_cluster.admin_cert
+    tls = {"ca_file": str(local_cluster.ca), "cert_file": str(admin.cert),
+           "key_file": str(admin.key)}  # fmt: skip
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{
+            "job_name": "kubernetes-pods",
+            "honor_labels": True,
+            "kubernetes_sd_configs": [{
+                "role": "pod", "api_server": local_cluster.config.server_url,
+                "tls_config": tls, "namespaces": {"names": [namespace]},
+            }],
+            "relabel_configs": ANNOTATION_JOB_RELABELLING,
+        }],
+    }  # fmt: skip
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [str(binaries.toolset().path("prometheus")), f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        query = urllib.parse.urlencode({"query": "testserver_ready"})
+
+        def series() -> Any:
+            assert process.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+            status, body = http_get(f"http://127.0.0.1:{port}/api/v1/query?{query}")
+            return json.loads(body)["data"]["result"] if status == 200 else []
+
+        (found,) = until(series, "the annotated pod's series", 120)
+        assert found["metric"]["namespace"] == namespace
+        assert found["metric"]["pod"] == "annotated"
+        assert found["value"][1] == "1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_pods_reach_prometheus_at_its_in_cluster_address(namespace: str, kubectl: Any) -> None:
     """The operator, in a pod, queries Prometheus by the usual in-cluster URL."""
     apply(kubectl, namespace, client_pod("asker"))

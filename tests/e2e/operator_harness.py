@@ -392,6 +392,27 @@ class Metrics:
         return sum(found) if found else None
 
 
+def set_prometheus_replicas(env: Env, replicas: int, limit: float = 180) -> None:
+    """Scale the test bed's Prometheus (its Prometheus resource, as a user of the Prometheus
+    Operator would) and wait until that many of its pods are ready (0: all gone)."""
+    from modelship_cluster import monitoring
+
+    patch = json.dumps({"spec": {"replicas": replicas}})
+    env.kubectl("-n", monitoring.NAMESPACE, "patch", "prometheus", monitoring.PROMETHEUS,
+                "--type=merge", "-p", patch)  # fmt: skip
+    selector = ",".join(f"{k}={v}" for k, v in monitoring.PROMETHEUS_POD_LABELS.items())
+
+    def settled() -> bool:
+        pods = env.pods(monitoring.NAMESPACE, selector)
+        if replicas == 0:
+            return not pods
+        ready = [p for p in pods if p.metadata.deletion_timestamp is None and pod_ready(p)]
+        return len(ready) == replicas and bool(prometheus_query("vector(1)"))
+
+    until(settled, f"{replicas} Prometheus pod(s) ready", limit,
+          lambda: env.describe(monitoring.NAMESPACE, operator=False))  # fmt: skip
+
+
 def prometheus_query(query: str) -> list[dict[str, Any]]:
     from modelship_cluster.node import prometheus_url
 

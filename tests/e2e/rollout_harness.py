@@ -21,6 +21,7 @@ The models (trained here, in seconds, on scikit-learn's bundled data):
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -38,7 +39,7 @@ import yaml
 from modelship_demo.models import train as train_demo_models
 from modelship_demo.traffic import TrafficStats, background_traffic
 from modelship_serving.artifacts import save_model
-from operator_harness import Env, Operator, router_url, serving, until
+from operator_harness import Env, Operator, prometheus_query, router_url, serving, until
 
 #: Marks of every rollout test module (``pytestmark = ROLLOUT_MARKS``).
 ROLLOUT_MARKS = [
@@ -413,3 +414,34 @@ def kubectl_modelship(local_cluster: Any, namespace: str, *args: str) -> str:
     )  # fmt: skip
     assert result.returncode == 0, f"kubectl modelship {' '.join(args)}: {result.stderr}"
     return result.stdout
+
+
+# --- the dashboard -------------------------------------------------------------------------
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "charts/modelship/files/dashboards/modelship.json"
+
+
+def dashboard_queries(namespace: str, name: str) -> dict[str, str]:
+    """Every query of the chart's Grafana dashboard for one ModelDeployment, by panel title,
+    with Grafana's variables as a user's dashboard fills them in (rate windows wide enough
+    for the operator's 30 s scrape)."""
+    board = json.loads(DASHBOARD.read_text())
+    values = {"$namespace": namespace, "$deployment": name, "$__rate_interval": "2m",
+              "$accuracy_window": "5m"}  # fmt: skip
+    queries = {}
+    for panel in board["panels"]:
+        for i, target in enumerate(panel.get("targets", [])):
+            query = target["expr"]
+            for variable, value in values.items():
+                query = query.replace(variable, value)
+            queries[f"{panel['title']} #{i + 1}"] = query
+    return queries
+
+
+def dashboard_without_data(namespace: str, name: str) -> list[str]:
+    """The dashboard's queries that return no series from the cluster's Prometheus now."""
+    return [
+        f"{title}: {query}"
+        for title, query in dashboard_queries(namespace, name).items()
+        if not prometheus_query(query)
+    ]

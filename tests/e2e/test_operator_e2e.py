@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import watch
 from modelship_cluster import images
@@ -552,13 +553,32 @@ def test_another_replica_takes_over_when_the_leader_stops(
 
 
 def test_prometheus_scrapes_the_operator(env: Env, operator: Operator) -> None:
-    """The operator pods are annotated for scraping; exactly one replica leads."""
+    """The chart's PodMonitor makes Prometheus scrape every operator replica; exactly one
+    leads, the Lease's holder (once a scrape after the last change of leader is in: the
+    operator's PodMonitor scrapes every 30 s)."""
 
     def leaders() -> list[dict[str, Any]] | None:
         result = prometheus_query('modelship_operator_leader{namespace="modelship-system"}')
-        return result if len(result) == len(operator.pods()) else None
+        live = {p.metadata.name for p in operator.pods()}
+        if {s["metric"]["pod"] for s in result} != live:
+            return None
+        leading = [s["metric"]["pod"] for s in result if float(s["value"][1]) == 1.0]
+        return result if leading == [operator.leader()] else None
 
-    series = until(leaders, "Prometheus to scrape every operator replica", 60, operator.describe)
+    def diagnose() -> str:
+        from modelship_cluster.node import prometheus_url
+
+        targets = httpx.get(f"{prometheus_url()}/api/v1/targets", timeout=10).json()
+        mine = [
+            {k: t.get(k) for k in ("labels", "health", "lastError", "lastScrape")}
+            for t in targets["data"]["activeTargets"]
+            if "operator" in t["labels"].get("job", "")
+        ]
+        series = prometheus_query('modelship_operator_leader{namespace="modelship-system"}')
+        return f"targets: {mine}\nseries: {series}\nlease: {operator.leader()}\n" + (
+            operator.describe()
+        )
+
+    series = until(leaders, "Prometheus to scrape every operator replica, one leading", 180,
+                   diagnose)  # fmt: skip
     assert sorted(float(s["value"][1]) for s in series) == [0.0] * (len(series) - 1) + [1.0]
-    leading = [s["metric"]["pod"] for s in series if float(s["value"][1]) == 1.0]
-    assert leading == [operator.leader()]

@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from operator_harness import until
 from rollout_harness import (
     ROLLOUT_MARKS,
     STEPS,
     Recorder,
     Rollout,
+    dashboard_without_data,
     deploy,
     event_count,
     explain,
@@ -102,6 +104,11 @@ def test_a_canary_failing_part_of_its_requests_is_rolled_back_at_its_first_step(
     failed = {v for (v, code), n in stats.answers.items() if code >= 500}
     assert failed == {"canary"} and not stats.errors, why
     assert "AnalysisFailed" in reasons(env, ns, "wine"), why
+    # What a team watches: every panel of the chart's Grafana dashboard has data for this
+    # rollout (the split, requests, the canary's 5xx, latency, accuracy from feedback, the
+    # analysis verdicts), scraped through the chart's PodMonitors.
+    until(lambda: not dashboard_without_data(ns, "wine"), "every dashboard query to have data",
+          120, lambda: "no data:\n" + "\n".join(dashboard_without_data(ns, "wine")))  # fmt: skip
 
 
 # --- 3. a slow canary ------------------------------------------------------------------------

@@ -1,17 +1,17 @@
 """A rollout survives its metrics source going away and its operator being killed.
 
-Prometheus is the cluster's own process, stopped and started again (nothing else is
-touched); the operator is SIGKILLed in its pod, as a crash or an OOM kill would. Every
-decision is in the resource's status, so neither loses or repeats a step.
+Prometheus is scaled to zero and back through its Prometheus resource, as a Prometheus
+Operator user would see an outage (nothing else is touched); the operator is SIGKILLed in
+its pod, as a crash or an OOM kill would. Every decision is in the resource's status, so
+neither loses or repeats a step.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from typing import Any
 
-from operator_harness import until
+from operator_harness import set_prometheus_replicas, until
 from rollout_harness import (
     ROLLOUT_MARKS,
     STEPS,
@@ -40,7 +40,6 @@ def steps_never_go_back(rec: Recorder) -> bool:
 
 def test_prometheus_down_pauses_the_rollout_and_its_return_resumes_it(
     rollout: Rollout,
-    local_cluster: Any,
 ) -> None:
     env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, v2 = models["1.0.0"], models["2.0.0"]
@@ -48,7 +47,7 @@ def test_prometheus_down_pauses_the_rollout_and_its_return_resumes_it(
     with Recorder(env, ns, "outage") as rec, traffic(base, "outage", v1, seconds=300) as stats:
         wait_for(env, ns, "outage", lambda s: s.get("step") == 1, "a first step passed on "
                  "Prometheus' numbers", 120, rec, stats)  # fmt: skip
-        local_cluster.processes.stop("prometheus")
+        set_prometheus_replicas(env, 0)
         try:
             paused = wait_for(env, ns, "outage", phase_is("Paused", "Promoting", "Promoted"),
                               "the rollout to pause", 60, rec, stats)  # fmt: skip
@@ -57,7 +56,7 @@ def test_prometheus_down_pauses_the_rollout_and_its_return_resumes_it(
             time.sleep(8)
             still = env.md(ns, "outage")["status"]  # type: ignore[index]
         finally:
-            local_cluster.up()
+            set_prometheus_replicas(env, 1)
         resumed = wait_for(env, ns, "outage", phase_is("Promoted", "RolledBack", "Failed"),
                            "the rollout to resume and finish", 150, rec, stats)  # fmt: skip
     why = explain(env, ns, "outage", rec, stats)
