@@ -15,8 +15,8 @@ from kube_standin import ApiStandIn, Recorded, Reply, status
 from modelship_kube.credentials import Credentials, StaticAuth, Tls, TokenFile, load
 from modelship_kube.errors import Conflict, NotFound
 from modelship_kube.request import Client
-from modelship_operator.handlers import connection_info
 from modelship_operator.kinds import CHILD_KINDS, ChildRef
+from modelship_operator.kopf_wiring import connection_info
 from modelship_operator.kube import Kube
 
 MD = "/apis/modelship.io/v1alpha2/namespaces/ml/modeldeployments/churn"
