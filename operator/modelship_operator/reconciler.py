@@ -18,9 +18,12 @@
    a decision (a step, a promotion, a rollback) is acted on once and never re-decided;
 5. server-side apply ``plan.apply`` (field manager of its own, ``force``), then delete
    ``plan.delete``; API refusals (quota, admission, invalid objects) are failures;
-6. patch Degraded (``status_patch``; nothing when acting met no refusal and Degraded is
-   unchanged), with the same precondition, then post the plan's Events;
-7. tell the queue when to run again: after ``plan.requeue_after`` (the next analysis, a
+6. ``settle`` Degraded from what acting met (nothing else is decided again) and patch it
+   (``status_patch``; nothing when Degraded is unchanged), with the same precondition;
+7. post the Events of the transitions recorded in status and not evented yet (this
+   reconcile's, and any a crash left behind), each under its own deterministic name, then
+   record ``lastEventedTransition`` (:mod:`modelship_operator.events`);
+8. tell the queue when to run again: after ``plan.requeue_after`` (the next analysis, a
    scale-down) or ``resync_seconds``, whichever is sooner.
 """
 
@@ -42,22 +45,23 @@ from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.queries import label_scheme
 from modelship_operator.analysis.runner import analyse_if_due
 from modelship_operator.analysis.stepper import Analysis
-from modelship_operator.conditions import Event, Failure
+from modelship_operator.conditions import Failure
+from modelship_operator.events import event_name, evented, unevented
 from modelship_operator.kube import Kube
 from modelship_operator.metrics import OperatorMetrics
 from modelship_operator.observed import observe
 from modelship_operator.reconcile import (
     Plan,
-    before_acting,
     describe_invalid,
     plan,
     plan_invalid,
+    settle,
     status_patch,
 )
 from modelship_operator.render import router_name
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ModelDeployment
-from modelship_operator.status import ModelDeploymentStatus
+from modelship_operator.status import ModelDeploymentStatus, RecordedTransition
 from modelship_operator.workqueue import Outcome, Worker, error_reason
 
 log = logging.getLogger(__name__)
@@ -118,6 +122,7 @@ class Reconciler:
             md = ModelDeployment.from_api(body)
         except ValidationError as exc:
             result = plan_invalid(body, describe_invalid(exc), now)
+            status = result.status
             result_kind = "invalid"
         else:
             selector = kinds.selector(md.name)
@@ -128,19 +133,18 @@ class Reconciler:
             observed = observe(children, pods, routing_configmap=router_name(md.name))
             analysis = await self._analyse(md, now)
             result = plan(md, observed, self.settings, now, analysis=analysis)
-            # The decision is recorded before anything acts on it.
-            decided = before_acting(result.status, md.status)
-            if not await self._write_status(body, decided, worker):
+            # The decision (and the transitions it announces) is recorded before anything
+            # acts on it.
+            if not await self._write_status(body, result.decided, worker):
                 return Outcome("conflict")
             failures = await self._act(result, namespace, name)
+            status = settle(result.decided, observed, failures, now)
             if failures:
-                result = plan(md, observed, self.settings, now, failures, analysis=analysis)
                 result_kind = "refused"
-        if not await self._write_status(body, result.status, worker):
+        if not await self._write_status(body, status, worker):
             return Outcome("conflict")
-        for event in result.events:
-            await self._post_event(body, event)
-        self.metrics.observe_status(namespace, name, result.status)
+        await self._announce(body, status, worker)
+        self.metrics.observe_status(namespace, name, status)
         return Outcome(result_kind, next_delay(self.settings, result))
 
     async def _analyse(self, md: ModelDeployment, now: datetime) -> Analysis | None:
@@ -215,14 +219,47 @@ class Reconciler:
         body["status"] = written if isinstance(written, dict) else _merged(body, patch)
         return True
 
-    async def _post_event(self, body: Mapping[str, Any], event: Event) -> None:
-        """Events are a courtesy: a failure to post one is logged, never retried."""
+    async def _announce(
+        self, body: dict[str, Any], status: ModelDeploymentStatus, worker: Worker
+    ) -> None:
+        """Post the Event of every recorded transition not evented yet, then record that.
+        A transition whose Event could not be posted now is posted by the next reconcile."""
+        posted = []
+        for transition in unevented(status):
+            if not await self._post_event(body, transition):
+                break
+            posted.append(transition.seq)
+        marker = evented(status, posted)
+        if marker is None:
+            return
+        try:
+            await self._write_status(
+                body, status.model_copy(update={"last_evented_transition": marker}), worker
+            )
+        except ApiError as exc:  # the next reconcile posts again; the names dedup
+            log.warning("could not record the posted Events: %s", exc)
+
+    async def _post_event(self, body: Mapping[str, Any], transition: RecordedTransition) -> bool:
+        """Post one transition's Event; False if it should be tried again later. Posted
+        before (AlreadyExists) or refused for good counts as done."""
+        meta = body["metadata"]
         try:
             await self.kube.post_event(
-                body, event.type, event.reason, event.message, COMPONENT, self.identity
+                body,
+                transition.type,
+                transition.reason,
+                transition.message,
+                COMPONENT,
+                self.identity,
+                now=transition.at,
+                name=event_name(meta["name"], meta.get("uid", ""), transition.seq),
             )
         except ApiError as exc:
-            log.warning("could not post event %s: %s", event.reason, exc)
+            if exc.conflict:
+                return True  # posted by an earlier attempt
+            log.warning("could not post event %s: %s", transition.reason, exc)
+            return not exc.transient
+        return True
 
 
 def _merged(body: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

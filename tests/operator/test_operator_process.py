@@ -85,10 +85,10 @@ def test_back_off_doubles_up_to_a_minute() -> None:
 def test_the_next_run_is_the_sooner_of_resync_and_what_the_plan_asks() -> None:
     settings = OperatorSettings(resync_seconds=10)
     status = ModelDeploymentStatus()
-    assert next_delay(settings, Plan((), (), status, ())) == 10
-    assert next_delay(settings, Plan((), (), status, (), requeue_after=3.5)) == 3.5
-    assert next_delay(settings, Plan((), (), status, (), requeue_after=60)) == 10
-    assert next_delay(settings, Plan((), (), status, (), requeue_after=-1)) == 0.5
+    assert next_delay(settings, Plan((), (), status, status, ())) == 10
+    assert next_delay(settings, Plan((), (), status, status, (), requeue_after=3.5)) == 3.5
+    assert next_delay(settings, Plan((), (), status, status, (), requeue_after=60)) == 10
+    assert next_delay(settings, Plan((), (), status, status, (), requeue_after=-1)) == 0.5
 
 
 @pytest.mark.parametrize(
