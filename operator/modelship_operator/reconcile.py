@@ -26,7 +26,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelship_operator.analysis.stepper import Analysis
 from modelship_operator.conditions import (
     Event,
     Failure,
@@ -51,7 +50,7 @@ from modelship_operator.render import (
     stale_children,
     variant_name,
 )
-from modelship_operator.rollout import runs, track_rollout
+from modelship_operator.rollout import Analysis, runs, track_rollout
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
 from modelship_operator.status import (

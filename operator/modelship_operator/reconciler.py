@@ -44,7 +44,6 @@ from modelship_operator.analysis.access import access_for, http_client
 from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.queries import label_scheme
 from modelship_operator.analysis.runner import analyse_if_due
-from modelship_operator.analysis.stepper import Analysis
 from modelship_operator.conditions import Failure
 from modelship_operator.events import event_name, evented, unevented
 from modelship_operator.kube import Kube
@@ -59,6 +58,7 @@ from modelship_operator.reconcile import (
     status_patch,
 )
 from modelship_operator.render import router_name
+from modelship_operator.rollout import Analysis
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ModelDeployment
 from modelship_operator.status import ModelDeploymentStatus, RecordedTransition

@@ -26,8 +26,7 @@ from modelship_operator.analysis.access import Access, CredentialsError, access_
 from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.results import QueryError, QueryResult, Value
 from modelship_operator.analysis.runner import analyse
-from modelship_operator.analysis.stepper import RolloutState
-from modelship_operator.rollout import target
+from modelship_operator.rollout import RolloutState, target
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ModelDeployment
 from pydantic import ValidationError

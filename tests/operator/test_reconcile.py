@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from mdep_fixtures import SHA_CANARY, base_resource, rolling_out
-from modelship_operator.analysis.stepper import PAUSED_BY_USER
 from modelship_operator.conditions import Failure
 from modelship_operator.events import recorded_since
 from modelship_operator.kinds import ChildRef
@@ -28,6 +27,7 @@ from modelship_operator.reconcile import (
     settle,
     status_patch,
 )
+from modelship_operator.rollout import PAUSED_BY_USER
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ModelDeployment
 from modelship_operator.status import ABTestStatus, ABVariantStats, ConditionType

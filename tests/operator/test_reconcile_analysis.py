@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 from mdep_fixtures import SHA_CANARY, SHA_STABLE, base_resource, rolling_out
-from modelship_operator.analysis.stepper import PAUSED_BY_ERRORS, Analysis, RolloutState, stage
 from modelship_operator.analysis.verdict import CheckResult
 from modelship_operator.conditions import Failure
 from modelship_operator.events import recorded_since
 from modelship_operator.observed import Observed
 from modelship_operator.reconcile import Plan, plan, settle
+from modelship_operator.rollout import PAUSED_BY_ERRORS, Analysis, RolloutState, stage
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
 from test_reconcile import CANARY, SETTINGS, T0, cluster, cond, env, message, routing
 

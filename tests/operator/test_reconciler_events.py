@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from mdep_fixtures import base_resource, rolling_out
 from modelship_kube.errors import ApiError
-from modelship_operator.analysis.stepper import Analysis, RolloutState, stage
 from modelship_operator.events import event_name
 from modelship_operator.metrics import OperatorMetrics
 from modelship_operator.reconciler import Reconciler
+from modelship_operator.rollout import Analysis, RolloutState, stage
 from modelship_operator.spec import ModelDeployment
 from modelship_operator.status import ModelDeploymentStatus
 from test_reconcile import CANARY, SETTINGS, T0, listed

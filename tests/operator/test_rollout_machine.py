@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from modelship_operator.analysis.abtest import ABResult, Counts
-from modelship_operator.analysis.stepper import (
+from modelship_operator.analysis.verdict import CheckResult
+from modelship_operator.rollout import (
     PAUSED_BY_ERRORS,
     PAUSED_BY_USER,
     Analysis,
@@ -23,7 +24,6 @@ from modelship_operator.analysis.stepper import (
     parse_action,
     stage,
 )
-from modelship_operator.analysis.verdict import CheckResult
 from modelship_operator.spec import Strategy
 from modelship_operator.status import ModelDeploymentStatus, ModelRef, Traffic
 
