@@ -34,7 +34,7 @@ from typing import Final, Literal
 
 from modelship_operator.analysis.abtest import ABResult, Counts
 from modelship_operator.analysis.verdict import CheckResult, first, overall
-from modelship_operator.conditions import Event, timestamp
+from modelship_operator.conditions import Event, EventType, timestamp
 from modelship_operator.observed import DeploymentView, Observed
 from modelship_operator.render import variant_name
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment, Strategy
@@ -74,6 +74,481 @@ Action = Literal[
     "fail",  # phase Failed: no decision within progressDeadline; weight 0
     "restart",  # a new rollout (new key, or retry)
 ]
+
+TransitionName = Literal[
+    "deploy",
+    "serving",
+    "revert",
+    "begin",
+    "supersede",
+    "wait-ready",
+    "enter",
+    "enter-abtest",
+    "enter-shadow",
+    "enter-deadline",
+    "wait",
+    "hold",
+    "step-advanced",
+    "shadow-accepted",
+    "promote-automatic",
+    "await-promotion",
+    "awaiting",
+    "check-failed",
+    "rollback",
+    "error",
+    "pause-errors",
+    "still-erroring",
+    "recovered",
+    "deadline",
+    "ab-promote",
+    "ab-await",
+    "ab-stable-wins",
+    "ab-no-winner",
+    "pause",
+    "paused",
+    "resume",
+    "promote",
+    "abort",
+    "retry-errors",
+    "retry-rejected",
+    "done",
+    "ignored",
+    "promoted",
+]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One row of the transition table: from a state, on an input, to the next state, with
+    the traffic, the Events and whatever else the move does."""
+
+    name: TransitionName
+    source: str
+    input: str
+    to: str
+    traffic: str
+    #: The Events of this move (the phase Events of :func:`conditions.transition_events`,
+    #: posted whenever the phase changes, come on top).
+    events: tuple[tuple[EventType, str], ...] = ()
+    also: str = ""
+    #: The phase the move ends in, when the row fixes it.
+    phase: Phase | None = None
+    #: The history entry the move appends.
+    outcome: Outcome | None = None
+    action: Action = "wait"
+
+
+_CANARY_GONE = "canary 0 at once; its pods kept for `scaleDownDelay`, then removed"
+
+#: Every move of a rollout; docs/analysis.md shows this table (``make generate``).
+TRANSITIONS: Final[tuple[Transition, ...]] = (
+    # -- what the spec asks, against what serves
+    Transition(
+        "deploy",
+        "(nothing serves yet: first apply)",
+        "any `spec.model`",
+        "Idle",
+        "stable 100",
+        also="the desired model goes to stable directly",
+    ),
+    Transition(
+        "serving",
+        "any, no rollout under way",
+        "`spec.model` is the serving model",
+        "Idle (Promoted stays Promoted)",
+        "stable 100",
+        also="a finished rollout's canary kept for `scaleDownDelay`, then removed",
+    ),
+    Transition(
+        "revert",
+        "Progressing, Paused or Promoting",
+        "`spec.model` set back to the serving model",
+        "**Idle**",
+        "stable 100",
+        (("Warning", "Aborted"),),
+        also="history `Aborted`; " + _CANARY_GONE,
+        phase="Idle",
+        outcome="Aborted",
+    ),
+    Transition(
+        "begin",
+        "(none), or an ended rollout",
+        "a new desired model (a new rollout key)",
+        "Progressing, step 0",
+        "none until the canary is ready",
+        also="then the rows below, at once",
+        action="restart",
+    ),
+    Transition(
+        "supersede",
+        "Progressing or Paused",
+        "a new rollout key (model or strategy changed)",
+        "Progressing, step 0",
+        "none until the canary is ready",
+        (("Normal", "RolloutRestarted"),),
+        also="history `Superseded`; then the rows below",
+        outcome="Superseded",
+        action="restart",
+    ),
+    # -- entering
+    Transition(
+        "wait-ready",
+        "Progressing, entering",
+        "no ready canary pod yet",
+        "unchanged",
+        "none",
+    ),
+    Transition(
+        "enter",
+        "Progressing, entering (Canary)",
+        "a ready canary pod",
+        "Progressing",
+        "`steps[0]`",
+        (("Normal", "CanaryEntered"),),
+        action="enter",
+    ),
+    Transition(
+        "enter-abtest",
+        "Progressing, entering (ABTest)",
+        "a ready canary pod",
+        "Progressing",
+        "the A/B split",
+        (("Normal", "ABTestStarted"),),
+        action="enter",
+    ),
+    Transition(
+        "enter-shadow",
+        "Progressing, entering (Shadow)",
+        "a ready canary pod",
+        "Progressing",
+        "stable 100, the shadow mirror",
+        (("Normal", "ShadowStarted"),),
+        action="enter",
+    ),
+    Transition(
+        "enter-deadline",
+        "Progressing, entering",
+        "no ready pod for `progressDeadline`",
+        "**Failed**",
+        "stable 100",
+        (("Warning", "RolloutFailed"),),
+        also="history `Failed`",
+        phase="Failed",
+        outcome="Failed",
+        action="fail",
+    ),
+    # -- analysis
+    Transition(
+        "wait",
+        "Progressing",
+        "no analysis due",
+        "unchanged",
+        "unchanged",
+    ),
+    Transition(
+        "hold",
+        "Progressing",
+        "Inconclusive; in an A/B test, no decision yet, or the canary leads while a check "
+        "is not Successful",
+        "unchanged",
+        "unchanged",
+        action="hold",
+    ),
+    Transition(
+        "step-advanced",
+        "Progressing, canary at step i < last",
+        "all Successful",
+        "Progressing, step i+1",
+        "`steps[i+1]`",
+        (("Normal", "StepAdvanced"),),
+        action="advance",
+    ),
+    Transition(
+        "shadow-accepted",
+        "Progressing, shadow",
+        "all Successful (incl. agreement)",
+        "Progressing, step 0",
+        "`steps[0]`, mirror off",
+        (("Normal", "ShadowAccepted"),),
+        action="advance",
+    ),
+    Transition(
+        "promote-automatic",
+        "Progressing, canary at the last step",
+        "all Successful, `Automatic`",
+        "**Promoting**",
+        "unchanged until stable runs the canary's model",
+        (("Normal", "PromotionStarted"),),
+        phase="Promoting",
+        action="promote",
+    ),
+    Transition(
+        "await-promotion",
+        "Progressing, canary at the last step",
+        "all Successful, `Manual`",
+        "Progressing, step = len(steps)",
+        "unchanged",
+        (("Normal", "AwaitingPromotion"),),
+        action="await-promotion",
+    ),
+    Transition(
+        "awaiting",
+        "Progressing, waiting for `promote`",
+        "no analysis, or all Successful",
+        "unchanged",
+        "unchanged",
+        also="the analysis keeps running",
+        action="await-promotion",
+    ),
+    Transition(
+        "check-failed",
+        "Progressing, any stage",
+        "a Failed check, count < `maxFailedChecks`",
+        "unchanged",
+        "unchanged",
+        (("Warning", "AnalysisFailed"),),
+        also="`failedChecks` + 1",
+        action="hold",
+    ),
+    Transition(
+        "rollback",
+        "Progressing, any stage",
+        "a Failed check, count reaches `maxFailedChecks`",
+        "**RolledBack**",
+        _CANARY_GONE,
+        (("Warning", "AnalysisFailed"),),
+        also="history `RolledBack` with the metric, value and threshold (shadow: "
+        '"rejected in shadow")',
+        phase="RolledBack",
+        outcome="RolledBack",
+        action="rollback",
+    ),
+    Transition(
+        "error",
+        "Progressing",
+        "Error, count < `maxConsecutiveErrors`",
+        "unchanged",
+        "unchanged",
+        (("Warning", "AnalysisError"),),
+        also="`consecutiveErrors` + 1",
+        action="hold",
+    ),
+    Transition(
+        "pause-errors",
+        "Progressing",
+        "Error, count reaches `maxConsecutiveErrors`",
+        "**Paused** (reason: the last error)",
+        "unchanged",
+        (("Warning", "AnalysisError"),),
+        also="the analysis keeps being tried every interval",
+        phase="Paused",
+        action="pause",
+    ),
+    Transition(
+        "still-erroring",
+        "Paused by errors",
+        "another Error",
+        "unchanged",
+        "unchanged",
+    ),
+    Transition(
+        "recovered",
+        "Paused by errors",
+        "an analysis that ran (any other verdict)",
+        "Progressing; step timer restarts",
+        "unchanged",
+        (("Normal", "AnalysisRecovered"),),
+        also="then that analysis is judged by the rows above",
+        action="resume",
+    ),
+    Transition(
+        "deadline",
+        "Progressing, canary or shadow",
+        "`progressDeadline` at this step without a decision",
+        "**Failed**",
+        _CANARY_GONE,
+        (("Warning", "RolloutFailed"),),
+        also="history `Failed` (with the last inconclusive reason)",
+        phase="Failed",
+        outcome="Failed",
+        action="fail",
+    ),
+    # -- A/B tests
+    Transition(
+        "ab-promote",
+        "Progressing, abtest",
+        "canary statistically better, all checks Successful, `Automatic`",
+        "**Promoting**",
+        "unchanged",
+        (("Normal", "PromotionStarted"),),
+        phase="Promoting",
+        action="promote",
+    ),
+    Transition(
+        "ab-await",
+        "Progressing, abtest",
+        "canary statistically better, all checks Successful, `Manual`",
+        "Progressing, waiting for `promote`",
+        "unchanged",
+        (("Normal", "AwaitingPromotion"),),
+        action="await-promotion",
+    ),
+    Transition(
+        "ab-stable-wins",
+        "Progressing, abtest",
+        "stable statistically better",
+        "**RolledBack**",
+        _CANARY_GONE,
+        (("Normal", "ABTestDecided"),),
+        also="history `RolledBack`",
+        phase="RolledBack",
+        outcome="RolledBack",
+        action="rollback",
+    ),
+    Transition(
+        "ab-no-winner",
+        "Progressing, abtest",
+        "no significant difference by `progressDeadline`",
+        "**RolledBack**",
+        _CANARY_GONE,
+        (("Normal", "ABTestDecided"),),
+        also="history `NoWinner`",
+        phase="RolledBack",
+        outcome="NoWinner",
+        action="rollback",
+    ),
+    # -- the user's commands
+    Transition(
+        "pause",
+        "Progressing or Paused by errors",
+        "`spec.paused: true`",
+        "**Paused** (`paused by spec.paused`)",
+        "unchanged",
+        phase="Paused",
+        action="pause",
+    ),
+    Transition(
+        "paused",
+        "Paused",
+        "`spec.paused` still true, or no analysis while paused by errors",
+        "unchanged",
+        "unchanged",
+        also="no deadline while paused",
+    ),
+    Transition(
+        "resume",
+        "Paused by the user",
+        "`spec.paused: false`",
+        "Progressing; step timer restarts",
+        "unchanged",
+        phase="Progressing",
+        action="resume",
+    ),
+    Transition(
+        "promote",
+        "Progressing or Paused",
+        "`promote`",
+        "**Promoting**",
+        "unchanged",
+        (("Normal", "PromotionStarted"),),
+        also="the remaining analysis is skipped",
+        phase="Promoting",
+        action="promote",
+    ),
+    Transition(
+        "abort",
+        "Progressing or Paused",
+        "`abort`",
+        "**RolledBack**",
+        _CANARY_GONE,
+        (("Warning", "Aborted"),),
+        also="history `Aborted`",
+        phase="RolledBack",
+        outcome="Aborted",
+        action="rollback",
+    ),
+    Transition(
+        "retry-errors",
+        "Paused by errors",
+        "`retry`",
+        "Progressing, errors reset",
+        "unchanged",
+        (("Normal", "RolloutRetried"),),
+        phase="Progressing",
+        action="resume",
+    ),
+    Transition(
+        "retry-rejected",
+        "RolledBack or Failed",
+        "`retry`",
+        "Progressing, step 0, counters reset",
+        "none until the canary is ready",
+        (("Normal", "RolloutRetried"),),
+        phase="Progressing",
+        action="restart",
+    ),
+    Transition(
+        "done",
+        "Promoting, Promoted, RolledBack or Failed",
+        "anything but a command (e.g. the same manifest applied again)",
+        "unchanged",
+        "unchanged",
+        also="a rejected model stays rejected while it stays desired",
+    ),
+    Transition(
+        "ignored",
+        "Promoting, Promoted, RolledBack or Failed",
+        "a command that does not apply (any while Promoting; `promote` or `abort` once "
+        "ended; `retry` once Promoted)",
+        "unchanged",
+        "unchanged",
+        (("Warning", "ActionIgnored"),),
+    ),
+    # -- promotion
+    Transition(
+        "promoted",
+        "Promoting",
+        "the stable Deployment runs the candidate on every pod",
+        "**Promoted**",
+        "stable 100",
+        also="history `Promoted`; `rolledOut.current` is the candidate; its canary kept for "
+        "`scaleDownDelay`, then removed",
+        phase="Promoted",
+        outcome="Promoted",
+    ),
+)
+
+_ROWS: Final[dict[TransitionName, Transition]] = {t.name: t for t in TRANSITIONS}
+
+
+def transition(name: TransitionName) -> Transition:
+    """The row ``name`` of :data:`TRANSITIONS`."""
+    return _ROWS[name]
+
+
+def _events(name: TransitionName, *messages: str) -> tuple[Event, ...]:
+    """The Events of row ``name``, one message each (the row decides type and reason)."""
+    kinds = transition(name).events
+    if len(messages) != len(kinds):
+        raise ValueError(f"transition {name}: {len(kinds)} Events, {len(messages)} messages")
+    return tuple(Event(t, r, m) for (t, r), m in zip(kinds, messages, strict=True))
+
+
+def transitions_markdown() -> str:
+    """:data:`TRANSITIONS` as the Markdown table of docs/analysis.md."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|") or " "
+
+    lines = [
+        "| Row | From | Input | To | Traffic | Events | Also |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in TRANSITIONS:
+        events = ", ".join(f"`{r}`" + (" (Warning)" if k == "Warning" else "") for k, r in t.events)
+        cells = (f"`{t.name}`", t.source, t.input, t.to, t.traffic, events or "(none)", t.also)
+        lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -169,10 +644,15 @@ class Analysis:
 class Decision:
     """What the rollout does now, and why (the why goes to the Progressing condition)."""
 
-    action: Action
+    #: The row of :data:`TRANSITIONS` this decision took (the last of ``Step.path``).
+    transition: TransitionName
     reason: str
     weight: int = 0
     failing: CheckResult | None = None
+
+    @property
+    def action(self) -> Action:
+        return transition(self.transition).action
 
 
 @dataclass(frozen=True)
@@ -182,6 +662,8 @@ class Step:
     state: RolloutState
     decision: Decision
     events: tuple[Event, ...] = ()
+    #: The rows of :data:`TRANSITIONS` taken, in order (``events`` are theirs, in order).
+    path: tuple[TransitionName, ...] = ()
     #: A finished rollout to append to ``status.history`` (Promoted is recorded by the
     #: reconcile when the stable Deployment runs the canary's model).
     finished: HistoryEntry | None = None
@@ -306,22 +788,21 @@ def advance(
     """
     if state is None or state.key != key:
         fresh = RolloutState.begin(key, candidate, now)
+        name: TransitionName = "begin"
         events: tuple[Event, ...] = ()
         finished = None
         if state is not None and state.phase not in TERMINAL_PHASES:
+            name = "supersede"
             finished = HistoryEntry(
                 version=_version(state),
                 outcome="Superseded",
                 reason="the spec changed during the rollout; analysis restarted",
                 at=now,
             )
-            events = (
-                Event(
-                    "Normal",
-                    "RolloutRestarted",
-                    "the canary, the model or the strategy changed: the analysis restarts "
-                    "from the first step",
-                ),
+            events = _events(
+                name,
+                "the canary, the model or the strategy changed: the analysis restarts "
+                "from the first step",
             )
         following = advance(
             strategy,
@@ -335,6 +816,7 @@ def advance(
         return replace(
             following,
             events=events + following.events,
+            path=(name, *following.path),
             finished=finished or following.finished,
             last_analysis=(),
         )
@@ -351,66 +833,72 @@ class _Machine:
         self.state = state
         self.before = state  # as recorded in status, before this decision
         self.now = now
+        #: Rows passed through before the one that decides (``recovered``), and their Events.
+        self.passed: tuple[TransitionName, ...] = ()
+        self.passed_events: tuple[Event, ...] = ()
 
     # -- outcomes -----------------------------------------------------------------------
 
+    def _pass(self, name: TransitionName, *messages: str) -> None:
+        """Row ``name`` is taken on the way to the one that decides."""
+        self.passed = (*self.passed, name)
+        self.passed_events = (*self.passed_events, *_events(name, *messages))
+
     def _step(
         self,
+        name: TransitionName,
         state: RolloutState,
-        action: Action,
         reason: str,
-        *events: Event,
+        *messages: str,
         failing: CheckResult | None = None,
         finished: HistoryEntry | None = None,
         analysis: Analysis | None = None,
     ) -> Step:
+        """The decision of row ``name``: ``state`` next, an Event per ``messages`` of the
+        row's type and reason, the phase the row fixes (if any)."""
+        row = transition(name)
+        if row.phase is not None and state.phase != row.phase:
+            state = replace(state, phase=row.phase)
         last = tuple(c.to_status() for c in analysis.checks) if analysis is not None else None
         return Step(
             state=state,
-            decision=Decision(action, reason, state.traffic.canary, failing),
-            events=tuple(events),
+            decision=Decision(name, reason, state.traffic.canary, failing),
+            events=(*self.passed_events, *_events(name, *messages)),
+            path=(*self.passed, name),
             finished=finished,
             last_analysis=last,
         )
 
     def _end(
         self,
-        phase: Phase,
-        action: Action,
-        outcome: Outcome,
+        name: TransitionName,
         reason: str,
-        *events: Event,
+        *messages: str,
         state: RolloutState | None = None,
         failing: CheckResult | None = None,
         analysis: Analysis | None = None,
     ) -> Step:
+        """A rollout ends by row ``name``: its phase, traffic back to stable, its history."""
+        row = transition(name)
+        assert row.phase is not None and row.outcome is not None, name
         base = state or self.state
         ended = replace(
             base,
-            phase=phase,
             traffic=Traffic(),
             progress=base._progress(finished_at=self.now, pause_reason=None),
         )
-        entry = HistoryEntry(version=_version(base), outcome=outcome, reason=reason, at=self.now)
+        entry = HistoryEntry(
+            version=_version(base), outcome=row.outcome, reason=reason, at=self.now
+        )
         return self._step(
-            ended,
-            action,
-            reason,
-            *events,
-            failing=failing,
-            finished=entry,
-            analysis=analysis,
+            name, ended, reason, *messages, failing=failing, finished=entry, analysis=analysis
         )
 
-    def _promote(self, reason: str, state: RolloutState, analysis: Analysis | None) -> Step:
-        promoting = replace(state, phase="Promoting", progress=state._progress(pause_reason=None))
-        return self._step(
-            promoting,
-            "promote",
-            reason,
-            Event("Normal", "PromotionStarted", reason),
-            analysis=analysis,
-        )
+    def _promote(
+        self, name: TransitionName, reason: str, state: RolloutState, analysis: Analysis | None
+    ) -> Step:
+        promoting = replace(state, progress=state._progress(pause_reason=None))
+        return self._step(name, promoting, reason, reason, analysis=analysis)
 
     # -- the decision ---------------------------------------------------------------------
 
@@ -430,9 +918,7 @@ class _Machine:
                     ab_test=None,
                 )
                 reason = f"retry: canary {_version(state)} starts again from the first step"
-                return self._step(
-                    fresh, "restart", reason, Event("Normal", "RolloutRetried", reason)
-                )
+                return self._step("retry-rejected", fresh, reason, reason)
             return self._ignored(command, f"the rollout is over ({state.phase})")
         if state.phase == "Promoting":
             return self._ignored(
@@ -441,11 +927,10 @@ class _Machine:
 
         if command == "abort":
             reason = f"aborted by the user {_where(strategy, state)}"
-            return self._end(
-                "RolledBack", "rollback", "Aborted", reason, Event("Warning", "Aborted", reason)
-            )
+            return self._end("abort", reason, reason)
         if command == "promote":
             return self._promote(
+                "promote",
                 f"promoted by the user {_where(strategy, state)}, skipping the remaining analysis",
                 state,
                 None,
@@ -454,30 +939,23 @@ class _Machine:
         # spec.paused is a level: pause while it is true, resume when it becomes false.
         if paused:
             if state.paused_by_user:
-                return self._step(state, "wait", PAUSED_BY_USER)
-            held = replace(
-                state, phase="Paused", progress=state._progress(pause_reason=PAUSED_BY_USER)
-            )
-            return self._step(held, "pause", PAUSED_BY_USER)
+                return self._step("paused", state, PAUSED_BY_USER)
+            held = replace(state, progress=state._progress(pause_reason=PAUSED_BY_USER))
+            return self._step("pause", held, PAUSED_BY_USER)
         if state.paused_by_user:
             # No analysis runs while paused by the user: the next one is a whole interval away.
             resumed = replace(
-                state,
-                phase="Progressing",
-                progress=state._progress(pause_reason=None, step_started_at=self.now),
+                state, progress=state._progress(pause_reason=None, step_started_at=self.now)
             )
-            return self._step(resumed, "resume", "resumed: spec.paused is false")
+            return self._step("resume", resumed, "resumed: spec.paused is false")
 
         if command == "retry" and state.paused_by_errors:
             state = replace(
-                state,
-                phase="Progressing",
-                consecutive_errors=0,
-                progress=state._progress(pause_reason=None),
+                state, consecutive_errors=0, progress=state._progress(pause_reason=None)
             )
             self.state = state
             reason = "retry: the analysis is tried again"
-            return self._step(state, "resume", reason, Event("Normal", "RolloutRetried", reason))
+            return self._step("retry-errors", state, reason, reason)
 
         if not state.entered:
             return self._enter(canary_ready)
@@ -486,10 +964,9 @@ class _Machine:
         return self._idle()
 
     def _ignored(self, command: Command | None, why: str) -> Step:
-        events: tuple[Event, ...] = ()
-        if command is not None:
-            events = (Event("Warning", "ActionIgnored", f"{command} ignored: {why}"),)
-        return self._step(self.state, "wait", why, *events)
+        if command is None:
+            return self._step("done", self.state, why)
+        return self._step("ignored", self.state, why, f"{command} ignored: {why}")
 
     def _enter(self, canary_ready: bool) -> Step:
         state, strategy = self.state, self.strategy
@@ -499,19 +976,21 @@ class _Machine:
                 state, traffic=traffic, progress=state._progress(step_started_at=self.now)
             )
             reason = f"canary {_version(state)} {_where(strategy, entered)}"
-            kind = {"ABTest": "ABTestStarted", "Shadow": "ShadowStarted"}.get(
-                strategy.type, "CanaryEntered"
-            )
-            return self._step(entered, "enter", reason, Event("Normal", kind, reason))
+            name: TransitionName = "enter"
+            if strategy.type == "ABTest":
+                name = "enter-abtest"
+            elif strategy.type == "Shadow":
+                name = "enter-shadow"
+            return self._step(name, entered, reason, reason)
         if deadline_passed(strategy, state, self.now):
             reason = (
                 f"canary {_version(state)} had no ready pod within progressDeadline "
                 f"{strategy.progress_deadline}"
             )
-            return self._end(
-                "Failed", "fail", "Failed", reason, Event("Warning", "RolloutFailed", reason)
-            )
-        return self._step(state, "wait", f"waiting for a ready pod of canary {_version(state)}")
+            return self._end("enter-deadline", reason, reason)
+        return self._step(
+            "wait-ready", state, f"waiting for a ready pod of canary {_version(state)}"
+        )
 
     def _applies(self, analysis: Analysis) -> bool:
         """An analysis counts if it is about this rollout, stage and step, and its window
@@ -530,12 +1009,12 @@ class _Machine:
         """No analysis this time: wait, unless the step has run out of time."""
         state, strategy = self.state, self.strategy
         if state.phase == "Paused":
-            return self._step(state, "wait", state.progress.pause_reason or "paused")
+            return self._step("paused", state, state.progress.pause_reason or "paused")
         if awaiting_promotion(strategy, state):
-            return self._step(state, "wait", self._awaiting_reason())
+            return self._step("awaiting", state, self._awaiting_reason())
         if strategy.type != "ABTest" and deadline_passed(strategy, state, self.now):
             return self._deadline(None)
-        return self._step(state, "wait", f"canary {_version(state)} {_where(strategy, state)}")
+        return self._step("wait", state, f"canary {_version(state)} {_where(strategy, state)}")
 
     def _awaiting_reason(self) -> str:
         return (
@@ -556,14 +1035,7 @@ class _Machine:
             f"no decision within progressDeadline {strategy.progress_deadline} "
             f"{_where(strategy, state)}{last}"
         )
-        return self._end(
-            "Failed",
-            "fail",
-            "Failed",
-            reason,
-            Event("Warning", "RolloutFailed", reason),
-            analysis=analysis,
-        )
+        return self._end("deadline", reason, reason, analysis=analysis)
 
     def _analyse(self, analysis: Analysis) -> Step:
         strategy = self.strategy
@@ -575,10 +1047,9 @@ class _Machine:
 
         if verdict == "Error":
             return self._error(state, analysis)
-        resumed: tuple[Event, ...] = ()
         if state.paused_by_errors:
             # The time spent paused does not count against progressDeadline.
-            resumed = (Event("Normal", "AnalysisRecovered", "the analysis runs again: resumed"),)
+            self._pass("recovered", "the analysis runs again: resumed")
             state = replace(
                 state,
                 phase="Progressing",
@@ -590,11 +1061,11 @@ class _Machine:
         self.state = state
 
         if verdict == "Failed":
-            return self._failed(state, analysis, resumed)
+            return self._failed(state, analysis)
 
         current = stage(strategy, state)
         if current == "abtest":
-            return self._ab(state, analysis, verdict, resumed)
+            return self._ab(state, analysis, verdict)
         if verdict == "Inconclusive":
             if not awaiting_promotion(strategy, state) and deadline_passed(
                 strategy, state, self.now
@@ -603,10 +1074,9 @@ class _Machine:
             pending = first(analysis.checks, "Inconclusive")
             why = pending.summary if pending is not None else "no checks"
             return self._step(
-                state,
                 "hold",
+                state,
                 f"canary {_version(state)} {_where(strategy, state)}: inconclusive, {why}",
-                *resumed,
                 analysis=analysis,
             )
         # Successful
@@ -622,14 +1092,7 @@ class _Machine:
                 f"shadow analysis passed: canary {_version(state)} moves to the first step "
                 f"({accepted.traffic.canary}%)"
             )
-            return self._step(
-                accepted,
-                "advance",
-                reason,
-                *resumed,
-                Event("Normal", "ShadowAccepted", reason),
-                analysis=analysis,
-            )
+            return self._step("shadow-accepted", accepted, reason, reason, analysis=analysis)
         last = len(strategy.steps) - 1
         if state.step < last:
             following = replace(
@@ -639,30 +1102,19 @@ class _Machine:
                 progress=state._progress(step_started_at=self.now),
             )
             reason = f"checks passed; canary {_version(state)} {_where(strategy, following)}"
-            return self._step(
-                following,
-                "advance",
-                reason,
-                *resumed,
-                Event("Normal", "StepAdvanced", reason),
-                analysis=analysis,
-            )
+            return self._step("step-advanced", following, reason, reason, analysis=analysis)
         if strategy.promotion == "Automatic":
             return self._promote(
-                f"canary {_version(state)} passed every step: promoting", state, analysis
+                "promote-automatic",
+                f"canary {_version(state)} passed every step: promoting",
+                state,
+                analysis,
             )
         if state.step == last:
             waiting = replace(state, step=len(strategy.steps))
             reason = self._awaiting_reason()
-            return self._step(
-                waiting,
-                "await-promotion",
-                reason,
-                *resumed,
-                Event("Normal", "AwaitingPromotion", reason),
-                analysis=analysis,
-            )
-        return self._step(state, "hold", self._awaiting_reason(), *resumed, analysis=analysis)
+            return self._step("await-promotion", waiting, reason, reason, analysis=analysis)
+        return self._step("awaiting", state, self._awaiting_reason(), analysis=analysis)
 
     def _error(self, state: RolloutState, analysis: Analysis) -> Step:
         strategy = self.strategy
@@ -674,36 +1126,34 @@ class _Machine:
         if state.paused_by_errors:
             reason = f"{PAUSED_BY_ERRORS} ({errors} times in a row); last: {detail}"
             return self._step(
+                "still-erroring",
                 replace(state, progress=state._progress(pause_reason=reason[:4096])),
-                "wait",
                 reason,
                 failing=failing,
                 analysis=analysis,
             )
         if errors >= limit:
             reason = f"{PAUSED_BY_ERRORS} {errors} times in a row; last: {detail}"
-            paused = replace(
-                state, phase="Paused", progress=state._progress(pause_reason=reason[:4096])
-            )
+            paused = replace(state, progress=state._progress(pause_reason=reason[:4096]))
             return self._step(
+                "pause-errors",
                 paused,
-                "pause",
                 reason,
-                Event("Warning", "AnalysisError", f"{detail} ({errors}/{limit}): pausing"),
+                f"{detail} ({errors}/{limit}): pausing",
                 failing=failing,
                 analysis=analysis,
             )
         reason = f"analysis error {errors}/{limit}: {detail}"
         return self._step(
+            "error",
             state,
-            "hold",
             reason,
-            Event("Warning", "AnalysisError", f"{detail} ({errors}/{limit})"),
+            f"{detail} ({errors}/{limit})",
             failing=failing,
             analysis=analysis,
         )
 
-    def _failed(self, state: RolloutState, analysis: Analysis, resumed: Sequence[Event]) -> Step:
+    def _failed(self, state: RolloutState, analysis: Analysis) -> Step:
         strategy = self.strategy
         failing = first(analysis.checks, "Failed")
         assert failing is not None
@@ -716,23 +1166,19 @@ class _Machine:
             verb = "rejected in shadow" if shadow else "rolled back"
             reason = f"canary {_version(state)} {verb} {where}: {failing.summary}"
             return self._end(
-                "RolledBack",
                 "rollback",
-                "RolledBack",
                 reason,
-                *resumed,
-                Event("Warning", "AnalysisFailed", f"{failing.summary} ({failed}/{limit})"),
+                f"{failing.summary} ({failed}/{limit})",
                 state=state,
                 failing=failing,
                 analysis=analysis,
             )
         reason = f"check failed {failed}/{limit} {where}: {failing.summary}"
         return self._step(
+            "check-failed",
             state,
-            "hold",
             reason,
-            *resumed,
-            Event("Warning", "AnalysisFailed", f"{failing.summary} ({failed}/{limit})"),
+            f"{failing.summary} ({failed}/{limit})",
             failing=failing,
             analysis=analysis,
         )
@@ -742,58 +1188,39 @@ class _Machine:
         state: RolloutState,
         analysis: Analysis,
         verdict: Verdict,
-        resumed: Sequence[Event],
     ) -> Step:
         strategy = self.strategy
         ab = analysis.ab
         if ab is None:
-            return self._step(state, "hold", "A/B analysis without a statistical verdict", *resumed)
+            return self._step("hold", state, "A/B analysis without a statistical verdict")
         if ab.decision == "stable-wins":
             reason = f"A/B test: {ab.message}; canary {_version(state)} rolled back"
-            return self._end(
-                "RolledBack",
-                "rollback",
-                "RolledBack",
-                reason,
-                *resumed,
-                Event("Normal", "ABTestDecided", reason),
-                state=state,
-                analysis=analysis,
-            )
+            return self._end("ab-stable-wins", reason, reason, state=state, analysis=analysis)
         if ab.decision == "no-difference":
             reason = f"A/B test: {ab.message}"
-            return self._end(
-                "RolledBack",
-                "rollback",
-                "NoWinner",
-                reason,
-                *resumed,
-                Event("Normal", "ABTestDecided", reason),
-                state=state,
-                analysis=analysis,
-            )
+            return self._end("ab-no-winner", reason, reason, state=state, analysis=analysis)
         if ab.decision == "canary-wins":
             if verdict != "Successful":
                 pending = first(analysis.checks, "Inconclusive")
                 why = pending.summary if pending is not None else verdict
                 return self._step(
-                    state,
                     "hold",
+                    state,
                     f"canary leads the A/B test but the checks are not all Successful: {why}",
-                    *resumed,
                     analysis=analysis,
                 )
             if strategy.promotion == "Automatic":
                 return self._promote(
-                    f"A/B test: {ab.message}; promoting canary {_version(state)}", state, analysis
+                    "ab-promote",
+                    f"A/B test: {ab.message}; promoting canary {_version(state)}",
+                    state,
+                    analysis,
                 )
             reason = f"A/B test: {ab.message}; waiting for promote"
-            was_waiting = _previous_winner(self.before) == "canary"
-            events = () if was_waiting else (Event("Normal", "AwaitingPromotion", reason),)
-            return self._step(
-                state, "await-promotion", reason, *resumed, *events, analysis=analysis
-            )
-        return self._step(state, "hold", f"A/B test: {ab.message}", *resumed, analysis=analysis)
+            if _previous_winner(self.before) == "canary":
+                return self._step("awaiting", state, reason, analysis=analysis)
+            return self._step("ab-await", state, reason, reason, analysis=analysis)
+        return self._step("hold", state, f"A/B test: {ab.message}", analysis=analysis)
 
 
 def _previous_winner(state: RolloutState) -> str | None:
@@ -882,6 +1309,8 @@ class Rollout:
     requeue_after: float | None = None
     ab_test: ABTestStatus | None = None
     events: tuple[Event, ...] = ()
+    #: The rows of :data:`TRANSITIONS` taken, in order (``events`` are theirs, in order).
+    path: tuple[TransitionName, ...] = ()
 
 
 def runs(view: DeploymentView | None, model: ModelRef) -> bool:
@@ -953,14 +1382,16 @@ def track_rollout(
     if decided.finished is not None:
         history = _history(history, decided.finished)
 
+    path = decided.path
     if phase == "Promoting" and runs(stable_view, candidate):
-        phase = "Promoted"
+        path = (*path, "promoted")
+        phase = transition("promoted").phase or phase
         progress = progress.model_copy(update={"finished_at": now})
         history = _history(
             history,
             HistoryEntry(
                 version=candidate.version,
-                outcome="Promoted",
+                outcome=transition("promoted").outcome or "Promoted",
                 reason="the stable variant runs the candidate's model",
                 at=now,
             ),
@@ -1002,6 +1433,7 @@ def track_rollout(
         requeue_after=requeue,
         ab_test=state.ab_test,
         events=decided.events,
+        path=path,
     )
 
 
@@ -1013,16 +1445,19 @@ def _no_candidate(
     canary pods for scaleDownDelay."""
     prev = md.status
     progress = prev.rollout
+    name: TransitionName = "serving" if prev.rolled_out and prev.rolled_out.current else "deploy"
     events: tuple[Event, ...] = ()
     if progress is not None and prev.phase in ("Progressing", "Paused", "Promoting"):
+        name = "revert"
         version = progress.candidate.version if progress.candidate else "?"
         reason = f"spec.model is {goal.stable.version} again: the rollout of {version} stopped"
+        outcome = transition(name).outcome or "Aborted"
         history = _history(
-            history, HistoryEntry(version=version, outcome="Aborted", reason=reason, at=now)
+            history, HistoryEntry(version=version, outcome=outcome, reason=reason, at=now)
         )
-        events = (Event("Warning", "Aborted", reason),)
+        events = _events(name, reason)
         progress = progress.model_copy(update={"finished_at": now})
-    phase: Phase = "Promoted" if prev.phase == "Promoted" else "Idle"
+    phase: Phase = transition(name).phase or ("Promoted" if prev.phase == "Promoted" else "Idle")
     replicas, requeue = 0, None
     leftover = progress.candidate if progress is not None else None
     if leftover is not None:
@@ -1043,4 +1478,5 @@ def _no_candidate(
         detail=detail,
         requeue_after=requeue,
         events=events,
+        path=(name,),
     )
