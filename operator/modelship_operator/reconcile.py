@@ -11,8 +11,9 @@ met and record that, and post the Events of the recorded transitions
 everything a rollout needs is in status, running it twice, or after a crash at any point,
 converges to the same state.
 
-The rollout decision (phase, step, traffic, the model each variant runs, scale-down,
-requeue, history) is :func:`modelship_operator.rollout.track_rollout`'s, fed with this
+The rollout decision (phase, step, traffic, the model each variant runs, what stable serves
+in ``rolledOut``, scale-down, requeue, history and the rollout's Events, by the rows of
+``rollout.TRANSITIONS``) is :func:`modelship_operator.rollout.track_rollout`'s, fed with this
 reconcile's analysis (run by the reconciler before planning, None when none is due); the plan
 only assembles it with the rendered children and the conditions.
 """
@@ -40,7 +41,7 @@ from modelship_operator.conditions import (
 )
 from modelship_operator.events import record, recorded_since
 from modelship_operator.kinds import ChildRef
-from modelship_operator.observed import DeploymentView, Observed
+from modelship_operator.observed import Observed
 from modelship_operator.render import (
     DesiredState,
     VariantPlan,
@@ -50,13 +51,11 @@ from modelship_operator.render import (
     stale_children,
     variant_name,
 )
-from modelship_operator.rollout import Analysis, runs, track_rollout
+from modelship_operator.rollout import Analysis, track_rollout
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
 from modelship_operator.status import (
     ModelDeploymentStatus,
-    ModelRef,
-    RolledOut,
 )
 
 
@@ -95,16 +94,6 @@ def next_router_generation(
     ):
         return int(seen.generation)
     return max(seen.generation if seen else 0, status_generation or 0) + 1
-
-
-def rolled_out(
-    previous: RolledOut | None, stable: DeploymentView | None, target: ModelRef
-) -> RolledOut:
-    """Current and previous models of stable: moves on once ``target`` runs everywhere."""
-    previous = previous or RolledOut()
-    if not runs(stable, target) or previous.current == target:
-        return previous
-    return RolledOut(current=target, previous=previous.current)
 
 
 def plan(
@@ -161,7 +150,7 @@ def plan(
         last_analysis=list(rollout.last_analysis),
         stable=variant_status(stable_view, rollout.stable_model),
         canary=variant_status(canary_view, rollout.canary_model) if canary else None,
-        rolled_out=rolled_out(md.status.rolled_out, stable_view, rollout.stable_model),
+        rolled_out=rollout.rolled_out,
         rollout=rollout.progress,
         ab_test=rollout.ab_test,
         history=list(rollout.history),

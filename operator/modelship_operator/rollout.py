@@ -48,6 +48,7 @@ from modelship_operator.status import (
     ModelRef,
     Outcome,
     Phase,
+    RolledOut,
     RolloutProgress,
     Traffic,
     Verdict,
@@ -1311,6 +1312,8 @@ class Rollout:
     events: tuple[Event, ...] = ()
     #: The rows of :data:`TRANSITIONS` taken, in order (``events`` are theirs, in order).
     path: tuple[TransitionName, ...] = ()
+    #: What stable serves now and served before (``status.rolledOut``).
+    rolled_out: RolledOut | None = None
 
 
 def runs(view: DeploymentView | None, model: ModelRef) -> bool:
@@ -1321,6 +1324,16 @@ def runs(view: DeploymentView | None, model: ModelRef) -> bool:
         and view.model_version == model.version
         and view.sha256 == model.sha256
     )
+
+
+def rolled_out(
+    previous: RolledOut | None, stable: DeploymentView | None, target: ModelRef
+) -> RolledOut:
+    """Current and previous models of stable: moves on once ``target`` runs everywhere."""
+    previous = previous or RolledOut()
+    if not runs(stable, target) or previous.current == target:
+        return previous
+    return RolledOut(current=target, previous=previous.current)
 
 
 def _history(entries: Sequence[HistoryEntry], *new: HistoryEntry) -> tuple[HistoryEntry, ...]:
@@ -1354,7 +1367,7 @@ def track_rollout(
     history: tuple[HistoryEntry, ...] = tuple(prev.history)
 
     if goal.candidate is None or goal.key is None:
-        return _no_candidate(md, goal, now, history)
+        return _no_candidate(md, goal, observed, now, history)
 
     stable_view = observed.deployment(variant_name(md.name, "stable"))
     canary_view = observed.deployment(variant_name(md.name, "canary"))
@@ -1434,11 +1447,16 @@ def track_rollout(
         ab_test=state.ab_test,
         events=decided.events,
         path=path,
+        rolled_out=rolled_out(prev.rolled_out, stable_view, stable_target),
     )
 
 
 def _no_candidate(
-    md: ModelDeployment, goal: Target, now: datetime, history: tuple[HistoryEntry, ...]
+    md: ModelDeployment,
+    goal: Target,
+    observed: Observed,
+    now: datetime,
+    history: tuple[HistoryEntry, ...],
 ) -> Rollout:
     """The desired model serves (or nothing serves yet): no rollout. One that was under way
     is aborted (the desired model went back to the serving one); a finished one keeps its
@@ -1479,4 +1497,7 @@ def _no_candidate(
         requeue_after=requeue,
         events=events,
         path=(name,),
+        rolled_out=rolled_out(
+            prev.rolled_out, observed.deployment(variant_name(md.name, "stable")), goal.stable
+        ),
     )
