@@ -782,7 +782,7 @@ def advance(
     """The next state of the rollout of ``candidate`` under ``strategy``.
 
     ``state`` is the rollout as recorded in status (None: none yet); ``key`` the rollout's
-    identity now (:func:`modelship_operator.rollout.rollout_key`); ``canary_ready``
+    identity now (:func:`rollout_key`); ``canary_ready``
     whether a canary pod is ready;
     ``analysis`` this interval's verdicts if one was run (see :func:`analysis_due`);
     ``paused`` is ``spec.paused``; ``command`` a not-yet-handled one-shot action.
@@ -796,7 +796,7 @@ def advance(
             name = "supersede"
             finished = HistoryEntry(
                 version=_version(state),
-                outcome="Superseded",
+                outcome=transition(name).outcome or "Superseded",
                 reason="the spec changed during the rollout; analysis restarted",
                 at=now,
             )
