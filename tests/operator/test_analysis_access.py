@@ -280,8 +280,8 @@ def test_a_bearer_token_and_tenant_header_through_a_gateway(
 def test_a_refused_analysis_is_an_error_verdict_naming_it_never_a_pass(
     prom: PrometheusProcess, tmp_path: Path
 ) -> None:
-    """What the rollout sees: every check Error with the refusal as its reason (the stepper
-    pauses the rollout with it after maxConsecutiveErrors; it never promotes on it)."""
+    """What the rollout sees: every check Error with the refusal as its reason (the rollout
+    decision pauses the rollout with it after maxConsecutiveErrors; it never promotes on it)."""
     body = base_resource(strategy={"interval": "10s", "minSamples": 1})
     candidate = {"version": "1.5.0", "uri": "file:///models/x.skops", "sha256": SHA_CANARY}
     md = ModelDeployment.from_api(rolling_out(body, candidate))
