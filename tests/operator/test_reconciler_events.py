@@ -246,3 +246,27 @@ def test_an_event_the_api_cannot_take_now_is_posted_by_the_next_reconcile() -> N
     run(api, T0 + timedelta(seconds=34))
     assert api.reasons().count("StepAdvanced") == 1
     assert api.status.last_evented_transition == advanced.seq
+
+
+def test_a_refused_apply_settles_degraded_only_and_announces_it_once() -> None:
+    body = base_resource()
+    body["metadata"]["resourceVersion"] = "1"
+    api = FakeApi(body)
+    original = api.apply
+
+    async def refuse_router(obj: Mapping[str, Any], manager: str, force: bool = True) -> Any:
+        if obj["metadata"]["name"] == "churn-router" and obj["kind"] == "Deployment":
+            raise ApiError("apply", 422, "Invalid", "spec.replicas: must be >= 0")
+        return await original(obj, manager, force)
+
+    api.apply = refuse_router  # type: ignore[method-assign]
+    run(api, T0)
+    degraded = api.status.condition("Degraded")
+    assert degraded is not None and (degraded.status, degraded.reason) == ("True", "ApplyFailed")
+    assert api.status.phase == "Idle"  # the decision is the same as without the refusal
+    run(api, T0 + timedelta(seconds=5))  # still refused: no second Event
+    assert api.reasons().count("ApplyFailed") == 1
+    api.apply = original  # type: ignore[method-assign]
+    run(api, T0 + timedelta(seconds=10))
+    assert api.reasons().count("Recovered") == 1
+    assert api.status.last_evented_transition == api.status.transitions[-1].seq
