@@ -117,10 +117,12 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
     """Run until stopped; the process exit code."""
     import kopf
 
-    from modelship_operator.handlers import Reconciler, build_registry, kopf_settings
+    from modelship_operator.kopf_wiring import build_registry, kopf_settings
     from modelship_operator.kube import Kube
     from modelship_operator.leader import LeaderElector, LostLeadership, own_identity, own_namespace
     from modelship_operator.metrics import HealthState, OperatorMetrics, http_app, serve_http
+    from modelship_operator.reconciler import Reconciler
+    from modelship_operator.workqueue import WorkQueue
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -140,6 +142,7 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
     kube = Kube.connect(kubeconfig)
     elector: LeaderElector | None = None
     reconciler: Reconciler | None = None
+    queue: WorkQueue | None = None
     beat_task = asyncio.create_task(_heartbeat(health))
     try:
         if settings.leader_election:
@@ -169,11 +172,12 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         if not await _first(_wait_for_crd(kube), stop.wait()):
             return 0
         reconciler = Reconciler(kube, settings, metrics, identity)
+        queue = WorkQueue(reconciler.reconcile, metrics)
         kopf_stop = asyncio.Event()
         kopf_ready = asyncio.Event()
         operator = asyncio.create_task(
             kopf.operator(
-                registry=build_registry(reconciler, kubeconfig),
+                registry=build_registry(queue, kubeconfig),
                 settings=kopf_settings(settings),
                 clusterwide=settings.cluster_wide,
                 namespaces=settings.namespaces,
@@ -213,7 +217,7 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
             log.error("kopf stopped: %r", operator.exception())
             code = 1
         # Stop acting first: no reconcile may run once the Lease could be someone else's.
-        await reconciler.close()
+        await queue.close()
         kopf_stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(operator), STOP_TIMEOUT)
@@ -221,6 +225,8 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
             task.cancel()
         return code
     finally:
+        if queue is not None:
+            await queue.close()
         if reconciler is not None:
             await reconciler.close()
         if elector is not None:

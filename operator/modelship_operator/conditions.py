@@ -210,11 +210,16 @@ def transition_events(old: ModelDeploymentStatus, new: ModelDeploymentStatus) ->
             events.append(Event("Normal", "Ready", after.message))
         elif before is not None and before.status == "True":
             events.append(Event("Warning", "NotReady", after.message))
+    return [*events, *degraded_events(old, new)]
+
+
+def degraded_events(old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> list[Event]:
+    """The Event of a change of Degraded between two statuses (none when unchanged)."""
     before, after = old.condition("Degraded"), new.condition("Degraded")
     if after is not None and after.status == "True":
         # A new reason is a new problem; a changing message alone (back-off timers) is not.
         if before is None or (before.status, before.reason) != (after.status, after.reason):
-            events.append(Event("Warning", after.reason, after.message))
+            return [Event("Warning", after.reason, after.message)]
     elif after is not None and before is not None and before.status == "True":
-        events.append(Event("Normal", "Recovered", "no longer degraded"))
-    return events
+        return [Event("Normal", "Recovered", "no longer degraded")]
+    return []

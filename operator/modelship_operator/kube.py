@@ -152,14 +152,17 @@ class Kube:
         component: str,
         instance: str,
         now: datetime | None = None,
+        name: str | None = None,
     ) -> None:
-        """A core/v1 Event about ``involved`` (an object as read from the API)."""
+        """A core/v1 Event about ``involved`` (an object as read from the API). With a
+        ``name``, posting the same Event again is refused (409 AlreadyExists)."""
         meta = involved["metadata"]
         stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        naming = {"name": name} if name else {"generateName": f"{meta['name']}."}
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {**naming, "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion", API_VERSION),
                 "kind": involved.get("kind", KIND),

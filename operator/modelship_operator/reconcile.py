@@ -1,17 +1,20 @@
 """The reconcile plan: from (resource, what exists, now) to what to do. Pure, no I/O.
 
-:func:`plan` is the whole decision of one reconcile. The kopf handlers stay thin: parse the
-body (:meth:`ModelDeployment.from_api`; on failure :func:`plan_invalid`), list the children
-and pods (:func:`modelship_operator.observed.observe`), call :func:`plan`, then act on it
-in order: server-side apply ``plan.apply``, delete ``plan.delete``, patch the status with
-:func:`status_patch`, post ``plan.events``. A failed API call is reported by calling
-:func:`plan` again with the failures, which yields the same decisions plus a Degraded
-condition. Because the plan depends only on its inputs and everything a rollout needs is in
-status, running it twice, or after a crash at any point, converges to the same state.
+:func:`plan` is the whole decision of one reconcile. The reconciler
+(:mod:`modelship_operator.reconciler`) stays thin: parse the body
+(:meth:`ModelDeployment.from_api`; on failure :func:`plan_invalid`), list the children and
+pods (:func:`modelship_operator.observed.observe`), call :func:`plan`, then act on it in
+order: record ``plan.decided`` in status (the decision, with Degraded as it was), server-side
+apply ``plan.apply``, delete ``plan.delete``, then :func:`settle` Degraded from what acting
+met and record that, and post the Events of the recorded transitions
+(:mod:`modelship_operator.events`). Because the plan depends only on its inputs and
+everything a rollout needs is in status, running it twice, or after a crash at any point,
+converges to the same state.
 
-The rollout decision (phase, step, traffic, the model each variant runs, scale-down,
-requeue, history) is :func:`modelship_operator.rollout.track_rollout`'s, fed with this
-reconcile's analysis (run by the handlers before planning, None when none is due); the plan
+The rollout decision (phase, step, traffic, the model each variant runs, what stable serves
+in ``rolledOut``, scale-down, requeue, history and the rollout's Events, by the rows of
+``rollout.TRANSITIONS``) is :func:`modelship_operator.rollout.track_rollout`'s, fed with this
+reconcile's analysis (run by the reconciler before planning, None when none is due); the plan
 only assembles it with the rendered children and the conditions.
 """
 
@@ -24,20 +27,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelship_operator.analysis.stepper import Analysis
 from modelship_operator.conditions import (
     Event,
     Failure,
     Verdict,
     degraded,
+    degraded_events,
     progressing,
     ready,
     set_condition,
     transition_events,
     variant_status,
 )
+from modelship_operator.events import record, recorded_since
 from modelship_operator.kinds import ChildRef
-from modelship_operator.observed import DeploymentView, Observed
+from modelship_operator.observed import Observed
 from modelship_operator.render import (
     DesiredState,
     VariantPlan,
@@ -47,13 +51,11 @@ from modelship_operator.render import (
     stale_children,
     variant_name,
 )
-from modelship_operator.rollout import runs, track_rollout
+from modelship_operator.rollout import Analysis, track_rollout
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
 from modelship_operator.status import (
     ModelDeploymentStatus,
-    ModelRef,
-    RolledOut,
 )
 
 
@@ -63,7 +65,12 @@ class Plan:
 
     apply: tuple[dict[str, Any], ...]
     delete: tuple[ChildRef, ...]
+    #: The status to record before acting: the decision, what runs, Ready and Progressing,
+    #: with Degraded as it was until acting shows whether the API still refuses something.
+    decided: ModelDeploymentStatus
+    #: The status once acting met no refusal (:func:`settle` of ``decided``).
     status: ModelDeploymentStatus
+    #: The Events of the transitions ``status`` records on top of the resource's status.
     events: tuple[Event, ...]
     requeue_after: float | None = None
 
@@ -89,22 +96,11 @@ def next_router_generation(
     return max(seen.generation if seen else 0, status_generation or 0) + 1
 
 
-def rolled_out(
-    previous: RolledOut | None, stable: DeploymentView | None, target: ModelRef
-) -> RolledOut:
-    """Current and previous models of stable: moves on once ``target`` runs everywhere."""
-    previous = previous or RolledOut()
-    if not runs(stable, target) or previous.current == target:
-        return previous
-    return RolledOut(current=target, previous=previous.current)
-
-
 def plan(
     md: ModelDeployment,
     observed: Observed,
     settings: OperatorSettings,
     now: datetime,
-    failures: Sequence[Failure] = (),
     analysis: Analysis | None = None,
 ) -> Plan:
     """What to apply, delete, write to status and announce for ``md`` now."""
@@ -134,18 +130,17 @@ def plan(
     canary_view = observed.deployment(variant_name(md.name, "canary"))
     router_view = observed.deployment(router_name(md.name))
     gen = md.metadata.generation
-    conditions = list(md.status.conditions)
+    conditions = list(md.status.conditions)  # Degraded stays as it was: settle() decides it
     verdicts: list[tuple[Any, Verdict]] = [
         ("Ready", ready(stable_view, router_view, builtin_router)),
         (
             "Progressing",
             progressing(rollout.phase, stable_view, rollout.stable_model, rollout.detail),
         ),
-        ("Degraded", degraded(observed, failures)),
     ]
     for kind, verdict in verdicts:
         conditions = set_condition(conditions, kind, verdict, now, gen)
-    status = ModelDeploymentStatus(
+    decided = ModelDeploymentStatus(
         observed_generation=gen,
         phase=rollout.phase,
         traffic=rollout.traffic,
@@ -155,7 +150,7 @@ def plan(
         last_analysis=list(rollout.last_analysis),
         stable=variant_status(stable_view, rollout.stable_model),
         canary=variant_status(canary_view, rollout.canary_model) if canary else None,
-        rolled_out=rolled_out(md.status.rolled_out, stable_view, rollout.stable_model),
+        rolled_out=rollout.rolled_out,
         rollout=rollout.progress,
         ab_test=rollout.ab_test,
         history=list(rollout.history),
@@ -163,27 +158,35 @@ def plan(
         router_config_generation=generation,
         last_handled_action=md.metadata.annotations.get(ACTION_ANNOTATION)
         or md.status.last_handled_action,
+        transitions=list(md.status.transitions),
+        last_evented_transition=md.status.last_evented_transition,
     )
+    decided = record(decided, (*rollout.events, *transition_events(md.status, decided)), now)
+    settled = settle(decided, observed, (), now)
     return Plan(
         apply=tuple(objects),
         delete=tuple(delete),
-        status=status,
-        events=(*rollout.events, *transition_events(md.status, status)),
+        decided=decided,
+        status=settled,
+        events=recorded_since(md.status, settled),
         requeue_after=rollout.requeue_after,
     )
 
 
-def before_acting(new: ModelDeploymentStatus, old: ModelDeploymentStatus) -> ModelDeploymentStatus:
-    """The status to record before the plan is acted on: all of ``new`` (the rollout's
-    decision, what runs, the other conditions) except Degraded, which stays as ``old`` had
-    it until acting shows whether the API still refuses something (no flapping)."""
-    conditions = [c for c in new.conditions if c.type != "Degraded"]
-    previous = old.condition("Degraded")
-    if previous is not None:
-        conditions.append(previous)
-    order = {c.type: i for i, c in enumerate(new.conditions)}
-    conditions.sort(key=lambda c: order.get(c.type, len(order)))
-    return new.model_copy(update={"conditions": conditions})
+def settle(
+    decided: ModelDeploymentStatus,
+    observed: Observed,
+    failures: Sequence[Failure],
+    now: datetime,
+) -> ModelDeploymentStatus:
+    """``decided`` with Degraded from what acting met (``failures``: what the API refused)
+    and what was observed, and its Event recorded. Nothing else is decided again."""
+    verdict = degraded(observed, failures)
+    conditions = set_condition(
+        decided.conditions, "Degraded", verdict, now, decided.observed_generation
+    )
+    after = decided.model_copy(update={"conditions": conditions})
+    return record(after, degraded_events(decided, after), now)
 
 
 def describe_invalid(exc: ValidationError) -> str:
@@ -209,11 +212,13 @@ def plan_invalid(body: Mapping[str, Any], problem: str, now: datetime) -> Plan:
     status = previous.model_copy(
         update={"conditions": conditions, "observed_generation": generation}
     )
+    status = record(status, transition_events(previous, status), now)
     return Plan(
         apply=(),
         delete=(),
+        decided=status,
         status=status,
-        events=tuple(transition_events(previous, status)),
+        events=recorded_since(previous, status),
     )
 
 

@@ -176,6 +176,28 @@ class HistoryEntry(ApiModel):
     at: datetime = Field(description="When it ended.")
 
 
+#: Transitions kept in ``status.transitions`` (newest last). Each reconcile posts the Events
+#: of the ones recorded before it, so only a handful are ever waiting for theirs.
+TRANSITIONS_LIMIT: Final = 16
+
+
+class RecordedTransition(ApiModel):
+    """One transition the status shows, recorded with the Event that announces it."""
+
+    seq: Annotated[int, Field(ge=1)] = Field(
+        description="Sequence number, increasing over the resource's life; the Event's name "
+        "ends with it."
+    )
+    type: Literal["Normal", "Warning"] = Field(description="The Event's type.")
+    reason: Annotated[str, Field(min_length=1, max_length=128)] = Field(
+        description="The Event's reason, e.g. StepAdvanced."
+    )
+    message: Annotated[str, Field(max_length=1024)] = Field(
+        default="", description="The Event's message."
+    )
+    at: datetime = Field(description="When the transition was decided.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """What the operator observed and decided. Written only by the operator."""
 
@@ -227,6 +249,17 @@ class ModelDeploymentStatus(ApiModel):
     )
     last_handled_action: ShortText | None = Field(
         default=None, description="Value of the modelship.io/action annotation last acted on."
+    )
+    transitions: list[RecordedTransition] = Field(
+        default_factory=list,
+        max_length=TRANSITIONS_LIMIT,
+        description="The latest transitions (newest last), each recorded in the same write "
+        "as the change it announces; their Events are posted from here.",
+    )
+    last_evented_transition: Count | None = Field(
+        default=None,
+        description="seq of the last transition whose Event was posted; later ones are "
+        "posted by the next reconcile (after a crash, for instance).",
     )
 
     def condition(self, kind: ConditionType) -> Condition | None:

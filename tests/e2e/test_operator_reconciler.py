@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import yaml
 from modelship_kube.errors import ApiError
-from modelship_operator.handlers import Reconciler
 from modelship_operator.kube import Kube
 from modelship_operator.metrics import OperatorMetrics
+from modelship_operator.reconciler import Reconciler
 from modelship_operator.settings import OperatorSettings
+from modelship_operator.workqueue import WorkQueue
 
 pytestmark = pytest.mark.cluster
 
@@ -197,12 +198,14 @@ def test_a_resource_that_is_gone_stops_its_worker(
 ) -> None:
     async def scenario(reconciler: Reconciler, kube: Kube) -> None:
         assert (await reconciler.reconcile(namespace, "never-was")).result == "gone"
-        reconciler.poke(namespace, "never-was", urgent=True)
+        queue = WorkQueue(reconciler.reconcile, reconciler.metrics)
+        queue.poke(namespace, "never-was", urgent=True)
         for _ in range(50):
-            if not reconciler._workers:
+            if not queue._workers:
                 break
             await asyncio.sleep(0.1)
-        assert reconciler._workers == {}
+        assert queue._workers == {}
+        await queue.close()
 
     play(local_cluster, scenario)
 

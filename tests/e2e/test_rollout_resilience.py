@@ -29,6 +29,28 @@ from rollout_harness import (
 pytestmark = ROLLOUT_MARKS
 
 
+def every_transition_evented_once(env: Any, ns: str, name: str) -> str:
+    """What is wrong with the Events of the transitions ``status.transitions`` records ("" if
+    nothing): each must have exactly one Event, named ``<name>.<uid[:8]>.<seq>``, with its
+    reason, and ``lastEventedTransition`` must have reached the newest."""
+    body = env.md(ns, name)
+    status, uid = body["status"], body["metadata"]["uid"]
+    transitions = status.get("transitions") or []
+    if not transitions:
+        return "no transitions recorded"
+    if status.get("lastEventedTransition") != transitions[-1]["seq"]:
+        return f"lastEventedTransition {status.get('lastEventedTransition')} behind {transitions}"
+    ours = {e.metadata.name: e for e in env.events(ns, name)
+            if e.source.component == "modelship-operator"}  # fmt: skip
+    for t in transitions:
+        event = ours.get(f"{name}.{uid[:8]}.{t['seq']}")
+        if event is None:
+            return f"no Event for transition {t}"
+        if event.reason != t["reason"] or (event.count or 1) != 1:
+            return f"Event {event.metadata.name}: {event.reason} x{event.count} for {t}"
+    return ""
+
+
 def steps_never_go_back(rec: Recorder) -> bool:
     """Recorded steps only ever increase within the rollout (no restart, no replay)."""
     steps = [s.get("step") for _, s in rec.statuses if s.get("step") is not None]
@@ -117,6 +139,14 @@ def test_an_operator_killed_mid_rollout_resumes_at_the_same_step_and_promotes_on
     # changed exactly once (to the canary's model).
     assert event_count(env, ns, "crash", "PromotionStarted") == 1, why
     assert event_count(env, ns, "crash", "StepAdvanced") == len(STEPS) - 1, why
+    # Every transition the status shows has its Event, once, even the one decided just
+    # before the kill (recorded in status, posted by the next operator).
+    until(lambda: not every_transition_evented_once(env, ns, "crash"),
+          "the Event of every recorded transition", 30,
+          lambda: every_transition_evented_once(env, ns, "crash") + "\n" + why)  # fmt: skip
+    recorded = [t["reason"] for t in env.md(ns, "crash")["status"]["transitions"]]
+    assert recorded.count("StepAdvanced") == len(STEPS) - 1, why
+    assert recorded.count("PromotionStarted") == 1, why
     assert [h["outcome"] for h in done["history"]] == ["Promoted"], why
     generation = env.apps.read_namespaced_deployment("crash-stable", ns).metadata.generation
     assert generation == stable_generation + 1, why

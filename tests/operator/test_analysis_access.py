@@ -26,8 +26,7 @@ from modelship_operator.analysis.access import Access, CredentialsError, access_
 from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.results import QueryError, QueryResult, Value
 from modelship_operator.analysis.runner import analyse
-from modelship_operator.analysis.stepper import RolloutState
-from modelship_operator.rollout import target
+from modelship_operator.rollout import RolloutState, target
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ModelDeployment
 from pydantic import ValidationError
@@ -281,8 +280,8 @@ def test_a_bearer_token_and_tenant_header_through_a_gateway(
 def test_a_refused_analysis_is_an_error_verdict_naming_it_never_a_pass(
     prom: PrometheusProcess, tmp_path: Path
 ) -> None:
-    """What the rollout sees: every check Error with the refusal as its reason (the stepper
-    pauses the rollout with it after maxConsecutiveErrors; it never promotes on it)."""
+    """What the rollout sees: every check Error with the refusal as its reason (the rollout
+    decision pauses the rollout with it after maxConsecutiveErrors; it never promotes on it)."""
     body = base_resource(strategy={"interval": "10s", "minSamples": 1})
     candidate = {"version": "1.5.0", "uri": "file:///models/x.skops", "sha256": SHA_CANARY}
     md = ModelDeployment.from_api(rolling_out(body, candidate))

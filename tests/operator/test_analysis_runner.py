@@ -25,8 +25,7 @@ from analysis_prom import PrometheusProcess, Target, free_port, start_all
 from mdep_fixtures import SHA_CANARY, base_resource, rolling_out
 from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.runner import analyse, analyse_if_due
-from modelship_operator.analysis.stepper import Analysis, RolloutState
-from modelship_operator.rollout import target
+from modelship_operator.rollout import Analysis, RolloutState, target
 from modelship_operator.spec import ModelDeployment
 from modelship_operator.status import Traffic
 

@@ -15,8 +15,8 @@ from kube_standin import ApiStandIn, Recorded, Reply, status
 from modelship_kube.credentials import Credentials, StaticAuth, Tls, TokenFile, load
 from modelship_kube.errors import Conflict, NotFound
 from modelship_kube.request import Client
-from modelship_operator.handlers import connection_info
 from modelship_operator.kinds import CHILD_KINDS, ChildRef
+from modelship_operator.kopf_wiring import connection_info
 from modelship_operator.kube import Kube
 
 MD = "/apis/modelship.io/v1alpha2/namespaces/ml/modeldeployments/churn"
@@ -63,6 +63,11 @@ def test_the_operators_calls_on_the_wire() -> None:
                     "Normal", "Promoted", "1.5.0 is stable", "modelship-operator", "pod-1",
                     now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
                 )  # fmt: skip
+                await kube.post_event(
+                    {"metadata": {"name": "churn", "namespace": "ml", "uid": "u1"}},
+                    "Normal", "StepAdvanced", "50%", "modelship-operator", "pod-1",
+                    name="churn.u1.7",
+                )  # fmt: skip
                 assert await kube.get_lease("sys", "gone") is None
                 await kube.create_lease("sys", "lead", {"holderIdentity": "a"})
                 lease = {"metadata": {"name": "lead", "namespace": "sys", "resourceVersion": "3"}}
@@ -91,6 +96,8 @@ def test_the_operators_calls_on_the_wire() -> None:
     assert event["involvedObject"]["kind"] == "ModelDeployment"
     assert event["metadata"] == {"generateName": "churn.", "namespace": "ml"}
     assert event["firstTimestamp"] == "2026-01-02T03:04:05Z"
+    named = [r.json() for r in server.requests if r.path == "/api/v1/namespaces/ml/events"][1]
+    assert named["metadata"] == {"name": "churn.u1.7", "namespace": "ml"}
     assert by[("POST", LEASES)].json()["spec"] == {"holderIdentity": "a"}
     update = by[("PUT", f"{LEASES}/lead")].json()
     assert update["metadata"]["resourceVersion"] == "3"

@@ -15,12 +15,13 @@ import httpx
 import pytest
 from modelship_kube.errors import ApiError
 from modelship_operator.cli import JsonFormatter, build_parser
-from modelship_operator.handlers import backoff_delay, error_reason, next_delay
 from modelship_operator.leader import Observation, may_acquire, next_spec, observe
 from modelship_operator.metrics import HealthState, OperatorMetrics, http_app, serve_http
 from modelship_operator.reconcile import Plan
+from modelship_operator.reconciler import next_delay
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.status import Condition, ModelDeploymentStatus, Traffic
+from modelship_operator.workqueue import backoff_delay, error_reason
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -84,10 +85,10 @@ def test_back_off_doubles_up_to_a_minute() -> None:
 def test_the_next_run_is_the_sooner_of_resync_and_what_the_plan_asks() -> None:
     settings = OperatorSettings(resync_seconds=10)
     status = ModelDeploymentStatus()
-    assert next_delay(settings, Plan((), (), status, ())) == 10
-    assert next_delay(settings, Plan((), (), status, (), requeue_after=3.5)) == 3.5
-    assert next_delay(settings, Plan((), (), status, (), requeue_after=60)) == 10
-    assert next_delay(settings, Plan((), (), status, (), requeue_after=-1)) == 0.5
+    assert next_delay(settings, Plan((), (), status, status, ())) == 10
+    assert next_delay(settings, Plan((), (), status, status, (), requeue_after=3.5)) == 3.5
+    assert next_delay(settings, Plan((), (), status, status, (), requeue_after=60)) == 10
+    assert next_delay(settings, Plan((), (), status, status, (), requeue_after=-1)) == 0.5
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from mdep_fixtures import SHA_CANARY, base_resource, rolling_out
-from modelship_operator.analysis.stepper import PAUSED_BY_USER
 from modelship_operator.conditions import Failure
+from modelship_operator.events import recorded_since
 from modelship_operator.kinds import ChildRef
 from modelship_operator.observed import Observed, observe
 from modelship_operator.reconcile import (
@@ -24,8 +24,10 @@ from modelship_operator.reconcile import (
     next_router_generation,
     plan,
     plan_invalid,
+    settle,
     status_patch,
 )
+from modelship_operator.rollout import PAUSED_BY_USER
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ModelDeployment
 from modelship_operator.status import ABTestStatus, ABVariantStats, ConditionType
@@ -401,10 +403,13 @@ def test_failed_api_calls_make_it_degraded_with_the_same_decisions() -> None:
     resource = md()
     ok = plan(resource, Observed(), SETTINGS, T0)
     failures = [Failure("ApplyFailed", "Deployment churn-stable: admission webhook denied it")]
-    bad = plan(resource, Observed(), SETTINGS, T0, failures)
-    assert bad.apply == ok.apply
-    assert cond(bad, "Degraded") == ("True", "ApplyFailed")
-    assert "ApplyFailed" in reasons(bad)
+    bad = settle(ok.decided, Observed(), failures, T0)
+    assert bad.model_copy(update={"conditions": [], "transitions": []}) == ok.decided.model_copy(
+        update={"conditions": [], "transitions": []}
+    )
+    degraded = bad.condition("Degraded")
+    assert degraded is not None and (degraded.status, degraded.reason) == ("True", "ApplyFailed")
+    assert [e.reason for e in recorded_since(ok.decided, bad)] == ["ApplyFailed"]
 
 
 def test_a_failing_canary_pod_is_reported_with_its_own_words() -> None:

@@ -9,16 +9,18 @@ tested against a real Prometheus in test_analysis_runner.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from mdep_fixtures import SHA_CANARY, SHA_STABLE, base_resource, rolling_out
-from modelship_operator.analysis.stepper import PAUSED_BY_ERRORS, Analysis, RolloutState, stage
 from modelship_operator.analysis.verdict import CheckResult
+from modelship_operator.conditions import Failure
+from modelship_operator.events import recorded_since
 from modelship_operator.observed import Observed
-from modelship_operator.reconcile import Plan, before_acting, plan
+from modelship_operator.reconcile import Plan, plan, settle
+from modelship_operator.rollout import PAUSED_BY_ERRORS, Analysis, RolloutState, stage
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
 from test_reconcile import CANARY, SETTINGS, T0, cluster, cond, env, message, routing
 
@@ -308,25 +310,34 @@ def _with_degraded(status: Any, degraded: str | None) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "recorded"),
+    ("old", "refused", "recorded", "settled", "events"),
     [
-        ("True", "False", "True"),  # a refusal is cleared only once acting succeeds
-        ("False", "True", "False"),  # and a new one appears only once acting meets it
-        (None, "False", None),
-        ("False", "False", "False"),
+        ("True", False, "True", "False", ["Recovered"]),  # cleared once acting succeeds
+        ("False", True, "False", "True", ["ApplyFailed"]),  # set once acting meets a refusal
+        (None, False, None, "False", []),
+        ("False", False, "False", "False", []),
     ],
 )
-def test_the_status_recorded_before_acting_keeps_degraded_as_it_was(
-    old: str | None, new: str, recorded: str | None
+def test_degraded_is_recorded_as_it_was_before_acting_and_settled_after(
+    old: str | None, refused: bool, recorded: str | None, settled: str, events: list[str]
 ) -> None:
     life = Life().entered()
     p = life.tick(ok(), after=30)
-    before = _with_degraded(p.status, old)
-    after = _with_degraded(p.status.model_copy(update={"step": 7}), new)
-    written = before_acting(after, before)
-    assert written.step == 7  # the decision is all there
-    degraded = written.condition("Degraded")
+    life.last = replace(p, status=_with_degraded(p.status, old))
+    observed = cluster(life.last)
+    q = life.tick()
+    degraded = q.decided.condition("Degraded")
     assert (degraded.status if degraded else None) == recorded
-    assert [c.type for c in written.conditions if c.type != "Degraded"] == [
-        c.type for c in after.conditions if c.type != "Degraded"
+    assert q.decided.step == p.status.step == 1  # the decision is all there
+    failures = [Failure("ApplyFailed", "Deployment churn-canary was refused")] if refused else []
+    after = settle(q.decided, observed, failures, life.now)
+    degraded = after.condition("Degraded")
+    assert degraded is not None and degraded.status == settled
+    assert [e.reason for e in recorded_since(q.decided, after)] == events
+    # Only Degraded is decided again.
+    assert after.model_copy(update={"conditions": [], "transitions": []}) == q.decided.model_copy(
+        update={"conditions": [], "transitions": []}
+    )
+    assert [c for c in after.conditions if c.type != "Degraded"] == [
+        c for c in q.decided.conditions if c.type != "Degraded"
     ]

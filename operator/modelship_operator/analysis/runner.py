@@ -3,10 +3,11 @@ part of the analysis that does I/O, and all of it through :class:`MetricsSource`
 
 Every query of one analysis is evaluated at the same instant (``at=now``), so canary and
 stable are measured over exactly the same window; they run concurrently. The result is an
-:class:`~.stepper.Analysis` tagged with the rollout key, stage and step it was run for.
+:class:`~modelship_operator.rollout.Analysis` tagged with the rollout key, stage and step it
+was run for.
 
 The reconcile calls :func:`analyse_if_due` before planning and passes the result (or None)
-to the step machine; see docs/analysis.md, "Wiring".
+to the rollout decision; see docs/analysis.md, "Wiring".
 """
 
 from __future__ import annotations
@@ -37,15 +38,15 @@ from modelship_operator.analysis.results import (
     VectorResult,
 )
 from modelship_operator.analysis.shadow import judge_agreement
-from modelship_operator.analysis.stepper import (
+from modelship_operator.analysis.verdict import CheckResult, judge, judge_samples
+from modelship_operator.rollout import (
     Analysis,
     RolloutState,
     analysis_due,
     deadline_passed,
     stage,
+    target,
 )
-from modelship_operator.analysis.verdict import CheckResult, judge, judge_samples
-from modelship_operator.rollout import target
 from modelship_operator.spec import BusinessMetric, MetricCheck, ModelDeployment
 
 

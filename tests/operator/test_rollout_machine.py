@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from modelship_operator.analysis.abtest import ABResult, Counts
-from modelship_operator.analysis.stepper import (
+from modelship_operator.analysis.verdict import CheckResult
+from modelship_operator.rollout import (
     PAUSED_BY_ERRORS,
     PAUSED_BY_USER,
     Analysis,
@@ -23,7 +24,6 @@ from modelship_operator.analysis.stepper import (
     parse_action,
     stage,
 )
-from modelship_operator.analysis.verdict import CheckResult
 from modelship_operator.spec import Strategy
 from modelship_operator.status import ModelDeploymentStatus, ModelRef, Traffic
 
@@ -224,7 +224,7 @@ def test_manual_promotion_waits_after_the_last_step_and_keeps_checking() -> None
     assert "waiting for promote" in step.decision.reason
     # waiting has no deadline, and more Successful analyses only hold
     hold = r.tick(ok(), after=600)
-    assert hold.decision.action == "hold" and r.s.phase == "Progressing"
+    assert hold.decision.transition == "awaiting" and r.s.phase == "Progressing"
     # a failure while waiting still counts toward a rollback
     r.tick(failed(), after=30)
     assert r.s.failed_checks == 1
@@ -508,8 +508,8 @@ def test_ab_test_manual_waits_for_promote_after_a_win() -> None:
     first = r.tick(ok(), ab=ab("canary-wins"), after=30)
     assert first.decision.action == "await-promotion" and "AwaitingPromotion" in reasons(first)
     again = r.tick(ok(), ab=ab("canary-wins"), after=30)
-    assert again.decision.action == "await-promotion" and reasons(again) == []
-    assert r.tick(after=3600).decision.action == "wait"  # no deadline while waiting
+    assert again.decision.transition == "awaiting" and reasons(again) == []
+    assert r.tick(after=3600).decision.transition == "awaiting"  # no deadline while waiting
     assert r.tick(after=1, command="promote").decision.action == "promote"
 
 

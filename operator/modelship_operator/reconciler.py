@@ -1,0 +1,273 @@
+"""One reconcile of a ModelDeployment and its I/O: read, analyse, plan, act, record, announce.
+
+:meth:`Reconciler.reconcile` is the whole wiring of the pure core
+(:mod:`modelship_operator.reconcile`) to the API; the work queue
+(:mod:`modelship_operator.workqueue`) calls it, one at a time per resource:
+
+1. read the resource as stored now (never a cached body: its status is the rollout's memory);
+2. parse it (``ModelDeployment.from_api``); a spec the operator cannot use gets
+   ``plan_invalid`` — a Degraded condition, nothing touched;
+3. list the children and pods by label, ``observe`` them; run the metric analysis when one
+   is due (``analysis.runner.analyse_if_due`` against the Prometheus of ``spec.prometheus.url``
+   or the operator's setting, over one shared HTTP client); ``plan``;
+4. record the new status first (the rollout's decision: phase, step, traffic, counters,
+   last analysis, history, handled action; what runs; the conditions but Degraded, which
+   acting decides) *only if the resource is unchanged since step 1*
+   (resourceVersion precondition: nothing decided from an old spec or an old status is
+   written or acted on). A crash after this write is resumed from it by the next run, so
+   a decision (a step, a promotion, a rollback) is acted on once and never re-decided;
+5. server-side apply ``plan.apply`` (field manager of its own, ``force``), then delete
+   ``plan.delete``; API refusals (quota, admission, invalid objects) are failures;
+6. ``settle`` Degraded from what acting met (nothing else is decided again) and patch it
+   (``status_patch``; nothing when Degraded is unchanged), with the same precondition;
+7. post the Events of the transitions recorded in status and not evented yet (this
+   reconcile's, and any a crash left behind), each under its own deterministic name, then
+   record ``lastEventedTransition`` (:mod:`modelship_operator.events`);
+8. tell the queue when to run again: after ``plan.requeue_after`` (the next analysis, a
+   scale-down) or ``resync_seconds``, whichever is sooner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import httpx
+from modelship_kube.errors import ApiError
+from pydantic import ValidationError
+
+from modelship_operator import kinds
+from modelship_operator.analysis.access import access_for, http_client
+from modelship_operator.analysis.prometheus import PrometheusClient
+from modelship_operator.analysis.queries import label_scheme
+from modelship_operator.analysis.runner import analyse_if_due
+from modelship_operator.conditions import Failure
+from modelship_operator.events import event_name, evented, unevented
+from modelship_operator.kube import Kube
+from modelship_operator.metrics import OperatorMetrics
+from modelship_operator.observed import observe
+from modelship_operator.reconcile import (
+    Plan,
+    describe_invalid,
+    plan,
+    plan_invalid,
+    settle,
+    status_patch,
+)
+from modelship_operator.render import router_name
+from modelship_operator.rollout import Analysis
+from modelship_operator.settings import OperatorSettings
+from modelship_operator.spec import ModelDeployment
+from modelship_operator.status import ModelDeploymentStatus, RecordedTransition
+from modelship_operator.workqueue import Outcome, Worker, error_reason
+
+log = logging.getLogger(__name__)
+
+COMPONENT: Final = "modelship-operator"
+#: Seconds one Prometheus query may take; a slower one is an analysis Error (counted toward
+#: maxConsecutiveErrors), never a stuck reconcile.
+PROMETHEUS_TIMEOUT_SECONDS: Final = 5.0
+
+
+def next_delay(settings: OperatorSettings, result: Plan) -> float:
+    """When to reconcile again after a successful run."""
+    delay = settings.resync_seconds
+    if result.requeue_after is not None:
+        delay = min(delay, max(result.requeue_after, 0.5))
+    return delay
+
+
+class Reconciler:
+    """Reconciles one ModelDeployment at a time against the API."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        metrics: OperatorMetrics,
+        identity: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.metrics = metrics
+        self.identity = identity
+        self._clock = clock
+        # One connection pool for every resource's Prometheus queries.
+        self._http = http or http_client(settings, PROMETHEUS_TIMEOUT_SECONDS)
+        self._owns_http = http is None
+
+    async def close(self) -> None:
+        """Release the Prometheus connection pool."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def reconcile(self, namespace: str, name: str, worker: Worker | None = None) -> Outcome:
+        """Read, plan, act, write status, announce. Raises ApiError on transient failures."""
+        worker = worker or Worker()
+        body = await self.kube.get_model_deployment(namespace, name)
+        if body is None:
+            return Outcome("gone")
+        if body["metadata"].get("deletionTimestamp"):
+            # Being deleted: the garbage collector removes the children; applying now
+            # would only recreate them.
+            return Outcome("deleting", self.settings.resync_seconds)
+        now = self._clock()
+        result_kind = "success"
+        try:
+            md = ModelDeployment.from_api(body)
+        except ValidationError as exc:
+            result = plan_invalid(body, describe_invalid(exc), now)
+            status = result.status
+            result_kind = "invalid"
+        else:
+            selector = kinds.selector(md.name)
+            children, pods = await asyncio.gather(
+                self.kube.list_children(namespace, selector),
+                self.kube.list_pods(namespace, selector),
+            )
+            observed = observe(children, pods, routing_configmap=router_name(md.name))
+            analysis = await self._analyse(md, now)
+            result = plan(md, observed, self.settings, now, analysis=analysis)
+            # The decision (and the transitions it announces) is recorded before anything
+            # acts on it.
+            if not await self._write_status(body, result.decided, worker):
+                return Outcome("conflict")
+            failures = await self._act(result, namespace, name)
+            status = settle(result.decided, observed, failures, now)
+            if failures:
+                result_kind = "refused"
+        if not await self._write_status(body, status, worker):
+            return Outcome("conflict")
+        await self._announce(body, status, worker)
+        self.metrics.observe_status(namespace, name, status)
+        return Outcome(result_kind, next_delay(self.settings, result))
+
+    async def _analyse(self, md: ModelDeployment, now: datetime) -> Analysis | None:
+        """This reconcile's metric analysis, or None when none is due. Prometheus failures
+        are Error verdicts inside the analysis, never exceptions."""
+        source = PrometheusClient(
+            access_for(md, self.settings), timeout=PROMETHEUS_TIMEOUT_SECONDS, client=self._http
+        )
+        labels = label_scheme(self.settings.prometheus_namespace_label)
+        analysis = await analyse_if_due(md, source, now, labels)
+        if analysis is not None:
+            self.metrics.analyses.labels(md.namespace, md.name, analysis.verdict).inc()
+            log.info(
+                "analysis of %s/%s (%s, step %d): %s",
+                md.namespace,
+                md.name,
+                analysis.stage,
+                analysis.step,
+                "; ".join(c.summary for c in analysis.checks) or analysis.verdict,
+            )
+        return analysis
+
+    async def _act(self, result: Plan, namespace: str, name: str) -> list[Failure]:
+        """Apply then delete; refusals become Failures, transient errors propagate."""
+        failures: list[Failure] = []
+        for obj in result.apply:
+            try:
+                await self.kube.apply(obj, self.settings.field_manager, force=True)
+            except ApiError as exc:
+                if exc.transient:
+                    raise
+                self.metrics.errors.labels(namespace, name, error_reason(exc)).inc()
+                what = f"{obj['kind']} {obj['metadata']['name']}"
+                failures.append(Failure("ApplyFailed", f"{what} was refused: {exc.message}"))
+                log.warning("reconcile %s/%s: %s refused: %s", namespace, name, what, exc)
+        for ref in result.delete:
+            try:
+                await self.kube.delete(ref, namespace)
+            except ApiError as exc:
+                if exc.transient:
+                    raise
+                self.metrics.errors.labels(namespace, name, error_reason(exc)).inc()
+                what = f"{ref.kind} {ref.name}"
+                failures.append(Failure("DeleteFailed", f"deleting {what} failed: {exc.message}"))
+            else:
+                log.info("deleted %s %s/%s (no longer in the spec)", ref.kind, namespace, ref.name)
+        return failures
+
+    async def _write_status(
+        self, body: dict[str, Any], status: ModelDeploymentStatus, worker: Worker
+    ) -> bool:
+        """Patch status to ``status`` if it changed; False when the resource changed since
+        it was read. ``body`` is updated to what was written, so a second write patches on
+        top of the first."""
+        meta = body["metadata"]
+        patch = status_patch(body.get("status"), status.to_api())
+        if not patch:
+            return True
+        try:
+            answer = await self.kube.patch_status(
+                meta["namespace"], meta["name"], patch, meta["resourceVersion"]
+            )
+        except ApiError as exc:
+            if exc.conflict:
+                return False
+            raise
+        version = answer.get("metadata", {}).get("resourceVersion")
+        if version:
+            meta["resourceVersion"] = version
+            worker.own_versions = [*worker.own_versions[-3:], version]
+        written = answer.get("status")
+        body["status"] = written if isinstance(written, dict) else _merged(body, patch)
+        return True
+
+    async def _announce(
+        self, body: dict[str, Any], status: ModelDeploymentStatus, worker: Worker
+    ) -> None:
+        """Post the Event of every recorded transition not evented yet, then record that.
+        A transition whose Event could not be posted now is posted by the next reconcile."""
+        posted = []
+        for transition in unevented(status):
+            if not await self._post_event(body, transition):
+                break
+            posted.append(transition.seq)
+        marker = evented(status, posted)
+        if marker is None:
+            return
+        try:
+            await self._write_status(
+                body, status.model_copy(update={"last_evented_transition": marker}), worker
+            )
+        except ApiError as exc:  # the next reconcile posts again; the names dedup
+            log.warning("could not record the posted Events: %s", exc)
+
+    async def _post_event(self, body: Mapping[str, Any], transition: RecordedTransition) -> bool:
+        """Post one transition's Event; False if it should be tried again later. Posted
+        before (AlreadyExists) or refused for good counts as done."""
+        meta = body["metadata"]
+        try:
+            await self.kube.post_event(
+                body,
+                transition.type,
+                transition.reason,
+                transition.message,
+                COMPONENT,
+                self.identity,
+                now=transition.at,
+                name=event_name(meta["name"], meta.get("uid", ""), transition.seq),
+            )
+        except ApiError as exc:
+            if exc.conflict:
+                return True  # posted by an earlier attempt
+            log.warning("could not post event %s: %s", transition.reason, exc)
+            return not exc.transient
+        return True
+
+
+def _merged(body: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Status after a merge patch of its top-level fields (when the API returned none)."""
+    status = dict(body.get("status") or {})
+    for key, value in patch.items():
+        if value is None:
+            status.pop(key, None)
+        else:
+            status[key] = value
+    return status
