@@ -7,7 +7,8 @@ ModelInfer goes through the same data plane as ``POST /v2/models/NAME/infer``
 prediction store for feedback (keyed by the ``x-request-id`` metadata, or an id the server
 makes and sends back as ``x-request-id`` initial metadata). A refusal is a gRPC status with
 the reason as its details: INVALID_ARGUMENT for client input, NOT_FOUND for another model,
-UNAVAILABLE before the model is ready or while draining; INTERNAL only for a server bug.
+UNAVAILABLE before the model is loaded; INTERNAL only for a server bug. While draining,
+calls are still answered (ServerReady and ModelReady say false), as over HTTP.
 
 The methods are registered by name with a generic handler (the messages come from
 ``oip/``, generated from serving/proto/grpc_predict_v2.proto), so no generated servicer
