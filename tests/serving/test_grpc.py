@@ -180,3 +180,44 @@ def test_grpc_predictions_take_feedback_by_request_id(
     )
     assert answer.status_code == 200, answer.text
     assert metric(classifier_server, "modelship_feedback_total", **labels) == total0 + 2
+
+
+def test_typed_contents_are_read_like_json_data(
+    classifier_server: Server, classifier: Artifact
+) -> None:
+    """The protocol's other encoding (typed contents, not raw bytes), with our own messages."""
+    import grpc
+    from modelship_serving.oip import grpc_predict_v2_pb2 as pb
+
+    rows = classifier.X[:3]
+    request = pb.ModelInferRequest(model_name="bc", id="typed-1")
+    tensor = request.inputs.add(name="input-0", datatype="FP64", shape=list(rows.shape))
+    tensor.contents.fp64_contents.extend(rows.reshape(-1).tolist())
+    request.outputs.add(name="predict")
+    with grpc.insecure_channel(classifier_server.grpc_target) as channel:
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        response = infer(request, timeout=10)
+        assert response.id == "typed-1"
+        (output,) = response.outputs
+        predicted = np.frombuffer(response.raw_output_contents[0], dtype="<i8")
+        assert (output.datatype, list(output.shape)) == ("INT64", [3])
+        assert predicted.tolist() == classifier.estimator.predict(rows).tolist()  # type: ignore[attr-defined]
+        # Contents in the wrong field for the datatype: refused with the reason.
+        tensor.contents.ClearField("fp64_contents")
+        tensor.contents.int64_contents.extend([1] * rows.size)
+        with pytest.raises(grpc.RpcError) as refused:
+            infer(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert "takes fp64_contents, not int64_contents" in refused.value.details()  # type: ignore[attr-defined]
+        # Raw contents that do not match the shape.
+        del request.inputs[:]
+        request.inputs.add(name="input-0", datatype="FP64", shape=[1, 30])
+        request.raw_input_contents.append(b"\0" * 8 * 29)
+        with pytest.raises(grpc.RpcError) as short:
+            infer(request, timeout=10)
+        assert short.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert "needs 240" in short.value.details()  # type: ignore[attr-defined]
