@@ -41,6 +41,10 @@ test: venv system-deps binaries images lint ## Lint, then every test (unit, inte
 generate: venv ## Regenerate the CRD, RBAC files, chart files, docs/reference.md and manifests/modelship.yaml
 	$(PY) -m modelship_operator.generate
 
+.PHONY: grpc-stubs
+grpc-stubs: venv ## Regenerate the gRPC messages (oip/) from serving/proto/grpc_predict_v2.proto
+	@PYTHON=$(PY) scripts/grpc-stubs.sh
+
 .PHONY: demo
 demo: venv system-deps binaries images ## The live demo: local cluster, operator via Helm, a canary promoted and one rolled back
 	$(VENV)/bin/modelship-demo $(DEMO_ARGS)

@@ -145,6 +145,7 @@ def start_model_servers(procs: Processes, workdir: Path) -> tuple[list[str], str
                         f"--variant={variant}",
                         "--host=127.0.0.1",
                         f"--port={port}",
+                        "--grpc-port=0",
                         "--log-level=warning",
                     ],
                 ),

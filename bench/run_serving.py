@@ -418,6 +418,8 @@ def main() -> None:
                     "127.0.0.1",
                     "--port",
                     str(port),
+                    "--grpc-port",
+                    "0",
                     "--log-level",
                     "warning",
                     "--drain-seconds",

@@ -214,7 +214,7 @@ class ModelServerApp:
             await self.api(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = request_id_from(scope["headers"]) or self._new_request_id()
+        request_id = request_id_from(scope["headers"]) or self.new_request_id()
         hot = self.metrics.hot
         hot.in_flight += 1
         try:
@@ -229,7 +229,7 @@ class ModelServerApp:
             hot.in_flight -= 1
         self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
 
-    def _new_request_id(self) -> str:
+    def new_request_id(self) -> str:
         # Unique per process (random prefix) and cheap: a uuid4 costs more than a prediction.
         return f"{self._id_prefix}{next(self._id_counter):x}"
 
@@ -237,7 +237,7 @@ class ModelServerApp:
         self, route: FastRoute, body: bytes, headers: list[tuple[bytes, bytes]]
     ) -> tuple[int, bytes, bytes]:
         """Serve one fast-lane request: (status, response header lines, body)."""
-        request_id = request_id_from(headers) or self._new_request_id()
+        request_id = request_id_from(headers) or self.new_request_id()
         status = 200
         content_type, extra = JSON, b""
         try:

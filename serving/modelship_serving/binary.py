@@ -72,7 +72,8 @@ def _size_of(entry: dict[str, Any], where: str) -> int | None:
     return size
 
 
-def _decode_tensor(entry: dict[str, Any], blob: memoryview, where: str) -> Any:
+def decode_tensor(entry: dict[str, Any], blob: memoryview, where: str) -> Any:
+    """One tensor's raw bytes (binary extension, gRPC raw contents) as its ``data``."""
     datatype = entry.get("datatype")
     shape = entry.get("shape")
     if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
@@ -130,7 +131,7 @@ def split_binary_request(body: bytes, header_length: int) -> dict[str, Any]:
             raise ServingError(
                 422, f"{where}.parameters.binary_data_size {size} runs past the end of the body"
             )
-        entry["data"] = _decode_tensor(entry, view[offset : offset + size], where)
+        entry["data"] = decode_tensor(entry, view[offset : offset + size], where)
         offset += size
     if offset != len(body):
         raise ServingError(

@@ -21,6 +21,11 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--host", "host", {"help": "listen address (default: 0.0.0.0)"}),
     ("--port", "port", {"type": int, "help": "listen port (default: 8080)"}),
     (
+        "--grpc-port",
+        "grpc_port",
+        {"type": int, "help": "gRPC (Open Inference Protocol) port; 0: no gRPC (default: 8081)"},
+    ),
+    (
         "--format",
         "model_format",
         {"choices": ["auto", "skops", "joblib", "pickle"], "help": "artifact format (auto)"},
@@ -73,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Serve one scikit-learn model over KServe V1 (/v1/models/NAME:predict) and the Open "
             "Inference Protocol V2 (/v2/models/NAME/infer), with Prometheus metrics at /metrics "
-            "and probes at /v2/health/live and /v2/health/ready. Every flag can also be set "
-            "through the environment as MODELSHIP_<SETTING>, e.g. MODELSHIP_MODEL_URI, "
+            "and probes at /v2/health/live and /v2/health/ready; the Open Inference Protocol's "
+            "gRPC service (inference.GRPCInferenceService) on --grpc-port. Every flag can also be "
+            "set through the environment as MODELSHIP_<SETTING>, e.g. MODELSHIP_MODEL_URI, "
             "MODELSHIP_MODEL_SHA256, MODELSHIP_MODEL_NAME, MODELSHIP_MODEL_VERSION, "
             "MODELSHIP_VARIANT; flags win. See docs/serving.md for every setting."
         ),

@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     variant: str = Field(default="stable", description="Rollout variant label (stable | canary).")
     host: str = Field(default="0.0.0.0", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
+    grpc_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol gRPC service (0: no gRPC).",
+    )
     allow_unsafe_pickle: bool = Field(
         default=False,
         description="Allow loading a joblib/pickle artifact whose sha256 is not pinned.",

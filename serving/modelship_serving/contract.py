@@ -38,7 +38,8 @@ DEPLOYMENT_ENV: Final = "MODELSHIP_DEPLOYMENT"
 
 #: Which handler answered: see :data:`INFERENCE_HANDLERS`; others are e.g. ``health``.
 HANDLER: Final = "handler"
-#: The HTTP status code, as digits.
+#: The HTTP status code, as digits. A gRPC call counts the HTTP code the same request would
+#: have got over HTTP (200, 422, 404, 503, 500, ...), so one error-rate query covers both.
 CODE: Final = "code"
 #: A classifier's predicted class.
 CLASS: Final = "class"
@@ -50,7 +51,9 @@ QUANTILE: Final = "quantile"
 #: ``handler`` values of inference requests (what the analysis counts).
 V1_PREDICT: Final = "v1_predict"
 V2_INFER: Final = "v2_infer"
-INFERENCE_HANDLERS: Final = (V1_PREDICT, V2_INFER)
+#: ModelInfer of the gRPC service (inference.GRPCInferenceService).
+GRPC_INFER: Final = "grpc_infer"
+INFERENCE_HANDLERS: Final = (V1_PREDICT, V2_INFER, GRPC_INFER)
 
 # --- metric families (as registered; a counter is scraped as NAME_total) -----------------
 

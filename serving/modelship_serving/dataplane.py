@@ -12,7 +12,7 @@ and out.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio.to_thread
 import numpy as np
@@ -47,6 +47,15 @@ log = logging.getLogger("modelship.serving")
 def _outputs_have_parameters(payload: dict[str, Any]) -> bool:
     outputs = payload.get("outputs")
     return type(outputs) is list and any(type(o) is dict and "parameters" in o for o in outputs)
+
+
+class V2Prediction(NamedTuple):
+    """What :meth:`DataPlane.v2_predict` returns: the requested outputs, the request's own
+    id (if it had one) and the prediction."""
+
+    outputs: tuple[str, ...]
+    own_id: str | None
+    prediction: Prediction
 
 
 class DataPlane:
@@ -323,6 +332,19 @@ class DataPlane:
         return self._v2_response(
             payload, request.outputs, request.request_id, request.features, prediction, request_id
         )
+
+    async def v2_predict(self, payload: Any, request_id: str) -> V2Prediction:
+        """A decoded V2 request (the gRPC service's), validated, run and recorded as
+        :meth:`v2_infer` does, with the prediction left for the caller to encode."""
+        if self.tabular:
+            tables = decode_v2_table(payload, self.signature, self.limits)
+            prediction = await self._infer_table(tables.table, tables.want_proba)
+            self._record(self._drift_of(tables.table), prediction, request_id)
+            return V2Prediction(tables.outputs, tables.request_id, prediction)
+        request = decode_v2(payload, self.signature, self.limits)
+        prediction = await self._infer(request.features, "predict_proba" in request.outputs)
+        self._record(request.features, prediction, request_id)
+        return V2Prediction(request.outputs, request.request_id, prediction)
 
     def feedback(self, body: bytes) -> bytes:
         result = score_feedback(parse_json(body), self.store, self._regression)

@@ -112,7 +112,7 @@ class HotSeries:
         labels = list(BASE_LABELS)
         requests = CounterMetricFamily(
             c.REQUESTS,
-            "HTTP requests by handler and status code.",
+            "Requests (HTTP, and gRPC by the HTTP code of the same answer) by handler and code.",
             labels=[*labels, c.HANDLER, c.CODE],
         )
         for (endpoint, code), count in list(self.requests.items()):

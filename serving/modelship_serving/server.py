@@ -7,12 +7,14 @@ remaining drain delay; a third exits immediately.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from types import FrameType
 
 import uvicorn
 
 from .app import ModelServerApp
+from .grpc_server import start_grpc
 from .protocol import fast_lane_protocol
 
 log = logging.getLogger("modelship.serving")
@@ -47,6 +49,17 @@ class DrainingServer(uvicorn.Server):
         else:
             self.should_exit = True
             self.force_exit = True
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's serve, with the gRPC service listening in the same loop while it runs."""
+        settings = self.modelship.settings
+        grpc_server = await start_grpc(self.modelship) if settings.grpc_port else None
+        try:
+            await super().serve(sockets)
+        finally:
+            if grpc_server is not None:
+                # HTTP has finished its in-flight requests; gRPC gets the same grace.
+                await grpc_server.stop(settings.graceful_timeout_seconds)
 
     async def on_tick(self, counter: int) -> bool:
         if self._deadline is not None and time.monotonic() >= self._deadline:

@@ -237,6 +237,8 @@ def test_serving_image_serves_a_model_from_a_read_only_root(
                 "MODELSHIP_MODEL_NAME": "m",
                 "MODELSHIP_HOST": "127.0.0.1",
                 "MODELSHIP_PORT": str(port),
+                # gRPC on a free port too (the image's 8081 may be taken on a shared host)
+                "MODELSHIP_GRPC_PORT": str(_free_port()),
                 "MODELSHIP_MODEL_CACHE_DIR": "/tmp/modelship-models",
                 "MODELSHIP_DRAIN_SECONDS": "0",
             },

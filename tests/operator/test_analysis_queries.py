@@ -118,7 +118,7 @@ def test_builtin_queries(name: str, pieces: list[str]) -> None:
 def test_requests_count_only_inference() -> None:
     assert requests_query(CANARY) == (
         'sum(increase(modelship_requests_total{namespace="ml",deployment="churn",'
-        'variant="canary",version="1.5.0",handler=~"v1_predict|v2_infer"}[30s]))'
+        'variant="canary",version="1.5.0",handler=~"v1_predict|v2_infer|grpc_infer"}[30s]))'
     )
 
 

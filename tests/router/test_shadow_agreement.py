@@ -115,7 +115,7 @@ class Serving:
             [str(VENV_BIN / "modelship-serve"), "--model-uri", model.path.as_uri(),
              "--sha256", model.sha256, "--name", "churn", "--model-version", model.version,
              "--variant", variant, "--host", "127.0.0.1", "--port", str(self.port),
-             "--drain-seconds", "0"],
+             "--grpc-port", "0", "--drain-seconds", "0"],
             stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.proc.log_path = log_path  # type: ignore[attr-defined]

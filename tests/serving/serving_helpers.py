@@ -42,6 +42,8 @@ class Server:
     base: str
     name: str
     log_path: Path
+    #: host:port of the gRPC service ("" when started with --grpc-port 0).
+    grpc_target: str = ""
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +62,10 @@ def start_server(
     env: dict[str, str] | None = None,
 ) -> Server:
     port = free_port()
+    # Each server its own gRPC port too (the default, 8081, would clash between servers).
+    grpc_port = 0 if "--grpc-port" in extra else free_port()
+    if grpc_port:
+        extra = ("--grpc-port", str(grpc_port), *extra)
     log_path = tmp / f"server-{port}.log"
     cmd = [
         *SERVE,
@@ -83,7 +89,8 @@ def start_server(
         text=True,
         env={**os.environ, **(env or {})},
     )
-    server = Server(process, f"http://127.0.0.1:{port}", name, log_path)
+    grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else ""
+    server = Server(process, f"http://127.0.0.1:{port}", name, log_path, grpc_target)
     if wait_ready:
         wait_for(server, "/v2/health/ready")
     return server

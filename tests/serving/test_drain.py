@@ -69,3 +69,30 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path, classifier: Artifact)
         assert server.process.wait(timeout=20) == 0
     finally:
         stop_server(server)
+
+
+def test_sigterm_turns_grpc_readiness_false_and_exits_cleanly(
+    tmp_path: Path, classifier: Artifact
+) -> None:
+    import numpy as np
+    import tritonclient.grpc as triton
+
+    server = start_server(tmp_path, classifier, "--drain-seconds", "2", name="bc")
+    client = triton.InferenceServerClient(server.grpc_target)
+    rows = triton.InferInput("input-0", [2, 30], "FP64")
+    rows.set_data_from_numpy(classifier.X[:2])
+    try:
+        assert client.is_server_ready() and client.is_model_ready("bc")
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while client.is_server_ready():
+            assert time.monotonic() < deadline, "gRPC readiness never turned false"
+            time.sleep(0.02)
+        assert not client.is_model_ready("bc")
+        # Still answering while endpoints drop the pod, as over HTTP.
+        answer = client.infer("bc", [rows]).as_numpy("predict")
+        np.testing.assert_array_equal(answer, classifier.estimator.predict(classifier.X[:2]))  # type: ignore[attr-defined]
+        assert server.process.wait(timeout=30) == 0
+    finally:
+        client.close()
+        stop_server(server)

@@ -1,0 +1,191 @@
+"""The hot path: route a parsed request, send it upstream, relay and count the answer.
+
+Routing is the pure functions of :mod:`modelship_router.routing` against the current
+snapshot; the common case (a pooled upstream connection) runs on plain callbacks, with no
+task or future. Paths are forwarded unchanged, so ``/v1/models/<m>:predict`` and
+``/v2/models/<m>/infer`` both work.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from modelship_router.config import BUCKETS
+from modelship_router.local import LOCAL_PATHS, LocalEndpoints
+from modelship_router.metrics import LATENCY_BUCKETS
+from modelship_router.request import Request
+from modelship_router.retry import Retries
+from modelship_router.routing import decide
+from modelship_router.shadow import ShadowMirror
+from modelship_router.state import Snapshot, VariantRuntime
+from modelship_router.upstream import (
+    ConnectFailed,
+    NoResponse,
+    Response,
+    Upstream,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+if TYPE_CHECKING:
+    from modelship_router.connection import ClientConnection
+
+log = logging.getLogger(__name__)
+
+_NO_HEADERS: dict[str, str] = {}
+
+
+class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
+    """Dispatch and completion (a part of :class:`modelship_router.proxy.Proxy`)."""
+
+    _random: Callable[[], float] | None
+    _id_base: int
+    _ids: itertools.count[int]
+
+    def dispatch(self, conn: ClientConnection, req: Request) -> None:
+        """Route ``req`` and send it upstream; ``conn.finished(req)`` follows its answer."""
+        req.conn = conn
+        try:
+            snapshot = self.state.snapshot
+            if (
+                req.error is not None
+                or snapshot is None
+                or (req.method in (b"GET", b"HEAD") and req.url.partition(b"?")[0] in LOCAL_PATHS)
+            ):
+                self._answer(conn, req)
+                return
+            if req.request_id is None:
+                req.request_id = b"%032x" % (self._id_base + next(self._ids))
+            now = self.loop.time()
+            rand = self._random
+            draw = int(rand() * BUCKETS) if rand is not None else self.draw(BUCKETS)
+            by_bucket = snapshot.by_bucket
+            if by_bucket is not None:
+                chosen = variant = by_bucket[draw]
+            else:
+                decision = decide(snapshot.table, req.wanted or _NO_HEADERS, draw)
+                chosen = variant = snapshot.variants[decision.variant]
+            ups = variant.upstreams
+            if len(ups) == 1 and ups[0].down_until <= now:
+                upstream: Upstream | None = ups[0]  # one upstream: no round robin to advance
+            else:
+                upstream = variant.pick(now)
+            if upstream is None:
+                variant, upstream = self._fall_back(snapshot, variant, now)
+                if upstream is None:
+                    message = f"no ready upstream for variant {variant.name}"
+                    self.write_error(conn, req, 503, message, variant)
+                    self.metrics.count_request(snapshot.deployment, variant.name, 503)
+                    conn.finished(req)
+                    return
+            req.snapshot = snapshot
+            req.chosen = chosen
+            req.variant = variant
+            req.upstream = upstream
+            req.started = now
+            req.data = req.serialise(conn.peer, upstream.address)
+            pooled = upstream.take_idle(now) if upstream.idle else None
+            if pooled is not None:
+                # The common case: plain callbacks, no task or future.
+                pooled.send(req.data, req.head_only, now + self.timeout, req)
+            else:
+                self.loop.create_task(self._slow_path(req, None))
+        except Exception:
+            self.crashed(req)
+
+    def _answer(self, conn: ClientConnection, req: Request) -> None:
+        """Requests the router answers itself: refused ones, its own paths, no config yet."""
+        if req.error is not None:
+            self.write_error(conn, req, req.error[0], req.error[1], None)
+        elif req.method in (b"GET", b"HEAD") and req.url.partition(b"?")[0] in LOCAL_PATHS:
+            self.local(conn, req)
+        else:
+            if req.request_id is None:
+                req.request_id = b"%032x" % (self._id_base + next(self._ids))
+            self.write_error(conn, req, 503, "no routing configuration applied yet", None)
+        conn.finished(req)
+
+    def complete(self, req: Request, response: Response) -> None:
+        """The upstream answered: relay the response, count it, mirror, finish."""
+        # Set by dispatch before the request went upstream (no cast(): a call per request).
+        snapshot: Snapshot = req.snapshot  # type: ignore[assignment]
+        variant: VariantRuntime = req.variant  # type: ignore[assignment]
+        conn: ClientConnection = req.conn  # type: ignore[assignment]
+        head = response.head
+        if head.as_is and req.keep_alive and not req.head_only and not self.stopping:
+            # The common case: the upstream's head, the attribution header, the body.
+            transport = conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(b"%s%s\r\n%s" % (head.head, variant.header_line, response.body))
+        else:
+            self.write_response(conn, req, response, variant)
+        # Bookkeeping after the write: the client is not kept waiting for it.
+        elapsed = self.loop.time() - req.started
+        stats = variant.stats
+        if stats is None:
+            stats = variant.stats = self.metrics.variant_stats(snapshot.deployment, variant.name)
+        histogram = stats.histogram
+        histogram.counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        histogram.total += elapsed
+        codes = stats.codes
+        status = response.status
+        codes[status] = codes.get(status, 0) + 1
+        chosen = req.chosen
+        if chosen is not None and chosen.falling_back and variant is chosen:
+            chosen.falling_back = False
+            log.info("variant %s is served by its own upstreams again", chosen.name)
+        if snapshot.table.mirror_variant is not None:
+            self._mirror(snapshot, req, variant.name, conn.peer, response)
+        req.data = b""
+        conn.finished(req)
+
+    def recover(self, req: Request, error: UpstreamError) -> None:
+        """The pooled exchange failed: retry (in a task) or answer the error."""
+        if isinstance(error, ConnectFailed | NoResponse):
+            self.loop.create_task(self._slow_path(req, error))
+        else:
+            self._fail(req, error)
+
+    def crashed(self, req: Request) -> None:
+        """A bug surfaced while handling ``req``: answer 500 and close the connection."""
+        log.exception("unexpected error while proxying")
+        req.keep_alive = False
+        conn = req.conn
+        if conn is not None:
+            self.write_error(conn, req, 500, "internal router error", None)
+            conn.finished(req)
+
+    def _fail(self, req: Request, error: UpstreamError) -> None:
+        snapshot, variant, conn = req.snapshot, req.variant, req.conn
+        assert snapshot is not None and variant is not None and conn is not None
+        if isinstance(error, UpstreamTimeout):
+            status, message = 504, "upstream timed out"
+        else:
+            status, message = 502, str(error)
+        log.warning("request %s to variant %s failed: %s", req.request_id, variant.name, message)
+        self.metrics.observe_upstream(
+            snapshot.deployment, variant.name, self.loop.time() - req.started
+        )
+        self.write_error(conn, req, status, message, variant)
+        self.metrics.count_request(snapshot.deployment, variant.name, status)
+        if snapshot.table.mirror_variant is not None:
+            self._mirror(snapshot, req, variant.name, conn.peer, None)
+        conn.finished(req)
+
+    async def _slow_path(self, req: Request, error: UpstreamError | None) -> None:
+        """New connections, stale pooled connections and retries, as a coroutine."""
+        try:
+            response = await self._exchange(req, error)
+        except UpstreamError as exc:
+            self._fail(req, exc)
+        except Exception:
+            self.crashed(req)
+        else:
+            try:
+                self.complete(req, response)
+            except Exception:
+                self.crashed(req)
