@@ -685,8 +685,11 @@ class Router(ApiModel):
     )
 
 
-HeaderValue = Annotated[
-    str, Field(max_length=1024, description="The header's value (no line breaks).")
+PrometheusHeaderValue = Annotated[
+    str,
+    Field(
+        max_length=1024, pattern=r"^[ -~]*$", description="The header's value (printable ASCII)."
+    ),
 ]
 
 
@@ -698,7 +701,7 @@ class Prometheus(ApiModel):
         description="Prometheus base URL, e.g. http://prometheus.monitoring:9090. Omitted: "
         "the operator's MODELSHIP_OPERATOR_PROMETHEUS_URL.",
     )
-    headers: dict[str, HeaderValue] = Field(
+    headers: dict[str, PrometheusHeaderValue] = Field(
         default_factory=dict,
         max_length=20,
         description="Extra HTTP headers of this ModelDeployment's queries, e.g. "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import Any
 
 from operator_harness import set_prometheus_replicas, until
 from rollout_harness import (
