@@ -153,7 +153,9 @@ def test_component_image_runs_as_nonroot_and_ships_no_build_tools(
 
 def test_serving_image_predicts_and_is_small(built: dict[str, images.BuiltImage]) -> None:
     serving = built["serving"]
-    assert serving.size_bytes <= 400 * 1000 * 1000, f"{serving.size_bytes / 1e6:.0f} MB"
+    # 415 MB with pandas (tabular inputs) and grpcio + protobuf (the OIP gRPC service); the
+    # bound catches an accidental build toolchain or a second copy of a library.
+    assert serving.size_bytes <= 450 * 1000 * 1000, f"{serving.size_bytes / 1e6:.0f} MB"
     with rootfs(serving.ref) as root:
         run = as_nonroot(
             root,
