@@ -54,6 +54,9 @@ from modelship_operator.status import ModelRef, Traffic
 PORT: Final = 8080
 SERVICE_PORT: Final = 80
 PORT_NAME: Final = "http"
+#: The model server's Open Inference Protocol gRPC port (same port on pod and Service).
+GRPC_PORT: Final = 8081
+GRPC_PORT_NAME: Final = "grpc"
 RUN_AS: Final = 65532
 TMP_VOLUME: Final = "tmp"
 MODELS_VOLUME: Final = "models"
@@ -238,6 +241,7 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
         "MODELSHIP_MODEL_FORMAT": plan.model.format,
         "MODELSHIP_VARIANT": plan.variant,
         "MODELSHIP_PORT": str(PORT),
+        "MODELSHIP_GRPC_PORT": str(GRPC_PORT),
         "MODELSHIP_MODEL_CACHE_DIR": MODEL_CACHE_DIR,
     }
 
@@ -273,7 +277,10 @@ def serving_deployment(
         "name": "serving",
         "image": md.spec.images.serving or settings.serving_image,
         **_image_pull_policy(md, settings),
-        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"},
+            {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "env": _env(serving_env(md, plan)),
         "resources": _resources(md.spec.resources.requests, md.spec.resources.limits),
         # Loading (and downloading) a model can take a while; liveness waits for startup.
@@ -320,25 +327,32 @@ def serving_deployment(
 
 
 def service(
-    md: ModelDeployment, name: str, labels: Mapping[str, str], selector: Mapping[str, str]
+    md: ModelDeployment,
+    name: str,
+    labels: Mapping[str, str],
+    selector: Mapping[str, str],
+    grpc: bool = False,
 ) -> dict[str, Any]:
-    """A ClusterIP Service, port 80 to the pods' named port http (8080)."""
+    """A ClusterIP Service, port 80 to the pods' named port http (8080); with GRPC also
+    port 8081 to the model server's gRPC port (HTTP/2 without TLS, as appProtocol says)."""
+    ports: list[dict[str, Any]] = [
+        {"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}
+    ]
+    if grpc:
+        ports.append(
+            {
+                "name": GRPC_PORT_NAME,
+                "port": GRPC_PORT,
+                "targetPort": GRPC_PORT_NAME,
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            }
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(md, name, labels),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": dict(selector),
-            "ports": [
-                {
-                    "name": PORT_NAME,
-                    "port": SERVICE_PORT,
-                    "targetPort": PORT_NAME,
-                    "protocol": "TCP",
-                }
-            ],
-        },
+        "spec": {"type": "ClusterIP", "selector": dict(selector), "ports": ports},
     }
 
 
@@ -527,7 +541,9 @@ def render(
     for plan in state.variants():
         name = variant_name(md.name, plan.variant)
         objects.append(
-            service(md, name, serving_labels(md, plan), serving_selector(md, plan.variant))
+            service(
+                md, name, serving_labels(md, plan), serving_selector(md, plan.variant), grpc=True
+            )
         )
     if builtin_router:
         name = router_name(md.name)

@@ -171,6 +171,7 @@ def test_serving_deployment_of_each_variant(variant: str) -> None:
         "MODELSHIP_MODEL_FORMAT": "auto",
         "MODELSHIP_VARIANT": variant,
         "MODELSHIP_PORT": "8080",
+        "MODELSHIP_GRPC_PORT": "8081",
         "MODELSHIP_MODEL_CACHE_DIR": "/tmp/modelship-models",
     }
     assert container["readinessProbe"]["httpGet"] == {
@@ -179,7 +180,10 @@ def test_serving_deployment_of_each_variant(variant: str) -> None:
         "scheme": "HTTP",
     }
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert container["resources"] == {
         "requests": {"cpu": "100m", "memory": "256Mi"},
         "limits": {"memory": "1Gi"},
@@ -187,15 +191,20 @@ def test_serving_deployment_of_each_variant(variant: str) -> None:
     assert template["spec"]["automountServiceAccountToken"] is False
 
 
-def test_variant_service_maps_port_80_to_the_pods_8080() -> None:
+def test_variant_service_maps_port_80_to_http_and_8081_to_grpc() -> None:
     svc = by_key(render(md(canary=CANARY), SETTINGS))[("Service", "churn-canary")]
     assert svc["spec"]["selector"] == {
         "modelship.io/deployment": "churn",
         "modelship.io/variant": "canary",
     }
     assert svc["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
-    ]
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP",
+         "appProtocol": "kubernetes.io/h2c"},
+    ]  # fmt: skip
+    # The router speaks HTTP only: its Service has no gRPC port.
+    router = by_key(render(md(canary=CANARY), SETTINGS))[("Service", "churn-router")]
+    assert [p["name"] for p in router["spec"]["ports"]] == ["http"]
 
 
 def test_router_and_serving_selectors_never_overlap() -> None:
