@@ -339,7 +339,13 @@ def test_a_podmonitor_makes_prometheus_scrape_a_pod(namespace: str, kubectl: Any
         result = json.loads(body)["data"]["result"] if status == 200 else []
         return result
 
-    (found,) = until(series, "the pod's series in Prometheus", 120)
+    try:
+        (found,) = until(series, "the pod's series in Prometheus", 180)
+    except AssertionError as error:
+        _, targets = http_get(f"{node.prometheus_url()}/api/v1/targets?scrapePool=podMonitor/"
+                              f"{namespace}/metrics/0")  # fmt: skip
+        pods = kubectl("get", "pods,podmonitors", "-n", namespace, "-o", "wide", check=False)
+        raise AssertionError(f"{error}\ntargets: {targets[:2000]}\n{pods.stdout}") from None
     labels = found["metric"]
     assert labels["pod"] == "metrics"
     assert labels["namespace"] == namespace
