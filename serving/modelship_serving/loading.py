@@ -55,7 +55,7 @@ class LoadedModel:
 
 
 def local_artifact(settings: Settings) -> Path:
-    """Resolve the URI to a local file, downloading http(s) artifacts into the cache dir."""
+    """Resolve the URI to a local file, downloading http(s) and s3 artifacts into the cache dir."""
     uri = settings.model_uri
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
@@ -65,24 +65,51 @@ def local_artifact(settings: Settings) -> Path:
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path} (from {uri!r})")
         return path
-    if parsed.scheme in ("http", "https"):
-        return _download(uri, settings)
+    if parsed.scheme in ("http", "https", "s3"):
+        target = _cache_target(uri, settings)
+        pinned = settings.model_sha256
+        if pinned and target.is_file() and sha256_file(target) == pinned:
+            log.info("model %s already downloaded to %s", uri, target)
+            return target
+        if parsed.scheme == "s3":
+            _download_s3(uri, target, settings)
+        else:
+            _download(uri, target, settings)
+        return target
     raise ModelLoadError(
-        f"unsupported model URI scheme {parsed.scheme!r} in {uri!r}: use file:// or http(s)://"
+        f"unsupported model URI scheme {parsed.scheme!r} in {uri!r}: "
+        "use file://, http(s):// or s3://"
     )
 
 
-def _download(uri: str, settings: Settings) -> Path:
-    import httpx
-
+def _cache_target(uri: str, settings: Settings) -> Path:
+    """Where a downloaded artifact is kept in the pod (named by its pinned hash, so a
+    restarted server of the same pod reads it again without downloading)."""
     cache = Path(settings.model_cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     name = Path(urlparse(uri).path).name or "model"
     key = settings.model_sha256 or hashlib.sha256(uri.encode()).hexdigest()
-    target = cache / f"{key[:16]}-{name}"
-    if settings.model_sha256 and target.is_file() and sha256_file(target) == settings.model_sha256:
-        log.info("model %s already downloaded to %s", uri, target)
-        return target
+    return cache / f"{key[:16]}-{name}"
+
+
+def _download_s3(uri: str, target: Path, settings: Settings) -> None:
+    from .s3 import fetch
+
+    fetch(
+        uri,
+        target,
+        endpoint=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        addressing_style=settings.s3_addressing_style,
+        max_bytes=settings.model_max_bytes,
+        timeout=settings.download_timeout_seconds,
+        attempts=settings.download_attempts,
+    )
+
+
+def _download(uri: str, target: Path, settings: Settings) -> None:
+    import httpx
+
     part = target.with_name(target.name + ".part")
     log.info("downloading model from %s", uri)
     try:
@@ -99,7 +126,6 @@ def _download(uri: str, settings: Settings) -> Path:
     except httpx.HTTPError as exc:
         raise ModelLoadError(f"downloading {uri} failed: {exc}") from exc
     os.replace(part, target)
-    return target
 
 
 def detect_format(path: Path, declared: str) -> str:

@@ -105,7 +105,8 @@ def test_version_skew_is_detected(
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("s3://bucket/model.skops", "unsupported model URI scheme"),
+        ("gs://bucket/model.skops", r"unsupported model URI scheme 'gs'.*or s3://$"),
+        ("s3://bucket", "S3 URI must be s3://bucket/key"),
         ("file:///does/not/exist.skops", "model file not found"),
     ],
 )
