@@ -21,7 +21,9 @@ from urllib.parse import unquote, urlparse
 
 from .artifacts import sha256_file
 from .config import Settings
+from .downloads import write_limited
 from .errors import ModelLoadError
+from .retries import TransientError, with_retries
 from .signature import SIGNATURE_MEMBER, ModelSignature, SavedSignature, signature_of
 
 log = logging.getLogger("modelship.serving")
@@ -111,20 +113,31 @@ def _download(uri: str, target: Path, settings: Settings) -> None:
     import httpx
 
     part = target.with_name(target.name + ".part")
+
+    def attempt() -> int:
+        try:
+            with httpx.stream(
+                "GET", uri, timeout=settings.download_timeout_seconds, follow_redirects=True
+            ) as response:
+                status = response.status_code
+                if status >= 500 or status == 429:
+                    raise TransientError(f"HTTP {status}")
+                if status != 200:
+                    raise ModelLoadError(f"downloading {uri} failed: HTTP {status}")
+                return write_limited(uri, response.iter_bytes(1 << 20),
+                                     response.headers.get("content-length"), part,
+                                     settings.model_max_bytes)  # fmt: skip
+        except httpx.TransportError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise ModelLoadError(f"downloading {uri} failed: {exc}") from exc
+
     log.info("downloading model from %s", uri)
     try:
-        with (
-            httpx.stream(
-                "GET", uri, timeout=settings.download_timeout_seconds, follow_redirects=True
-            ) as response,
-            open(part, "wb") as out,
-        ):
-            if response.status_code != 200:
-                raise ModelLoadError(f"downloading {uri} failed: HTTP {response.status_code}")
-            for chunk in response.iter_bytes(1 << 20):
-                out.write(chunk)
-    except httpx.HTTPError as exc:
-        raise ModelLoadError(f"downloading {uri} failed: {exc}") from exc
+        with_retries(f"downloading {uri}", attempt, settings.download_attempts)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     os.replace(part, target)
 
 

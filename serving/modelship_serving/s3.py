@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
+from .downloads import write_limited
 from .errors import ModelLoadError
 from .retries import TransientError, with_retries
 from .s3credentials import resolve_credentials
@@ -156,13 +157,6 @@ def _refusal(
     return ModelLoadError(f"cannot load {location.uri}: {where} answered HTTP {status} ({detail})")
 
 
-def _too_large(location: S3Location, size: int, limit: int) -> ModelLoadError:
-    return ModelLoadError(
-        f"cannot load {location.uri}: the object is {size} bytes, over the limit of {limit} "
-        "bytes (MODELSHIP_MODEL_MAX_BYTES, --max-model-bytes)"
-    )
-
-
 def download_object(
     location: S3Location,
     target: Path,
@@ -189,17 +183,9 @@ def download_object(
                     body = response.read().decode("utf-8", "replace")
                     raise _refusal(location, config, response.status_code, body,
                                    credentials is not None)  # fmt: skip
-                declared = response.headers.get("content-length")
-                if declared is not None and int(declared) > max_bytes:
-                    raise _too_large(location, int(declared), max_bytes)
-                written = 0
-                with open(part, "wb") as out:
-                    for chunk in response.iter_bytes(1 << 20):
-                        written += len(chunk)
-                        if written > max_bytes:
-                            raise _too_large(location, written, max_bytes)
-                        out.write(chunk)
-                return written
+                return write_limited(location.uri, response.iter_bytes(1 << 20),
+                                     response.headers.get("content-length"), part,
+                                     max_bytes)  # fmt: skip
         except httpx.TransportError as exc:
             raise TransientError(f"{type(exc).__name__} talking to {where}: {exc}") from exc
 

@@ -65,6 +65,10 @@ def test_a_model_in_s3_is_downloaded_verified_and_served(
         assert answer.status_code == 200, answer.text
         expected = stored.estimator.predict(rows)  # type: ignore[attr-defined]
         assert np.array_equal(np.array(answer.json()["predictions"]), expected)
+        # The hash it verified, as an operator would record it for sources without a pin.
+        assert server.client.get("/v2/models/iris").json()["parameters"]["sha256"] == (
+            stored.sha256
+        )
         assert f"downloading model from {stored.uri}" in server.log()
         assert f"sha256 {stored.sha256[:12]}" in server.log()
     finally:
