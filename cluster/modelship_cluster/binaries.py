@@ -1,6 +1,6 @@
-"""Pinned Kubernetes, etcd, helm, crictl, Prometheus and Prometheus Operator binaries,
-built from Go modules and cached by version (and, for the Prometheus builds, by a hash of
-their whole recipe: module, version, build tags, ldflags).
+"""Pinned Kubernetes, etcd, helm, crictl, Prometheus, Prometheus Operator and SeaweedFS
+binaries, built from Go modules and cached by version (and, for the Prometheus and SeaweedFS
+builds, by a hash of their whole recipe: module, version, build tags, ldflags, replaces).
 
 There is no binary download here: every binary is compiled from its upstream Go module
 through the Go module proxy. A build goes to a temporary folder and is renamed into the
@@ -32,6 +32,10 @@ PROMETHEUS_VERSION = "3.16.0"
 # proxy serves here (later ones answer 403 "not available"); its CRDs come from the same
 # module version (prometheus_operator_crds()).
 PROMETHEUS_OPERATOR_VERSION = "0.85.0"
+# SeaweedFS publishes no tagged Go module versions; this pseudo-version is the one the Go
+# module proxy serves here. `weed` is the test bed's S3-compatible object store.
+SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
+SEAWEEDFS_MODULE = "github.com/seaweedfs/seaweedfs"
 
 KUBERNETES_COMMANDS = (
     "kube-apiserver",
@@ -96,6 +100,7 @@ def toolset() -> Toolset:
             crictl_bin_dir(),
             prometheus_bin_dir(),
             prometheus_operator_bin_dir(),
+            seaweedfs_bin_dir(),
         )
     )
 
@@ -128,19 +133,22 @@ class GoRecipe:
     packages: tuple[str, ...]
     tags: tuple[str, ...] = ()
     ldflags: str = "-s -w"
+    # `old => new version` lines the wrapper module needs (a module's own replaces do not
+    # apply when it is required by another module).
+    replaces: tuple[str, ...] = ()
 
     def key(self) -> str:
-        document = json.dumps(
-            {
-                "modules": sorted(self.modules),
-                "packages": sorted(self.packages),
-                "tags": sorted(self.tags),
-                "ldflags": self.ldflags,
-                "cgo": "0",
-                "flags": "-trimpath",
-            },
-            sort_keys=True,
-        )
+        fields: dict[str, object] = {
+            "modules": sorted(self.modules),
+            "packages": sorted(self.packages),
+            "tags": sorted(self.tags),
+            "ldflags": self.ldflags,
+            "cgo": "0",
+            "flags": "-trimpath",
+        }
+        if self.replaces:  # absent when empty, so older recipes keep their cache keys
+            fields["replaces"] = sorted(self.replaces)
+        document = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(document.encode()).hexdigest()[:12]
 
     def build_args(self, out: Path) -> list[str]:
@@ -194,9 +202,32 @@ def prometheus_operator_recipe(version: str = PROMETHEUS_OPERATOR_VERSION) -> Go
 
 
 def wrapper_go_mod(name: str, recipe: GoRecipe, go: str = "1.26.0") -> str:
-    """go.mod of a module that only requires RECIPE's modules (their replaces ignored)."""
+    """go.mod of a module that requires RECIPE's modules, with only RECIPE's replaces (the
+    required modules' own replaces do not apply)."""
     requires = "\n".join(f"\t{m.replace('@', ' ')}" for m in recipe.modules)
-    return f"module modelship.io/localcluster/{name}\n\ngo {go}\n\nrequire (\n{requires}\n)\n"
+    text = f"module modelship.io/localcluster/{name}\n\ngo {go}\n\nrequire (\n{requires}\n)\n"
+    if recipe.replaces:
+        text += "\nreplace (\n" + "\n".join(f"\t{r}" for r in recipe.replaces) + "\n)\n"
+    return text
+
+
+def seaweedfs_recipe(version: str = SEAWEEDFS_VERSION) -> GoRecipe:
+    """`weed` (SeaweedFS: master, volume, filer and S3 gateway in one binary).
+
+    SeaweedFS' go.mod replaces github.com/tyler-smith/go-bip39 (deleted upstream, reached
+    only through rclone) with its maintained fork; the wrapper module repeats that replace.
+    The version ldflag fills `weed version`'s commit field with the module version.
+    """
+    return GoRecipe(
+        modules=(f"{SEAWEEDFS_MODULE}@{version}",),
+        packages=(f"{SEAWEEDFS_MODULE}/weed",),
+        ldflags=f"-s -w -X {SEAWEEDFS_MODULE}/weed/util/version.COMMIT={version}",
+        replaces=("github.com/tyler-smith/go-bip39 => github.com/cosmos/go-bip39 v1.0.0",),
+    )
+
+
+def seaweedfs_bin_dir(version: str = SEAWEEDFS_VERSION) -> Path:
+    return cache_root() / "seaweedfs" / f"{version}-{seaweedfs_recipe(version).key()}" / "bin"
 
 
 def prometheus_bin_dir(version: str = PROMETHEUS_VERSION) -> Path:
@@ -464,6 +495,17 @@ def build_prometheus_operator(version: str = PROMETHEUS_OPERATOR_VERSION) -> Pat
     )
 
 
+def build_seaweedfs(version: str = SEAWEEDFS_VERSION) -> Path:
+    """`weed`, the test bed's S3-compatible object store (`weed server -s3`, `weed mini`)."""
+    return _build_go_recipe(
+        f"SeaweedFS {version}",
+        "seaweedfsbin",
+        seaweedfs_recipe(version),
+        seaweedfs_bin_dir(version),
+        ("weed",),
+    )
+
+
 def prometheus_operator_crd_files(module_dir: Path) -> list[Path]:
     """The CRD files the test bed applies, inside the Prometheus Operator's module folder."""
     folder = module_dir / "example" / "prometheus-operator-crd"
@@ -497,6 +539,7 @@ def ensure_all() -> Toolset:
             (crictl_bin_dir(), ("crictl",)),
             (prometheus_bin_dir(), PROMETHEUS_COMMANDS),
             (prometheus_operator_bin_dir(), PROMETHEUS_OPERATOR_COMMANDS),
+            (seaweedfs_bin_dir(), ("weed",)),
         )
         for n in names
     )
@@ -505,6 +548,7 @@ def ensure_all() -> Toolset:
     build_crictl()
     build_prometheus()
     build_prometheus_operator()
+    build_seaweedfs()
     build_kubernetes()
     if not cached:
         _log(f"binaries ready in {time.monotonic() - started:.0f}s under {cache_root()}")

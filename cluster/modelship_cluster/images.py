@@ -50,6 +50,7 @@ COREDNS_VERSION = "1.15.0"
 COREDNS_PORT = 1053
 PROMETHEUS_VERSION = binaries.PROMETHEUS_VERSION
 PROMETHEUS_OPERATOR_VERSION = binaries.PROMETHEUS_OPERATOR_VERSION
+SEAWEEDFS_VERSION = binaries.SEAWEEDFS_VERSION
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Bump when the build logic below changes what an image contains: every key changes.
 RECIPE = "1"
@@ -198,6 +199,16 @@ def image_specs(version: str) -> dict[str, ImageSpec]:
                 ("prometheus-config-reloader", PROMETHEUS_OPERATOR_VERSION),
             )
         },
+        # The S3-compatible object store of the test bed (plain HTTP inside the cluster).
+        "seaweedfs": ImageSpec(
+            name="seaweedfs",
+            ref=f"localhost/modelship-testbed/seaweedfs:{SEAWEEDFS_VERSION}",
+            dockerfile="images/seaweedfs/Containerfile",
+            inputs=(),
+            uses_base=False,
+            prebuilt="seaweedfs",
+            context_is_repo=False,
+        ),
     }
 
 
@@ -718,6 +729,7 @@ GO_MODULE_PREBUILT: Final = {
         "prometheus-config-reloader",
         binaries.prometheus_operator_recipe,
     ),
+    "seaweedfs": (binaries.build_seaweedfs, "weed", binaries.seaweedfs_recipe),
 }
 
 

@@ -48,7 +48,15 @@ from modelship_operator.kinds import (
 )
 from modelship_operator.rbac import router_rules
 from modelship_operator.settings import OperatorSettings
-from modelship_operator.spec import API_VERSION, KIND, ModelDeployment, ResourceList, Variant
+from modelship_operator.spec import (
+    API_VERSION,
+    KIND,
+    S3_OPTIONAL_SECRET_KEYS,
+    S3_SECRET_KEYS,
+    ModelDeployment,
+    ResourceList,
+    Variant,
+)
 from modelship_operator.status import ModelRef, Traffic
 
 PORT: Final = 8080
@@ -60,7 +68,7 @@ GRPC_PORT_NAME: Final = "grpc"
 RUN_AS: Final = 65532
 TMP_VOLUME: Final = "tmp"
 MODELS_VOLUME: Final = "models"
-#: Where the model server downloads http(s) artifacts (on the writable emptyDir).
+#: Where the model server downloads http(s) and s3 artifacts (on the writable emptyDir).
 MODEL_CACHE_DIR: Final = "/tmp/modelship-models"
 
 
@@ -246,6 +254,39 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
     }
 
 
+def _service_account(md: ModelDeployment) -> dict[str, str]:
+    """spec.s3.serviceAccountName (a web identity webhook projects its token into the pod
+    itself: the API token stays unmounted)."""
+    s3 = md.spec.s3
+    if s3 is None or s3.service_account_name is None:
+        return {}
+    return {"serviceAccountName": s3.service_account_name}
+
+
+def s3_env(md: ModelDeployment) -> list[dict[str, Any]]:
+    """spec.s3 as the model server's environment: settings as values, the Secret's keys by
+    reference (the kubelet reads the Secret, so the operator needs no access to it). A
+    missing Secret or required key keeps the pod in CreateContainerConfigError, which the
+    status reports."""
+    s3 = md.spec.s3
+    if s3 is None:
+        return []
+    values: dict[str, str] = {"MODELSHIP_S3_ADDRESSING_STYLE": s3.addressing_style}
+    if s3.endpoint is not None:
+        values["MODELSHIP_S3_ENDPOINT_URL"] = s3.endpoint
+    if s3.region is not None:
+        values["MODELSHIP_S3_REGION"] = s3.region
+    env = _env(values)
+    if s3.secret_name is not None:
+        for key, optional in [
+            *((k, False) for k in S3_SECRET_KEYS),
+            *((k, True) for k in S3_OPTIONAL_SECRET_KEYS),
+        ]:
+            ref = {"name": s3.secret_name, "key": key, "optional": optional}
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
 def serving_deployment(
     md: ModelDeployment, plan: VariantPlan, settings: OperatorSettings
 ) -> dict[str, Any]:
@@ -281,7 +322,7 @@ def serving_deployment(
             {"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"},
             {"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
-        "env": _env(serving_env(md, plan)),
+        "env": [*_env(serving_env(md, plan)), *s3_env(md)],
         "resources": _resources(md.spec.resources.requests, md.spec.resources.limits),
         # Loading (and downloading) a model can take a while; liveness waits for startup.
         "startupProbe": _probe("/v2/health/live", period=2, failures=150),
@@ -314,6 +355,7 @@ def serving_deployment(
                     },
                 },
                 "spec": {
+                    **_service_account(md),
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(),

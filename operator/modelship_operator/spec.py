@@ -91,8 +91,8 @@ ModelName = Annotated[
 Uri = Annotated[
     str,
     Matches(
-        r"^(file:///|https?://)[^\s]+$",
-        "uri must start with file:///, http:// or https:// and contain no spaces",
+        r"^(file:///|https?://|s3://[a-z0-9][-a-z0-9.]*/)[^\s]+$",
+        "uri must be file:///path, http(s)://host/path or s3://bucket/key, without spaces",
         2048,
     ),
 ]
@@ -168,7 +168,8 @@ class ModelSource(ApiModel):
     )
     uri: Uri = Field(
         description="Where the serving pods load the artifact from: file:///path (a file "
-        "visible in the pod, e.g. on spec.storage) or http(s)://host/path."
+        "visible in the pod, e.g. on spec.storage), http(s)://host/path or s3://bucket/key "
+        "(credentials and endpoint in spec.s3)."
     )
     sha256: Sha256 = Field(
         description="sha256 of the artifact, hex. The server refuses to load a file with any "
@@ -740,6 +741,68 @@ class Storage(ApiModel):
     )
 
 
+S3_SECRET_KEYS: Final = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+S3_OPTIONAL_SECRET_KEYS: Final = ("AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL")
+
+S3Endpoint = Annotated[
+    str,
+    Matches(
+        r"^https?://[^\s/]+(/[^\s]*)?$",
+        "endpoint must be http(s)://host[:port], e.g. http://seaweedfs.storage:8333",
+        2048,
+    ),
+]
+S3Region = Annotated[
+    str, Matches(r"^[a-z0-9-]+$", "region must be lowercase letters, digits and '-'", 64)
+]
+SecretName = Annotated[
+    str,
+    Matches(_DNS_SUBDOMAIN, "secretName must be a Secret name (lowercase DNS subdomain)", 253),
+]
+ServiceAccountName = Annotated[
+    str,
+    Matches(
+        _DNS_SUBDOMAIN,
+        "serviceAccountName must be a ServiceAccount name (lowercase DNS subdomain)",
+        253,
+    ),
+]
+
+
+class S3(ApiModel):
+    """How serving pods read s3://bucket/key URIs (AWS S3 or an S3-compatible store).
+
+    The operator never reads the Secret: the pods get its keys as environment variables."""
+
+    secret_name: SecretName | None = Field(
+        default=None,
+        description="Secret in the ModelDeployment's namespace holding the access key: "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (required), AWS_SESSION_TOKEN, "
+        "AWS_REGION and AWS_ENDPOINT_URL (optional). Omitted: no access key (web identity "
+        "through serviceAccountName, or anonymous requests).",
+    )
+    endpoint: S3Endpoint | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible store, e.g. http://seaweedfs.storage:8333. "
+        "Omitted: AWS_ENDPOINT_URL from the Secret, else AWS S3.",
+    )
+    region: S3Region | None = Field(
+        default=None,
+        description="Region of the bucket. Omitted: AWS_REGION from the Secret, else us-east-1.",
+    )
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto",
+        description="auto: path-style requests (endpoint/bucket/key) to a custom endpoint, "
+        "virtual-hosted (bucket.endpoint/key) to AWS S3.",
+    )
+    service_account_name: ServiceAccountName | None = Field(
+        default=None,
+        description="ServiceAccount the serving pods run as, for web identity credentials "
+        "(e.g. EKS IAM roles for service accounts injecting AWS_ROLE_ARN and "
+        "AWS_WEB_IDENTITY_TOKEN_FILE). Omitted: the namespace's default.",
+    )
+
+
 # --- the spec -------------------------------------------------------------------------------
 
 
@@ -771,6 +834,9 @@ class ModelDeploymentSpec(ApiModel):
     images: Images = Field(default_factory=Images, description="Image overrides.")
     storage: Storage | None = Field(
         default=None, description="Volume with model files for file:/// URIs."
+    )
+    s3: S3 | None = Field(
+        default=None, description="Credentials and endpoint for s3://bucket/key URIs."
     )
 
     def desired_model(self) -> ModelRef:

@@ -13,7 +13,11 @@ from .config import Settings
 
 # flag → (settings field, help); booleans are --flag / --no-flag.
 _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--model-uri", "model_uri", {"help": "model artifact: file:///path or http(s)://..."}),
+    (
+        "--model-uri",
+        "model_uri",
+        {"help": "model artifact: file:///path, http(s)://... or s3://bucket/key"},
+    ),
     ("--sha256", "model_sha256", {"help": "expected sha256 of the artifact; checked before load"}),
     ("--name", "model_name", {"help": "model name in URLs, headers and metrics (default: model)"}),
     ("--model-version", "model_version", {"help": "model version reported (default: 0)"}),
@@ -35,7 +39,28 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         "trusted_types",
         {"help": "extra comma-separated type names skops may load"},
     ),
-    ("--cache-dir", "model_cache_dir", {"help": "download dir for http(s) models"}),
+    ("--cache-dir", "model_cache_dir", {"help": "download dir for http(s) and s3 models"}),
+    (
+        "--max-model-bytes",
+        "model_max_bytes",
+        {"type": int, "help": "largest artifact downloaded (1 GiB)"},
+    ),
+    (
+        "--download-attempts",
+        "download_attempts",
+        {"type": int, "help": "tries of a transiently failing download (5)"},
+    ),
+    (
+        "--s3-endpoint-url",
+        "s3_endpoint_url",
+        {"help": "S3-compatible endpoint (else AWS_ENDPOINT_URL[_S3], else AWS S3)"},
+    ),
+    ("--s3-region", "s3_region", {"help": "S3 region (else AWS_REGION, else us-east-1)"}),
+    (
+        "--s3-addressing-style",
+        "s3_addressing_style",
+        {"choices": ["auto", "path", "virtual"], "help": "S3 request style (auto)"},
+    ),
     (
         "--inference-path",
         "inference_path",

@@ -13,7 +13,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MODELSHIP_", extra="ignore", frozen=True)
 
-    model_uri: str = Field(description="Where the model artifact lives: file:// or http(s)://.")
+    model_uri: str = Field(
+        description="Where the model artifact lives: file://, http(s):// or s3://bucket/key."
+    )
     model_sha256: str | None = Field(
         default=None, description="Expected sha256 of the artifact (hex); verified before loading."
     )
@@ -44,6 +46,26 @@ class Settings(BaseSettings):
         description="Where http(s) artifacts are downloaded (a writable volume, e.g. emptyDir).",
     )
     download_timeout_seconds: float = Field(default=60.0, gt=0)
+    download_attempts: int = Field(
+        default=5, ge=1, le=20, description="Tries of a download that fails transiently."
+    )
+    model_max_bytes: int = Field(
+        default=1 << 30,
+        ge=1,
+        description="Largest artifact downloaded (http(s) and s3); a larger one is refused.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint, e.g. http://seaweedfs:8333. Unset: "
+        "AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS S3.",
+    )
+    s3_region: str | None = Field(
+        default=None, description="S3 region. Unset: AWS_REGION, AWS_DEFAULT_REGION, us-east-1."
+    )
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto",
+        description="auto: path-style with a custom endpoint, virtual-hosted on AWS S3.",
+    )
     inference_path: Literal["auto", "sklearn"] = Field(
         default="auto",
         description="auto: use the accelerated path when one covers the model; sklearn: never.",

@@ -21,7 +21,9 @@ from urllib.parse import unquote, urlparse
 
 from .artifacts import sha256_file
 from .config import Settings
+from .downloads import write_limited
 from .errors import ModelLoadError
+from .retries import TransientError, with_retries
 from .signature import SIGNATURE_MEMBER, ModelSignature, SavedSignature, signature_of
 
 log = logging.getLogger("modelship.serving")
@@ -55,7 +57,7 @@ class LoadedModel:
 
 
 def local_artifact(settings: Settings) -> Path:
-    """Resolve the URI to a local file, downloading http(s) artifacts into the cache dir."""
+    """Resolve the URI to a local file, downloading http(s) and s3 artifacts into the cache dir."""
     uri = settings.model_uri
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
@@ -65,41 +67,78 @@ def local_artifact(settings: Settings) -> Path:
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path} (from {uri!r})")
         return path
-    if parsed.scheme in ("http", "https"):
-        return _download(uri, settings)
+    if parsed.scheme in ("http", "https", "s3"):
+        target = _cache_target(uri, settings)
+        pinned = settings.model_sha256
+        if pinned and target.is_file() and sha256_file(target) == pinned:
+            log.info("model %s already downloaded to %s", uri, target)
+            return target
+        if parsed.scheme == "s3":
+            _download_s3(uri, target, settings)
+        else:
+            _download(uri, target, settings)
+        return target
     raise ModelLoadError(
-        f"unsupported model URI scheme {parsed.scheme!r} in {uri!r}: use file:// or http(s)://"
+        f"unsupported model URI scheme {parsed.scheme!r} in {uri!r}: "
+        "use file://, http(s):// or s3://"
     )
 
 
-def _download(uri: str, settings: Settings) -> Path:
-    import httpx
-
+def _cache_target(uri: str, settings: Settings) -> Path:
+    """Where a downloaded artifact is kept in the pod (named by its pinned hash, so a
+    restarted server of the same pod reads it again without downloading)."""
     cache = Path(settings.model_cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     name = Path(urlparse(uri).path).name or "model"
     key = settings.model_sha256 or hashlib.sha256(uri.encode()).hexdigest()
-    target = cache / f"{key[:16]}-{name}"
-    if settings.model_sha256 and target.is_file() and sha256_file(target) == settings.model_sha256:
-        log.info("model %s already downloaded to %s", uri, target)
-        return target
+    return cache / f"{key[:16]}-{name}"
+
+
+def _download_s3(uri: str, target: Path, settings: Settings) -> None:
+    from .s3 import fetch
+
+    fetch(
+        uri,
+        target,
+        endpoint=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        addressing_style=settings.s3_addressing_style,
+        max_bytes=settings.model_max_bytes,
+        timeout=settings.download_timeout_seconds,
+        attempts=settings.download_attempts,
+    )
+
+
+def _download(uri: str, target: Path, settings: Settings) -> None:
+    import httpx
+
     part = target.with_name(target.name + ".part")
+
+    def attempt() -> int:
+        try:
+            with httpx.stream(
+                "GET", uri, timeout=settings.download_timeout_seconds, follow_redirects=True
+            ) as response:
+                status = response.status_code
+                if status >= 500 or status == 429:
+                    raise TransientError(f"HTTP {status}")
+                if status != 200:
+                    raise ModelLoadError(f"downloading {uri} failed: HTTP {status}")
+                return write_limited(uri, response.iter_bytes(1 << 20),
+                                     response.headers.get("content-length"), part,
+                                     settings.model_max_bytes)  # fmt: skip
+        except httpx.TransportError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise ModelLoadError(f"downloading {uri} failed: {exc}") from exc
+
     log.info("downloading model from %s", uri)
     try:
-        with (
-            httpx.stream(
-                "GET", uri, timeout=settings.download_timeout_seconds, follow_redirects=True
-            ) as response,
-            open(part, "wb") as out,
-        ):
-            if response.status_code != 200:
-                raise ModelLoadError(f"downloading {uri} failed: HTTP {response.status_code}")
-            for chunk in response.iter_bytes(1 << 20):
-                out.write(chunk)
-    except httpx.HTTPError as exc:
-        raise ModelLoadError(f"downloading {uri} failed: {exc}") from exc
+        with_retries(f"downloading {uri}", attempt, settings.download_attempts)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     os.replace(part, target)
-    return target
 
 
 def detect_format(path: Path, declared: str) -> str:

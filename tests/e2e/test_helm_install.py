@@ -99,6 +99,14 @@ def check_examples(kubectl: Any, local_cluster: Any, namespace: str, tmp_path: P
             )
         doc["spec"]["model"].update(uri=stored[0].uri, sha256=stored[0].sha256)
         doc["spec"]["replicas"] = 1
+        if "s3" in doc["spec"]:
+            # The model comes from the model store here; the example's Secret must exist for
+            # its pods to start (the kubelet resolves its keys).
+            secret = {"apiVersion": "v1", "kind": "Secret",
+                      "metadata": {"name": doc["spec"]["s3"]["secretName"]},
+                      "stringData": {"AWS_ACCESS_KEY_ID": "example",
+                                     "AWS_SECRET_ACCESS_KEY": "example"}}  # fmt: skip
+            kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(secret))
         kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
         next_model = {"version": "9.9.9", "uri": stored[1].uri, "sha256": stored[1].sha256}
         docs[doc["metadata"]["name"]] = (doc, next_model)

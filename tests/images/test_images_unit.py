@@ -112,13 +112,14 @@ def test_refs_are_the_ones_the_chart_and_the_node_use() -> None:
         "prometheus-config-reloader": (
             "localhost/modelship-testbed/prometheus-config-reloader:0.85.0"
         ),
+        "seaweedfs": ("localhost/modelship-testbed/seaweedfs:v0.0.0-20261109003541-7506e5f91cd6"),
     }
 
 
 def test_the_prometheus_images_copy_the_binaries_their_entrypoints_run() -> None:
-    """Each Prometheus image's Containerfile copies the binary binaries.py builds to the path
-    its ENTRYPOINT (and, for the reloader, the Prometheus Operator's `command`) names, and
-    runs it as a non-root user."""
+    """Each Prometheus (and the SeaweedFS) image's Containerfile copies the binary binaries.py
+    builds to the path its ENTRYPOINT (and, for the reloader, the Prometheus Operator's
+    `command`) names, and runs it as a non-root user."""
     for name in images.GO_MODULE_PREBUILT:
         spec = images.IMAGES[name]
         text = (images.REPO / spec.dockerfile).read_text()

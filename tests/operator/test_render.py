@@ -293,6 +293,48 @@ def test_storage_is_mounted_read_only() -> None:
     assert {"name": "models", "mountPath": "/data", "readOnly": True} in mounts
 
 
+def test_s3_settings_and_secret_keys_become_the_serving_env() -> None:
+    s3 = {
+        "secretName": "model-store",
+        "endpoint": "http://seaweedfs.storage:8333",
+        "region": "eu-west-1",
+        "serviceAccountName": "model-reader",
+    }
+    pod = pod_spec(render(md(canary=CANARY, s3=s3), SETTINGS), "churn-canary")
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["MODELSHIP_S3_ENDPOINT_URL"]["value"] == "http://seaweedfs.storage:8333"
+    assert env["MODELSHIP_S3_REGION"]["value"] == "eu-west-1"
+    assert env["MODELSHIP_S3_ADDRESSING_STYLE"]["value"] == "auto"
+    refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "valueFrom" in e}
+    assert refs == {
+        key: {"name": "model-store", "key": key, "optional": optional}
+        for key, optional in [
+            ("AWS_ACCESS_KEY_ID", False),
+            ("AWS_SECRET_ACCESS_KEY", False),
+            ("AWS_SESSION_TOKEN", True),
+            ("AWS_REGION", True),
+            ("AWS_ENDPOINT_URL", True),
+        ]
+    }
+    assert pod["serviceAccountName"] == "model-reader"
+    assert pod["automountServiceAccountToken"] is False
+    assert restricted_violations(pod) == []
+
+
+def test_without_s3_no_credentials_reach_the_pods() -> None:
+    pod = pod_spec(render(md(), SETTINGS), "churn-stable")
+    names = {e["name"] for e in pod["containers"][0]["env"]}
+    assert not {n for n in names if n.startswith(("AWS_", "MODELSHIP_S3_"))}
+    assert "serviceAccountName" not in pod
+
+
+def test_s3_without_a_secret_passes_settings_only() -> None:
+    pod = pod_spec(render(md(s3={"region": "eu-west-1"}), SETTINGS), "churn-stable")
+    env = pod["containers"][0]["env"]
+    assert not [e for e in env if "valueFrom" in e]
+    assert {"name": "MODELSHIP_S3_REGION", "value": "eu-west-1"} in env
+
+
 @pytest.mark.parametrize(
     ("spec", "settings", "image", "policy"),
     [

@@ -269,15 +269,33 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     (
         "uri-unsupported-scheme",
-        set_path(base_resource(), "spec.model.uri", "s3://bucket/model.skops"),
-        "uri must start with file:///, http:// or https://",
-        "uri must start with file:///, http:// or https://",
+        set_path(base_resource(), "spec.model.uri", "gs://bucket/model.skops"),
+        "uri must be file:///path, http(s)://host/path or s3://bucket/key",
+        "uri must be file:///path, http(s)://host/path or s3://bucket/key",
+    ),
+    (
+        "uri-s3-without-key",
+        set_path(base_resource(), "spec.model.uri", "s3://bucket"),
+        "uri must be file:///path, http(s)://host/path or s3://bucket/key",
+        "uri must be file:///path, http(s)://host/path or s3://bucket/key",
+    ),
+    (
+        "s3-endpoint-not-a-url",
+        set_path(base_resource(), "spec.s3", {"endpoint": "seaweedfs:8333"}),
+        "endpoint must be http(s)://host[:port]",
+        "endpoint must be http(s)://host[:port]",
+    ),
+    (
+        "s3-secret-name-not-a-name",
+        set_path(base_resource(), "spec.s3", {"secretName": "Model_Store"}),
+        "secretName must be a Secret name",
+        "secretName must be a Secret name",
     ),
     (
         "uri-relative-file",
         set_path(base_resource(), "spec.model.uri", "file://models/x.skops"),
-        "uri must start with file:///",
-        "uri must start with file:///",
+        "uri must be file:///path",
+        "uri must be file:///path",
     ),
     (
         "version-not-a-label-value",
@@ -426,6 +444,21 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("single-step-of-100", set_path(base_resource(), "spec.strategy.steps", [100])),
     ("router-none", set_path(base_resource(), "spec.router.type", "none")),
     ("longest-name", base_resource(name="m" * 56)),
+    (
+        "s3-every-field",
+        set_path(
+            set_path(base_resource(), "spec.model.uri", "s3://models/churn/1.4.0.skops"),
+            "spec.s3",
+            {
+                "secretName": "model-store",
+                "endpoint": "http://seaweedfs.storage:8333",
+                "region": "eu-west-1",
+                "addressingStyle": "path",
+                "serviceAccountName": "model-reader",
+            },
+        ),
+    ),
+    ("s3-defaults", set_path(base_resource(), "spec.model.uri", "s3://models/churn.skops")),
 ]
 
 

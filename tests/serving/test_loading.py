@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
@@ -105,7 +106,8 @@ def test_version_skew_is_detected(
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("s3://bucket/model.skops", "unsupported model URI scheme"),
+        ("gs://bucket/model.skops", r"unsupported model URI scheme 'gs'.*or s3://$"),
+        ("s3://bucket", "S3 URI must be s3://bucket/key"),
         ("file:///does/not/exist.skops", "model file not found"),
     ],
 )
@@ -131,3 +133,62 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.host, s.port, s.allow_unsafe_pickle) == ("0.0.0.0", 8080, False)
     with pytest.raises(ValueError, match="64 hex"):
         Settings(model_uri="x", model_sha256="123")
+
+
+@pytest.fixture
+def flaky_http(tmp_path: Path, iris_model: LogisticRegression) -> Iterator[tuple[str, list[int]]]:
+    """A real HTTP server on loopback serving m.skops after answering 503 twice; yields its
+    URL and the statuses it sent."""
+    import http.server
+    import threading
+
+    path = tmp_path / "m.skops"
+    save_model(iris_model, path)
+    payload = path.read_bytes()
+    sent: list[int] = []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = 503 if len(sent) < 2 else 200
+            sent.append(status)
+            self.send_response(status)
+            self.send_header("content-length", str(len(payload) if status == 200 else 0))
+            self.end_headers()
+            if status == 200:
+                self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/m.skops", sent
+    httpd.shutdown()
+
+
+def test_http_downloads_retry_transient_errors(
+    tmp_path: Path, flaky_http: tuple[str, list[int]]
+) -> None:
+    url, sent = flaky_http
+    loaded = load_model(Settings(model_uri=url, model_cache_dir=str(tmp_path / "cache")))
+    assert sent == [503, 503, 200]
+    assert loaded.local_path.read_bytes()[:2] == b"PK"
+
+
+def test_http_downloads_give_up_after_their_attempts(
+    tmp_path: Path, flaky_http: tuple[str, list[int]]
+) -> None:
+    url, sent = flaky_http
+    with pytest.raises(ModelLoadError, match="failed after 2 attempts, the last with: HTTP 503"):
+        load_model(Settings(model_uri=url, model_cache_dir=str(tmp_path), download_attempts=2))
+    assert sent == [503, 503]
+
+
+def test_http_downloads_over_the_size_limit_are_refused(
+    tmp_path: Path, flaky_http: tuple[str, list[int]]
+) -> None:
+    url, _ = flaky_http
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelLoadError, match="over the limit of 100 bytes"):
+        load_model(Settings(model_uri=url, model_cache_dir=str(cache), model_max_bytes=100))
+    assert list(cache.iterdir()) == []
