@@ -2,11 +2,12 @@
 with containerd, runc and the CNI bridge plugin, the project's images imported into
 containerd, kube-proxy, cluster DNS (CoreDNS) and monitoring as users run it: the
 Prometheus Operator in a pod, managing a Prometheus in a pod that PodMonitors and
-ServiceMonitors configure (:mod:`modelship_cluster.monitoring`).
+ServiceMonitors configure (:mod:`modelship_cluster.monitoring`), and an S3 object store
+(SeaweedFS, :mod:`modelship_cluster.objectstore`) that models can be loaded from.
 
 Start order: the pod bridge (before the apiserver, which listens on its gateway address),
 then after the control plane: images, containerd, kubelet (node Ready), kube-proxy,
-CoreDNS, the monitoring CRDs and objects. `stop()` removes every pod sandbox through CRI
+CoreDNS, the monitoring CRDs and objects, the object store. `stop()` removes every pod sandbox through CRI
 while containerd still runs, so CNI releases addresses and interfaces; `teardown()` then
 removes what stays on the machine (mounts, cgroups, iptables rules, the bridge) and
 `leftovers()` lists whatever would still be there (the tests assert it is empty).
@@ -40,6 +41,7 @@ from modelship_cluster import (
     kubelet,
     kubeproxy,
     monitoring,
+    objectstore,
     pki,
     podnet,
 )
@@ -75,6 +77,8 @@ def why_disabled() -> str:
 #: The `prometheus` Service's address, fixed in the static band of the Service range so
 #: the host (tests, benchmarks, `modelship-cluster status`) reaches it without a lookup.
 PROMETHEUS_IP = "10.96.0.90"
+#: The object store's Service (:mod:`modelship_cluster.objectstore`), fixed like Prometheus'.
+OBJECT_STORE_IP = "10.96.0.91"
 
 
 def scrape_interval() -> str:
@@ -240,6 +244,7 @@ def start(cluster: Cluster, timeout: float) -> None:
     )
     kubectl_apply(cluster, coredns.manifests(DNS_SERVICE_IP))
     _start_monitoring(cluster)
+    kubectl_apply(cluster, objectstore.manifests(cluster_ip=OBJECT_STORE_IP))
     _wait(
         "cluster DNS (CoreDNS) not available",
         lambda: _deployment_available(cluster, coredns.NAMESPACE, coredns.NAME),
@@ -251,6 +256,7 @@ def start(cluster: Cluster, timeout: float) -> None:
         ),
     )
     _wait_monitoring(cluster, timeout)
+    _wait_object_store(cluster, timeout)
     _say(f"node parts up in {time.monotonic() - started:.1f}s (DNS at {DNS_SERVICE_IP})")
 
 
@@ -282,6 +288,31 @@ def _wait_monitoring(cluster: Cluster, timeout: float) -> None:
         f"{prometheus_url()}, in the cluster {monitoring.URL} "
         f"(scrape interval {scrape_interval()}; PodMonitors and ServiceMonitors configure it)"
     )
+
+
+def _wait_object_store(cluster: Cluster, timeout: float) -> None:
+    for args in objectstore.WAIT_FOR:
+        try:
+            _kubectl(cluster, "wait", *args, f"--timeout={timeout:.0f}s", timeout=timeout + 10)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            pods = _kubectl(cluster, "-n", objectstore.NAMESPACE, "get", "pods,events", check=False)
+            raise RuntimeError(
+                f"object store not up ({error}); in {objectstore.NAMESPACE}:\n{pods}"
+            ) from None
+    _say(
+        f"S3 object store (SeaweedFS) at {s3_endpoint()}, in the cluster {objectstore.URL} "
+        f"(bucket {objectstore.BUCKET}; read-only key {objectstore.READER.access_key})"
+    )
+
+
+def s3_endpoint() -> str:
+    """The test bed's S3 endpoint as the host reaches it."""
+    return objectstore.s3_endpoint(OBJECT_STORE_IP)
+
+
+def filer_url() -> str:
+    """The object store's filer as the host reaches it (uploads without S3)."""
+    return objectstore.filer_url(OBJECT_STORE_IP)
 
 
 def _kubectl(cluster: Cluster, *argv: str, timeout: float = 90, check: bool = True) -> str:
