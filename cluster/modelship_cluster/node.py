@@ -7,8 +7,9 @@ ServiceMonitors configure (:mod:`modelship_cluster.monitoring`), and an S3 objec
 
 Start order: the pod bridge (before the apiserver, which listens on its gateway address),
 then after the control plane: images, containerd, kubelet (node Ready), kube-proxy,
-CoreDNS, the monitoring CRDs and objects, the object store. `stop()` removes every pod sandbox through CRI
-while containerd still runs, so CNI releases addresses and interfaces; `teardown()` then
+CoreDNS, the monitoring CRDs and objects, the object store. `stop()` removes every pod
+sandbox through CRI while containerd still runs, so CNI releases addresses and interfaces;
+`teardown()` then
 removes what stays on the machine (mounts, cgroups, iptables rules, the bridge) and
 `leftovers()` lists whatever would still be there (the tests assert it is empty).
 """

@@ -49,6 +49,27 @@ def s3_config(identities: list[Identity]) -> str:
     )
 
 
+def put_object(filer_url: str, bucket: str, key: str, data: bytes, timeout: float = 60) -> None:
+    """Store an object through a filer (creating the bucket when it is new); retried while
+    the new bucket's volumes are being allocated or the filer is not up yet."""
+    import httpx
+
+    url = f"{filer_url}/buckets/{bucket}/{key}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = httpx.post(url, files={"file": (Path(key).name, data)}, timeout=30)
+        except httpx.TransportError as error:
+            failure = f"{type(error).__name__}: {error}"
+        else:
+            if response.status_code < 300:
+                return
+            failure = f"{response.status_code} {response.text}"
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"filer refused {url}: {failure}")
+        time.sleep(0.5)
+
+
 def weed_binary() -> Path | None:
     """The built `weed` ($MODELSHIP_WEED, else the cache of `modelship-cluster build`)."""
     explicit = os.environ.get("MODELSHIP_WEED")
@@ -137,19 +158,8 @@ class SeaweedFS:
         raise RuntimeError(f"weed server not ready in {timeout}s:\n{self.log_path.read_text()}")
 
     def put(self, bucket: str, key: str, data: bytes, timeout: float = 60) -> None:
-        """Store an object through the filer (creating the bucket when it is new); retried
-        while the new bucket's volumes are being allocated."""
-        import httpx
-
-        url = f"{self.filer_url}/buckets/{bucket}/{key}"
-        deadline = time.monotonic() + timeout
-        while True:
-            response = httpx.post(url, files={"file": (Path(key).name, data)}, timeout=30)
-            if response.status_code < 300:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"filer refused {url}: {response.status_code} {response.text}")
-            time.sleep(0.5)
+        """Store an object (see :func:`put_object`)."""
+        put_object(self.filer_url, bucket, key, data, timeout)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

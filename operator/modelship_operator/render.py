@@ -56,6 +56,7 @@ from modelship_operator.spec import (
     ModelDeployment,
     ResourceList,
     Variant,
+    size_bytes,
 )
 from modelship_operator.status import ModelRef, Traffic
 
@@ -251,7 +252,24 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
         "MODELSHIP_PORT": str(PORT),
         "MODELSHIP_GRPC_PORT": str(GRPC_PORT),
         "MODELSHIP_MODEL_CACHE_DIR": MODEL_CACHE_DIR,
+        **_max_bytes(plan.model),
     }
+
+
+def _max_bytes(model: ModelRef) -> dict[str, str]:
+    """spec.model.maxSize, as the server's download limit (omitted: the server's 1 GiB)."""
+    if model.max_size is None:
+        return {}
+    return {"MODELSHIP_MODEL_MAX_BYTES": str(size_bytes(model.max_size))}
+
+
+def _tmp_size_limit(model: ModelRef) -> str:
+    """The pod's /tmp (where downloads land): room for the largest artifact allowed and
+    its partial download, at least 2Gi."""
+    limit = 2 << 30
+    if model.max_size is not None:
+        limit = max(limit, size_bytes(model.max_size) + (512 << 20))
+    return f"{limit >> 20}Mi"
 
 
 def _service_account(md: ModelDeployment) -> dict[str, str]:
@@ -300,7 +318,9 @@ def serving_deployment(
     """
     labels = serving_labels(md, plan)
     mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
-    volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "2Gi"}}]
+    volumes: list[dict[str, Any]] = [
+        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": _tmp_size_limit(plan.model)}}
+    ]
     if md.spec.storage is not None:
         mounts.append(
             {"name": MODELS_VOLUME, "mountPath": md.spec.storage.mount_path, "readOnly": True}

@@ -138,6 +138,24 @@ MountPath = Annotated[
     str,
     Matches(r"^/[^:]*$", "mountPath must be an absolute path without ':'", 1024),
 ]
+#: A download size limit: bytes, or with a binary suffix (Ki, Mi, Gi, Ti) as in 512Mi.
+SIZE_UNITS: Final = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+ByteSize = Annotated[
+    str,
+    Matches(
+        r"^[1-9][0-9]{0,12}(Ki|Mi|Gi|Ti)?$",
+        "maxSize must be a whole number of bytes, optionally with Ki, Mi, Gi or Ti, e.g. 2Gi",
+        16,
+    ),
+]
+
+
+def size_bytes(size: str) -> int:
+    """The bytes a ByteSize names ("2Gi" -> 2147483648)."""
+    digits = size.rstrip("KMGTi")
+    return int(digits) * SIZE_UNITS[size[len(digits) :]]
+
+
 PrometheusUrl = Annotated[
     str,
     Matches(
@@ -179,6 +197,12 @@ class ModelSource(ApiModel):
         default="auto",
         description="Artifact format. auto: a skops file is detected by content, anything "
         "else is loaded as joblib/pickle (allowed only because sha256 is pinned).",
+    )
+    max_size: ByteSize | None = Field(
+        default=None,
+        description="Largest artifact a serving pod downloads (http(s) and s3), e.g. 4Gi; a "
+        "larger one is refused before it fills the pod's disk, and the status says so. "
+        "Omitted: 1Gi.",
     )
 
 
@@ -842,7 +866,13 @@ class ModelDeploymentSpec(ApiModel):
     def desired_model(self) -> ModelRef:
         """spec.model as the artifact it names (what status records and compares)."""
         m = self.model
-        return ModelRef(version=m.version, uri=m.uri, sha256=m.sha256.lower(), format=m.format)
+        return ModelRef(
+            version=m.version,
+            uri=m.uri,
+            sha256=m.sha256.lower(),
+            format=m.format,
+            max_size=m.max_size,
+        )
 
 
 # --- the resource ---------------------------------------------------------------------------

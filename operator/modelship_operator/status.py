@@ -89,6 +89,9 @@ class ModelRef(ApiModel):
     uri: Annotated[str, Field(max_length=2048)] = Field(description="Artifact URI.")
     sha256: ShortText = Field(description="Artifact sha256.")
     format: ShortText = Field(default="auto", description="Artifact format.")
+    max_size: ShortText | None = Field(
+        default=None, description="Largest download allowed (spec.model.maxSize)."
+    )
 
 
 class RolledOut(ApiModel):

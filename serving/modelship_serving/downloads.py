@@ -11,7 +11,8 @@ from .errors import ModelLoadError
 def too_large(uri: str, size: int, limit: int) -> ModelLoadError:
     return ModelLoadError(
         f"cannot load {uri}: the object is {size} bytes, over the limit of {limit} bytes "
-        "(MODELSHIP_MODEL_MAX_BYTES, --max-model-bytes)"
+        "(raise spec.model.maxSize; for the server alone, MODELSHIP_MODEL_MAX_BYTES or "
+        "--max-model-bytes)"
     )
 
 

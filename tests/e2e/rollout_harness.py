@@ -182,13 +182,15 @@ def strategy(**overrides: Any) -> dict[str, Any]:
 
 
 def deploy(env: Env, ns: str, name: str, stable: Stored, canary: Stored | None,
-           canary_version: str | None = None, **strategy_overrides: Any) -> str:  # fmt: skip
-    """Apply a ModelDeployment of ``stable`` (``strategy()`` with the overrides) and wait
-    until it serves; then, with ``canary``, apply the same manifest with the canary's model
-    as spec.model, which starts its rollout (as a user's next commit does). Returns the
-    router's URL once it answers."""
+           canary_version: str | None = None, spec: dict[str, Any] | None = None,
+           **strategy_overrides: Any) -> str:  # fmt: skip
+    """Apply a ModelDeployment of ``stable`` (``strategy()`` with the overrides, ``spec``'s
+    other fields) and wait until it serves; then, with ``canary``, apply the same manifest
+    with the canary's model as spec.model, which starts its rollout (as a user's next commit
+    does). Returns the router's URL once it answers."""
     rollout = strategy(**strategy_overrides)
-    env.apply(ns, model_deployment(name, stable.ref(), rollout))
+    extra = spec or {}
+    env.apply(ns, model_deployment(name, stable.ref(), rollout, **extra))
     wait_for(env, ns, name, lambda s: serving(s, stable.version) and any(
              c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", [])),
              f"{name} to serve {stable.version}", 150)  # fmt: skip
@@ -206,7 +208,7 @@ def deploy(env: Env, ns: str, name: str, stable: Stored, canary: Stored | None,
     until(answers, f"{name}'s router to answer", 30, lambda: explain(env, ns, name), 0.2)
     if canary is not None:
         candidate = canary.ref(canary_version)
-        env.apply(ns, model_deployment(name, candidate, rollout))
+        env.apply(ns, model_deployment(name, candidate, rollout, **extra))
         # Returns once the operator has taken the rollout up, so what a test records next
         # starts from it (never from the Idle before it).
         wait_for(env, ns, name, lambda s: ((s.get("rollout") or {}).get("candidate") or {})

@@ -293,6 +293,18 @@ def test_storage_is_mounted_read_only() -> None:
     assert {"name": "models", "mountPath": "/data", "readOnly": True} in mounts
 
 
+def test_max_size_is_the_download_limit_and_the_disk_has_room_for_it() -> None:
+    canary = {**CANARY, "maxSize": "3Gi"}
+    objects = render(md(canary=canary), SETTINGS)
+    expected = [("churn-stable", None, "2048Mi"), ("churn-canary", 3 << 30, "3584Mi")]
+    for name, limit, room in expected:
+        pod = pod_spec(objects, name)
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env.get("MODELSHIP_MODEL_MAX_BYTES") == (None if limit is None else str(limit))
+        (tmp,) = [v for v in pod["volumes"] if "emptyDir" in v]
+        assert tmp["emptyDir"]["sizeLimit"] == room
+
+
 def test_s3_settings_and_secret_keys_become_the_serving_env() -> None:
     s3 = {
         "secretName": "model-store",

@@ -286,6 +286,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "endpoint must be http(s)://host[:port]",
     ),
     (
+        "max-size-not-a-size",
+        set_path(base_resource(), "spec.model.maxSize", "1.5G"),
+        "maxSize must be a whole number of bytes",
+        "maxSize must be a whole number of bytes",
+    ),
+    (
         "s3-secret-name-not-a-name",
         set_path(base_resource(), "spec.s3", {"secretName": "Model_Store"}),
         "secretName must be a Secret name",
@@ -458,6 +464,7 @@ VALID: list[tuple[str, dict[str, Any]]] = [
             },
         ),
     ),
+    ("max-size", set_path(base_resource(), "spec.model.maxSize", "4Gi")),
     ("s3-defaults", set_path(base_resource(), "spec.model.uri", "s3://models/churn.skops")),
 ]
 
@@ -545,3 +552,12 @@ def test_unreadable_status_is_dropped_not_fatal() -> None:
     body["status"] = {"phase": "Exploded", "traffic": {"canary": 500}}
     parsed = ModelDeployment.from_api(body)
     assert parsed.status.phase is None
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"), [("1", 1), ("512Ki", 512 << 10), ("2Gi", 2 << 30), ("1Ti", 1 << 40)]
+)
+def test_max_sizes_are_bytes_with_binary_units(size: str, expected: int) -> None:
+    from modelship_operator.spec import size_bytes
+
+    assert size_bytes(size) == expected
