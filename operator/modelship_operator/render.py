@@ -51,11 +51,13 @@ from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import (
     API_VERSION,
     KIND,
+    PVC_MOUNT_ROOT,
     S3_OPTIONAL_SECRET_KEYS,
     S3_SECRET_KEYS,
     ModelDeployment,
     ResourceList,
     Variant,
+    pvc_location,
     size_bytes,
 )
 from modelship_operator.status import ModelRef, Traffic
@@ -69,6 +71,8 @@ GRPC_PORT_NAME: Final = "grpc"
 RUN_AS: Final = 65532
 TMP_VOLUME: Final = "tmp"
 MODELS_VOLUME: Final = "models"
+#: The claim of a pvc://claim/path model.
+MODEL_CLAIM_VOLUME: Final = "model-claim"
 #: Where the model server downloads http(s) and s3 artifacts (on the writable emptyDir).
 MODEL_CACHE_DIR: Final = "/tmp/modelship-models"
 
@@ -243,7 +247,7 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
     (``modelship_serving.contract``), which is all the analysis selects by."""
     return {
         DEPLOYMENT_ENV: md.name,
-        "MODELSHIP_MODEL_URI": plan.model.uri,
+        "MODELSHIP_MODEL_URI": served_uri(plan.model),
         "MODELSHIP_MODEL_SHA256": plan.model.sha256,
         "MODELSHIP_MODEL_NAME": md.model_name,
         "MODELSHIP_MODEL_VERSION": plan.model.version,
@@ -254,6 +258,34 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
         "MODELSHIP_MODEL_CACHE_DIR": MODEL_CACHE_DIR,
         **_max_bytes(plan.model),
     }
+
+
+def served_uri(model: ModelRef) -> str:
+    """The URI the server loads: a pvc://claim/path becomes the file on the claim's
+    read-only mount (:func:`_model_claim`); every other URI is passed as written."""
+    location = pvc_location(model.uri)
+    if location is None:
+        return model.uri
+    claim, path = location
+    return f"file://{PVC_MOUNT_ROOT}/{claim}/{path}"
+
+
+def _model_claim(model: ModelRef) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(volume, mount) of a pvc://claim/path model's claim, mounted read-only."""
+    location = pvc_location(model.uri)
+    if location is None:
+        return None
+    claim = location[0]
+    volume = {
+        "name": MODEL_CLAIM_VOLUME,
+        "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+    }
+    mount = {
+        "name": MODEL_CLAIM_VOLUME,
+        "mountPath": f"{PVC_MOUNT_ROOT}/{claim}",
+        "readOnly": True,
+    }
+    return volume, mount
 
 
 def _max_bytes(model: ModelRef) -> dict[str, str]:
@@ -334,6 +366,10 @@ def serving_deployment(
                 },
             }
         )
+    claim = _model_claim(plan.model)
+    if claim is not None:
+        volumes.append(claim[0])
+        mounts.append(claim[1])
     container = {
         "name": "serving",
         "image": md.spec.images.serving or settings.serving_image,

@@ -91,8 +91,10 @@ ModelName = Annotated[
 Uri = Annotated[
     str,
     Matches(
-        r"^(file:///|https?://|s3://[a-z0-9][-a-z0-9.]*/)[^\s]+$",
-        "uri must be file:///path, http(s)://host/path or s3://bucket/key, without spaces",
+        r"^(file:///|https?://|s3://[a-z0-9][-a-z0-9.]*/|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/)"
+        r"[^\s]+$",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path, "
+        "without spaces",
         2048,
     ),
 ]
@@ -156,6 +158,18 @@ def size_bytes(size: str) -> int:
     return int(digits) * SIZE_UNITS[size[len(digits) :]]
 
 
+#: Where a pvc://claim/path model's claim is mounted in the serving pod (read-only).
+PVC_MOUNT_ROOT: Final = "/mnt/pvc"
+
+
+def pvc_location(uri: str) -> tuple[str, str] | None:
+    """(claim, path inside it) of a pvc://claim/path URI; None for other schemes."""
+    if not uri.startswith("pvc://"):
+        return None
+    claim, _, path = uri.removeprefix("pvc://").partition("/")
+    return claim, path
+
+
 PrometheusUrl = Annotated[
     str,
     Matches(
@@ -186,8 +200,9 @@ class ModelSource(ApiModel):
     )
     uri: Uri = Field(
         description="Where the serving pods load the artifact from: file:///path (a file "
-        "visible in the pod, e.g. on spec.storage), http(s)://host/path or s3://bucket/key "
-        "(credentials and endpoint in spec.s3)."
+        "visible in the pod, e.g. on spec.storage), http(s)://host/path, s3://bucket/key "
+        "(credentials and endpoint in spec.s3) or pvc://claim/path (a file on a "
+        "PersistentVolumeClaim in the namespace, mounted read-only)."
     )
     sha256: Sha256 = Field(
         description="sha256 of the artifact, hex. The server refuses to load a file with any "

@@ -217,6 +217,17 @@ def deploy(env: Env, ns: str, name: str, stable: Stored, canary: Stored | None,
     return url
 
 
+def served_sha256(env: Env, ns: str, name: str, variant: str) -> dict[str, str]:
+    """sha256 each ready pod of VARIANT reports for the model it loaded, by pod name."""
+    found = {}
+    for pod in env.pods(ns, f"modelship.io/deployment={name},modelship.io/variant={variant}"):
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        if ready and not pod.metadata.deletion_timestamp:
+            meta = httpx.get(f"http://{pod.status.pod_ip}:8080/v2/models/{name}", timeout=5)
+            found[pod.metadata.name] = meta.json()["parameters"]["sha256"]
+    return found
+
+
 def last_result(status: dict[str, Any], metric: str) -> dict[str, Any]:
     found = [a for a in status.get("lastAnalysis", []) if a["metric"] == metric]
     assert found, status_yaml(status)

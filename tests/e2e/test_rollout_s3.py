@@ -15,7 +15,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import httpx
 from modelship_cluster import node, objectstore
 from modelship_cluster.seaweedfs import Identity, put_object
 from operator_harness import Env, until
@@ -28,6 +27,7 @@ from rollout_harness import (
     explain,
     model_deployment,
     phase_is,
+    served_sha256,
     strategy,
     traffic,
     wait_for,
@@ -53,17 +53,6 @@ def s3_spec(env: Env, ns: str, identity: Identity = objectstore.READER) -> dict[
                        "AWS_SECRET_ACCESS_KEY": identity.secret_key},
     })  # fmt: skip
     return {"s3": {"secretName": SECRET, "endpoint": objectstore.URL}}
-
-
-def served_sha256(env: Env, ns: str, name: str, variant: str) -> dict[str, str]:
-    """sha256 each ready pod of VARIANT reports for the model it loaded, by pod name."""
-    found = {}
-    for pod in env.pods(ns, f"modelship.io/deployment={name},modelship.io/variant={variant}"):
-        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-        if ready and not pod.metadata.deletion_timestamp:
-            meta = httpx.get(f"http://{pod.status.pod_ip}:8080/v2/models/{name}", timeout=5)
-            found[pod.metadata.name] = meta.json()["parameters"]["sha256"]
-    return found
 
 
 def test_stable_and_canary_from_s3_are_promoted_and_a_new_pod_loads_the_verified_artifact(

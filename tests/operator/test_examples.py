@@ -27,3 +27,9 @@ def test_the_s3_example_names_its_secret() -> None:
     spec = ModelDeployment.from_api(body).spec
     assert spec.model.uri.startswith("s3://")
     assert spec.s3 is not None and spec.s3.secret_name == "model-store"
+
+
+def test_the_pvc_example_names_a_claim_in_its_uri() -> None:
+    body = yaml.safe_load((EXAMPLES[0].parent / "pvc.yaml").read_text())
+    spec = ModelDeployment.from_api(body).spec
+    assert spec.model.uri.startswith("pvc://team-models/")

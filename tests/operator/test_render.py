@@ -293,6 +293,24 @@ def test_storage_is_mounted_read_only() -> None:
     assert {"name": "models", "mountPath": "/data", "readOnly": True} in mounts
 
 
+def test_a_pvc_model_mounts_its_claim_read_only_for_its_variant_only() -> None:
+    canary = {**CANARY, "uri": "pvc://team-models/churn/1.5.0/model.skops"}
+    objects = render(md(canary=canary), SETTINGS)
+    pod = pod_spec(objects, "churn-canary")
+    assert {
+        "name": "model-claim",
+        "persistentVolumeClaim": {"claimName": "team-models", "readOnly": True},
+    } in pod["volumes"]
+    container = pod["containers"][0]
+    mount = {"name": "model-claim", "mountPath": "/mnt/pvc/team-models", "readOnly": True}
+    assert mount in container["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MODELSHIP_MODEL_URI"] == "file:///mnt/pvc/team-models/churn/1.5.0/model.skops"
+    assert restricted_violations(pod) == []
+    stable = pod_spec(objects, "churn-stable")
+    assert not [v for v in stable["volumes"] if "persistentVolumeClaim" in v]
+
+
 def test_max_size_is_the_download_limit_and_the_disk_has_room_for_it() -> None:
     canary = {**CANARY, "maxSize": "3Gi"}
     objects = render(md(canary=canary), SETTINGS)

@@ -270,20 +270,26 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "uri-unsupported-scheme",
         set_path(base_resource(), "spec.model.uri", "gs://bucket/model.skops"),
-        "uri must be file:///path, http(s)://host/path or s3://bucket/key",
-        "uri must be file:///path, http(s)://host/path or s3://bucket/key",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
     ),
     (
         "uri-s3-without-key",
         set_path(base_resource(), "spec.model.uri", "s3://bucket"),
-        "uri must be file:///path, http(s)://host/path or s3://bucket/key",
-        "uri must be file:///path, http(s)://host/path or s3://bucket/key",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
     ),
     (
         "s3-endpoint-not-a-url",
         set_path(base_resource(), "spec.s3", {"endpoint": "seaweedfs:8333"}),
         "endpoint must be http(s)://host[:port]",
         "endpoint must be http(s)://host[:port]",
+    ),
+    (
+        "uri-pvc-without-path",
+        set_path(base_resource(), "spec.model.uri", "pvc://team-models"),
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
     ),
     (
         "max-size-not-a-size",
@@ -464,6 +470,7 @@ VALID: list[tuple[str, dict[str, Any]]] = [
             },
         ),
     ),
+    ("pvc-uri", set_path(base_resource(), "spec.model.uri", "pvc://team-models/churn/m.skops")),
     ("max-size", set_path(base_resource(), "spec.model.maxSize", "4Gi")),
     ("s3-defaults", set_path(base_resource(), "spec.model.uri", "s3://models/churn.skops")),
 ]
