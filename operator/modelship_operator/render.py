@@ -301,7 +301,10 @@ def _tmp_size_limit(model: ModelRef) -> str:
     limit = 2 << 30
     if model.max_size is not None:
         limit = max(limit, size_bytes(model.max_size) + (512 << 20))
-    return f"{limit >> 20}Mi"
+    # In the API server's canonical form (2Gi, not 2048Mi), so what is applied reads back
+    # unchanged and a comparison with the live object finds no drift.
+    mebibytes = -(-limit // (1 << 20))
+    return f"{mebibytes >> 10}Gi" if mebibytes % 1024 == 0 else f"{mebibytes}Mi"
 
 
 def _service_account(md: ModelDeployment) -> dict[str, str]:

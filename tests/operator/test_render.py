@@ -314,7 +314,7 @@ def test_a_pvc_model_mounts_its_claim_read_only_for_its_variant_only() -> None:
 def test_max_size_is_the_download_limit_and_the_disk_has_room_for_it() -> None:
     canary = {**CANARY, "maxSize": "3Gi"}
     objects = render(md(canary=canary), SETTINGS)
-    expected = [("churn-stable", None, "2048Mi"), ("churn-canary", 3 << 30, "3584Mi")]
+    expected = [("churn-stable", None, "2Gi"), ("churn-canary", 3 << 30, "3584Mi")]
     for name, limit, room in expected:
         pod = pod_spec(objects, name)
         env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
