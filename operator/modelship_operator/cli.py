@@ -117,6 +117,8 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
     """Run until stopped; the process exit code."""
     import kopf
 
+    from modelship_operator.cache import ChildCache
+    from modelship_operator.kinds import CHILD_KINDS
     from modelship_operator.kopf_wiring import build_registry, kopf_settings
     from modelship_operator.kube import Kube
     from modelship_operator.leader import LeaderElector, LostLeadership, own_identity, own_namespace
@@ -139,8 +141,14 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         identity,
         settings.http_port,
     )
-    kube = Kube.connect(kubeconfig)
+    # Sized for the work queue: every running reconcile may hold a connection, and every
+    # watch of the cache holds one for as long as it runs.
+    watches = (len(CHILD_KINDS) + 1) * max(1, len(settings.namespaces))
+    kube = Kube.connect(kubeconfig, connections=settings.max_concurrent_reconciles + watches + 4)
+    # The Lease has a client of its own: a busy reconcile pool never delays a renewal.
+    lease_kube = Kube.connect(kubeconfig, connections=2)
     elector: LeaderElector | None = None
+    cache: ChildCache | None = None
     reconciler: Reconciler | None = None
     queue: WorkQueue | None = None
     beat_task = asyncio.create_task(_heartbeat(health))
@@ -153,7 +161,7 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
 
             namespace = settings.lease_namespace or own_namespace()
             elector = LeaderElector(
-                kube,
+                lease_kube,
                 namespace,
                 settings.lease_name,
                 identity,
@@ -172,7 +180,20 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         if not await _first(_wait_for_crd(kube), stop.wait()):
             return 0
         reconciler = Reconciler(kube, settings, metrics, identity)
-        queue = WorkQueue(reconciler.reconcile, metrics)
+        queue = WorkQueue(reconciler.reconcile, metrics, settings.max_concurrent_reconciles)
+        health.queue = queue
+        poke_child = queue.poke
+        cache = ChildCache(
+            kube.client,
+            None if settings.cluster_wide else settings.namespaces,
+            lambda namespace, name: poke_child(namespace, name, urgent=False),
+            reconciler.is_own,
+        )
+        reconciler.cache = cache
+        cache.start()
+        if not await _first(cache.wait_synced(), stop.wait()):
+            return 0
+        log.info("children and pods listed; watching them")
         kopf_stop = asyncio.Event()
         kopf_ready = asyncio.Event()
         operator = asyncio.create_task(
@@ -220,19 +241,23 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         await queue.close()
         kopf_stop.set()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(operator), STOP_TIMEOUT)
+            # After losing the Lease there is nothing to wind down: exit at once.
+            await asyncio.wait_for(asyncio.shield(operator), 1.0 if code else STOP_TIMEOUT)
         for task in (*pending, reclaim):
             task.cancel()
         return code
     finally:
         if queue is not None:
             await queue.close()
+        if cache is not None:
+            await cache.close()
         if reconciler is not None:
             await reconciler.close()
         if elector is not None:
             await elector.release()
         beat_task.cancel()
         await kube.close()
+        await lease_kube.close()
         await runner.cleanup()
         log.info("modelship-operator stopped")
 

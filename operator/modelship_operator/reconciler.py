@@ -7,7 +7,8 @@
 1. read the resource as stored now (never a cached body: its status is the rollout's memory);
 2. parse it (``ModelDeployment.from_api``); a spec the operator cannot use gets
    ``plan_invalid`` — a Degraded condition, nothing touched;
-3. list the children and pods by label, ``observe`` them; run the metric analysis when one
+3. read the children and pods from the watch cache (:mod:`modelship_operator.cache`; listed
+   by label without one), ``observe`` them; run the metric analysis when one
    is due (``analysis.runner.analyse_if_due`` against the Prometheus of ``spec.prometheus.url``
    or the operator's setting, over one shared HTTP client); ``plan``;
 4. record the new status first (the rollout's decision: phase, step, traffic, counters,
@@ -16,8 +17,10 @@
    (resourceVersion precondition: nothing decided from an old spec or an old status is
    written or acted on). A crash after this write is resumed from it by the next run, so
    a decision (a step, a promotion, a rollback) is acted on once and never re-decided;
-5. server-side apply ``plan.apply`` (field manager of its own, ``force``), then delete
-   ``plan.delete``; API refusals (quota, admission, invalid objects) are failures;
+5. server-side apply ``plan.apply`` (field manager of its own, ``force``), except a child
+   rendered exactly as this process last applied it and unchanged since
+   (:mod:`modelship_operator.applied`), then delete ``plan.delete``; API refusals (quota,
+   admission, invalid objects) are failures;
 6. ``settle`` Degraded from what acting met (nothing else is decided again) and patch it
    (``status_patch``; nothing when Degraded is unchanged), with the same precondition;
 7. post the Events of the transitions recorded in status and not evented yet (this
@@ -44,6 +47,14 @@ from modelship_operator.analysis.access import access_for, http_client
 from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.queries import label_scheme
 from modelship_operator.analysis.runner import analyse_if_due
+from modelship_operator.applied import (
+    Applied,
+    fingerprint,
+    object_key,
+    rendered_digest,
+    unchanged,
+)
+from modelship_operator.cache import ChildCache, ObjectKey
 from modelship_operator.conditions import Failure
 from modelship_operator.events import event_name, evented, unevented
 from modelship_operator.kube import Kube
@@ -91,8 +102,13 @@ class Reconciler:
         identity: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         http: httpx.AsyncClient | None = None,
+        cache: ChildCache | None = None,
     ) -> None:
         self.kube = kube
+        #: What exists, from the watches; without it every reconcile lists.
+        self.cache = cache
+        #: What this process applied last, per child, to skip applies that change nothing.
+        self.applied: dict[ObjectKey, Applied] = {}
         self.settings = settings
         self.metrics = metrics
         self.identity = identity
@@ -111,6 +127,7 @@ class Reconciler:
         worker = worker or Worker()
         body = await self.kube.get_model_deployment(namespace, name)
         if body is None:
+            self.forget(namespace, name)
             return Outcome("gone")
         if body["metadata"].get("deletionTimestamp"):
             # Being deleted: the garbage collector removes the children; applying now
@@ -125,11 +142,15 @@ class Reconciler:
             status = result.status
             result_kind = "invalid"
         else:
-            selector = kinds.selector(md.name)
-            children, pods = await asyncio.gather(
-                self.kube.list_children(namespace, selector),
-                self.kube.list_pods(namespace, selector),
-            )
+            if self.cache is not None:
+                children = self.cache.children(namespace, md.name)
+                pods = self.cache.pods(namespace, md.name)
+            else:
+                selector = kinds.selector(md.name)
+                children, pods = await asyncio.gather(
+                    self.kube.list_children(namespace, selector),
+                    self.kube.list_pods(namespace, selector),
+                )
             observed = observe(children, pods, routing_configmap=router_name(md.name))
             analysis = await self._analyse(md, now)
             result = plan(md, observed, self.settings, now, analysis=analysis)
@@ -171,8 +192,14 @@ class Reconciler:
         """Apply then delete; refusals become Failures, transient errors propagate."""
         failures: list[Failure] = []
         for obj in result.apply:
+            key = object_key(obj)
+            digest = rendered_digest(obj)
+            live = self.cache.get(key) if self.cache is not None else None
+            if unchanged(self.applied.get(key), digest, live):
+                continue
+            self.applied.pop(key, None)
             try:
-                await self.kube.apply(obj, self.settings.field_manager, force=True)
+                answer = await self.kube.apply(obj, self.settings.field_manager, force=True)
             except ApiError as exc:
                 if exc.transient:
                     raise
@@ -180,7 +207,10 @@ class Reconciler:
                 what = f"{obj['kind']} {obj['metadata']['name']}"
                 failures.append(Failure("ApplyFailed", f"{what} was refused: {exc.message}"))
                 log.warning("reconcile %s/%s: %s refused: %s", namespace, name, what, exc)
+            else:
+                self.applied[key] = Applied((namespace, name), digest, fingerprint(answer))
         for ref in result.delete:
+            self.applied.pop((namespace, ref.kind, ref.name), None)
             try:
                 await self.kube.delete(ref, namespace)
             except ApiError as exc:
@@ -192,6 +222,17 @@ class Reconciler:
             else:
                 log.info("deleted %s %s/%s (no longer in the spec)", ref.kind, namespace, ref.name)
         return failures
+
+    def is_own(self, key: ObjectKey, resource_version: str) -> bool:
+        """Whether ``resource_version`` of child ``key`` is what this process's apply wrote
+        (its watch event is no news)."""
+        record = self.applied.get(key)
+        return record is not None and record.fingerprint.resource_version == resource_version
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The ModelDeployment is gone: drop what was remembered of its children."""
+        for key in [k for k, r in self.applied.items() if r.owner == (namespace, name)]:
+            del self.applied[key]
 
     async def _write_status(
         self, body: dict[str, Any], status: ModelDeploymentStatus, worker: Worker
