@@ -11,7 +11,8 @@ with ``git archive``; ``now``: this checkout), in one run and the same way:
    (every 10 s); restarts are counted;
 3. for each size of ``--sizes`` (cumulative: 100, then 400 more to 500, ...): create the
    ModelDeployments (16 at a time), then measure the time from the last create to all of
-   them reconciled (``status.observedGeneration`` equal to ``metadata.generation``), the
+   them reconciled (``status.observedGeneration`` equal to ``metadata.generation`` *and*
+   the stable Deployment present: a status alone may be written before the children), the
    child Deployments present, then ``--idle-seconds`` with nothing changing: the operator's
    CPU (share of one core, from /proc), RSS at the end, the API requests it made meanwhile
    (from the API server's ``apiserver_request_total``; the benchmark itself reads only
@@ -36,6 +37,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +61,7 @@ MDS = f"/apis/modelship.io/v1alpha2/namespaces/{NAMESPACE}/modeldeployments"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONCURRENCY = 16
+STABLE = "app.kubernetes.io/managed-by=modelship,modelship.io/variant=stable"
 
 
 def log(message: str) -> None:
@@ -217,11 +220,30 @@ async def list_all(
     query = {**(params or {}), "limit": "500"}
     while True:
         page = (await api.get(path, params=query)).raise_for_status().json()
-        items.extend(page["items"])
+        items.extend(page.get("items") or [])
         token = page["metadata"].get("continue")
         if not token:
             return items
         query["continue"] = token
+
+
+async def list_meta(api: httpx.AsyncClient, path: str, selector: str) -> list[dict[str, Any]]:
+    """Only the metadata of a collection (PartialObjectMetadataList): light to poll."""
+    items: list[dict[str, Any]] = []
+    query = {"labelSelector": selector, "limit": "500"}
+    headers = {"accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"}
+    while True:
+        page = (await api.get(path, params=query, headers=headers)).raise_for_status().json()
+        items.extend(page.get("items") or [])
+        token = page["metadata"].get("continue")
+        if not token:
+            return items
+        query["continue"] = token
+
+
+def child(md: dict[str, Any]) -> str:
+    """The name of a ModelDeployment's stable Deployment."""
+    return f"{md['metadata']['name']}-stable"
 
 
 async def bounded(jobs: list[Any]) -> list[Any]:
@@ -302,7 +324,8 @@ async def wait_reconciled(
     next_probe = time.monotonic() + 10
     while True:
         items = await list_all(api, MDS)
-        done = sum(1 for md in items if reconciled(md))
+        stable = {d["metadata"]["name"] for d in await list_meta(api, DEPLOYMENTS, STABLE)}
+        done = sum(1 for md in items if reconciled(md) and child(md) in stable)
         now = time.monotonic()
         if done >= n:
             return done, now - since
@@ -348,7 +371,7 @@ async def spec_changes(api: httpx.AsyncClient, names: list[str]) -> tuple[int, f
         await bounded([check(n) for n in names if n not in done])
         await asyncio.sleep(0.5)
     within = sum(1 for t in done.values() if t <= 10)
-    return within, (max(done.values()) if len(done) == len(names) else None)
+    return within, (round(max(done.values()), 1) if len(done) == len(names) else None)
 
 
 async def run_side(
@@ -375,7 +398,7 @@ async def run_side(
             made = n
             log(f"{side}: created in {last_create - t0:.0f}s; waiting for all reconciled")
             done, elapsed = await wait_reconciled(api, operator, n, args.timeout, last_create)
-            deployments = len(await list_all(api, DEPLOYMENTS))
+            deployments = len(await list_meta(api, DEPLOYMENTS, "app.kubernetes.io/managed-by"))
             log(f"{side}: N={n}: {done} reconciled in {elapsed}s, {deployments} Deployments")
             mds0 = {
                 md["metadata"]["name"]: md["metadata"]["resourceVersion"]
@@ -550,7 +573,12 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt  # so every process started here is stopped on the way out
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,500,1000", help="comma-separated N (cumulative)")
     parser.add_argument("--before", default="main", help="git ref of the code before")

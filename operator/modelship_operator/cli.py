@@ -29,6 +29,8 @@ log = logging.getLogger("modelship_operator")
 #: How long kopf may take to stop before the process exits anyway.
 STOP_TIMEOUT = 20.0
 CRD_RETRY_SECONDS = 10.0
+#: How long the clean-up after losing the Lease may take before the process ends anyway.
+EXIT_GRACE_SECONDS = 2.0
 
 
 def _settings_help() -> str:
@@ -232,6 +234,9 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
             else:
                 log.error("leader election failed: %r", exc)
             code = 1
+            # Whatever the clean-up below meets (a connection that never answers), the
+            # process ends within a second or two: it must not linger as a non-leader.
+            _exit_soon(code, EXIT_GRACE_SECONDS)
         if stop.is_set():
             log.info("stopping on request")
         if operator in done and operator.exception() is not None:
@@ -242,7 +247,7 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         kopf_stop.set()
         with contextlib.suppress(Exception):
             # After losing the Lease there is nothing to wind down: exit at once.
-            await asyncio.wait_for(asyncio.shield(operator), 1.0 if code else STOP_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(operator), 0 if code else STOP_TIMEOUT)
         for task in (*pending, reclaim):
             task.cancel()
         return code
@@ -260,6 +265,20 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         await lease_kube.close()
         await runner.cleanup()
         log.info("modelship-operator stopped")
+
+
+def _exit_soon(code: int, after: float) -> None:
+    """End the process ``after`` seconds from now unless it ended by then."""
+    import os
+    import threading
+
+    def end() -> None:
+        logging.shutdown()
+        os._exit(code)
+
+    timer = threading.Timer(after, end)
+    timer.daemon = True
+    timer.start()
 
 
 async def _reclaim_signals(kopf_ready: asyncio.Event, stop: asyncio.Event) -> None:

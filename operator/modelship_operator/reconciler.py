@@ -13,7 +13,8 @@
    or the operator's setting, over one shared HTTP client); ``plan``;
 4. record the new status first (the rollout's decision: phase, step, traffic, counters,
    last analysis, history, handled action; what runs; the conditions but Degraded, which
-   acting decides) *only if the resource is unchanged since step 1*
+   acting decides; ``observedGeneration`` stays as it was until step 6) *only if the
+   resource is unchanged since step 1*
    (resourceVersion precondition: nothing decided from an old spec or an old status is
    written or acted on). A crash after this write is resumed from it by the next run, so
    a decision (a step, a promotion, a rollback) is acted on once and never re-decided;
@@ -22,7 +23,9 @@
    (:mod:`modelship_operator.applied`), then delete ``plan.delete``; API refusals (quota,
    admission, invalid objects) are failures;
 6. ``settle`` Degraded from what acting met (nothing else is decided again) and patch it
-   (``status_patch``; nothing when Degraded is unchanged), with the same precondition;
+   with ``observedGeneration`` (``status_patch``; nothing when nothing changed), with the
+   same precondition: a status at the resource's generation says the children were
+   applied, or Degraded says what was refused;
 7. post the Events of the transitions recorded in status and not evented yet (this
    reconcile's, and any a crash left behind), each under its own deterministic name, then
    record ``lastEventedTransition`` (:mod:`modelship_operator.events`);
@@ -155,8 +158,12 @@ class Reconciler:
             analysis = await self._analyse(md, now)
             result = plan(md, observed, self.settings, now, analysis=analysis)
             # The decision (and the transitions it announces) is recorded before anything
-            # acts on it.
-            if not await self._write_status(body, result.decided, worker):
+            # acts on it; observedGeneration only once acted on (below), so a status at the
+            # resource's generation means its children were applied.
+            decided = result.decided.model_copy(
+                update={"observed_generation": md.status.observed_generation}
+            )
+            if not await self._write_status(body, decided, worker):
                 return Outcome("conflict")
             failures = await self._act(result, namespace, name)
             status = settle(result.decided, observed, failures, now)
