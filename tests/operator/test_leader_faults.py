@@ -187,6 +187,8 @@ def test_a_leader_that_cannot_renew_exits_before_the_standby_takes_over(
         assert acquired >= a_exited - 0.5, "B acted while A still believed it led"
         # Within the Lease duration of A's last renewal, plus B's retry period and slack.
         assert acquired - last_renewal < LEASE_SECONDS + LEASE_SECONDS / 5 + 2.0
+        print(f"A exited {a_exited - last_renewal:.1f}s, B acquired {acquired - last_renewal:.1f}s "
+              "after A's last renewal")  # fmt: skip
         create_and_wait_reconciled(api, "after-takeover")
         assert b.poll() is None
     finally:
