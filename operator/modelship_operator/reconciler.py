@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -86,9 +87,10 @@ COMPONENT: Final = "modelship-operator"
 PROMETHEUS_TIMEOUT_SECONDS: Final = 5.0
 
 
-def next_delay(settings: OperatorSettings, result: Plan) -> float:
-    """When to reconcile again after a successful run."""
-    delay = settings.resync_seconds
+def next_delay(settings: OperatorSettings, result: Plan, spread: float = 1.0) -> float:
+    """When to reconcile again after a successful run. ``spread`` (up to 1) shortens the
+    resync, so resources created together do not all resync in the same instant."""
+    delay = settings.resync_seconds * spread
     if result.requeue_after is not None:
         delay = min(delay, max(result.requeue_after, 0.5))
     return delay
@@ -173,7 +175,7 @@ class Reconciler:
             return Outcome("conflict")
         await self._announce(body, status, worker)
         self.metrics.observe_status(namespace, name, status)
-        return Outcome(result_kind, next_delay(self.settings, result))
+        return Outcome(result_kind, next_delay(self.settings, result, random.uniform(0.8, 1)))
 
     async def _analyse(self, md: ModelDeployment, now: datetime) -> Analysis | None:
         """This reconcile's metric analysis, or None when none is due. Prometheus failures
