@@ -182,7 +182,12 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         if not await _first(_wait_for_crd(kube), stop.wait()):
             return 0
         reconciler = Reconciler(kube, settings, metrics, identity)
-        queue = WorkQueue(reconciler.reconcile, metrics, settings.max_concurrent_reconciles)
+        queue = WorkQueue(
+            reconciler.reconcile,
+            metrics,
+            settings.max_concurrent_reconciles,
+            on_forget=reconciler.forget,
+        )
         health.queue = queue
         poke_child = queue.poke
         cache = ChildCache(

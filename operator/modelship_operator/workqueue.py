@@ -82,9 +82,17 @@ Work = Callable[[str, str, Worker], Awaitable[Outcome]]
 class WorkQueue:
     """Runs ``work``, one worker per ModelDeployment."""
 
-    def __init__(self, work: Work, metrics: OperatorMetrics, concurrency: int = 16) -> None:
+    def __init__(
+        self,
+        work: Work,
+        metrics: OperatorMetrics,
+        concurrency: int = 16,
+        on_forget: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.work = work
         self.metrics = metrics
+        #: Called when a resource is gone (to drop what else was remembered of it).
+        self.on_forget = on_forget
         self.concurrency = concurrency
         #: At most ``concurrency`` reconciles at once; the others wait their turn in order.
         self._slots = asyncio.Semaphore(concurrency)
@@ -127,6 +135,8 @@ class WorkQueue:
             worker.task.cancel()
         self.metrics.forget(namespace, name)
         self.metrics.managed.set(len(self._workers))
+        if self.on_forget is not None:
+            self.on_forget(namespace, name)
 
     async def close(self) -> None:
         """Stop every reconcile now and accept no more (leadership is ending)."""
