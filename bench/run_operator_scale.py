@@ -558,7 +558,8 @@ async def main_async(args: argparse.Namespace) -> int:
         for side, source in (("before", old), ("now", ROOT)):
             root = Path(tmp) / side
             os.makedirs(root)
-            for server in start_apiserver(root):
+            # Two Services per ModelDeployment: room for 30,000.
+            for server in start_apiserver(root, service_cidr="10.96.0.0/16"):
                 prepare(server)
                 results[side] = await run_side(side, source, server, sizes, args, logdir)
     report = {
