@@ -6,7 +6,7 @@ directly. A leads and reconciles. Then the proxy stops passing bytes — open co
 stall, new ones are accepted and never answered: what a saturated client or an API server
 that stopped answering looks like to A. A must exit (status 1) before anyone may take over,
 B must hold the Lease within the Lease duration of A's last renewal (plus its retry period),
-and B must then reconcile.
+and B must then reconcile. Neither leaves kopf's annotations or a finalizer on a resource.
 """
 
 from __future__ import annotations
@@ -144,6 +144,11 @@ def create_and_wait_reconciled(api: ApiServer, name: str, timeout: float = 60) -
         return status_done and child.returncode == 0
 
     wait_for(f"{name} reconciled", done, timeout)
+    # kopf keeps nothing on the resource (no diff-base or progress annotation, no
+    # finalizer): the operator's only write to it is status.
+    meta = json.loads(api.kubectl("-n", "ml", "get", "mdep", name, "-o", "json").stdout)["metadata"]
+    assert not [key for key in meta.get("annotations") or {} if "kopf" in key]
+    assert not meta.get("finalizers")
 
 
 def parse_micro_time(value: str) -> float:
