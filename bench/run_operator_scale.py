@@ -400,6 +400,9 @@ async def run_side(
             done, elapsed = await wait_reconciled(api, operator, n, args.timeout, last_create)
             deployments = len(await list_meta(api, DEPLOYMENTS, "app.kubernetes.io/managed-by"))
             log(f"{side}: N={n}: {done} reconciled in {elapsed}s, {deployments} Deployments")
+            if args.settle_seconds:
+                log(f"{side}: settling {args.settle_seconds:.0f}s before the idle window")
+                await idle(operator, args.settle_seconds)
             mds0 = {
                 md["metadata"]["name"]: md["metadata"]["resourceVersion"]
                 for md in await list_all(api, MDS)
@@ -556,6 +559,8 @@ async def main_async(args: argparse.Namespace) -> int:
         logdir = Path(args.logs or tmp)
         os.makedirs(logdir, exist_ok=True)
         for side, source in (("before", old), ("now", ROOT)):
+            if side not in args.sides.split(","):
+                continue
             root = Path(tmp) / side
             os.makedirs(root)
             # Two Services per ModelDeployment: room for 30,000.
@@ -570,7 +575,11 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as out:  # noqa: ASYNC230 - once, at the end
             json.dump(report, out, indent=2)
-    print(table(results["before"], results["now"], args.timeout))
+    if len(results) == 2:
+        print(table(results["before"], results["now"], args.timeout))
+    else:
+        for result in results.values():
+            print(json.dumps(asdict(result), indent=2))
     return 0
 
 
@@ -586,6 +595,13 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=300.0, help="per size, for all reconciled")
     parser.add_argument("--changes", type=int, default=100, help="spec changes at the largest N")
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=0.0,
+        help="wait this long after all reconciled before the idle window",
+    )
+    parser.add_argument("--sides", default="before,now", help="which sides to run")
     parser.add_argument("--json", help="write the results as JSON here")
     parser.add_argument("--logs", help="keep the operator logs in this directory")
     raise SystemExit(asyncio.run(main_async(parser.parse_args())))
