@@ -47,7 +47,10 @@ class Client:
         *,
         timeout: float = REQUEST_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        limits: httpx.Limits | None = None,
     ) -> None:
+        """``limits``: the connection pool (httpx's default, 100 connections, unless given;
+        a watch holds one connection for as long as it runs)."""
         self.credentials = credentials
         self.server = credentials.server.rstrip("/")
         self.timeout = timeout
@@ -58,6 +61,7 @@ class Client:
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
             transport=transport,
             trust_env=False,
+            limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
 
     @classmethod

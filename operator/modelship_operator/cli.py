@@ -29,6 +29,8 @@ log = logging.getLogger("modelship_operator")
 #: How long kopf may take to stop before the process exits anyway.
 STOP_TIMEOUT = 20.0
 CRD_RETRY_SECONDS = 10.0
+#: How long the clean-up after losing the Lease may take before the process ends anyway.
+EXIT_GRACE_SECONDS = 2.0
 
 
 def _settings_help() -> str:
@@ -117,6 +119,8 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
     """Run until stopped; the process exit code."""
     import kopf
 
+    from modelship_operator.cache import ChildCache
+    from modelship_operator.kinds import CHILD_KINDS
     from modelship_operator.kopf_wiring import build_registry, kopf_settings
     from modelship_operator.kube import Kube
     from modelship_operator.leader import LeaderElector, LostLeadership, own_identity, own_namespace
@@ -139,8 +143,14 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         identity,
         settings.http_port,
     )
-    kube = Kube.connect(kubeconfig)
+    # Sized for the work queue: every running reconcile may hold a connection, and every
+    # watch of the cache holds one for as long as it runs.
+    watches = (len(CHILD_KINDS) + 1) * max(1, len(settings.namespaces))
+    kube = Kube.connect(kubeconfig, connections=settings.max_concurrent_reconciles + watches + 4)
+    # The Lease has a client of its own: a busy reconcile pool never delays a renewal.
+    lease_kube = Kube.connect(kubeconfig, connections=2)
     elector: LeaderElector | None = None
+    cache: ChildCache | None = None
     reconciler: Reconciler | None = None
     queue: WorkQueue | None = None
     beat_task = asyncio.create_task(_heartbeat(health))
@@ -153,7 +163,7 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
 
             namespace = settings.lease_namespace or own_namespace()
             elector = LeaderElector(
-                kube,
+                lease_kube,
                 namespace,
                 settings.lease_name,
                 identity,
@@ -172,7 +182,25 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         if not await _first(_wait_for_crd(kube), stop.wait()):
             return 0
         reconciler = Reconciler(kube, settings, metrics, identity)
-        queue = WorkQueue(reconciler.reconcile, metrics)
+        queue = WorkQueue(
+            reconciler.reconcile,
+            metrics,
+            settings.max_concurrent_reconciles,
+            on_forget=reconciler.forget,
+        )
+        health.queue = queue
+        poke_child = queue.poke
+        cache = ChildCache(
+            kube.client,
+            None if settings.cluster_wide else settings.namespaces,
+            lambda namespace, name: poke_child(namespace, name, urgent=False),
+            reconciler.is_own,
+        )
+        reconciler.cache = cache
+        cache.start()
+        if not await _first(cache.wait_synced(), stop.wait()):
+            return 0
+        log.info("children and pods listed; watching them")
         kopf_stop = asyncio.Event()
         kopf_ready = asyncio.Event()
         operator = asyncio.create_task(
@@ -211,6 +239,9 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
             else:
                 log.error("leader election failed: %r", exc)
             code = 1
+            # Whatever the clean-up below meets (a connection that never answers), the
+            # process ends within a second or two: it must not linger as a non-leader.
+            _exit_soon(code, EXIT_GRACE_SECONDS)
         if stop.is_set():
             log.info("stopping on request")
         if operator in done and operator.exception() is not None:
@@ -220,21 +251,39 @@ async def run(settings: OperatorSettings, kubeconfig: str | None = None) -> int:
         await queue.close()
         kopf_stop.set()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(operator), STOP_TIMEOUT)
+            # After losing the Lease there is nothing to wind down: exit at once.
+            await asyncio.wait_for(asyncio.shield(operator), 0 if code else STOP_TIMEOUT)
         for task in (*pending, reclaim):
             task.cancel()
         return code
     finally:
         if queue is not None:
             await queue.close()
+        if cache is not None:
+            await cache.close()
         if reconciler is not None:
             await reconciler.close()
         if elector is not None:
             await elector.release()
         beat_task.cancel()
         await kube.close()
+        await lease_kube.close()
         await runner.cleanup()
         log.info("modelship-operator stopped")
+
+
+def _exit_soon(code: int, after: float) -> None:
+    """End the process ``after`` seconds from now unless it ended by then."""
+    import os
+    import threading
+
+    def end() -> None:
+        logging.shutdown()
+        os._exit(code)
+
+    timer = threading.Timer(after, end)
+    timer.daemon = True
+    timer.start()
 
 
 async def _reclaim_signals(kopf_ready: asyncio.Event, stop: asyncio.Event) -> None:

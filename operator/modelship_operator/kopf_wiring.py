@@ -1,29 +1,28 @@
 """The kopf wiring: login, the operator's kopf settings and the watch handlers.
 
-kopf watches ModelDeployments (and the Deployments the operator made) and calls the two
-``on.event`` handlers below for every change, including the initial listing when the
-operator starts (that is the "resume"). The handlers only *poke* the work queue
-(:mod:`modelship_operator.workqueue`), which runs the reconcile
-(:mod:`modelship_operator.reconciler`).
+kopf watches ModelDeployments and calls the ``on.event`` handler below for every change,
+including the initial listing when the operator starts (that is the "resume"). The handler
+only *pokes* the work queue (:mod:`modelship_operator.workqueue`), which runs the reconcile
+(:mod:`modelship_operator.reconciler`). The children and pods are watched by
+:mod:`modelship_operator.cache`, which pokes the same queue. Only ``on.event`` handlers are
+registered, so kopf keeps no diff-base, progress or finalizer on the resource: a reconcile
+that changes nothing makes no write at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from modelship_kube import credentials
 
-from modelship_operator import kinds
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import GROUP, PLURAL, VERSION
 from modelship_operator.workqueue import WorkQueue
 
 
 def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
-    """kopf without CRD scanning, peering or log-to-Event posting; child Deployments are
-    watched with a server-side label selector."""
+    """kopf without CRD scanning, peering or log-to-Event posting."""
     config = kopf.OperatorSettings()
     config.scanning.disabled = True  # no CRD listing, so no permission for it
     config.peering.standalone = True  # the Lease decides who acts
@@ -31,9 +30,6 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     config.watching.server_timeout = 300
     config.watching.client_timeout = 330
     config.networking.request_timeout = 60
-    config.watching.label_selectors["apps", "deployments"] = (
-        f"{kinds.LABEL_MANAGED_BY}={kinds.MANAGED_BY},{kinds.LABEL_DEPLOYMENT}"
-    )
     return config
 
 
@@ -80,19 +76,5 @@ def build_registry(queue: WorkQueue, kubeconfig: str | None = None) -> kopf.Oper
             return
         version = body.get("metadata", {}).get("resourceVersion")
         queue.poke(namespace, name, resource_version=version, urgent=True)
-
-    @kopf.on.event(
-        "apps",
-        "v1",
-        "deployments",
-        labels={kinds.LABEL_MANAGED_BY: kinds.MANAGED_BY, kinds.LABEL_DEPLOYMENT: kopf.PRESENT},
-        registry=registry,
-    )
-    async def child_changed(
-        *, event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any
-    ) -> None:
-        if event.get("type") is None or namespace is None:
-            return  # the initial listing: the owners are being listed (and poked) too
-        queue.poke(namespace, labels[kinds.LABEL_DEPLOYMENT], urgent=False)
 
     return registry

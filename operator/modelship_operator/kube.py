@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
 from modelship_kube.credentials import Credentials, load
 from modelship_kube.errors import ApiError
 from modelship_kube.informer import list_all
@@ -38,13 +39,15 @@ class Kube:
         self.client = client
 
     @classmethod
-    def connect(cls, kubeconfig: str | Path | None = None) -> Kube:
-        """In-cluster (the pod's ServiceAccount) unless a kubeconfig is given or found."""
-        return cls.from_credentials(load(kubeconfig))
+    def connect(cls, kubeconfig: str | Path | None = None, connections: int = 100) -> Kube:
+        """In-cluster (the pod's ServiceAccount) unless a kubeconfig is given or found;
+        at most ``connections`` open at once."""
+        return cls.from_credentials(load(kubeconfig), connections)
 
     @classmethod
-    def from_credentials(cls, credentials: Credentials) -> Kube:
-        return cls(Client(credentials))
+    def from_credentials(cls, credentials: Credentials, connections: int = 100) -> Kube:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        return cls(Client(credentials, limits=limits))
 
     async def close(self) -> None:
         await self.client.close()

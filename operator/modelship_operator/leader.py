@@ -194,13 +194,18 @@ class LeaderElector:
             await asyncio.sleep(self.retry_every)
 
     async def hold(self) -> None:
-        """Renew until renewal fails for ``renew_deadline``; then raise LostLeadership."""
+        """Renew until renewal fails for ``renew_deadline``; then raise LostLeadership.
+
+        The deadline holds whatever the API does: an attempt that has not answered by then
+        (a saturated connection pool, an API server that accepts and never answers) is cut
+        off, so a leader that cannot prove its claim stops before anyone may take over."""
         last_renewed = self._clock()
         while True:
             await asyncio.sleep(self.renew_every)
             while True:
+                remaining = self.renew_deadline - (self._clock() - last_renewed)
                 try:
-                    if await self.try_acquire_or_renew():
+                    if await asyncio.wait_for(self.try_acquire_or_renew(), max(remaining, 0.1)):
                         last_renewed = self._clock()
                         break
                     self._set_leader(False)
@@ -208,6 +213,8 @@ class LeaderElector:
                     raise LostLeadership(f"lease {self.name} was taken over by {holder}")
                 except ApiError as exc:
                     log.warning("renewing lease %s: %s", self.name, exc)
+                except TimeoutError:
+                    log.warning("renewing lease %s: no answer in time", self.name)
                 if self._clock() - last_renewed >= self.renew_deadline:
                     self._set_leader(False)
                     raise LostLeadership(

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -119,6 +119,17 @@ def _remove_matching(metric: Counter | Gauge, namespace: str, name: str) -> None
             metric.remove(*labels)
 
 
+#: See :attr:`HealthState.stuck_after`.
+STUCK_SECONDS: Final = 300.0
+
+
+class Progress(Protocol):
+    """What health needs of the work queue."""
+
+    busy: int
+    last_progress: float
+
+
 class HealthState:
     """What /healthz and /readyz report: set by the process as it goes."""
 
@@ -128,6 +139,11 @@ class HealthState:
         self.stale_after = stale_after
         self._clock = clock
         self.last_beat = clock()
+        #: The leader's work queue (its ``busy`` count and ``last_progress`` time).
+        self.queue: Progress | None = None
+        #: Seconds with reconciles waiting and none finishing after which the process counts
+        #: as stuck: far above any slow reconcile (every API call times out in 15 s).
+        self.stuck_after = STUCK_SECONDS
 
     def beat(self) -> None:
         """The event loop turned (called by a periodic task)."""
@@ -139,6 +155,11 @@ class HealthState:
         silent = self._clock() - self.last_beat
         if silent > self.stale_after:
             return False, f"the event loop made no progress for {silent:.0f}s"
+        queue = self.queue
+        if self.leader and queue is not None and queue.busy > 0:
+            idle = self._clock() - queue.last_progress
+            if idle > self.stuck_after:
+                return False, f"{queue.busy} reconciles waiting, none finished for {idle:.0f}s"
         return True, "ok"
 
 

@@ -18,7 +18,8 @@ What each permission is for:
 - ``endpointslices`` get/list/watch: the router's Role grants it, and Kubernetes only lets a
   subject create a Role whose permissions it holds itself (no ``escalate`` verb needed). The
   router's ConfigMap permission is covered by the ConfigMap child rule.
-- ``pods`` get/list: why a variant is not ready (image, crash, sha256 mismatch) for status.
+- ``pods`` get/list/watch: why a variant is not ready (image, crash, sha256 mismatch) for
+  status; watched, so a pod's change reaches status at once.
 - ``events`` create: an Event per transition.
 - ``leases`` in the operator's own namespace: leader election, so two replicas are safe.
   ``create`` cannot be limited to a name (the name is not known to the authorizer before the
@@ -90,7 +91,7 @@ def operator_rules() -> tuple[PolicyRule, ...]:
         PolicyRule((GROUP,), (f"{PLURAL}/finalizers",), ("update",)),
         *(PolicyRule((group,), tuple(plurals), APPLY) for group, plurals in children.items()),
         PolicyRule(("discovery.k8s.io",), ("endpointslices",), READ),
-        PolicyRule(("",), ("pods",), ("get", "list")),
+        PolicyRule(("",), ("pods",), ("get", "list", "watch")),
         PolicyRule(("",), ("events",), ("create",)),
     )
 

@@ -7,19 +7,25 @@
 1. read the resource as stored now (never a cached body: its status is the rollout's memory);
 2. parse it (``ModelDeployment.from_api``); a spec the operator cannot use gets
    ``plan_invalid`` — a Degraded condition, nothing touched;
-3. list the children and pods by label, ``observe`` them; run the metric analysis when one
+3. read the children and pods from the watch cache (:mod:`modelship_operator.cache`; listed
+   by label without one), ``observe`` them; run the metric analysis when one
    is due (``analysis.runner.analyse_if_due`` against the Prometheus of ``spec.prometheus.url``
    or the operator's setting, over one shared HTTP client); ``plan``;
 4. record the new status first (the rollout's decision: phase, step, traffic, counters,
    last analysis, history, handled action; what runs; the conditions but Degraded, which
-   acting decides) *only if the resource is unchanged since step 1*
+   acting decides; ``observedGeneration`` stays as it was until step 6) *only if the
+   resource is unchanged since step 1*
    (resourceVersion precondition: nothing decided from an old spec or an old status is
    written or acted on). A crash after this write is resumed from it by the next run, so
    a decision (a step, a promotion, a rollback) is acted on once and never re-decided;
-5. server-side apply ``plan.apply`` (field manager of its own, ``force``), then delete
-   ``plan.delete``; API refusals (quota, admission, invalid objects) are failures;
+5. server-side apply ``plan.apply`` (field manager of its own, ``force``), except a child
+   rendered exactly as this process last applied it and unchanged since
+   (:mod:`modelship_operator.applied`), then delete ``plan.delete``; API refusals (quota,
+   admission, invalid objects) are failures;
 6. ``settle`` Degraded from what acting met (nothing else is decided again) and patch it
-   (``status_patch``; nothing when Degraded is unchanged), with the same precondition;
+   with ``observedGeneration`` (``status_patch``; nothing when nothing changed), with the
+   same precondition: a status at the resource's generation says the children were
+   applied, or Degraded says what was refused;
 7. post the Events of the transitions recorded in status and not evented yet (this
    reconcile's, and any a crash left behind), each under its own deterministic name, then
    record ``lastEventedTransition`` (:mod:`modelship_operator.events`);
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -44,6 +51,14 @@ from modelship_operator.analysis.access import access_for, http_client
 from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.queries import label_scheme
 from modelship_operator.analysis.runner import analyse_if_due
+from modelship_operator.applied import (
+    Applied,
+    fingerprint,
+    object_key,
+    rendered_digest,
+    unchanged,
+)
+from modelship_operator.cache import ChildCache, ObjectKey
 from modelship_operator.conditions import Failure
 from modelship_operator.events import event_name, evented, unevented
 from modelship_operator.kube import Kube
@@ -72,9 +87,10 @@ COMPONENT: Final = "modelship-operator"
 PROMETHEUS_TIMEOUT_SECONDS: Final = 5.0
 
 
-def next_delay(settings: OperatorSettings, result: Plan) -> float:
-    """When to reconcile again after a successful run."""
-    delay = settings.resync_seconds
+def next_delay(settings: OperatorSettings, result: Plan, spread: float = 1.0) -> float:
+    """When to reconcile again after a successful run. ``spread`` (up to 1) shortens the
+    resync, so resources created together do not all resync in the same instant."""
+    delay = settings.resync_seconds * spread
     if result.requeue_after is not None:
         delay = min(delay, max(result.requeue_after, 0.5))
     return delay
@@ -91,8 +107,13 @@ class Reconciler:
         identity: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         http: httpx.AsyncClient | None = None,
+        cache: ChildCache | None = None,
     ) -> None:
         self.kube = kube
+        #: What exists, from the watches; without it every reconcile lists.
+        self.cache = cache
+        #: What this process applied last, per child, to skip applies that change nothing.
+        self.applied: dict[ObjectKey, Applied] = {}
         self.settings = settings
         self.metrics = metrics
         self.identity = identity
@@ -111,6 +132,7 @@ class Reconciler:
         worker = worker or Worker()
         body = await self.kube.get_model_deployment(namespace, name)
         if body is None:
+            self.forget(namespace, name)
             return Outcome("gone")
         if body["metadata"].get("deletionTimestamp"):
             # Being deleted: the garbage collector removes the children; applying now
@@ -125,17 +147,25 @@ class Reconciler:
             status = result.status
             result_kind = "invalid"
         else:
-            selector = kinds.selector(md.name)
-            children, pods = await asyncio.gather(
-                self.kube.list_children(namespace, selector),
-                self.kube.list_pods(namespace, selector),
-            )
+            if self.cache is not None:
+                children = self.cache.children(namespace, md.name)
+                pods = self.cache.pods(namespace, md.name)
+            else:
+                selector = kinds.selector(md.name)
+                children, pods = await asyncio.gather(
+                    self.kube.list_children(namespace, selector),
+                    self.kube.list_pods(namespace, selector),
+                )
             observed = observe(children, pods, routing_configmap=router_name(md.name))
             analysis = await self._analyse(md, now)
             result = plan(md, observed, self.settings, now, analysis=analysis)
             # The decision (and the transitions it announces) is recorded before anything
-            # acts on it.
-            if not await self._write_status(body, result.decided, worker):
+            # acts on it; observedGeneration only once acted on (below), so a status at the
+            # resource's generation means its children were applied.
+            decided = result.decided.model_copy(
+                update={"observed_generation": md.status.observed_generation}
+            )
+            if not await self._write_status(body, decided, worker):
                 return Outcome("conflict")
             failures = await self._act(result, namespace, name)
             status = settle(result.decided, observed, failures, now)
@@ -145,7 +175,7 @@ class Reconciler:
             return Outcome("conflict")
         await self._announce(body, status, worker)
         self.metrics.observe_status(namespace, name, status)
-        return Outcome(result_kind, next_delay(self.settings, result))
+        return Outcome(result_kind, next_delay(self.settings, result, random.uniform(0.8, 1)))
 
     async def _analyse(self, md: ModelDeployment, now: datetime) -> Analysis | None:
         """This reconcile's metric analysis, or None when none is due. Prometheus failures
@@ -171,8 +201,14 @@ class Reconciler:
         """Apply then delete; refusals become Failures, transient errors propagate."""
         failures: list[Failure] = []
         for obj in result.apply:
+            key = object_key(obj)
+            digest = rendered_digest(obj)
+            live = self.cache.get(key) if self.cache is not None else None
+            if unchanged(self.applied.get(key), digest, live):
+                continue
+            self.applied.pop(key, None)
             try:
-                await self.kube.apply(obj, self.settings.field_manager, force=True)
+                answer = await self.kube.apply(obj, self.settings.field_manager, force=True)
             except ApiError as exc:
                 if exc.transient:
                     raise
@@ -180,7 +216,10 @@ class Reconciler:
                 what = f"{obj['kind']} {obj['metadata']['name']}"
                 failures.append(Failure("ApplyFailed", f"{what} was refused: {exc.message}"))
                 log.warning("reconcile %s/%s: %s refused: %s", namespace, name, what, exc)
+            else:
+                self.applied[key] = Applied((namespace, name), digest, fingerprint(answer))
         for ref in result.delete:
+            self.applied.pop((namespace, ref.kind, ref.name), None)
             try:
                 await self.kube.delete(ref, namespace)
             except ApiError as exc:
@@ -192,6 +231,17 @@ class Reconciler:
             else:
                 log.info("deleted %s %s/%s (no longer in the spec)", ref.kind, namespace, ref.name)
         return failures
+
+    def is_own(self, key: ObjectKey, resource_version: str) -> bool:
+        """Whether ``resource_version`` of child ``key`` is what this process's apply wrote
+        (its watch event is no news)."""
+        record = self.applied.get(key)
+        return record is not None and record.fingerprint.resource_version == resource_version
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The ModelDeployment is gone: drop what was remembered of its children."""
+        for key in [k for k, r in self.applied.items() if r.owner == (namespace, name)]:
+            del self.applied[key]
 
     async def _write_status(
         self, body: dict[str, Any], status: ModelDeploymentStatus, worker: Worker

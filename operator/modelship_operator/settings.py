@@ -99,11 +99,19 @@ class OperatorSettings(BaseSettings):
         description="Field manager name of every server-side apply.",
     )
     resync_seconds: float = Field(
-        default=10.0,
+        default=300.0,
         gt=0,
         le=3600,
-        description="Seconds between timer reconciles of each ModelDeployment (status, "
-        "analysis, drift repair), in addition to reacting to every change.",
+        description="Seconds between timer reconciles of each ModelDeployment, in addition "
+        "to reacting at once to every change of it, its children and its pods (watched) and "
+        "to what a rollout asks for (its next analysis, a scale-down). A safety net only.",
+    )
+    max_concurrent_reconciles: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Reconciles running at the same time (across all ModelDeployments; one "
+        "at a time per ModelDeployment). The API client's connection pool is sized for it.",
     )
     http_port: int = Field(
         default=8081, ge=1, le=65535, description="Port of /metrics and /healthz."

@@ -1,4 +1,5 @@
-"""The per-resource work queue: one worker task per ModelDeployment, one reconcile at a time.
+"""The per-resource work queue: one worker task per ModelDeployment, one reconcile at a time
+per resource and at most ``concurrency`` at a time in all.
 
 kopf's watch handlers (:mod:`modelship_operator.kopf_wiring`) only *poke* the queue; each
 resource's worker runs the reconcile it was given (:meth:`Reconciler.reconcile
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -80,9 +82,25 @@ Work = Callable[[str, str, Worker], Awaitable[Outcome]]
 class WorkQueue:
     """Runs ``work``, one worker per ModelDeployment."""
 
-    def __init__(self, work: Work, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self,
+        work: Work,
+        metrics: OperatorMetrics,
+        concurrency: int = 16,
+        on_forget: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.work = work
         self.metrics = metrics
+        #: Called when a resource is gone (to drop what else was remembered of it).
+        self.on_forget = on_forget
+        self.concurrency = concurrency
+        #: At most ``concurrency`` reconciles at once; the others wait their turn in order.
+        self._slots = asyncio.Semaphore(concurrency)
+        #: Reconciles waiting for a slot or running.
+        self.busy = 0
+        #: Monotonic time a reconcile last finished, or work arrived at an idle queue
+        #: (health: are reconciles progressing?).
+        self.last_progress = time.monotonic()
         self._workers: dict[Key, Worker] = {}
         self._closed = False
 
@@ -117,6 +135,8 @@ class WorkQueue:
             worker.task.cancel()
         self.metrics.forget(namespace, name)
         self.metrics.managed.set(len(self._workers))
+        if self.on_forget is not None:
+            self.on_forget(namespace, name)
 
     async def close(self) -> None:
         """Stop every reconcile now and accept no more (leadership is ending)."""
@@ -142,9 +162,13 @@ class WorkQueue:
     async def _attempt(self, key: Key, worker: Worker) -> float | None:
         """One reconcile, with the bookkeeping; the delay before the next (None: gone)."""
         namespace, name = key
+        if self.busy == 0:
+            self.last_progress = time.monotonic()
+        self.busy += 1
         try:
-            with self.metrics.duration.time():
-                outcome = await self.work(namespace, name, worker)
+            async with self._slots:
+                with self.metrics.duration.time():
+                    outcome = await self.work(namespace, name, worker)
         except asyncio.CancelledError:
             raise
         except ApiError as exc:
@@ -161,6 +185,9 @@ class WorkQueue:
             delay = backoff_delay(worker.failures)
             log.exception("reconcile %s/%s failed (retrying in %.0fs)", namespace, name, delay)
             return delay
+        finally:
+            self.busy -= 1
+            self.last_progress = time.monotonic()
         if outcome.result == "gone":
             return None
         self.metrics.reconciles.labels(namespace, name, outcome.result).inc()

@@ -69,8 +69,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
 
 
-def start_apiserver(root: Path) -> Iterator[ApiServer]:
-    """Start etcd and kube-apiserver under ``root``; yield; stop both."""
+def start_apiserver(root: Path, service_cidr: str = "10.97.0.0/24") -> Iterator[ApiServer]:
+    """Start etcd and kube-apiserver under ``root``; yield; stop both. ``service_cidr``
+    bounds how many Services can exist (a /24: about 250)."""
     etcd, apiserver, kubectl = _binary("etcd"), _binary("kube-apiserver"), _binary("kubectl")
     subprocess.run(["openssl", "genrsa", "-out", str(root / "sa.key"), "2048"],
                    check=True, capture_output=True)  # fmt: skip
@@ -110,7 +111,7 @@ def start_apiserver(root: Path) -> Iterator[ApiServer]:
             f"--service-account-key-file={root / 'sa.pub'}",
             f"--service-account-signing-key-file={root / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc",
-            "--service-cluster-ip-range=10.97.0.0/24",
+            f"--service-cluster-ip-range={service_cidr}",
         ],
         stdout=api_log,
         stderr=subprocess.STDOUT,

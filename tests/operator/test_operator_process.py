@@ -89,6 +89,8 @@ def test_the_next_run_is_the_sooner_of_resync_and_what_the_plan_asks() -> None:
     assert next_delay(settings, Plan((), (), status, status, (), requeue_after=3.5)) == 3.5
     assert next_delay(settings, Plan((), (), status, status, (), requeue_after=60)) == 10
     assert next_delay(settings, Plan((), (), status, status, (), requeue_after=-1)) == 0.5
+    # Spread: resources created together resync at different times.
+    assert next_delay(settings, Plan((), (), status, status, ()), spread=0.8) == 8
 
 
 @pytest.mark.parametrize(
