@@ -505,6 +505,9 @@ def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
             RouterMatchRule(header=r.header, cookie=r.cookie, value=r.value, variant=r.variant)
             for r in ab.match
         )
+    elif strategy.sticky_key is not None and state.canary is not None:
+        key = strategy.sticky_key
+        sticky = StickyKey(header=key.header, cookie=key.cookie)
     # A client names the variant that served a prediction (the response's
     # x-modelship-variant) when it sends feedback for it, so ground truth reaches the
     # variant that made the prediction whatever the weights are by then.
@@ -522,9 +525,22 @@ def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
         variants=tuple(variants),
         fallback="stable",
         sticky=sticky,
+        salt=sticky_salt(md, state) if sticky is not None else None,
         match=match,
         mirror=mirror,
     )
+
+
+def sticky_salt(md: ModelDeployment, state: DesiredState) -> str:
+    """Salt of sticky assignment: one per rollout (deployment and candidate version).
+
+    Fixed for the whole rollout, so raising the canary's weight only moves users from
+    stable to canary; a new candidate gets a new salt, so experiments split independently.
+    """
+    if state.canary is None:
+        return md.name
+    model = state.canary.model
+    return f"{md.name}/{model.version}/{model.sha256[:12]}"
 
 
 def router_configmap(md: ModelDeployment, state: DesiredState) -> dict[str, Any]:

@@ -661,6 +661,14 @@ class Strategy(ApiModel):
             "x-kubernetes-list-map-keys": ["name"],
         },
     )
+    sticky_key: StickyKey | None = Field(
+        default=None,
+        description="Canary (and Shadow, once it continues as Canary): the user key (header "
+        "or cookie) that makes canary steps sticky. A user's place is a hash of the key "
+        "salted per rollout, so a user in the canary at 10% stays in it at 20%, 50% and "
+        "100%, and two rollouts assign users independently. Unset: each request is drawn "
+        "at random. ABTest uses abTest.stickyKey.",
+    )
     ab_test: ABTest | None = Field(
         default=None, description="A/B test settings (type: ABTest); defaults when omitted."
     )
