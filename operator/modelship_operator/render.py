@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final
 
 from modelship_router.config import (
@@ -241,6 +242,11 @@ def _env(values: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
+def _seconds(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    return str(int(seconds)) if seconds.is_integer() else str(seconds)
+
+
 def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
     """The model server's configuration (its ``MODELSHIP_*`` settings). The deployment,
     model, version and variant become the labels of every series it exports
@@ -256,6 +262,7 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
         "MODELSHIP_PORT": str(PORT),
         "MODELSHIP_GRPC_PORT": str(GRPC_PORT),
         "MODELSHIP_MODEL_CACHE_DIR": MODEL_CACHE_DIR,
+        "MODELSHIP_PREDICTION_TTL_SECONDS": _seconds(md.spec.feedback.window_delta),
         **_max_bytes(plan.model),
     }
 
