@@ -91,6 +91,12 @@ def test_feedback_by_request_id(
         assert again.unknown_request_ids == ["client-fb-1"]
         one = client.predict(frame.head(1))
         assert client.feedback(one.request_id, "nobody").correct == 0
+        # Directly on a server there is no router replica; the headers are harmless.
+        two = client.predict(frame.head(1))
+        assert two.replica is None
+        label = tabular.estimator.predict(frame.head(1))[0]
+        joined = client.feedback(two.request_id, label, variant=two.variant, replica="x")
+        assert joined.matched == 1
 
 
 def test_metadata(tabular_server: Server) -> None:

@@ -1,9 +1,10 @@
 """Bounded client traffic with ground-truth feedback, as a real application would send it.
 
 Each request predicts one held-out row through the router; the answer names the variant
-and the request id, and the true label goes back as feedback to that same variant (the
-router sends a request naming `x-modelship-variant` to it). The generator stops by itself
-after `duration` seconds or `max_requests` predictions, whichever comes first.
+and the request id, and the true label goes back as feedback to that same variant and pod
+(the router sends a request naming `x-modelship-variant` and `x-modelship-replica` to it).
+The generator stops by itself after `duration` seconds or `max_requests` predictions,
+whichever comes first.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import httpx
 import numpy as np
 
 VARIANT_HEADER = "x-modelship-variant"
+#: The pod that served; sent back with the feedback so it reaches that pod's predictions.
+REPLICA_HEADER = "x-modelship-replica"
 
 
 @dataclass
@@ -30,6 +33,8 @@ class TrafficStats:
     answers: Counter[tuple[str, int]] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     feedback_sent: int = 0
+    #: Feedback the server joined to its prediction (its answer's "matched").
+    feedback_joined: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -82,14 +87,20 @@ async def run_traffic(
         request_id = response.headers.get("x-request-id")
         if response.status_code != 200 or not request_id:
             return
+        headers = {VARIANT_HEADER: variant}
+        replica = response.headers.get(REPLICA_HEADER)
+        if replica:
+            headers[REPLICA_HEADER] = replica
         try:
-            await client.post(
+            answer = await client.post(
                 feedback_url,
                 json={"feedback": [{"request_id": request_id, "label": int(labels[row])}]},
-                headers={VARIANT_HEADER: variant},
+                headers=headers,
             )
             stats.feedback_sent += 1
-        except httpx.HTTPError:
+            if answer.status_code == 200 and answer.json().get("matched") == 1:
+                stats.feedback_joined += 1
+        except (httpx.HTTPError, ValueError):
             pass  # feedback is best effort, as in a real application
 
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final
 
 from modelship_router.config import (
@@ -241,6 +242,11 @@ def _env(values: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
+def _seconds(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    return str(int(seconds)) if seconds.is_integer() else str(seconds)
+
+
 def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
     """The model server's configuration (its ``MODELSHIP_*`` settings). The deployment,
     model, version and variant become the labels of every series it exports
@@ -256,6 +262,7 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
         "MODELSHIP_PORT": str(PORT),
         "MODELSHIP_GRPC_PORT": str(GRPC_PORT),
         "MODELSHIP_MODEL_CACHE_DIR": MODEL_CACHE_DIR,
+        "MODELSHIP_PREDICTION_TTL_SECONDS": _seconds(md.spec.feedback.window_delta),
         **_max_bytes(plan.model),
     }
 
@@ -505,6 +512,9 @@ def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
             RouterMatchRule(header=r.header, cookie=r.cookie, value=r.value, variant=r.variant)
             for r in ab.match
         )
+    elif strategy.sticky_key is not None and state.canary is not None:
+        key = strategy.sticky_key
+        sticky = StickyKey(header=key.header, cookie=key.cookie)
     # A client names the variant that served a prediction (the response's
     # x-modelship-variant) when it sends feedback for it, so ground truth reaches the
     # variant that made the prediction whatever the weights are by then.
@@ -522,9 +532,22 @@ def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
         variants=tuple(variants),
         fallback="stable",
         sticky=sticky,
+        salt=sticky_salt(md, state) if sticky is not None else None,
         match=match,
         mirror=mirror,
     )
+
+
+def sticky_salt(md: ModelDeployment, state: DesiredState) -> str:
+    """Salt of sticky assignment: one per rollout (deployment and candidate version).
+
+    Fixed for the whole rollout, so raising the canary's weight only moves users from
+    stable to canary; a new candidate gets a new salt, so experiments split independently.
+    """
+    if state.canary is None:
+        return md.name
+    model = state.canary.model
+    return f"{md.name}/{model.version}/{model.sha256[:12]}"
 
 
 def router_configmap(md: ModelDeployment, state: DesiredState) -> dict[str, Any]:

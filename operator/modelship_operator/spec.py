@@ -556,6 +556,7 @@ class Shadow(ApiModel):
 Interval = Annotated[str, DurationBounds("1s", "24h", "interval")]
 Deadline = Annotated[str, DurationBounds("1s", "720h", "progressDeadline")]
 ScaleDownDelay = Annotated[str, DurationBounds("0s", "24h", "scaleDownDelay")]
+FeedbackWindow = Annotated[str, DurationBounds("1s", "168h", "window")]
 
 RULE_STEPS_INCREASING: Final = Rule(
     rule="self.isSorted() && self.all(x, self.exists_one(y, y == x))",
@@ -661,6 +662,14 @@ class Strategy(ApiModel):
             "x-kubernetes-list-map-keys": ["name"],
         },
     )
+    sticky_key: StickyKey | None = Field(
+        default=None,
+        description="Canary (and Shadow, once it continues as Canary): the user key (header "
+        "or cookie) that makes canary steps sticky. A user's place is a hash of the key "
+        "salted per rollout, so a user in the canary at 10% stays in it at 20%, 50% and "
+        "100%, and two rollouts assign users independently. Unset: each request is drawn "
+        "at random. ABTest uses abTest.stickyKey.",
+    )
     ab_test: ABTest | None = Field(
         default=None, description="A/B test settings (type: ABTest); defaults when omitted."
     )
@@ -708,6 +717,21 @@ class Strategy(ApiModel):
 
 
 # --- router, prometheus, images, storage ----------------------------------------------------
+
+
+class Feedback(ApiModel):
+    """Ground truth sent after a prediction (POST /v1/models/<name>:feedback)."""
+
+    window: FeedbackWindow = Field(
+        default="10m",
+        description="How long after a prediction its label is still joined to it (late "
+        "labels within the window count). Later feedback is counted as not joined, reason "
+        "expired (modelship_feedback_unjoined_total).",
+    )
+
+    @property
+    def window_delta(self) -> timedelta:
+        return parse_duration(self.window)
 
 
 class Router(ApiModel):
@@ -867,6 +891,9 @@ class ModelDeploymentSpec(ApiModel):
         "false resumes it.",
     )
     router: Router = Field(default_factory=Router, description="Traffic router.")
+    feedback: Feedback = Field(
+        default_factory=Feedback, description="How ground truth is joined to predictions."
+    )
     prometheus: Prometheus = Field(
         default_factory=Prometheus, description="Metrics source of the analysis."
     )

@@ -269,6 +269,12 @@ class RoutingConfig(_Model):
         description="Variant used when the chosen one has no ready upstream (stable).",
     )
     sticky: StickyKey | None = Field(default=None, description="Sticky assignment key.")
+    salt: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Salt of sticky hashing (default: the deployment name). The operator "
+        "sets one per rollout, so two experiments assign users independently.",
+    )
     match: tuple[MatchRule, ...] = Field(default=(), description="Rules that force a variant.")
     mirror: Mirror | None = Field(default=None, description="Shadow traffic settings.")
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from modelship_router.config import BUCKETS
 from modelship_router.local import LOCAL_PATHS, LocalEndpoints
 from modelship_router.metrics import LATENCY_BUCKETS
+from modelship_router.replica import REPLICA_HEADER, find_replica
 from modelship_router.request import Request
 from modelship_router.retry import Retries
 from modelship_router.routing import decide
@@ -70,8 +71,13 @@ class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
                 decision = decide(snapshot.table, req.wanted or _NO_HEADERS, draw)
                 chosen = variant = snapshot.variants[decision.variant]
             ups = variant.upstreams
-            if len(ups) == 1 and ups[0].down_until <= now:
-                upstream: Upstream | None = ups[0]  # one upstream: no round robin to advance
+            wanted = req.wanted
+            token = wanted.get(REPLICA_HEADER) if wanted is not None else None
+            pinned = find_replica(ups, token) if token is not None else None
+            if pinned is not None and pinned.down_until <= now:
+                upstream: Upstream | None = pinned  # feedback back to the predicting pod
+            elif len(ups) == 1 and ups[0].down_until <= now:
+                upstream = ups[0]  # one upstream: no round robin to advance
             else:
                 upstream = variant.pick(now)
             if upstream is None:
@@ -120,7 +126,10 @@ class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
             # The common case: the upstream's head, the attribution header, the body.
             transport = conn.transport
             if transport is not None and not transport.is_closing():
-                transport.write(b"%s%s\r\n%s" % (head.head, variant.header_line, response.body))
+                replica = req.upstream.replica_line  # type: ignore[union-attr]
+                transport.write(
+                    b"%s%s%s\r\n%s" % (head.head, variant.header_line, replica, response.body)
+                )
         else:
             self.write_response(conn, req, response, variant)
         # Bookkeeping after the write: the client is not kept waiting for it.

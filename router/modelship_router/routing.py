@@ -11,10 +11,13 @@ canary, a key goes to the canary exactly when its bucket is below the canary's w
 
 Sticky hash (documented so other tools can reproduce an assignment)::
 
-    bucket = int.from_bytes(sha256(f"{deployment}\\x00{key}".encode()).digest()[:8], "big")
+    bucket = int.from_bytes(sha256(f"{salt}\\x00{key}".encode()).digest()[:8], "big")
              % 10000
 
-The deployment name salts the hash, so two experiments split their users independently.
+``salt`` is the config's ``salt`` (the deployment name when unset). The operator sets it
+per rollout (deployment and candidate version), so two experiments split their users
+independently, while within one rollout a key's bucket never changes: as the canary's
+weight grows from 10% to 20%, 50% and 100% a user in the canary stays in it.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def build_table(config: RoutingConfig) -> RoutingTable:
         names.add("cookie")
     mirror = config.mirror
     return RoutingTable(
-        salt=config.deployment,
+        salt=config.salt if config.salt is not None else config.deployment,
         ranges=tuple(ranges),
         fallback=config.fallback,
         sticky_header=sticky_header,
@@ -100,7 +103,7 @@ def build_table(config: RoutingConfig) -> RoutingTable:
 
 
 def sticky_bucket(salt: str, key: str) -> int:
-    """Stable bucket in ``range(BUCKETS)`` for ``key``, salted with the deployment name."""
+    """Stable bucket in ``range(BUCKETS)`` for ``key``, salted per rollout."""
     digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % BUCKETS
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from modelship_router.config import BUCKETS, RoutingConfig
 from modelship_router.endpoints import Address, EndpointSource
 from modelship_router.metrics import VariantStats
+from modelship_router.replica import REPLICA_HEADER
 from modelship_router.routing import RoutingTable, build_table
 from modelship_router.upstream import Limits, Upstream
 
@@ -94,7 +95,8 @@ class Snapshot:
         self.variants = variants
         self.fallback = variants[config.fallback]
         #: Request header names (lowercase bytes) routing decisions read.
-        self.header_names = frozenset(n.encode() for n in table.header_names)
+        #: The replica header is always read: feedback goes back to the predicting pod.
+        self.header_names = frozenset(n.encode() for n in table.header_names | {REPLICA_HEADER})
         #: When only the weights decide (no match rule, no sticky key): the variant owning
         #: each bucket, so a request's choice is one index with its random draw.
         self.by_bucket: tuple[VariantRuntime, ...] | None = None

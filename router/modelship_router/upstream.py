@@ -21,6 +21,7 @@ from typing import Protocol, cast
 import httptools
 
 from modelship_router.http1 import ResponseHead, response_head
+from modelship_router.replica import REPLICA_HEADER, replica_token
 
 
 class UpstreamError(Exception):
@@ -322,7 +323,18 @@ class Upstream:
     it while another upstream is available (passive health checking).
     """
 
-    __slots__ = ("address", "down_until", "host", "idle", "limits", "loop", "port", "retired")
+    __slots__ = (
+        "address",
+        "down_until",
+        "host",
+        "idle",
+        "limits",
+        "loop",
+        "port",
+        "replica_line",
+        "retired",
+        "token",
+    )
 
     def __init__(
         self, host: str, port: int, limits: Limits, loop: asyncio.AbstractEventLoop
@@ -330,6 +342,9 @@ class Upstream:
         self.host = host
         self.port = port
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        #: Names this upstream to clients (modelship_router.replica), added to responses.
+        self.token = replica_token(self.address)
+        self.replica_line = b"%s: %s\r\n" % (REPLICA_HEADER.encode(), self.token.encode())
         self.limits = limits
         self.loop = loop
         self.idle: list[UpstreamConnection] = []

@@ -44,6 +44,8 @@ class ResponseWriters:
     ) -> None:
         head = resp.head
         parts = [head.head, variant.header_line]
+        if req.upstream is not None:
+            parts.append(req.upstream.replica_line)
         if not head.has_version:
             parts.append(b"x-model-version: " + variant.version_b + b"\r\n")
         if not head.has_request_id:

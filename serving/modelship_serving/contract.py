@@ -47,6 +47,8 @@ CLASS: Final = "class"
 FEATURE: Final = "feature"
 #: The quantile of a windowed input feature quantile (drift series).
 QUANTILE: Final = "quantile"
+#: Why feedback was not joined to a prediction: ``expired`` or ``unknown``.
+REASON: Final = "reason"
 
 #: ``handler`` values of inference requests (what the analysis counts).
 V1_PREDICT: Final = "v1_predict"
@@ -66,6 +68,7 @@ FEEDBACK: Final = "modelship_feedback"
 FEEDBACK_CORRECT: Final = "modelship_feedback_correct"
 FEEDBACK_ABSOLUTE_ERROR: Final = "modelship_feedback_absolute_error"
 FEEDBACK_UNKNOWN: Final = "modelship_feedback_unknown"
+FEEDBACK_UNJOINED: Final = "modelship_feedback_unjoined"
 MODEL_LOAD_SECONDS: Final = "modelship_model_load_seconds"
 READY: Final = "modelship_ready"
 MODEL_INFO: Final = "modelship_model_info"
@@ -76,8 +79,8 @@ INPUT_FEATURE_WINDOW_QUANTILE: Final = "modelship_input_feature_window_quantile"
 
 #: Families that are counters (their samples are NAME_total).
 COUNTERS: Final = frozenset(
-    {REQUESTS, PREDICTIONS, FEEDBACK, FEEDBACK_CORRECT, FEEDBACK_UNKNOWN, INPUT_ROWS,
-     INPUT_FEATURE_SUM}
+    {REQUESTS, PREDICTIONS, FEEDBACK, FEEDBACK_CORRECT, FEEDBACK_UNKNOWN, FEEDBACK_UNJOINED,
+     INPUT_ROWS, INPUT_FEATURE_SUM}
 )  # fmt: skip
 #: Families that are histograms (their samples are NAME_bucket, NAME_sum, NAME_count).
 HISTOGRAMS: Final = frozenset({REQUEST_DURATION_SECONDS, PREDICTION_VALUE})

@@ -35,7 +35,7 @@ from .codec import (
 from .config import Settings
 from .errors import ServingError
 from .fastpath import Prediction, RowPrediction, SklearnPath
-from .feedback import PredictionStore, score_feedback
+from .feedback import REASON_EXPIRED, REASON_UNKNOWN, PredictionStore, score_feedback
 from .loading import LoadedModel
 from .metrics import ServingMetrics
 from .responses import Reply, binary_reply
@@ -357,4 +357,9 @@ class DataPlane:
             metrics.feedback_error.observe(error)
         if result.unknown_ids:
             metrics.feedback_unknown.inc(len(result.unknown_ids))
+            expired = len(result.expired_ids)
+            if expired:
+                metrics.feedback_unjoined[REASON_EXPIRED].inc(expired)
+            if len(result.unknown_ids) > expired:
+                metrics.feedback_unjoined[REASON_UNKNOWN].inc(len(result.unknown_ids) - expired)
         return orjson.dumps(result.as_json())

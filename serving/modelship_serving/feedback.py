@@ -2,6 +2,11 @@
 
 Pure and single-threaded (the event loop owns it). Memory is bounded by the number of predicted
 rows kept, and every entry expires, so an unanswered prediction cannot pin memory forever.
+
+Feedback that cannot be joined has a reason: ``expired`` (the prediction was here but its
+window passed, or it was pushed out by newer predictions) or ``unknown`` (this pod never
+predicted that request id, e.g. it was served by a pod that is gone). The store remembers
+the ids of recently dropped predictions (bounded like the predictions) to tell them apart.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from typing import Any
 from .errors import ServingError
 
 MAX_FEEDBACK_ITEMS = 10_000
+#: Reasons feedback is not joined to a prediction (the ``reason`` label of the metric).
+REASON_EXPIRED = "expired"
+REASON_UNKNOWN = "unknown"
+UNJOINED_REASONS = (REASON_EXPIRED, REASON_UNKNOWN)
 _SCALARS = (int, float, str, bool)
 
 
@@ -25,6 +34,7 @@ class PredictionStore:
         self, max_rows: int, ttl: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._entries: OrderedDict[str, tuple[float, Sequence[Any]]] = OrderedDict()
+        self._dropped: OrderedDict[str, None] = OrderedDict()
         self._max_rows = max_rows
         self._ttl = ttl
         self._clock = clock
@@ -59,6 +69,10 @@ class PredictionStore:
         self._rows -= len(entry[1])
         return entry[1]
 
+    def missing_reason(self, request_id: str) -> str:
+        """Why ``request_id`` has no prediction here: ``expired`` or ``unknown``."""
+        return REASON_EXPIRED if request_id in self._dropped else REASON_UNKNOWN
+
     def _evict(self, now: float) -> None:
         entries = self._entries
         deadline = now - self._ttl
@@ -68,6 +82,14 @@ class PredictionStore:
                 break
             del entries[request_id]
             self._rows -= len(predictions)
+            self._remember_dropped(request_id)
+
+    def _remember_dropped(self, request_id: str) -> None:
+        dropped = self._dropped
+        dropped[request_id] = None
+        dropped.move_to_end(request_id)
+        while len(dropped) > max(self._max_rows, 1):
+            dropped.popitem(last=False)
 
 
 @dataclass
@@ -77,7 +99,9 @@ class FeedbackResult:
     rows: int = 0
     correct: int = 0
     matched_ids: int = 0
+    #: Ids not joined (any reason), and those of them whose prediction had expired.
     unknown_ids: list[str] = field(default_factory=list)
+    expired_ids: list[str] = field(default_factory=list)
     mismatched_ids: list[str] = field(default_factory=list)
     absolute_errors: list[float] = field(default_factory=list)
 
@@ -87,6 +111,7 @@ class FeedbackResult:
             "rows": self.rows,
             "correct": self.correct,
             "unknown_request_ids": self.unknown_ids[:100],
+            "expired_request_ids": self.expired_ids[:100],
             "row_count_mismatch_request_ids": self.mismatched_ids[:100],
         }
 
@@ -137,6 +162,8 @@ def score_feedback(payload: Any, store: PredictionStore, regression: bool) -> Fe
         predictions = store.pop(request_id)
         if predictions is None:
             result.unknown_ids.append(request_id)
+            if store.missing_reason(request_id) == REASON_EXPIRED:
+                result.expired_ids.append(request_id)
             continue
         if len(predictions) != len(labels):
             result.mismatched_ids.append(request_id)

@@ -34,6 +34,7 @@ from prometheus_client.utils import floatToGoString
 
 from . import contract as c
 from .drift import DriftSummary
+from .feedback import UNJOINED_REASONS
 
 BASE_LABELS = c.BASE_LABELS
 INFERENCE_ENDPOINTS = c.INFERENCE_HANDLERS
@@ -204,6 +205,16 @@ class ServingMetrics:
             base,
             registry=r,
         ).labels(*values)
+        unjoined = Counter(
+            c.FEEDBACK_UNJOINED,
+            "Feedback request ids not joined to a prediction, by reason: expired (the "
+            "prediction's window passed) or unknown (this pod never predicted it).",
+            [*base, c.REASON],
+            registry=r,
+        )
+        self.feedback_unjoined = {
+            reason: unjoined.labels(*values, reason) for reason in UNJOINED_REASONS
+        }
         self.load_seconds = Gauge(
             c.MODEL_LOAD_SECONDS,
             "Seconds spent fetching, verifying and loading the model.",

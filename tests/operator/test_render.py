@@ -173,6 +173,7 @@ def test_serving_deployment_of_each_variant(variant: str) -> None:
         "MODELSHIP_PORT": "8080",
         "MODELSHIP_GRPC_PORT": "8081",
         "MODELSHIP_MODEL_CACHE_DIR": "/tmp/modelship-models",
+        "MODELSHIP_PREDICTION_TTL_SECONDS": "600",  # spec.feedback.window (10m)
     }
     assert container["readinessProbe"]["httpGet"] == {
         "path": "/v2/health/ready",
@@ -489,6 +490,30 @@ def test_routing_of_an_ab_test_is_sticky_with_match_rules() -> None:
         ("x-modelship-variant", "canary", "canary"),
     ]
     assert config.weights() == {"stable": 70.0, "canary": 30.0}
+
+
+def test_routing_of_a_sticky_canary_salts_per_rollout() -> None:
+    resource = md(canary=CANARY, strategy={"stickyKey": {"header": "X-User"}})
+    config = routing(resource, Traffic(stable=90, canary=10))
+    assert config.sticky is not None and config.sticky.header == "x-user"
+    assert config.salt == f"churn/1.5.0/{SHA_CANARY[:12]}"
+    # The salt is the same at every step of the rollout: users never flip back.
+    assert routing(resource, Traffic(stable=50, canary=50)).salt == config.salt
+    other = md(canary=CANARY | {"version": "1.6.0"}, strategy={"stickyKey": {"cookie": "uid"}})
+    assert routing(other, Traffic(stable=90, canary=10)).salt != config.salt
+
+
+def test_feedback_window_becomes_the_prediction_ttl_of_the_serving_pods() -> None:
+    resource = md(feedback={"window": "1h30m"})
+    objects = by_key(render(resource, SETTINGS, state_from_spec(resource)))
+    template = objects[("Deployment", "churn-stable")]["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert env_of(container)["MODELSHIP_PREDICTION_TTL_SECONDS"] == "5400"
+
+
+def test_routing_of_a_canary_without_sticky_key_has_no_salt() -> None:
+    config = routing(md(canary=CANARY), Traffic(stable=90, canary=10))
+    assert config.sticky is None and config.salt is None
 
 
 def test_routing_of_shadow_mode_mirrors_without_serving_the_canary() -> None:

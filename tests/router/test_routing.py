@@ -276,3 +276,36 @@ def test_resolve_available(ready: set[str], chosen: str, expected: tuple[str | N
 )
 def test_parse_cookies(header: str, expected: dict[str, str]) -> None:
     assert parse_cookies(header) == expected
+
+
+def _canary_share(table_config: RoutingConfig, users: list[str]) -> set[str]:
+    table = build_table(table_config)
+    return {u for u in users if decide(table, {"x-user": u}, draw=0).variant == "canary"}
+
+
+def test_sticky_canary_users_never_flip_back_over_a_whole_rollout() -> None:
+    users = [f"user-{i}" for i in range(5000)]
+    previous: set[str] = set()
+    for weight in (10.0, 20.0, 50.0, 100.0):
+        config = make_config(canary=weight, sticky={"header": "x-user"}, salt="churn/2.0/abc")
+        in_canary = _canary_share(config, users)
+        assert previous <= in_canary, f"users left the canary at {weight}%"
+        assert abs(len(in_canary) / len(users) - weight / 100) < 0.03
+        previous = in_canary
+    assert previous == set(users)
+
+
+def test_two_salts_assign_users_independently() -> None:
+    users = [f"user-{i}" for i in range(20000)]
+    first = _canary_share(make_config(canary=50.0, sticky={"header": "x-user"}, salt="a/1"), users)
+    second = _canary_share(make_config(canary=50.0, sticky={"header": "x-user"}, salt="a/2"), users)
+    p1, p2 = len(first) / len(users), len(second) / len(users)
+    both = len(first & second) / len(users)
+    # Independent assignment: the overlap is the product of the shares (0.25 here).
+    assert abs(both - p1 * p2) < 0.02
+
+
+def test_salt_defaults_to_the_deployment_name() -> None:
+    table = build_table(make_config(sticky={"header": "x-user"}))
+    assert table.salt == "churn"
+    assert build_table(make_config(sticky={"header": "x-user"}, salt="churn/2")).salt == "churn/2"

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 from modelship_serving.errors import ServingError
-from modelship_serving.feedback import PredictionStore, same_label, score_feedback
+from modelship_serving.feedback import (
+    REASON_EXPIRED,
+    REASON_UNKNOWN,
+    PredictionStore,
+    same_label,
+    score_feedback,
+)
 
 
 class Clock:
@@ -92,3 +98,35 @@ def test_labels_compare_as_json_values() -> None:
     assert same_label(1, 1.0) and same_label("a", "a") and same_label(1, "1")
     assert not same_label(1, 0) and not same_label("a", "b")
     assert same_label(True, True) and not same_label(True, False)
+
+
+def test_unjoined_feedback_says_whether_the_prediction_expired_or_was_never_here() -> None:
+    clock = Clock()
+    store = PredictionStore(max_rows=100, ttl=600, clock=clock)
+    store.put("late", [1])
+    store.put("in-window", [0])
+    clock.now = 599  # a late label still inside the window is joined
+    result = score_feedback(
+        {"feedback": [{"request_id": "in-window", "label": 0}]}, store, regression=False
+    )
+    assert result.matched_ids == 1 and result.correct == 1
+    clock.now = 601
+    result = score_feedback(
+        {"feedback": [{"request_id": "late", "label": 1}, {"request_id": "other-pod", "label": 1}]},
+        store,
+        regression=False,
+    )
+    assert result.matched_ids == 0
+    assert result.unknown_ids == ["late", "other-pod"]
+    assert result.expired_ids == ["late"]
+    assert store.missing_reason("late") == REASON_EXPIRED
+    assert store.missing_reason("other-pod") == REASON_UNKNOWN
+    assert result.as_json()["expired_request_ids"] == ["late"]
+
+
+def test_predictions_pushed_out_by_newer_ones_count_as_expired() -> None:
+    store = PredictionStore(max_rows=2, ttl=600)
+    store.put("a", [1])
+    store.put("b", [1])
+    store.put("c", [1])
+    assert store.pop("a") is None and store.missing_reason("a") == REASON_EXPIRED

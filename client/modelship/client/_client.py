@@ -28,6 +28,8 @@ class Prediction:
     request_id: str
     model_version: str | None
     variant: str | None
+    #: The pod that served (the router's x-modelship-replica); pass it to feedback().
+    replica: str | None = None
 
 
 @dataclass
@@ -231,6 +233,7 @@ class ModelshipClient:
             request_id=response.headers.get("x-request-id", request_id or ""),
             model_version=response.headers.get("x-model-version"),
             variant=response.headers.get("x-model-variant"),
+            replica=response.headers.get("x-modelship-replica"),
         )
 
     def feedback(
@@ -239,9 +242,12 @@ class ModelshipClient:
         label: Any = None,
         *,
         labels: Any = None,
+        variant: str | None = None,
+        replica: str | None = None,
     ) -> FeedbackResult:
         """Send the ground truth of an earlier prediction: ``label`` for a one-row request,
-        ``labels`` (one per row) otherwise."""
+        ``labels`` (one per row) otherwise. Behind the router pass the prediction's
+        ``variant`` and ``replica`` so the label reaches the pod that predicted it."""
         if (label is None) == (labels is None):
             raise ValueError("give exactly one of label and labels")
         item: dict[str, Any] = {"request_id": request_id}
@@ -251,7 +257,12 @@ class ModelshipClient:
             item["label"] = _json_value(label)
         content = json.dumps({"feedback": [item]}).encode()
         path = f"/v1/models/{quote(self.model, safe='')}:feedback"
-        answer = self._send("POST", path, content, {"content-type": "application/json"}).json()
+        headers = {"content-type": "application/json"}
+        if variant is not None:
+            headers["x-modelship-variant"] = variant
+        if replica is not None:
+            headers["x-modelship-replica"] = replica
+        answer = self._send("POST", path, content, headers).json()
         try:
             return FeedbackResult(
                 matched=answer["matched"],
