@@ -116,7 +116,7 @@ def state_from_spec(
     canary at full size if given."""
     canary = None if candidate is None else VariantPlan("canary", candidate, md.spec.replicas)
     return DesiredState(
-        stable=VariantPlan("stable", md.spec.desired_model(), md.spec.replicas),
+        stable=VariantPlan("stable", md.desired_model(), md.spec.replicas),
         canary=canary,
         traffic=traffic or Traffic(),
         router_generation=md.status.router_config_generation or 1,
