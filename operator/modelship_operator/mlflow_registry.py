@@ -165,7 +165,13 @@ class MlflowRegistry:
             body = {}
         if not isinstance(body, dict):
             body = {}
-        if response.status_code == 404 or body.get("error_code") == "RESOURCE_DOES_NOT_EXIST":
+        message = str(body.get("message") or "")
+        if (
+            response.status_code == 404
+            or body.get("error_code") == "RESOURCE_DOES_NOT_EXIST"
+            # an absent alias is INVALID_PARAMETER_VALUE "Registered model alias x not found."
+            or (response.status_code == 400 and "not found" in message.lower())
+        ):
             raise RegistryError(
                 f"{ref}: no {what} in the MLflow registry at {self.tracking_uri}"
                 + (f" ({body['message']})" if body.get("message") else "")
