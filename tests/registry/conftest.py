@@ -8,12 +8,11 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 from modelship_cluster import registry
+from registry_helpers import Mlflow, Registered
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -23,23 +22,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Mlflow:
-    uri: str
-    state: Path
-
-
-@dataclass(frozen=True)
-class Registered:
-    """The models registered as "iris": version 1 (skops, alias champion) and version 2
-    (cloudpickle, alias challenger), with the data to check their predictions."""
-
-    server: Mlflow
-    X: np.ndarray
-    v1: RandomForestClassifier
-    v2: LogisticRegression
 
 
 def _start(

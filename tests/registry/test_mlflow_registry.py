@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Mlflow, Registered
 from modelship_operator.mlflow_registry import Credentials, MlflowRegistry
 from modelship_operator.sources import (
     RegistryError,
@@ -21,6 +20,7 @@ from modelship_serving.artifacts import sha256_file
 from modelship_serving.config import Settings
 from modelship_serving.errors import ModelLoadError
 from modelship_serving.loading import load_model
+from registry_helpers import Mlflow, Registered
 
 
 def resolve(uri: str, server: str, credentials: Credentials | None = None) -> ResolvedVersion:
