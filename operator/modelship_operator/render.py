@@ -248,7 +248,9 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
     return {
         DEPLOYMENT_ENV: md.name,
         "MODELSHIP_MODEL_URI": served_uri(plan.model),
-        "MODELSHIP_MODEL_SHA256": plan.model.sha256,
+        # Unpinned (a models:/ version without spec.model.sha256): no variable at all, as
+        # the API server would drop an empty value and the live object would differ.
+        **({"MODELSHIP_MODEL_SHA256": plan.model.sha256} if plan.model.sha256 else {}),
         "MODELSHIP_MODEL_NAME": md.model_name,
         "MODELSHIP_MODEL_VERSION": plan.model.version,
         "MODELSHIP_MODEL_FORMAT": plan.model.format,
