@@ -143,3 +143,19 @@ def resolved_ref(
         resolved_from=uri,
         registry_version=found.version,
     )
+
+
+def spec_model(ref: ModelRef) -> dict[str, str | None]:
+    """The spec.model fields that name ``ref`` again (``kubectl modelship undo``): a
+    registry model by its version number (``models:/<name>/<registryVersion>``, which no
+    alias move changes), unpinned unless it was pinned; any other as recorded. None marks a
+    field to remove (a JSON merge patch's null)."""
+    fields = ref.to_api()
+    fields.pop("resolvedFrom", None)
+    fields.pop("registryVersion", None)
+    if ref.resolved_from is None:
+        return fields
+    name = parse_registry_uri(ref.resolved_from).name
+    number = ref.registry_version
+    uri = f"{SCHEME}{name}/{number}" if number else ref.resolved_from
+    return fields | {"uri": uri, "format": "auto", "sha256": ref.sha256 or None}

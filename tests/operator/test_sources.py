@@ -100,3 +100,25 @@ def test_what_stable_serves_is_reused_when_no_rollout_records_it() -> None:
     serving = _resolved()
     other = _resolved("models:/churn/3")
     assert recorded("models:/churn@champion", "2.0.0", None, None, other, serving) == serving
+
+
+def test_undo_names_a_registry_model_by_its_version_number_which_no_alias_move_changes() -> None:
+    from modelship_operator.kubectl_plugin import undo_patch
+    from modelship_operator.spec import ModelSource
+
+    previous = _resolved()  # models:/churn@champion, then version 7, unpinned
+    body = {
+        "metadata": {"name": "churn"},
+        "spec": {"model": {"version": "3.0.0", "uri": "models:/churn/9", "sha256": SHA_CANARY}},
+        "status": {"rolledOut": {"current": _resolved("models:/churn/9").to_api(),
+                                 "previous": previous.to_api()}},
+    }  # fmt: skip
+    model = undo_patch(body)
+    assert model == {"version": "2.0.0", "uri": "models:/churn/7", "format": "auto",
+                     "sha256": None}  # fmt: skip
+    # what the merge patch leaves is a valid spec.model
+    ModelSource.model_validate({k: v for k, v in model.items() if v is not None})
+    plain = ModelRef(version="1.0.0", uri="s3://models/churn.skops", sha256=SHA_CANARY)
+    body["status"]["rolledOut"]["previous"] = plain.to_api()
+    assert undo_patch(body) == {"version": "1.0.0", "uri": "s3://models/churn.skops",
+                                "sha256": SHA_CANARY, "format": "auto"}  # fmt: skip
