@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from modelship_operator.sources import RegistryError, RegistryRef, ResolvedVersion
+from modelship_operator.sources import ModelFile, RegistryError, RegistryRef, ResolvedVersion
 
 if TYPE_CHECKING:
     from modelship_operator.settings import OperatorSettings
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 API: Final = "/api/2.0/mlflow"
 TIMEOUT_SECONDS: Final = 10.0
+#: Longest the operator reads a skops model file to hash it (it streams; nothing is loaded).
+HASH_TIMEOUT_SECONDS: Final = 300.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,75 @@ class MlflowRegistry:
                 "not READY yet"
             )
         return ResolvedVersion(version=number, artifact_uri=await self._location(ref, source))
+
+    async def model_file(
+        self, ref: RegistryRef, directory: str, pinned: str | None, max_bytes: int
+    ) -> ModelFile | None:
+        """Read the MLmodel of a model directory this server serves (its proxied artifacts)
+        and, for a skops file the user did not pin, its sha256 (streamed, never loaded);
+        None for a directory elsewhere (S3: the operator holds no store credentials)."""
+        from modelship_serving.errors import ModelLoadError
+        from modelship_serving.mlflow_model import MLMODEL, child_uri, sklearn_flavor
+
+        if not directory.startswith(f"{self.tracking_uri}/"):
+            return None
+        where = child_uri(directory, MLMODEL)
+        async with self._session(TIMEOUT_SECONDS) as client:
+            text = await self._download(client, ref, where, 1 << 20, hash_only=False)
+        try:
+            flavor = sklearn_flavor(text, where)
+        except ModelLoadError as exc:
+            raise RegistryError(f"{ref}: {exc}") from exc
+        uri = child_uri(directory, flavor.file)
+        if flavor.format != "skops" or pinned:
+            return ModelFile(uri, flavor.format, None)
+        async with self._session(HASH_TIMEOUT_SECONDS) as client:
+            digest = await self._download(client, ref, uri, max_bytes, hash_only=True)
+        return ModelFile(uri, flavor.format, digest.decode())
+
+    def _session(self, timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=timeout,
+            headers=self.credentials.headers(),
+            auth=self.credentials.auth(),
+            follow_redirects=False,
+        )
+
+    async def _download(
+        self, client: httpx.AsyncClient, ref: RegistryRef, url: str, max_bytes: int,
+        *, hash_only: bool,
+    ) -> bytes:  # fmt: skip
+        """The file at URL (or, with hash_only, its hex sha256), at most MAX_BYTES."""
+        import hashlib
+
+        digest, body, size = hashlib.sha256(), bytearray(), 0
+        try:
+            async with client.stream("GET", url) as response:
+                if response.status_code in (401, 403):
+                    raise RegistryError(
+                        f"{ref}: the MLflow server at {self.tracking_uri} refused the "
+                        f"operator's credentials reading {url} (HTTP {response.status_code})"
+                    )
+                if response.status_code != 200:
+                    raise RegistryError(
+                        f"{ref}: reading {url} from the MLflow server answered HTTP "
+                        f"{response.status_code}"
+                    )
+                async for chunk in response.aiter_bytes(1 << 20):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise RegistryError(
+                            f"{ref}: {url} is over the limit of {max_bytes} bytes (raise "
+                            "spec.model.maxSize)"
+                        )
+                    digest.update(chunk)
+                    if not hash_only:
+                        body += chunk
+        except httpx.HTTPError as exc:
+            raise RegistryError(
+                f"{ref}: cannot read {url} from the MLflow server ({type(exc).__name__}: {exc})"
+            ) from exc
+        return digest.hexdigest().encode() if hash_only else bytes(body)
 
     async def _location(self, ref: RegistryRef, source: str) -> str:
         if source.startswith("models:/m-"):

@@ -63,12 +63,13 @@ from modelship_operator.rollout import Analysis
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.sources import (
     RegistryError,
+    artifact_location,
     is_registry_uri,
     parse_registry_uri,
     recorded,
     resolved_ref,
 )
-from modelship_operator.spec import ModelDeployment
+from modelship_operator.spec import ModelDeployment, size_bytes
 from modelship_operator.status import ModelDeploymentStatus, RecordedTransition
 from modelship_operator.workqueue import Outcome, Worker, error_reason
 
@@ -82,6 +83,8 @@ PROMETHEUS_TIMEOUT_SECONDS: Final = 5.0
 
 #: Reason of the Degraded condition while a models:/ URI cannot be resolved.
 RESOLVE_FAILED: Final = "ModelResolveFailed"
+#: The serving pods' download limit without spec.model.maxSize (the server's default).
+DEFAULT_MAX_BYTES: Final = 1 << 30
 #: Seconds until a registry URI that could not be resolved is tried again.
 RESOLVE_RETRY: Final = 15.0
 
@@ -206,7 +209,15 @@ class Reconciler:
             )
         else:
             try:
-                answer = await tracking.resolve(parse_registry_uri(model.uri))
+                registry_ref = parse_registry_uri(model.uri)
+                answer = await tracking.resolve(registry_ref)
+                limit = size_bytes(model.max_size) if model.max_size else DEFAULT_MAX_BYTES
+                file = await tracking.model_file(
+                    registry_ref,
+                    artifact_location(answer.artifact_uri, tracking.tracking_uri),
+                    model.sha256,
+                    limit,
+                )
                 ref = resolved_ref(
                     model.uri,
                     answer,
@@ -214,6 +225,7 @@ class Reconciler:
                     version=model.version,
                     sha256=model.sha256,
                     max_size=model.max_size,
+                    file=file,
                 )
             except RegistryError as exc:
                 problem = str(exc)

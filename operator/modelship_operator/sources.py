@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import quote
 
 from modelship_operator.status import ModelRef
@@ -52,6 +52,18 @@ class RegistryRef:
             if self.version
             else f"{SCHEME}{self.name}@{self.alias}"
         )
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The file of an MLflow model the operator read the MLmodel of: what the pods load."""
+
+    uri: str
+    #: skops or pickle (the flavor's serialization_format).
+    format: str
+    #: The sha256 the operator computed of a skops file (None for a pickle: its hash must be
+    #: pinned by the user, as a pickle runs code when loaded).
+    sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -115,11 +127,19 @@ def recorded(
             ref is not None
             and ref.resolved_from == uri
             and ref.version == version
-            and ref.sha256 == (sha256 or "").lower()
+            and _same_pin(ref, sha256)
             and ref.max_size == max_size
         ):
             return ref
     return None
+
+
+def _same_pin(ref: ModelRef, sha256: str | None) -> bool:
+    """Whether REF carries the spec's pin SHA256: the user's own, or (without one) the
+    operator's or none."""
+    if sha256:
+        return ref.sha256_source == "spec" and ref.sha256 == sha256.lower()
+    return ref.sha256_source != "spec"
 
 
 def resolved_ref(
@@ -130,15 +150,28 @@ def resolved_ref(
     version: str,
     sha256: str | None,
     max_size: str | None,
+    file: ModelFile | None = None,
 ) -> ModelRef:
-    """The ModelRef a registry URI stands for: the artifact's location, pinned to the
-    spec's sha256 if any (else the empty pin: the server verifies nothing beyond the
-    format's own safety, and refuses an unpinned pickle)."""
+    """The ModelRef a registry URI stands for, pinned to the spec's sha256 if any.
+
+    With ``file`` (the operator read the version's MLmodel): that file in its format,
+    pinned to the user's sha256, else to the one the operator computed of a skops file,
+    so every pod of the version verifies the same bytes; a pickle stays unpinned without
+    the user's pin, and the server refuses it. Without: the model directory (format
+    mlflow: each pod reads MLmodel itself), pinned only by the user."""
+    pin = (sha256 or "").lower()
+    source: Literal["spec", "operator"] | None = "spec" if pin else None
+    location, fmt = artifact_location(found.artifact_uri, tracking_uri), MLFLOW_FORMAT
+    if file is not None:
+        location, fmt = file.uri, file.format
+        if not pin and file.sha256:
+            pin, source = file.sha256, "operator"
     return ModelRef(
         version=version,
-        uri=artifact_location(found.artifact_uri, tracking_uri),
-        sha256=(sha256 or "").lower(),
-        format=MLFLOW_FORMAT,
+        uri=location,
+        sha256=pin,
+        sha256_source=source,
+        format=fmt,
         max_size=max_size,
         resolved_from=uri,
         registry_version=found.version,
@@ -151,11 +184,12 @@ def spec_model(ref: ModelRef) -> dict[str, str | None]:
     alias move changes), unpinned unless it was pinned; any other as recorded. None marks a
     field to remove (a JSON merge patch's null)."""
     fields = ref.to_api()
-    fields.pop("resolvedFrom", None)
-    fields.pop("registryVersion", None)
+    for recorded_only in ("resolvedFrom", "registryVersion", "sha256Source"):
+        fields.pop(recorded_only, None)
     if ref.resolved_from is None:
         return fields
     name = parse_registry_uri(ref.resolved_from).name
     number = ref.registry_version
     uri = f"{SCHEME}{name}/{number}" if number else ref.resolved_from
-    return fields | {"uri": uri, "format": "auto", "sha256": ref.sha256 or None}
+    pin = ref.sha256 if ref.sha256_source == "spec" else None
+    return fields | {"uri": uri, "format": "auto", "sha256": pin}

@@ -100,6 +100,12 @@ class ModelRef(ApiModel):
         description="The models:/ registry URI of spec.model this artifact was resolved from "
         "(uri is then the version's MLflow model directory); absent for other sources.",
     )
+    sha256_source: Literal["spec", "operator"] | None = Field(
+        default=None,
+        description="For a models:/ model, where sha256 comes from: spec (spec.model.sha256) "
+        "or operator (the operator hashed the version's skops file when it resolved it, so "
+        "every pod verifies those bytes); absent: unpinned.",
+    )
     registry_version: ShortText | None = Field(
         default=None,
         description="The registered model's version number resolvedFrom named when it was "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from mdep_fixtures import SHA_CANARY
 from modelship_operator.sources import (
+    ModelFile,
     RegistryError,
     RegistryRef,
     ResolvedVersion,
@@ -122,3 +123,35 @@ def test_undo_names_a_registry_model_by_its_version_number_which_no_alias_move_c
     body["status"]["rolledOut"]["previous"] = plain.to_api()
     assert undo_patch(body) == {"version": "1.0.0", "uri": "s3://models/churn.skops",
                                 "sha256": SHA_CANARY, "format": "auto"}  # fmt: skip
+
+
+FILE_URI = f"{TRACKING}/api/2.0/mlflow-artifacts/artifacts/1/models/m-7/artifacts/model.skops"
+
+
+def test_a_skops_file_the_operator_hashed_pins_every_pod_of_the_version() -> None:
+    found = ResolvedVersion("7", "mlflow-artifacts:/1/models/m-7/artifacts")
+    hashed = ModelFile(FILE_URI, "skops", "c" * 64)
+    ref = resolved_ref("models:/churn/7", found, TRACKING, version="2.0.0", sha256=None,
+                       max_size=None, file=hashed)  # fmt: skip
+    assert (ref.uri, ref.format, ref.sha256, ref.sha256_source) == (
+        FILE_URI,
+        "skops",
+        "c" * 64,
+        "operator",
+    )
+    # reused while the spec pins nothing; a pin of the user's own is a new model
+    assert recorded("models:/churn/7", "2.0.0", None, None, ref) == ref
+    assert recorded("models:/churn/7", "2.0.0", "c" * 64, None, ref) is None
+    # the user's pin wins over the operator's hash
+    pinned = resolved_ref("models:/churn/7", found, TRACKING, version="2.0.0",
+                          sha256=SHA_CANARY, max_size=None, file=hashed)  # fmt: skip
+    assert (pinned.sha256, pinned.sha256_source) == (SHA_CANARY, "spec")
+    assert recorded("models:/churn/7", "2.0.0", SHA_CANARY, None, pinned) == pinned
+
+
+def test_a_pickle_file_stays_unpinned_without_the_users_pin() -> None:
+    found = ResolvedVersion("8", "mlflow-artifacts:/1/models/m-8/artifacts")
+    pickled = ModelFile(FILE_URI.replace("model.skops", "model.pkl"), "pickle", None)
+    ref = resolved_ref("models:/churn/8", found, TRACKING, version="2.0.0", sha256=None,
+                       max_size=None, file=pickled)  # fmt: skip
+    assert (ref.format, ref.sha256, ref.sha256_source) == ("pickle", "", None)

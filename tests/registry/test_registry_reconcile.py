@@ -12,6 +12,7 @@ from typing import Any
 sys.path.append(str(Path(__file__).resolve().parents[1] / "operator"))
 
 from mdep_fixtures import SHA_CANARY, base_resource
+from modelship_serving.artifacts import sha256_file
 from registry_helpers import Registered
 from test_reconcile import T0
 from test_reconciler_events import FakeApi, run
@@ -21,6 +22,12 @@ def serving_env(api: FakeApi, variant: str) -> dict[str, str]:
     deployment = api.children[("Deployment", f"churn-{variant}")]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def stored(registered: Registered, env: dict[str, str]) -> Path:
+    """The file a serving env names, as the tracking server stored it."""
+    path = env["MODELSHIP_MODEL_URI"].split("/api/2.0/mlflow-artifacts/artifacts/", 1)[1]
+    return registered.server.state / "artifacts" / path
 
 
 def resource(registered: Registered, model: dict[str, Any]) -> dict[str, Any]:
@@ -39,15 +46,18 @@ def test_an_alias_is_resolved_once_and_what_it_resolved_to_keeps_serving(
     api = FakeApi(resource(registered, {"version": "1.0.0", "uri": "models:/iris@deployed"}))
     run(api, T0)
     env = serving_env(api, "stable")
-    assert env["MODELSHIP_MODEL_FORMAT"] == "mlflow"
-    assert "MODELSHIP_MODEL_SHA256" not in env  # unpinned: the API would drop an empty value
-    assert env["MODELSHIP_MODEL_URI"].startswith(
-        f"{registered.server.uri}/api/2.0/mlflow-artifacts/artifacts/"
-    )
+    # The operator read the version's MLmodel and hashed its skops file: every pod of the
+    # version is pinned to those bytes.
+    files = f"{registered.server.uri}/api/2.0/mlflow-artifacts/artifacts/"
+    assert env["MODELSHIP_MODEL_URI"].startswith(files)
+    assert env["MODELSHIP_MODEL_URI"].endswith("/model.skops")
+    assert env["MODELSHIP_MODEL_FORMAT"] == "skops"
+    assert env["MODELSHIP_MODEL_SHA256"] == sha256_file(stored(registered, env))
     run(api, T0 + timedelta(seconds=2))  # stable runs everywhere: recorded as rolled out
     current = api.status.rolled_out.current if api.status.rolled_out else None
     assert current is not None
     assert (current.resolved_from, current.registry_version) == ("models:/iris@deployed", "1")
+    assert (current.sha256, current.sha256_source) == (env["MODELSHIP_MODEL_SHA256"], "operator")
     assert current.uri == env["MODELSHIP_MODEL_URI"]
 
     client.set_registered_model_alias("iris", "deployed", "2")
@@ -66,7 +76,11 @@ def test_an_alias_is_resolved_once_and_what_it_resolved_to_keeps_serving(
     assert rollout.candidate.sha256 == SHA_CANARY
     canary = serving_env(api, "canary")
     assert canary["MODELSHIP_MODEL_URI"] == rollout.candidate.uri != env["MODELSHIP_MODEL_URI"]
-    assert canary["MODELSHIP_MODEL_SHA256"] == SHA_CANARY
+    assert canary["MODELSHIP_MODEL_URI"].endswith("/model.pkl")  # version 2 is cloudpickled
+    assert (canary["MODELSHIP_MODEL_FORMAT"], canary["MODELSHIP_MODEL_SHA256"]) == (
+        "pickle",
+        SHA_CANARY,
+    )
     assert serving_env(api, "stable") == env
 
 
@@ -99,3 +113,14 @@ def test_with_nothing_serving_an_unresolvable_uri_deploys_nothing(
     assert degraded.reason == "ModelResolveFailed"
     assert "no alias 'nobody' of registered model 'iris'" in degraded.message
     assert "ModelResolveFailed" in api.reasons()
+
+
+def test_an_unpinned_pickled_version_is_rendered_unpinned_so_the_server_refuses_it(
+    registered: Registered,
+) -> None:
+    api = FakeApi(resource(registered, {"version": "2.0.0", "uri": "models:/iris/2"}))
+    run(api, T0)
+    env = serving_env(api, "stable")
+    assert env["MODELSHIP_MODEL_FORMAT"] == "pickle"
+    assert env["MODELSHIP_MODEL_URI"].endswith("/model.pkl")
+    assert "MODELSHIP_MODEL_SHA256" not in env
