@@ -7,7 +7,8 @@ client, and ModelDeployments name them as ``models:/<name>/<version>`` or
 Stable comes from an alias and a canary from a version number; the canary is promoted under
 traffic, and status records what each registry URI was resolved to. Moving the alias
 afterwards changes nothing that runs (it was resolved when its rollout started), and a
-serving pod deleted afterwards comes back with the same verified artifact. A registry URI
+serving pod deleted afterwards comes back with the same artifact, verified against the
+sha256 the operator recorded when it resolved the version (the user pinned none). A registry URI
 that names nothing, and a version saved with cloudpickle but not pinned, are each reported
 in the Degraded condition with their cause while stable answers every request.
 """
@@ -109,7 +110,10 @@ def test_stable_and_canary_from_the_registry_are_promoted_and_keep_what_was_reso
     assert candidate["resolvedFrom"] == v2.uri, candidate
     assert candidate["registryVersion"] == second, candidate
     assert "/api/2.0/mlflow-artifacts/artifacts/" in candidate["uri"], candidate
-    assert candidate["format"] == "mlflow" and candidate["sha256"] == "", candidate
+    # The operator read the version's MLmodel and hashed its skops file: every pod of the
+    # version verifies those bytes.
+    assert candidate["uri"].endswith("/model.skops"), candidate
+    assert (candidate["format"], candidate["sha256Source"]) == ("skops", "operator"), candidate
     with Recorder(env, ns, "registry") as rec, traffic(base, "registry", v1) as stats:
         promoted = wait_for(env, ns, "registry", phase_is("Promoted"), "the registry canary "
                             "to be promoted", 150, rec, stats)  # fmt: skip
@@ -132,8 +136,7 @@ def test_stable_and_canary_from_the_registry_are_promoted_and_keep_what_was_reso
 
     after = until(replaced, "a new stable pod to load the artifact", 120,
                   lambda: explain(env, ns, "registry"))  # fmt: skip
-    assert set(after.values()) == set(before.values()), (before, after)
-    assert len(set(after.values())) == 1, after
+    assert set(after.values()) == set(before.values()) == {current["sha256"]}, (before, after)
 
 
 def test_a_moved_alias_changes_nothing_that_runs(rollout: Rollout, tracking_uri: str) -> None:
