@@ -231,17 +231,19 @@ class ModelSource(ApiModel):
         "PersistentVolumeClaim in the namespace, mounted read-only), or a version in the "
         "MLflow model registry: models:/<name>/<version> or models:/<name>@<alias> (see "
         "spec.mlflow). A registry URI is resolved once, when its rollout starts, to the "
-        "version's files; status records them (rollout.candidate, rolledOut.current: uri, "
-        "resolvedFrom, registryVersion), so moving the alias later changes nothing that runs."
+        "version's model file; status records it (rollout.candidate, rolledOut.current: uri, "
+        "format, sha256, resolvedFrom, registryVersion), so moving the alias later changes "
+        "nothing that runs; a new version label resolves it again."
     )
     sha256: Sha256 | None = Field(
         default=None,
         description="sha256 of the artifact, hex (of the model file inside an MLflow model: "
         "the flavor's pickled_model, e.g. model.skops). The server refuses to load a file "
         "with any other hash, so an artifact is never unpickled unverified. Required, "
-        "except for models:/ registry URIs: a registered model saved with skops then loads "
-        "unpinned (skops rebuilds only allow-listed types), one saved with pickle or "
-        "cloudpickle is refused until it is pinned.",
+        "except for models:/ registry URIs: for a version saved with skops the operator "
+        "records the hash of the file it read when resolving it (status sha256Source: "
+        "operator) and every pod verifies it; one saved with pickle or cloudpickle is "
+        "refused until it is pinned here.",
     )
     format: ModelFormat = Field(
         default="auto",
