@@ -3,8 +3,10 @@
 Two calls name the version (``GET /api/2.0/mlflow/model-versions/get`` for a number,
 ``/registered-models/alias`` for an alias); a third finds where its files are when the
 version's ``source`` is not a location itself: ``models:/m-<id>`` (a logged model, MLflow 3)
-through ``/logged-models/<id>``, ``runs:/<run>/<path>`` through ``/runs/get``. Every failure
-is a :class:`~modelship_operator.sources.RegistryError` whose message names the model, the
+through ``/logged-models/<id>``, ``runs:/<run>/<path>`` through ``/runs/get``. When the
+server proxies those files, its ``MLmodel`` is read (YAML) for the sklearn flavor's file,
+and a skops file without a pin is streamed through sha256 (never loaded), so every pod of
+the version is pinned to the bytes read here. Every failure is a :class:`~modelship_operator.sources.RegistryError` whose message names the model, the
 server and what to do; the decisions are in :mod:`modelship_operator.sources`.
 
 Credentials are the operator's (MLflow's own variables, see :class:`Credentials`): the
@@ -20,7 +22,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from modelship_operator.sources import ModelFile, RegistryError, RegistryRef, ResolvedVersion
+from modelship_operator.sources import (
+    ModelFile,
+    RegistryError,
+    RegistryRef,
+    ResolvedVersion,
+    artifact_location,
+    parse_registry_uri,
+    resolved_ref,
+)
+from modelship_operator.status import ModelRef
 
 if TYPE_CHECKING:
     from modelship_operator.settings import OperatorSettings
@@ -28,6 +39,8 @@ if TYPE_CHECKING:
 
 API: Final = "/api/2.0/mlflow"
 TIMEOUT_SECONDS: Final = 10.0
+#: The serving pods' download limit without spec.model.maxSize (the server's default).
+DEFAULT_MAX_BYTES: Final = 1 << 30
 #: Longest the operator reads a skops model file to hash it (it streams; nothing is loaded).
 HASH_TIMEOUT_SECONDS: Final = 300.0
 
@@ -90,6 +103,24 @@ class MlflowRegistry:
         self.tracking_uri = tracking_uri.rstrip("/")
         self.credentials = credentials or Credentials()
         self._client = client
+
+    async def resolve_model(
+        self, uri: str, *, version: str, sha256: str | None, max_size: str | None
+    ) -> ModelRef:
+        """What spec.model's registry URI stands for now: the version, its model file
+        (hashed if skops and unpinned) or directory (:func:`~modelship_operator.sources.
+        resolved_ref` decides); RegistryError with the cause otherwise."""
+        from modelship_operator.spec import size_bytes
+
+        ref = parse_registry_uri(uri)
+        found = await self.resolve(ref)
+        directory = artifact_location(found.artifact_uri, self.tracking_uri)
+        limit = size_bytes(max_size) if max_size else DEFAULT_MAX_BYTES
+        file = await self.model_file(ref, directory, sha256, limit)
+        return resolved_ref(
+            uri, found, self.tracking_uri, version=version, sha256=sha256, max_size=max_size,
+            file=file,
+        )  # fmt: skip
 
     async def resolve(self, ref: RegistryRef) -> ResolvedVersion:
         """The version ``ref`` names now and its model directory; RegistryError otherwise."""

@@ -61,15 +61,8 @@ from modelship_operator.reconcile import (
 from modelship_operator.render import router_name
 from modelship_operator.rollout import Analysis
 from modelship_operator.settings import OperatorSettings
-from modelship_operator.sources import (
-    RegistryError,
-    artifact_location,
-    is_registry_uri,
-    parse_registry_uri,
-    recorded,
-    resolved_ref,
-)
-from modelship_operator.spec import ModelDeployment, size_bytes
+from modelship_operator.sources import RegistryError, is_registry_uri, recorded
+from modelship_operator.spec import ModelDeployment
 from modelship_operator.status import ModelDeploymentStatus, RecordedTransition
 from modelship_operator.workqueue import Outcome, Worker, error_reason
 
@@ -83,8 +76,6 @@ PROMETHEUS_TIMEOUT_SECONDS: Final = 5.0
 
 #: Reason of the Degraded condition while a models:/ URI cannot be resolved.
 RESOLVE_FAILED: Final = "ModelResolveFailed"
-#: The serving pods' download limit without spec.model.maxSize (the server's default).
-DEFAULT_MAX_BYTES: Final = 1 << 30
 #: Seconds until a registry URI that could not be resolved is tried again.
 RESOLVE_RETRY: Final = 15.0
 
@@ -209,30 +200,15 @@ class Reconciler:
             )
         else:
             try:
-                registry_ref = parse_registry_uri(model.uri)
-                answer = await tracking.resolve(registry_ref)
-                limit = size_bytes(model.max_size) if model.max_size else DEFAULT_MAX_BYTES
-                file = await tracking.model_file(
-                    registry_ref,
-                    artifact_location(answer.artifact_uri, tracking.tracking_uri),
-                    model.sha256,
-                    limit,
-                )
-                ref = resolved_ref(
-                    model.uri,
-                    answer,
-                    tracking.tracking_uri,
-                    version=model.version,
-                    sha256=model.sha256,
-                    max_size=model.max_size,
-                    file=file,
+                ref = await tracking.resolve_model(
+                    model.uri, version=model.version, sha256=model.sha256, max_size=model.max_size
                 )
             except RegistryError as exc:
                 problem = str(exc)
             else:
                 log.info(
                     "%s/%s: %s is version %s at %s",
-                    md.namespace, md.name, model.uri, answer.version, ref.uri,
+                    md.namespace, md.name, model.uri, ref.registry_version, ref.uri,
                 )  # fmt: skip
                 return md.resolved_to(ref), None
         log.warning("%s/%s: cannot resolve %s", md.namespace, md.name, problem)
