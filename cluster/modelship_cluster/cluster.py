@@ -133,7 +133,11 @@ class Cluster:
             )
             _say(f"model store at {self.model_store_url} (add files: modelship-cluster models add)")
         if node.enabled() and registry.enabled():
-            self._start_registry(timeout)
+            if registry.installed():
+                self._start_registry(timeout)
+            else:
+                _say(f"no model registry: {registry.mlflow_command()} is missing "
+                     "(`make venv` installs mlflow with the dev dependencies)")  # fmt: skip
 
     @property
     def registry_dir(self) -> Path:

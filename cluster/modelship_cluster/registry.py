@@ -37,6 +37,15 @@ def enabled() -> bool:
     return os.environ.get("MODELSHIP_MLFLOW", "1") != "0"
 
 
+def mlflow_command() -> Path:
+    """``mlflow`` beside the running Python (the project's venv, dev dependencies)."""
+    return Path(sys.executable).with_name("mlflow")
+
+
+def installed() -> bool:
+    return mlflow_command().is_file()
+
+
 def tracking_uri(host: str, port: int = PORT) -> str:
     return f"http://{host}:{port}"
 
@@ -49,9 +58,8 @@ def server_args(
     One worker (the test bed's two cores); any Host header is accepted, since pods name the
     server by IP. ``app_name="basic-auth"`` turns MLflow's own login on.
     """
-    mlflow = Path(sys.executable).with_name("mlflow")
     args = [
-        str(mlflow),
+        str(mlflow_command()),
         "server",
         "--host",
         host,

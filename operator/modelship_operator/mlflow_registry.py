@@ -6,8 +6,9 @@ version's ``source`` is not a location itself: ``models:/m-<id>`` (a logged mode
 through ``/logged-models/<id>``, ``runs:/<run>/<path>`` through ``/runs/get``. When the
 server proxies those files, its ``MLmodel`` is read (YAML) for the sklearn flavor's file,
 and a skops file without a pin is streamed through sha256 (never loaded), so every pod of
-the version is pinned to the bytes read here. Every failure is a :class:`~modelship_operator.sources.RegistryError` whose message names the model, the
-server and what to do; the decisions are in :mod:`modelship_operator.sources`.
+the version is pinned to the bytes read here. Every failure is a
+:class:`~modelship_operator.sources.RegistryError` whose message names the model, the server
+and what to do; the decisions are in :mod:`modelship_operator.sources`.
 
 Credentials are the operator's (MLflow's own variables, see :class:`Credentials`): the
 operator reads no Secret, so one registry login serves every namespace it watches.

@@ -5,6 +5,7 @@ scikit-learn models registered in it with mlflow's own client."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -36,18 +37,19 @@ def _start(
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
+        start_new_session=True,  # its workers are stopped with it, by process group
     )
     try:
         registry.wait_ready(uri, 180, lambda: proc.poll() is None)
     except RuntimeError:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError((tmp / "mlflow.log").read_text()[-3000:]) from None
     yield Mlflow(uri, tmp)
-    proc.terminate()
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     log.close()
 
