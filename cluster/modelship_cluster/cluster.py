@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelship_cluster import binaries, controlplane, modelstore, node, pki
+from modelship_cluster import binaries, controlplane, modelstore, node, pki, registry
 from modelship_cluster.controlplane import ClusterConfig
 from modelship_cluster.processes import ProcessDir, tail
 
@@ -132,6 +132,37 @@ class Cluster:
                 "model-store", modelstore.server_args(self.models_dir, cfg.apiserver_advertise)
             )
             _say(f"model store at {self.model_store_url} (add files: modelship-cluster models add)")
+        if node.enabled() and registry.enabled():
+            if registry.installed():
+                self._start_registry(timeout)
+            else:
+                _say(f"no model registry: {registry.mlflow_command()} is missing "
+                     "(`make venv` installs mlflow with the dev dependencies)")  # fmt: skip
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def registry_url(self) -> str:
+        """The MLflow tracking server, as the host, the operator and the pods reach it."""
+        return registry.tracking_uri(self.config.apiserver_advertise)
+
+    def _start_registry(self, timeout: float) -> None:
+        """The MLflow tracking server (SQLite backend store, proxied artifacts), on the pod
+        network's gateway beside the model store."""
+        self.registry_dir.mkdir(parents=True, exist_ok=True)
+        proc = self.processes.start(
+            registry.PROCESS,
+            registry.server_args(self.registry_dir, self.config.apiserver_advertise),
+            cwd=self.registry_dir,
+        )
+        try:
+            # mlflow's first start creates its SQLite schema (a few seconds on two cores).
+            registry.wait_ready(self.registry_url, max(timeout, 120.0), proc.alive)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; {self._what(registry.PROCESS)}") from exc
+        _say(f"model registry (MLflow) at {self.registry_url} (MODELSHIP_MLFLOW=0 skips it)")
 
     def down(self, keep_data: bool = False) -> None:
         """Stop every component in reverse order; remove the state unless asked to keep it."""
@@ -215,6 +246,7 @@ class Cluster:
             "state": str(self.root),
             "kubeconfig": str(self.kubeconfig),
             "server": self.config.server_url,
+            "registry": self.registry_url if self.processes.get(registry.PROCESS) else None,
             "components": {s.name: s.running for s in self.status()},
         }
 

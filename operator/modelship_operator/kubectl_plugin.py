@@ -30,6 +30,7 @@ from modelship_kube.errors import ApiError, ConfigurationError
 from modelship_kube.paths import object_path
 from modelship_kube.request import Client, PatchType
 
+from modelship_operator.sources import spec_model
 from modelship_operator.spec import ACTION_ANNOTATION, GROUP, PLURAL, VERSION
 from modelship_operator.statusview import analysis_table, parse_status, summary, table
 
@@ -130,8 +131,8 @@ def undo_patch(body: dict[str, Any]) -> dict[str, Any]:
     if previous is None:
         name = body["metadata"]["name"]
         raise PluginError(f"{name} has no previous model to go back to (status.rolledOut)")
-    model = dict((body.get("spec") or {}).get("model") or {})
-    model.update(previous.to_api())
+    model: dict[str, Any] = dict((body.get("spec") or {}).get("model") or {})
+    model.update(spec_model(previous))
     return model
 
 

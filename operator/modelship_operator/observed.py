@@ -99,6 +99,16 @@ def _env_value(template: Mapping[str, Any], name: str) -> str | None:
     return None
 
 
+def _pinned_sha256(template: Mapping[str, Any]) -> str | None:
+    """The sha256 a serving template pins; "" for an unpinned one (a models:/ version
+    without spec.model.sha256 is rendered without MODELSHIP_MODEL_SHA256, as the API
+    server drops an empty env value), None for a template that is no model server's."""
+    pinned = _env_value(template, "MODELSHIP_MODEL_SHA256")
+    if pinned is None and _env_value(template, "MODELSHIP_MODEL_URI") is not None:
+        return ""
+    return pinned
+
+
 def deployment_view(obj: Mapping[str, Any]) -> DeploymentView:
     """Summarise an apps/v1 Deployment as returned by the API."""
     meta, spec, status = obj["metadata"], obj.get("spec", {}), obj.get("status", {})
@@ -116,7 +126,7 @@ def deployment_view(obj: Mapping[str, Any]) -> DeploymentView:
         name=meta["name"],
         variant=labels.get(LABEL_VARIANT),
         model_version=labels.get(LABEL_MODEL_VERSION),
-        sha256=_env_value(template, "MODELSHIP_MODEL_SHA256"),
+        sha256=_pinned_sha256(template),
         desired=int(spec.get("replicas", 1)),
         total=int(status.get("replicas", 0)),
         ready=int(status.get("readyReplicas", 0)),

@@ -199,15 +199,22 @@ def describe_invalid(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def plan_invalid(body: Mapping[str, Any], problem: str, now: datetime) -> Plan:
-    """A resource the operator cannot read (the CRD let it through, the models did not):
-    touch nothing, say why in a Degraded condition and a Warning Event."""
+def plan_invalid(
+    body: Mapping[str, Any],
+    problem: str,
+    now: datetime,
+    reason: str = "InvalidSpec",
+    message: str = "the operator cannot use this spec: {problem}",
+) -> Plan:
+    """A resource the operator cannot read (the CRD let it through, the models did not),
+    or whose model it cannot resolve while nothing serves: touch nothing, say why in a
+    Degraded condition and a Warning Event."""
     try:
         previous = ModelDeploymentStatus.model_validate(body.get("status") or {})
     except ValidationError:
         previous = ModelDeploymentStatus()
     generation = int((body.get("metadata") or {}).get("generation", 0))
-    verdict = Verdict("True", "InvalidSpec", f"the operator cannot use this spec: {problem}")
+    verdict = Verdict("True", reason, message.format(problem=problem))
     conditions = set_condition(previous.conditions, "Degraded", verdict, now, generation)
     status = previous.model_copy(
         update={"conditions": conditions, "observed_generation": generation}

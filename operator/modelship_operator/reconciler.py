@@ -63,6 +63,7 @@ from modelship_operator.conditions import Failure
 from modelship_operator.events import event_name, evented, unevented
 from modelship_operator.kube import Kube
 from modelship_operator.metrics import OperatorMetrics
+from modelship_operator.mlflow_registry import registry_for
 from modelship_operator.observed import observe
 from modelship_operator.reconcile import (
     Plan,
@@ -75,6 +76,7 @@ from modelship_operator.reconcile import (
 from modelship_operator.render import router_name
 from modelship_operator.rollout import Analysis
 from modelship_operator.settings import OperatorSettings
+from modelship_operator.sources import RegistryError, is_registry_uri, recorded
 from modelship_operator.spec import ModelDeployment
 from modelship_operator.status import ModelDeploymentStatus, RecordedTransition
 from modelship_operator.workqueue import Outcome, Worker, error_reason
@@ -85,6 +87,12 @@ COMPONENT: Final = "modelship-operator"
 #: Seconds one Prometheus query may take; a slower one is an analysis Error (counted toward
 #: maxConsecutiveErrors), never a stuck reconcile.
 PROMETHEUS_TIMEOUT_SECONDS: Final = 5.0
+
+
+#: Reason of the Degraded condition while a models:/ URI cannot be resolved.
+RESOLVE_FAILED: Final = "ModelResolveFailed"
+#: Seconds until a registry URI that could not be resolved is tried again.
+RESOLVE_RETRY: Final = 15.0
 
 
 def next_delay(settings: OperatorSettings, result: Plan, spread: float = 1.0) -> float:
@@ -140,6 +148,7 @@ class Reconciler:
             return Outcome("deleting", self.settings.resync_seconds)
         now = self._clock()
         result_kind = "success"
+        unresolved: str | None = None
         try:
             md = ModelDeployment.from_api(body)
         except ValidationError as exc:
@@ -147,6 +156,16 @@ class Reconciler:
             status = result.status
             result_kind = "invalid"
         else:
+            resolved, unresolved = await self._resolve(md)
+            if resolved is None:
+                result = plan_invalid(
+                    body, unresolved or "", now, RESOLVE_FAILED, "cannot resolve {problem}"
+                )
+                if not await self._write_status(body, result.status, worker):
+                    return Outcome("conflict")
+                await self._announce(body, result.status, worker)
+                return Outcome("refused", min(self.settings.resync_seconds, RESOLVE_RETRY))
+            md = resolved
             if self.cache is not None:
                 children = self.cache.children(namespace, md.name)
                 pods = self.cache.pods(namespace, md.name)
@@ -168,6 +187,8 @@ class Reconciler:
             if not await self._write_status(body, decided, worker):
                 return Outcome("conflict")
             failures = await self._act(result, namespace, name)
+            if unresolved is not None:
+                failures.append(Failure(RESOLVE_FAILED, f"cannot resolve {unresolved}"))
             status = settle(result.decided, observed, failures, now)
             if failures:
                 result_kind = "refused"
@@ -175,7 +196,55 @@ class Reconciler:
             return Outcome("conflict")
         await self._announce(body, status, worker)
         self.metrics.observe_status(namespace, name, status)
-        return Outcome(result_kind, next_delay(self.settings, result, random.uniform(0.8, 1)))
+        delay = next_delay(self.settings, result, random.uniform(0.8, 1))
+        if unresolved is not None:
+            delay = min(delay, RESOLVE_RETRY)
+        return Outcome(result_kind, delay)
+
+    async def _resolve(self, md: ModelDeployment) -> tuple[ModelDeployment | None, str | None]:
+        """``md`` with its models:/ URI resolved (the recorded artifact while the spec names
+        the same one, else the registry's answer now), and why it could not be. When the
+        registry fails while a model serves, that model stays desired (nothing new starts)
+        and the reason is reported; when nothing serves, there is nothing to deploy."""
+        model = md.spec.model
+        if not is_registry_uri(model.uri):
+            return md, None
+        status = md.status
+        rollout = status.rollout
+        serving = status.rolled_out.current if status.rolled_out is not None else None
+        found = recorded(
+            model.uri,
+            model.version,
+            model.sha256,
+            model.max_size,
+            rollout.candidate if rollout is not None else None,
+            serving,
+        )
+        if found is not None:
+            return md.resolved_to(found), None
+        tracking = registry_for(md, self.settings)
+        if tracking is None:
+            problem = (
+                f"{model.uri}: no MLflow tracking server is set: set spec.mlflow.trackingUri "
+                "or the operator's MODELSHIP_OPERATOR_MLFLOW_TRACKING_URI"
+            )
+        else:
+            try:
+                ref = await tracking.resolve_model(
+                    model.uri, version=model.version, sha256=model.sha256, max_size=model.max_size
+                )
+            except RegistryError as exc:
+                problem = str(exc)
+            else:
+                log.info(
+                    "%s/%s: %s is version %s at %s",
+                    md.namespace, md.name, model.uri, ref.registry_version, ref.uri,
+                )  # fmt: skip
+                return md.resolved_to(ref), None
+        log.warning("%s/%s: cannot resolve %s", md.namespace, md.name, problem)
+        if serving is None:
+            return None, problem
+        return md.resolved_to(serving), problem
 
     async def _analyse(self, md: ModelDeployment, now: datetime) -> Analysis | None:
         """This reconcile's metric analysis, or None when none is due. Prometheus failures

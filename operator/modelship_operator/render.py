@@ -117,7 +117,7 @@ def state_from_spec(
     canary at full size if given."""
     canary = None if candidate is None else VariantPlan("canary", candidate, md.spec.replicas)
     return DesiredState(
-        stable=VariantPlan("stable", md.spec.desired_model(), md.spec.replicas),
+        stable=VariantPlan("stable", md.desired_model(), md.spec.replicas),
         canary=canary,
         traffic=traffic or Traffic(),
         router_generation=md.status.router_config_generation or 1,
@@ -254,7 +254,9 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
     return {
         DEPLOYMENT_ENV: md.name,
         "MODELSHIP_MODEL_URI": served_uri(plan.model),
-        "MODELSHIP_MODEL_SHA256": plan.model.sha256,
+        # Unpinned (a models:/ version without spec.model.sha256): no variable at all, as
+        # the API server would drop an empty value and the live object would differ.
+        **({"MODELSHIP_MODEL_SHA256": plan.model.sha256} if plan.model.sha256 else {}),
         "MODELSHIP_MODEL_NAME": md.model_name,
         "MODELSHIP_MODEL_VERSION": plan.model.version,
         "MODELSHIP_MODEL_FORMAT": plan.model.format,

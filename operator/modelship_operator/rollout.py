@@ -1275,7 +1275,7 @@ class Target:
 
 def target(md: ModelDeployment) -> Target:
     """The serving model, the candidate and the rollout key for ``md`` now."""
-    desired = md.spec.desired_model()
+    desired = md.desired_model()
     serving = md.status.rolled_out.current if md.status.rolled_out is not None else None
     if serving is None or serving == desired:
         return Target(stable=desired)

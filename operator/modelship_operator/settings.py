@@ -57,6 +57,14 @@ class OperatorSettings(BaseSettings):
         pattern=r"^https?://\S+$",
         description="Prometheus base URL, unless a ModelDeployment sets spec.prometheus.url.",
     )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="MLflow tracking server that resolves models:/ URIs, unless a "
+        "ModelDeployment sets spec.mlflow.trackingUri. Its credentials are MLflow's own "
+        "variables in the operator's environment: MLFLOW_TRACKING_TOKEN, or "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (each also as *_FILE).",
+    )
     prometheus_headers: dict[str, str] = Field(
         default_factory=dict,
         description="Extra HTTP headers of every Prometheus query, as JSON, e.g. "

@@ -13,9 +13,11 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from modelship_operator.headers import check_headers
+from modelship_operator.sources import REGISTRY_URI_MESSAGE, REGISTRY_URI_PATTERN
+from modelship_operator.sources import SCHEME as REGISTRY_SCHEME
 from modelship_operator.status import ModelDeploymentStatus, ModelRef
 from modelship_operator.validation import (
     DURATION_PATTERN,
@@ -91,10 +93,10 @@ ModelName = Annotated[
 Uri = Annotated[
     str,
     Matches(
-        r"^(file:///|https?://|s3://[a-z0-9][-a-z0-9.]*/|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/)"
-        r"[^\s]+$",
-        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path, "
-        "without spaces",
+        r"^(file:///|https?://|s3://[a-z0-9][-a-z0-9.]*/|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/"
+        r"|models:/)[^\s]+$",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key, pvc://claim/path or "
+        "models:/name/version (models:/name@alias), without spaces",
         2048,
     ),
 ]
@@ -181,12 +183,36 @@ PrometheusUrl = Annotated[
 
 # --- model sources --------------------------------------------------------------------------
 
-ModelFormat = Literal["auto", "skops", "joblib", "pickle"]
+ModelFormat = Literal["auto", "skops", "joblib", "pickle", "mlflow"]
+
+RULE_MODEL_REGISTRY_URI: Final = Rule(
+    rule=f"!self.uri.startsWith('{REGISTRY_SCHEME}') || "
+    f"self.uri.matches(r'{REGISTRY_URI_PATTERN}')",
+    message=REGISTRY_URI_MESSAGE,
+    field_path=".uri",
+)
+RULE_MODEL_SHA256: Final = Rule(
+    rule=f"has(self.sha256) || self.uri.startsWith('{REGISTRY_SCHEME}')",
+    message="sha256 is required (sha256sum of the artifact) unless uri is a models:/ registry "
+    "URI; a registered model saved with pickle or cloudpickle still needs it",
+    field_path=".sha256",
+)
+RULE_MODEL_REGISTRY_FORMAT: Final = Rule(
+    rule=f"!self.uri.startsWith('{REGISTRY_SCHEME}') || self.format in ['auto', 'mlflow']",
+    message="a models:/ model's format is the one its MLmodel file names: leave format auto",
+    field_path=".format",
+)
 
 
 class ModelSource(ApiModel):
     """The desired model. The first one is deployed directly; a different one later is
     rolled out from the model serving now (status.stable) by spec.strategy."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(
+            RULE_MODEL_REGISTRY_URI, RULE_MODEL_SHA256, RULE_MODEL_REGISTRY_FORMAT
+        )
+    }
 
     name: ModelName | None = Field(
         default=None,
@@ -201,17 +227,31 @@ class ModelSource(ApiModel):
     uri: Uri = Field(
         description="Where the serving pods load the artifact from: file:///path (a file "
         "visible in the pod, e.g. on spec.storage), http(s)://host/path, s3://bucket/key "
-        "(credentials and endpoint in spec.s3) or pvc://claim/path (a file on a "
-        "PersistentVolumeClaim in the namespace, mounted read-only)."
+        "(credentials and endpoint in spec.s3), pvc://claim/path (a file on a "
+        "PersistentVolumeClaim in the namespace, mounted read-only), or a version in the "
+        "MLflow model registry: models:/<name>/<version> or models:/<name>@<alias> (see "
+        "spec.mlflow). A registry URI is resolved once, when its rollout starts, to the "
+        "version's model file; status records it (rollout.candidate, rolledOut.current: uri, "
+        "format, sha256, resolvedFrom, registryVersion), so moving the alias later changes "
+        "nothing that runs; a new version label resolves it again."
     )
-    sha256: Sha256 = Field(
-        description="sha256 of the artifact, hex. The server refuses to load a file with any "
-        "other hash, so an artifact is never unpickled unverified."
+    sha256: Sha256 | None = Field(
+        default=None,
+        description="sha256 of the artifact, hex (of the model file inside an MLflow model: "
+        "the flavor's pickled_model, e.g. model.skops). The server refuses to load a file "
+        "with any other hash, so an artifact is never unpickled unverified. Required, "
+        "except for models:/ registry URIs: for a version saved with skops the operator "
+        "records the hash of the file it read when resolving it (status sha256Source: "
+        "operator) and every pod verifies it; one saved with pickle or cloudpickle is "
+        "refused until it is pinned here.",
     )
     format: ModelFormat = Field(
         default="auto",
         description="Artifact format. auto: a skops file is detected by content, anything "
-        "else is loaded as joblib/pickle (allowed only because sha256 is pinned).",
+        "else is loaded as joblib/pickle (allowed only because sha256 is pinned); a "
+        "models:/ URI is an MLflow model. mlflow: the URI is an MLflow model directory "
+        "(MLmodel and the sklearn flavor's file, serialization_format skops, pickle or "
+        "cloudpickle).",
     )
     max_size: ByteSize | None = Field(
         default=None,
@@ -219,6 +259,17 @@ class ModelSource(ApiModel):
         "larger one is refused before it fills the pod's disk, and the status says so. "
         "Omitted: 1Gi.",
     )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        registry = self.uri.startswith(REGISTRY_SCHEME)
+        if registry and not re.fullmatch(REGISTRY_URI_PATTERN, self.uri):
+            raise ValueError(f"{REGISTRY_URI_MESSAGE}, got {self.uri!r}")
+        if self.sha256 is None and not registry:
+            raise ValueError(RULE_MODEL_SHA256.message)
+        if registry and self.format not in ("auto", "mlflow"):
+            raise ValueError(RULE_MODEL_REGISTRY_FORMAT.message)
+        return self
 
 
 # --- resources ------------------------------------------------------------------------------
@@ -866,6 +917,29 @@ class S3(ApiModel):
     )
 
 
+TrackingUri = Annotated[
+    str,
+    Matches(
+        r"^https?://[^\s]+$",
+        "trackingUri must be http(s)://host[:port], e.g. http://mlflow.mlops.svc:5000",
+        2048,
+    ),
+]
+
+
+class Mlflow(ApiModel):
+    """The MLflow tracking server that resolves models:/ URIs (its model registry)."""
+
+    tracking_uri: TrackingUri | None = Field(
+        default=None,
+        description="Base URL of the MLflow tracking server, e.g. http://mlflow.mlops.svc:5000. "
+        "Omitted: the operator's MODELSHIP_OPERATOR_MLFLOW_TRACKING_URI. The operator's "
+        "registry credentials (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD, in its environment) are sent only to that URL, never to "
+        "one set here.",
+    )
+
+
 # --- the spec -------------------------------------------------------------------------------
 
 
@@ -902,7 +976,12 @@ class ModelDeploymentSpec(ApiModel):
         default=None, description="Volume with model files for file:/// URIs."
     )
     s3: S3 | None = Field(
-        default=None, description="Credentials and endpoint for s3://bucket/key URIs."
+        default=None,
+        description="Credentials and endpoint for s3://bucket/key URIs (also for a "
+        "models:/ version whose files are in S3).",
+    )
+    mlflow: Mlflow | None = Field(
+        default=None, description="The MLflow model registry of models:/ URIs."
     )
 
     def desired_model(self) -> ModelRef:
@@ -911,7 +990,7 @@ class ModelDeploymentSpec(ApiModel):
         return ModelRef(
             version=m.version,
             uri=m.uri,
-            sha256=m.sha256.lower(),
+            sha256=(m.sha256 or "").lower(),
             format=m.format,
             max_size=m.max_size,
         )
@@ -950,6 +1029,18 @@ class ModelDeployment(ApiModel):
     metadata: ObjectMeta
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
+    _resolved: ModelRef | None = PrivateAttr(default=None)
+
+    def desired_model(self) -> ModelRef:
+        """The artifact spec.model names: for a models:/ URI the one it was resolved to
+        (:meth:`resolved_to`), else spec.model as written."""
+        return self._resolved or self.spec.desired_model()
+
+    def resolved_to(self, ref: ModelRef) -> ModelDeployment:
+        """This resource with its models:/ URI resolved to ``ref`` (a copy)."""
+        copy = self.model_copy()
+        copy._resolved = ref
+        return copy
 
     @model_validator(mode="after")
     def _name(self) -> Self:

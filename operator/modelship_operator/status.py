@@ -87,10 +87,29 @@ class ModelRef(ApiModel):
 
     version: ShortText = Field(description="Model version.")
     uri: Annotated[str, Field(max_length=2048)] = Field(description="Artifact URI.")
-    sha256: ShortText = Field(description="Artifact sha256.")
+    sha256: ShortText = Field(
+        description="Artifact sha256; empty for an unpinned registry model (spec.model.sha256 "
+        "omitted)."
+    )
     format: ShortText = Field(default="auto", description="Artifact format.")
     max_size: ShortText | None = Field(
         default=None, description="Largest download allowed (spec.model.maxSize)."
+    )
+    resolved_from: Annotated[str, Field(max_length=2048)] | None = Field(
+        default=None,
+        description="The models:/ registry URI of spec.model this artifact was resolved from "
+        "(uri is then the version's MLflow model directory); absent for other sources.",
+    )
+    sha256_source: Literal["spec", "operator"] | None = Field(
+        default=None,
+        description="For a models:/ model, where sha256 comes from: spec (spec.model.sha256) "
+        "or operator (the operator hashed the version's skops file when it resolved it, so "
+        "every pod verifies those bytes); absent: unpinned.",
+    )
+    registry_version: ShortText | None = Field(
+        default=None,
+        description="The registered model's version number resolvedFrom named when it was "
+        "resolved (an alias may point elsewhere since).",
     )
 
 

@@ -32,7 +32,10 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--format",
         "model_format",
-        {"choices": ["auto", "skops", "joblib", "pickle"], "help": "artifact format (auto)"},
+        {
+            "choices": ["auto", "skops", "joblib", "pickle", "mlflow"],
+            "help": "artifact format (auto); mlflow: an MLflow model directory",
+        },
     ),
     (
         "--trusted-types",

@@ -34,8 +34,10 @@ class Settings(BaseSettings):
         default=False,
         description="Allow loading a joblib/pickle artifact whose sha256 is not pinned.",
     )
-    model_format: Literal["auto", "skops", "joblib", "pickle"] = Field(
-        default="auto", description="Artifact format; auto detects skops (zip) vs pickle."
+    model_format: Literal["auto", "skops", "joblib", "pickle", "mlflow"] = Field(
+        default="auto",
+        description="Artifact format; auto detects skops (zip) vs pickle. mlflow: the URI is "
+        "an MLflow model directory (its MLmodel file names the file and its format).",
     )
     trusted_types: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

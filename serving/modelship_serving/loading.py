@@ -200,6 +200,10 @@ def load_model(settings: Settings) -> LoadedModel:
     from sklearn.exceptions import InconsistentVersionWarning
 
     started = time.perf_counter()
+    if settings.model_format == "mlflow":
+        from .mlflow_model import model_file
+
+        settings = model_file(settings)
     path = local_artifact(settings)
     actual = sha256_file(path)
     if settings.model_sha256 is not None and actual != settings.model_sha256:
@@ -218,7 +222,8 @@ def load_model(settings: Settings) -> LoadedModel:
                 raise ModelLoadError(
                     f"refusing to unpickle {settings.model_uri}: {fmt} files can run arbitrary "
                     "code when loaded, and this one's sha256 is not pinned. Pin it with --sha256 "
-                    "/ MODELSHIP_MODEL_SHA256, or save the model with skops "
+                    "/ MODELSHIP_MODEL_SHA256 (spec.model.sha256 of a ModelDeployment), or "
+                    "save the model with skops "
                     "(modelship_serving.artifacts.save_model), or accept the risk with "
                     "MODELSHIP_ALLOW_UNSAFE_PICKLE=true."
                 )

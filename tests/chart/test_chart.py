@@ -232,3 +232,20 @@ def test_prometheus_basic_auth_takes_the_user_from_the_secret_and_mounts_the_pas
     assert settings.prometheus_basic_auth_username == "analysis"
     assert settings.prometheus_basic_auth_password_file.read_text() == "pw"
     assert settings.prometheus_bearer_token_file is None
+
+
+def test_the_mlflow_registry_is_off_by_default_and_its_login_comes_from_a_secret() -> None:
+    _, container = operator_container(render())
+    assert not {e["name"] for e in container["env"]} & {
+        "MODELSHIP_OPERATOR_MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_TOKEN",
+    }
+    _, container = operator_container(render(
+        "--set", "mlflow.trackingUri=http://mlflow.mlops.svc:5000",
+        "--set", "mlflow.credentialsSecretName=registry-login",
+    ))  # fmt: skip
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MODELSHIP_OPERATOR_MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.mlops.svc:5000"
+    for key in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        ref = env[key]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "registry-login", "key": key, "optional": True}

@@ -312,6 +312,23 @@ def test_a_pvc_model_mounts_its_claim_read_only_for_its_variant_only() -> None:
     assert not [v for v in stable["volumes"] if "persistentVolumeClaim" in v]
 
 
+def test_a_resolved_registry_model_serves_its_mlflow_directory_unpinned_without_a_pin() -> None:
+    from modelship_operator.observed import deployment_view
+
+    directory = "http://mlflow:5000/api/2.0/mlflow-artifacts/artifacts/1/models/m-7/artifacts"
+    canary = {**CANARY, "uri": directory, "sha256": "", "format": "mlflow",
+              "resolvedFrom": "models:/churn@champion", "registryVersion": "7"}  # fmt: skip
+    objects = render(md(canary=canary), SETTINGS)
+    env = env_of(pod_spec(objects, "churn-canary")["containers"][0])
+    assert (env["MODELSHIP_MODEL_URI"], env["MODELSHIP_MODEL_FORMAT"]) == (directory, "mlflow")
+    # No empty variable: the API server would drop it and the live object would differ.
+    assert "MODELSHIP_MODEL_SHA256" not in env
+    canary_deployment = by_key(objects)[("Deployment", "churn-canary")]
+    assert deployment_view(canary_deployment).sha256 == ""  # what runs() compares with
+    stable = env_of(pod_spec(objects, "churn-stable")["containers"][0])
+    assert stable["MODELSHIP_MODEL_SHA256"] == "a" * 64
+
+
 def test_max_size_is_the_download_limit_and_the_disk_has_room_for_it() -> None:
     canary = {**CANARY, "maxSize": "3Gi"}
     objects = render(md(canary=canary), SETTINGS)

@@ -270,14 +270,18 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "uri-unsupported-scheme",
         set_path(base_resource(), "spec.model.uri", "gs://bucket/model.skops"),
-        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
-        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key, pvc://claim/path or "
+        "models:/name/version",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key, pvc://claim/path or "
+        "models:/name/version",
     ),
     (
         "uri-s3-without-key",
         set_path(base_resource(), "spec.model.uri", "s3://bucket"),
-        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
-        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key, pvc://claim/path or "
+        "models:/name/version",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key, pvc://claim/path or "
+        "models:/name/version",
     ),
     (
         "s3-endpoint-not-a-url",
@@ -288,8 +292,10 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "uri-pvc-without-path",
         set_path(base_resource(), "spec.model.uri", "pvc://team-models"),
-        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
-        "uri must be file:///path, http(s)://host/path, s3://bucket/key or pvc://claim/path",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key, pvc://claim/path or "
+        "models:/name/version",
+        "uri must be file:///path, http(s)://host/path, s3://bucket/key, pvc://claim/path or "
+        "models:/name/version",
     ),
     (
         "max-size-not-a-size",
@@ -362,6 +368,36 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         base_resource(name="m" * 57),
         "Too long",
         "metadata.name must be a DNS-1035 label of at most 56 characters",
+    ),
+    (
+        "registry-uri-without-version",
+        set_path(base_resource(), "spec.model.uri", "models:/churn"),
+        "a registry uri must be models:/<name>/<version>",
+        "a registry uri must be models:/<name>/<version>",
+    ),
+    (
+        "registry-uri-bad-version",
+        set_path(base_resource(), "spec.model.uri", "models:/churn/latest"),
+        "or models:/<name>@<alias>",
+        "or models:/<name>@<alias>",
+    ),
+    (
+        "unpinned-file",
+        base_resource(model={"version": "1.4.0", "uri": "s3://models/churn.skops"}),
+        "sha256 is required (sha256sum of the artifact) unless uri is a models:/ registry URI",
+        "sha256 is required (sha256sum of the artifact) unless uri is a models:/ registry URI",
+    ),
+    (
+        "registry-with-a-format",
+        base_resource(model={"version": "3", "uri": "models:/churn/3", "format": "joblib"}),
+        "a models:/ model's format is the one its MLmodel file names",
+        "a models:/ model's format is the one its MLmodel file names",
+    ),
+    (
+        "mlflow-tracking-uri",
+        base_resource(mlflow={"trackingUri": "mlflow:5000"}),
+        "trackingUri must be http(s)://host[:port]",
+        "trackingUri must be http(s)://host[:port]",
     ),
 ]
 
@@ -473,6 +509,30 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("pvc-uri", set_path(base_resource(), "spec.model.uri", "pvc://team-models/churn/m.skops")),
     ("max-size", set_path(base_resource(), "spec.model.maxSize", "4Gi")),
     ("s3-defaults", set_path(base_resource(), "spec.model.uri", "s3://models/churn.skops")),
+    (
+        "registry-version-unpinned",
+        base_resource(
+            model={"version": "3", "uri": "models:/churn/3"},
+            mlflow={"trackingUri": "http://mlflow.mlops.svc:5000"},
+        ),
+    ),
+    (
+        "registry-alias-pinned",
+        base_resource(
+            model={"version": "3", "uri": "models:/churn@champion", "sha256": SHA_CANARY}
+        ),
+    ),
+    (
+        "mlflow-directory",
+        base_resource(
+            model={
+                "version": "3",
+                "uri": "s3://mlflow/1/m-1/artifacts",
+                "sha256": SHA_CANARY,
+                "format": "mlflow",
+            },
+        ),
+    ),
 ]
 
 
