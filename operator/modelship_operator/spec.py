@@ -203,6 +203,12 @@ RULE_MODEL_REGISTRY_FORMAT: Final = Rule(
     field_path=".format",
 )
 
+RULE_MODEL_PVC_PATH: Final = Rule(
+    rule=r"!self.uri.startsWith('pvc://') || !self.uri.matches('/[.][.]?(/|$)')",
+    message="a pvc:// path must stay inside its claim: no '.' or '..' segments",
+    field_path=".uri",
+)
+
 
 class ModelSource(ApiModel):
     """The desired model. The first one is deployed directly; a different one later is
@@ -210,7 +216,10 @@ class ModelSource(ApiModel):
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": cel(
-            RULE_MODEL_REGISTRY_URI, RULE_MODEL_SHA256, RULE_MODEL_REGISTRY_FORMAT
+            RULE_MODEL_REGISTRY_URI,
+            RULE_MODEL_SHA256,
+            RULE_MODEL_REGISTRY_FORMAT,
+            RULE_MODEL_PVC_PATH,
         )
     }
 
@@ -269,6 +278,8 @@ class ModelSource(ApiModel):
             raise ValueError(RULE_MODEL_SHA256.message)
         if registry and self.format not in ("auto", "mlflow"):
             raise ValueError(RULE_MODEL_REGISTRY_FORMAT.message)
+        if self.uri.startswith("pvc://") and re.search(r"/[.][.]?(/|$)", self.uri):
+            raise ValueError(RULE_MODEL_PVC_PATH.message)
         return self
 
 

@@ -298,6 +298,18 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "models:/name/version",
     ),
     (
+        "uri-pvc-escapes-its-claim",
+        set_path(base_resource(), "spec.model.uri", "pvc://team-models/churn/../../etc/passwd"),
+        "a pvc:// path must stay inside its claim",
+        "a pvc:// path must stay inside its claim",
+    ),
+    (
+        "uri-pvc-dot-segment",
+        set_path(base_resource(), "spec.model.uri", "pvc://team-models/./m.skops"),
+        "a pvc:// path must stay inside its claim",
+        "a pvc:// path must stay inside its claim",
+    ),
+    (
         "max-size-not-a-size",
         set_path(base_resource(), "spec.model.maxSize", "1.5G"),
         "maxSize must be a whole number of bytes",
