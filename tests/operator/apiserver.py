@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,3 +142,40 @@ def start_apiserver(root: Path, service_cidr: str = "10.97.0.0/24") -> Iterator[
         _stop(etcd_proc)
         etcd_log.close()
         api_log.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def install_crd(server: ApiServer, *namespaces: str) -> None:
+    """Apply the ModelDeployment CRD, wait until it is served, and create ``namespaces``."""
+    server.kubectl("apply", "-f", str(ROOT / "manifests/crds/modeldeployments.yaml"))
+    server.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/modeldeployments.modelship.io",
+    )  # fmt: skip
+    for namespace in namespaces:
+        server.kubectl("create", "namespace", namespace)
+
+
+def start_operator(
+    name: str, kubeconfig: Path, logfile: Path, **settings: str
+) -> subprocess.Popen[bytes]:
+    """The operator process (this checkout's code) against ``kubeconfig``, logging to
+    ``logfile``; ``settings`` are MODELSHIP_OPERATOR_<KEY> values (the Lease lives in
+    modelship-system, the probes on a free port)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_OPERATOR_")}
+    env.update(
+        POD_NAME=name,
+        MODELSHIP_OPERATOR_HTTP_PORT=str(_free_port()),
+        MODELSHIP_OPERATOR_LEASE_NAMESPACE="modelship-system",
+        **{f"MODELSHIP_OPERATOR_{key.upper()}": value for key, value in settings.items()},
+    )
+    with open(logfile, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "modelship_operator.cli", "--kubeconfig", str(kubeconfig)],
+            env=env,
+            cwd=tempfile.gettempdir(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import test_spec
-from apiserver import ApiServer, start_apiserver
+from apiserver import ApiServer, install_crd, start_apiserver
 from mdep_fixtures import SHA_CANARY, base_resource
 from modelship_operator.crd import dump_yaml
 from modelship_operator.observed import Observed
@@ -40,11 +40,7 @@ CANARY = {"version": "1.5.0", "uri": "file:///models/churn-1.5.0.skops", "sha256
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     for server in start_apiserver(tmp_path_factory.mktemp("apiserver")):
-        server.kubectl("apply", "-f", str(ROOT / "manifests/crds/modeldeployments.yaml"))
-        server.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/modeldeployments.modelship.io",
-        )  # fmt: skip
+        install_crd(server)
         # The OpenAPI document (kubectl explain, strict field validation) follows shortly.
         deadline = time.monotonic() + 60
         while server.kubectl("explain", "modeldeployment", check=False).returncode != 0:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apiserver import ApiServer, start_apiserver
+from apiserver import ApiServer, install_crd, start_apiserver, start_operator
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 6.0
 
 
@@ -79,35 +76,14 @@ class StallingProxy:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     for server in start_apiserver(tmp_path_factory.mktemp("apiserver")):
-        server.kubectl("apply", "-f", str(ROOT / "manifests/crds/modeldeployments.yaml"))
-        server.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/modeldeployments.modelship.io",
-        )  # fmt: skip
-        for namespace in ("modelship-system", "ml"):
-            server.kubectl("create", "namespace", namespace)
+        install_crd(server, "modelship-system", "ml")
         yield server
 
 
 def operator(name: str, kubeconfig: Path, logfile: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_OPERATOR_")}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env.update(
-        POD_NAME=name,
-        MODELSHIP_OPERATOR_HTTP_PORT=str(port),
-        MODELSHIP_OPERATOR_LEASE_NAMESPACE="modelship-system",
-        MODELSHIP_OPERATOR_LEASE_DURATION_SECONDS=str(LEASE_SECONDS),
-        MODELSHIP_OPERATOR_NAMESPACES="ml",
+    return start_operator(
+        name, kubeconfig, logfile, lease_duration_seconds=str(LEASE_SECONDS), namespaces="ml"
     )
-    with open(logfile, "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "modelship_operator.cli", "--kubeconfig", str(kubeconfig)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def lease(api: ApiServer) -> dict[str, Any]:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
-from apiserver import ApiServer, start_apiserver
+from apiserver import ApiServer, install_crd, start_apiserver
 from modelship_operator.cache import ChildCache
 from modelship_operator.kube import Kube
 from modelship_operator.metrics import OperatorMetrics
@@ -24,18 +23,11 @@ from modelship_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     for server in start_apiserver(tmp_path_factory.mktemp("apiserver")):
-        server.kubectl("apply", "-f", str(ROOT / "manifests/crds/modeldeployments.yaml"))
-        server.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/modeldeployments.modelship.io",
-        )  # fmt: skip
-        server.kubectl("create", "namespace", "ml")
+        install_crd(server, "ml")
         yield server
 
 

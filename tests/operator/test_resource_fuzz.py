@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import random
 import re
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -37,7 +33,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from apiserver import ADMIN_TOKEN, ApiServer, start_apiserver
+from apiserver import ADMIN_TOKEN, ApiServer, install_crd, start_apiserver, start_operator
 
 pytestmark = pytest.mark.slow
 
@@ -213,33 +209,14 @@ def names_field(message: str, path: str) -> bool:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     for server in start_apiserver(tmp_path_factory.mktemp("fuzz-api"), "10.98.0.0/20"):
-        server.kubectl("apply", "-f", str(CRD))
-        server.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/modeldeployments.modelship.io",
-        )  # fmt: skip
-        for namespace in (NAMESPACE, "modelship-system"):
-            server.kubectl("create", "namespace", namespace)
+        install_crd(server, NAMESPACE, "modelship-system")
         yield server
 
 
 @pytest.fixture(scope="module")
 def operator(api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     log = tmp_path_factory.mktemp("fuzz-operator") / "operator.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_OPERATOR_")}
-    env.update(
-        MODELSHIP_OPERATOR_HTTP_PORT=str(free_port()),
-        MODELSHIP_OPERATOR_LEASE_NAMESPACE="modelship-system",
-        POD_NAME="fuzz-operator",
-    )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelship_operator.cli", "--kubeconfig", str(api.kubeconfig)],
-            env=env,
-            cwd=tempfile.gettempdir(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_operator("fuzz-operator", api.kubeconfig, log)
     try:
         yield log
         assert proc.poll() is None, f"the operator exited:\n{log.read_text()[-4000:]}"
@@ -250,12 +227,6 @@ def operator(api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def client(api: ApiServer) -> httpx.AsyncClient:
