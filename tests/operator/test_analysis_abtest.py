@@ -17,6 +17,7 @@ from modelship_operator.analysis.abtest import (
     clean,
     decide,
     likelihood_ratio,
+    sample_ratio_p,
 )
 
 ALPHA = 0.05
@@ -163,3 +164,64 @@ def test_status_winner_values() -> None:
     assert ABResult("undecided", None, "").winner is None
     assert ABResult("no-difference", 0.4, "").winner == "none"
     assert ABResult("stable-wins", 0.01, "").winner == "stable"
+
+
+# --- sample-ratio mismatch ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stable", "canary", "share"),
+    [(5000, 5000, 0.5), (5100, 4900, 0.5), (5200, 4800, 0.5), (8000, 2000, 0.2),
+     (7800, 2200, 0.2), (120, 80, 0.5), (3, 1, 0.25)],
+)  # fmt: skip
+def test_sample_ratio_p_is_scipys_chisquare(stable: int, canary: int, share: float) -> None:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    total = stable + canary
+    expected = scipy_stats.chisquare([stable, canary], [total * (1 - share), total * share])
+    assert sample_ratio_p(stable, canary, share) == pytest.approx(expected.pvalue, rel=1e-9)
+
+
+def test_a_skewed_split_pauses_the_test_instead_of_deciding() -> None:
+    # Configured 50/50, observed 55/45 over 10,000 trials; the canary is clearly better,
+    # but a verdict on a broken split is not trusted: undecided, even past the deadline.
+    result = decide(
+        Counts(3850, 5500),
+        Counts(4050, 4500),
+        alpha=ALPHA,
+        min_samples=MIN_SAMPLES,
+        deadline_passed=True,
+        canary_share=0.5,
+    )
+    assert result.decision == "undecided" and result.mismatch
+    assert "sample ratio mismatch: canary has 45.0% of the trials, 50% configured" in result.message
+    assert result.p_value is None  # the sequential p-value did not move
+
+
+def test_a_split_as_configured_decides_as_before() -> None:
+    stable, canary = Counts(3500, 5000), Counts(4000, 5000)
+    plain = decide(stable, canary, alpha=ALPHA, min_samples=MIN_SAMPLES)
+    checked = decide(stable, canary, alpha=ALPHA, min_samples=MIN_SAMPLES, canary_share=0.5)
+    assert checked.decision == plain.decision == "canary-wins"
+    assert not checked.mismatch and checked.sample_ratio_p == pytest.approx(1.0)
+    # A 20 % canary at its configured share is no mismatch either.
+    small = decide(Counts(5600, 8000), Counts(1500, 2000), alpha=ALPHA, min_samples=MIN_SAMPLES,
+                   canary_share=0.2)  # fmt: skip
+    assert not small.mismatch and small.decision == "canary-wins"
+
+
+def test_equal_variants_with_a_fair_split_rarely_pause() -> None:
+    # Assignment as configured (binomial per trial): SRM fires about SRM_ALPHA of the time.
+    rng = np.random.default_rng(7)
+    paused = 0
+    for _ in range(2000):
+        canary_trials = int(rng.binomial(10_000, 0.3))
+        stable_trials = 10_000 - canary_trials
+        result = decide(
+            Counts(stable_trials * 0.7, stable_trials),
+            Counts(canary_trials * 0.7, canary_trials),
+            alpha=ALPHA,
+            min_samples=MIN_SAMPLES,
+            canary_share=0.3,
+        )
+        paused += result.mismatch
+    assert paused <= 10  # 2000 x 0.001 = 2 expected

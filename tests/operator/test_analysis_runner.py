@@ -232,8 +232,9 @@ def test_shadow_agreement_from_prediction_distributions(prom: Prom) -> None:
 
 
 def test_ab_counts_since_the_test_began_and_the_verdict(prom: Prom) -> None:
-    ab = {"type": "ABTest", "metrics": [], "abTest": {"minSamples": 100}}
-    analysis = run(prom, resource(prom, "good", ab, traffic=Traffic(stable=50, canary=50)))
+    # The recorded traffic gave the canary a third of the trials: the split it was set to.
+    ab = {"type": "ABTest", "metrics": [], "abTest": {"minSamples": 100, "split": 33}}
+    analysis = run(prom, resource(prom, "good", ab, traffic=Traffic(stable=67, canary=33)))
     assert analysis.stage == "abtest" and analysis.ab_counts is not None
     stable, canary = analysis.ab_counts
     assert (stable.successes, stable.trials) == (700, 1000)
@@ -241,6 +242,19 @@ def test_ab_counts_since_the_test_began_and_the_verdict(prom: Prom) -> None:
     assert canary.successes / canary.trials == pytest.approx(0.78, abs=0.01)
     assert analysis.ab is not None and analysis.ab.decision == "canary-wins"
     assert analysis.ab.p_value is not None and analysis.ab.p_value <= 0.05
+    assert not analysis.ab.mismatch
+
+
+def test_ab_split_far_from_the_configured_one_pauses_the_test(prom: Prom) -> None:
+    # The same counts (1,000 stable, 500 canary trials) under a 50/50 test: a sample-ratio
+    # mismatch, so no verdict although the canary's rate is clearly higher.
+    ab = {"type": "ABTest", "metrics": [], "abTest": {"minSamples": 100, "split": 50}}
+    analysis = run(prom, resource(prom, "good", ab, traffic=Traffic(stable=50, canary=50)))
+    assert analysis.ab is not None and analysis.ab.mismatch
+    assert analysis.ab.decision == "undecided"
+    assert "sample ratio mismatch: canary has 33.3% of the trials, 50% configured" in (
+        analysis.ab.message
+    )
 
 
 def test_prometheus_unreachable_is_an_error_for_every_check(prom: Prom) -> None:

@@ -25,6 +25,16 @@ guarantee fits. Its price is some power compared with a fixed-horizon test at th
 size; ``tau`` (the spread of effects the test is tuned to, default 0.05 = five percentage
 points) sets where it is most sensitive.
 
+Sample-ratio mismatch (SRM). Before any verdict the observed split of trials is checked
+against the configured one with a chi-square goodness-of-fit test (one degree of freedom:
+``chi2 = sum((observed - expected)^2 / expected)``, ``p = erfc(sqrt(chi2 / 2))``). A split
+that far from the configured one (``p < SRM_ALPHA``, 0.001, the threshold experimentation
+platforms use) means the assignment itself is broken (match rules or a bad sticky key
+sending many users one way, pods of one variant failing, feedback sent for one variant
+only), and a verdict on such data would be wrong in a way no p-value shows: the test is
+paused, with the observed and configured shares in the message, and decides nothing (not
+even "no difference" at the deadline) until the split recovers.
+
 Assumptions to know: trials are independent (sticky assignment makes a heavy user's requests
 correlated, which inflates confidence; count one trial per user where that matters, with a
 custom successes/trials pair), and the normal approximation needs some data, hence a minimum
@@ -38,6 +48,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 DEFAULT_TAU: Final = 0.05
+#: Below this p-value the observed split is a sample-ratio mismatch and the test pauses.
+SRM_ALPHA: Final = 0.001
 
 Decision = Literal["canary-wins", "stable-wins", "undecided", "no-difference"]
 Winner = Literal["stable", "canary", "none"]
@@ -63,6 +75,13 @@ class ABResult:
     p_value: float | None
     message: str
     difference: float | None = None
+    #: The sample-ratio test's p-value (None before there are trials in both variants).
+    sample_ratio_p: float | None = None
+
+    @property
+    def mismatch(self) -> bool:
+        """The observed split is too far from the configured one to trust any verdict."""
+        return self.sample_ratio_p is not None and self.sample_ratio_p < SRM_ALPHA
 
     @property
     def winner(self) -> Winner | None:
@@ -107,6 +126,20 @@ def always_valid_p(
     return current if previous is None else min(previous, current)
 
 
+def sample_ratio_p(stable_trials: float, canary_trials: float, canary_share: float) -> float | None:
+    """The chi-square goodness-of-fit p-value of the observed split against
+    ``canary_share`` (0..1, exclusive); None without trials."""
+    total = stable_trials + canary_trials
+    if total <= 0 or not 0 < canary_share < 1:
+        return None
+    expected = (total * (1 - canary_share), total * canary_share)
+    chi2 = sum(
+        (observed - wanted) ** 2 / wanted
+        for observed, wanted in zip((stable_trials, canary_trials), expected, strict=True)
+    )
+    return math.erfc(math.sqrt(chi2 / 2))
+
+
 def _pct(rate: float | None) -> str:
     return "n/a" if rate is None else f"{100 * rate:.2f}%"
 
@@ -121,13 +154,15 @@ def decide(
     previous_winner: Winner | None = None,
     deadline_passed: bool = False,
     tau: float = DEFAULT_TAU,
+    canary_share: float | None = None,
 ) -> ABResult:
     """The verdict after one look at the counts.
 
     Once significant the answer is final (a later look keeps the winner it named). Before
     both variants have ``min_samples`` trials nothing is concluded and the p-value does not
     move. When ``deadline_passed`` and nothing is significant, the answer is no difference
-    (keep stable).
+    (keep stable). With ``canary_share`` (the configured split, 0..1) a sample-ratio
+    mismatch pauses the test: undecided, whatever the deadline, until the split recovers.
     """
     stable, canary = clean(stable), clean(canary)
     rates = (
@@ -138,8 +173,23 @@ def decide(
         decision: Decision = "canary-wins" if previous_winner == "canary" else "stable-wins"
         return ABResult(decision, previous_p, f"{previous_winner} won earlier (p={previous_p:.3g})")
     enough = min(stable.trials, canary.trials) >= min_samples
-    p_value = always_valid_p(stable, canary, previous_p, tau) if enough else previous_p
     difference = None if stable.rate is None or canary.rate is None else canary.rate - stable.rate
+    srm = None
+    if canary_share is not None and enough:
+        srm = sample_ratio_p(stable.trials, canary.trials, canary_share)
+        if srm is not None and srm < SRM_ALPHA:
+            observed = canary.trials / (stable.trials + canary.trials)
+            return ABResult(
+                "undecided",
+                previous_p,
+                f"sample ratio mismatch: canary has {100 * observed:.1f}% of the trials, "
+                f"{100 * canary_share:g}% configured (chi-square p={srm:.2g} < {SRM_ALPHA:g}); "
+                "the test is paused and decides nothing until the split recovers: check the "
+                "match rules, the sticky key and both variants' pods",
+                difference,
+                srm,
+            )
+    p_value = always_valid_p(stable, canary, previous_p, tau) if enough else previous_p
     if enough and p_value is not None and p_value <= alpha and difference not in (None, 0.0):
         assert difference is not None
         decision = "canary-wins" if difference > 0 else "stable-wins"
@@ -149,6 +199,7 @@ def decide(
             p_value,
             f"{better} is better ({rates}; always-valid p={p_value:.3g} <= {alpha:g})",
             difference,
+            srm,
         )
     if deadline_passed:
         why = (
@@ -162,6 +213,7 @@ def decide(
             p_value,
             f"{why} by the deadline ({rates}; p={p_text}): keeping stable",
             difference,
+            srm,
         )
     if not enough:
         return ABResult(
@@ -175,4 +227,5 @@ def decide(
         p_value,
         f"no significant difference yet ({rates}; p={p_value:.3g} > {alpha:g})",
         difference,
+        srm,
     )

@@ -117,6 +117,7 @@ async def analyse(
                 previous_p=previous.p_value if previous else None,
                 previous_winner=previous.winner if previous else None,
                 deadline_passed=deadline_passed(strategy, state, now),
+                canary_share=settings.split / 100,
             )
     return Analysis(
         key=state.key,
