@@ -59,6 +59,8 @@ BUILTIN_METRICS: Final[dict[str, Better]] = {
     "success-rate": "Higher",  # percent of requests answered without a 5xx, 0..100
     "latency-p99": "Lower",  # 99th percentile of request duration, seconds
     "accuracy": "Higher",  # percent of predictions confirmed by feedback, 0..100
+    "mae": "Lower",  # mean absolute error of a regressor against feedback
+    "rmse": "Lower",  # root mean squared error of a regressor against feedback
 }
 _BUILTIN_LIST = "[" + ", ".join(f"'{n}'" for n in BUILTIN_METRICS) + "]"
 

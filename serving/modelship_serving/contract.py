@@ -67,6 +67,7 @@ PREDICTION_VALUE: Final = "modelship_prediction_value"
 FEEDBACK: Final = "modelship_feedback"
 FEEDBACK_CORRECT: Final = "modelship_feedback_correct"
 FEEDBACK_ABSOLUTE_ERROR: Final = "modelship_feedback_absolute_error"
+FEEDBACK_SQUARED_ERROR: Final = "modelship_feedback_squared_error"
 FEEDBACK_UNKNOWN: Final = "modelship_feedback_unknown"
 FEEDBACK_UNJOINED: Final = "modelship_feedback_unjoined"
 MODEL_LOAD_SECONDS: Final = "modelship_model_load_seconds"
@@ -79,9 +80,11 @@ INPUT_FEATURE_WINDOW_QUANTILE: Final = "modelship_input_feature_window_quantile"
 
 #: Families that are counters (their samples are NAME_total).
 COUNTERS: Final = frozenset(
-    {REQUESTS, PREDICTIONS, FEEDBACK, FEEDBACK_CORRECT, FEEDBACK_UNKNOWN, FEEDBACK_UNJOINED,
-     INPUT_ROWS, INPUT_FEATURE_SUM}
+    {REQUESTS, PREDICTIONS, FEEDBACK, FEEDBACK_CORRECT, FEEDBACK_SQUARED_ERROR,
+     FEEDBACK_UNKNOWN, FEEDBACK_UNJOINED, INPUT_ROWS, INPUT_FEATURE_SUM}
 )  # fmt: skip
+#: Families that are summaries without quantiles (their samples are NAME_sum, NAME_count).
+SUMMARIES: Final = frozenset({FEEDBACK_ABSOLUTE_ERROR})
 #: Families that are histograms (their samples are NAME_bucket, NAME_sum, NAME_count).
 HISTOGRAMS: Final = frozenset({REQUEST_DURATION_SECONDS, PREDICTION_VALUE})
 
@@ -89,6 +92,16 @@ HISTOGRAMS: Final = frozenset({REQUEST_DURATION_SECONDS, PREDICTION_VALUE})
 def total(family: str) -> str:
     """The series name of a counter family in PromQL: ``modelship_requests_total``."""
     return f"{family}_total"
+
+
+def summed(family: str) -> str:
+    """The sum series of a summary or histogram family: ``..._error_sum``."""
+    return f"{family}_sum"
+
+
+def counted(family: str) -> str:
+    """The count series of a summary or histogram family: ``..._error_count``."""
+    return f"{family}_count"
 
 
 def bucket(family: str) -> str:

@@ -355,6 +355,8 @@ class DataPlane:
             metrics.feedback_correct.inc(result.correct)
         for error in result.absolute_errors:
             metrics.feedback_error.observe(error)
+        if result.absolute_errors:
+            metrics.feedback_squared_error.inc(sum(e * e for e in result.absolute_errors))
         if result.unknown_ids:
             metrics.feedback_unknown.inc(len(result.unknown_ids))
             expired = len(result.expired_ids)

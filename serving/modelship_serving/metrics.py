@@ -199,6 +199,13 @@ class ServingMetrics:
             base,
             registry=r,
         ).labels(*values)
+        self.feedback_squared_error = Counter(
+            c.FEEDBACK_SQUARED_ERROR,
+            "Sum of squared errors of predictions against ground truth (regressors); with "
+            "the absolute error's count it gives the RMSE.",
+            base,
+            registry=r,
+        ).labels(*values)
         self.feedback_unknown = Counter(
             c.FEEDBACK_UNKNOWN,
             "Feedback for request ids that were unknown or had expired.",

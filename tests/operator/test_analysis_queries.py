@@ -68,7 +68,7 @@ def test_only_the_namespace_label_depends_on_the_prometheus() -> None:
         router_contract.DEPLOYMENT,
         router_contract.VARIANT,
     }
-    for check in ("success-rate", "latency-p99", "accuracy"):
+    for check in ("success-rate", "latency-p99", "accuracy", "mae", "rmse"):
         query = metric_query(MetricCheck(name=check, max=1), CANARY, scheme)
         assert "modelship_io" not in query and 'ns="ml"' in query
         assert 'namespace="ml"' not in query
@@ -103,6 +103,20 @@ def test_label_values_are_escaped() -> None:
         ("success-rate", ['code!~"5.."', "100 * sum(increase(", "[30s]", "v1_predict|v2_infer"]),
         ("latency-p99", ["histogram_quantile(0.99, sum by (le)", "_bucket{", "rate("]),
         ("accuracy", ["modelship_feedback_correct_total", "/ sum(increase(modelship_feedback_"]),
+        (
+            "mae",
+            [
+                "sum(increase(modelship_feedback_absolute_error_sum{",
+                "/ sum(increase(modelship_feedback_absolute_error_count{",
+            ],
+        ),
+        (
+            "rmse",
+            [
+                "sqrt(sum(increase(modelship_feedback_squared_error_total{",
+                "/ sum(increase(modelship_feedback_absolute_error_count{",
+            ],
+        ),
     ],
 )
 def test_builtin_queries(name: str, pieces: list[str]) -> None:

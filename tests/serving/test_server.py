@@ -404,3 +404,46 @@ def test_cli_help_and_missing_model_uri() -> None:
     missing = subprocess.run(SERVE, capture_output=True, text=True, env={"PATH": "/usr/bin"})
     assert missing.returncode == 2
     assert "model_uri" in missing.stderr and "MODELSHIP_MODEL_URI" in missing.stderr
+
+
+def test_regressor_feedback_gives_sklearns_mae_and_rmse(
+    regressor_server: Server, regressor: Artifact
+) -> None:
+    """The counters the built-in mae and rmse checks divide (absolute error sum and count,
+    squared error total) give scikit-learn's own metrics on the same labels."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    def counters() -> tuple[float, float, float]:
+        return (
+            metric(regressor_server, "modelship_feedback_absolute_error_sum"),
+            metric(regressor_server, "modelship_feedback_absolute_error_count"),
+            metric(regressor_server, "modelship_feedback_squared_error_total"),
+        )
+
+    before = counters()
+    rows, truth = regressor.X[:40], regressor.y[:40] + np.linspace(-30, 30, 40)
+    ids = [f"reg-{i}" for i in range(4)]
+    for i, rid in enumerate(ids):
+        answer = regressor_server.client.post(
+            "/v1/models/diabetes:predict",
+            json={"inputs": rows[10 * i : 10 * i + 10].tolist()},
+            headers={"x-request-id": rid},
+        )
+        assert answer.status_code == 200, answer.text
+    feedback = [
+        {"request_id": rid, "labels": truth[10 * i : 10 * i + 10].tolist()}
+        for i, rid in enumerate(ids)
+    ]
+    response = regressor_server.client.post(
+        "/v1/models/diabetes:feedback", json={"feedback": feedback}
+    )
+    assert response.status_code == 200, response.text
+    after = counters()
+    abs_sum, count, squared = (a - b for a, b in zip(after, before, strict=True))
+    predicted = regressor.estimator.predict(rows)
+    assert count == 40
+    # mae_query / rmse_query in modelship_operator.analysis.queries: the same arithmetic.
+    assert abs_sum / count == pytest.approx(mean_absolute_error(truth, predicted), rel=1e-9)
+    assert (squared / count) ** 0.5 == pytest.approx(
+        mean_squared_error(truth, predicted) ** 0.5, rel=1e-9
+    )

@@ -122,6 +122,9 @@ _REQUESTS: Final = serving.total(serving.REQUESTS)
 _DURATION_BUCKET: Final = serving.bucket(serving.REQUEST_DURATION_SECONDS)
 _FEEDBACK: Final = serving.total(serving.FEEDBACK)
 _FEEDBACK_CORRECT: Final = serving.total(serving.FEEDBACK_CORRECT)
+_ABSOLUTE_ERROR_SUM: Final = serving.summed(serving.FEEDBACK_ABSOLUTE_ERROR)
+_ERRORS_COUNTED: Final = serving.counted(serving.FEEDBACK_ABSOLUTE_ERROR)
+_SQUARED_ERROR: Final = serving.total(serving.FEEDBACK_SQUARED_ERROR)
 _PREDICTIONS: Final = serving.total(serving.PREDICTIONS)
 _PREDICTION_VALUE_BUCKET: Final = serving.bucket(serving.PREDICTION_VALUE)
 
@@ -162,10 +165,32 @@ def accuracy_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
     )
 
 
+def mae_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
+    """Mean absolute error of a regressor's predictions against feedback, in the window."""
+    window = duration(scope.interval)
+    sel = selector(scope, labels)
+    return (
+        f"sum(increase({_ABSOLUTE_ERROR_SUM}{{{sel}}}[{window}]))"
+        f" / sum(increase({_ERRORS_COUNTED}{{{sel}}}[{window}]))"
+    )
+
+
+def rmse_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
+    """Root mean squared error of a regressor's predictions against feedback, in the window."""
+    window = duration(scope.interval)
+    sel = selector(scope, labels)
+    return (
+        f"sqrt(sum(increase({_SQUARED_ERROR}{{{sel}}}[{window}]))"
+        f" / sum(increase({_ERRORS_COUNTED}{{{sel}}}[{window}])))"
+    )
+
+
 BUILTIN_QUERIES: Final = {
     "success-rate": success_rate_query,
     "latency-p99": latency_p99_query,
     "accuracy": accuracy_query,
+    "mae": mae_query,
+    "rmse": rmse_query,
 }
 
 
