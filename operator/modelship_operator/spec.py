@@ -61,7 +61,12 @@ BUILTIN_METRICS: Final[dict[str, Better]] = {
     "accuracy": "Higher",  # percent of predictions confirmed by feedback, 0..100
     "mae": "Lower",  # mean absolute error of a regressor against feedback
     "rmse": "Lower",  # root mean squared error of a regressor against feedback
+    "precision": "Higher",  # percent of predictions of spec'd className that were right
+    "recall": "Higher",  # percent of className's true rows the model predicted as it
+    "f1": "Higher",  # harmonic mean of precision and recall for className, percent
 }
+#: Built-in metrics about one class of a classifier: they need className.
+CLASS_METRICS: Final = frozenset({"precision", "recall", "f1"})
 _BUILTIN_LIST = "[" + ", ".join(f"'{n}'" for n in BUILTIN_METRICS) + "]"
 
 # --- string shapes --------------------------------------------------------------------------
@@ -126,6 +131,10 @@ CookieName = Annotated[
 ]
 HeaderValue = Annotated[
     str, Matches(_PRINTABLE, "value must be printable ASCII (it is compared to a header)", 256)
+]
+ClassLabel = Annotated[
+    str,
+    Matches(r"^[ -~]{1,128}$", "className must be 1-128 printable ASCII characters", 128),
 ]
 PromQL = Annotated[str, Field(min_length=1, max_length=4096)]
 Image = Annotated[
@@ -392,6 +401,13 @@ RULE_METRIC_CUSTOM_COMPARE_BETTER: Final = Rule(
     field_path=".better",
     reason="FieldValueRequired",
 )
+_CLASS_LIST = "[" + ", ".join(f"'{n}'" for n in sorted(CLASS_METRICS)) + "]"
+RULE_METRIC_CLASS_NAME: Final = Rule(
+    rule=f"(self.name in {_CLASS_LIST}) == has(self.className)",
+    message="className is needed by precision, recall and f1 (the class they are about, "
+    'e.g. "1" or "churn") and by no other metric',
+    field_path=".className",
+)
 METRIC_RULES: Final = (
     RULE_METRIC_BUILTIN_OR_QUERY,
     RULE_METRIC_QUERY_NAME,
@@ -400,6 +416,7 @@ METRIC_RULES: Final = (
     RULE_METRIC_COMPARE_NEEDS_MARGIN,
     RULE_METRIC_MARGIN_NEEDS_COMPARE,
     RULE_METRIC_CUSTOM_COMPARE_BETTER,
+    RULE_METRIC_CLASS_NAME,
 )
 
 
@@ -416,8 +433,14 @@ class MetricCheck(ApiModel):
     model_config = ApiModel.model_config | {"json_schema_extra": cel(*METRIC_RULES)}
 
     name: MetricName = Field(
-        description="success-rate, latency-p99 or accuracy for a built-in metric; any other "
-        "name (unique in the list) for a custom query."
+        description="A built-in metric: success-rate, latency-p99, accuracy, precision, "
+        "recall, f1 (classifiers, with className), mae or rmse (regressors); any other name "
+        "(unique in the list) for a custom query."
+    )
+    class_name: ClassLabel | None = Field(
+        default=None,
+        description="For precision, recall and f1: the class they are about, as the model "
+        "names it (a label of its classes_, e.g. 1 or churn, written as a string).",
     )
     query: PromQL | None = Field(
         default=None,
@@ -461,6 +484,8 @@ class MetricCheck(ApiModel):
             raise ValueError(RULE_METRIC_MARGIN_NEEDS_COMPARE.message)
         if self.compare_to is not None and self.query is not None and self.better is None:
             raise ValueError(RULE_METRIC_CUSTOM_COMPARE_BETTER.message)
+        if (self.name in CLASS_METRICS) != (self.class_name is not None):
+            raise ValueError(RULE_METRIC_CLASS_NAME.message)
         return self
 
     @property

@@ -43,6 +43,10 @@ HANDLER: Final = "handler"
 CODE: Final = "code"
 #: A classifier's predicted class.
 CLASS: Final = "class"
+#: The class the ground truth (feedback) gives a predicted row (``other`` when it is none of
+#: the model's classes, so clients cannot grow the series without bound).
+TRUE_CLASS: Final = "true_class"
+OTHER_CLASS: Final = "other"
 #: An input feature's name (drift series).
 FEATURE: Final = "feature"
 #: The quantile of a windowed input feature quantile (drift series).
@@ -68,6 +72,7 @@ FEEDBACK: Final = "modelship_feedback"
 FEEDBACK_CORRECT: Final = "modelship_feedback_correct"
 FEEDBACK_ABSOLUTE_ERROR: Final = "modelship_feedback_absolute_error"
 FEEDBACK_SQUARED_ERROR: Final = "modelship_feedback_squared_error"
+FEEDBACK_CONFUSION: Final = "modelship_feedback_confusion"
 FEEDBACK_UNKNOWN: Final = "modelship_feedback_unknown"
 FEEDBACK_UNJOINED: Final = "modelship_feedback_unjoined"
 MODEL_LOAD_SECONDS: Final = "modelship_model_load_seconds"
@@ -80,7 +85,7 @@ INPUT_FEATURE_WINDOW_QUANTILE: Final = "modelship_input_feature_window_quantile"
 
 #: Families that are counters (their samples are NAME_total).
 COUNTERS: Final = frozenset(
-    {REQUESTS, PREDICTIONS, FEEDBACK, FEEDBACK_CORRECT, FEEDBACK_SQUARED_ERROR,
+    {REQUESTS, PREDICTIONS, FEEDBACK, FEEDBACK_CORRECT, FEEDBACK_SQUARED_ERROR, FEEDBACK_CONFUSION,
      FEEDBACK_UNKNOWN, FEEDBACK_UNJOINED, INPUT_ROWS, INPUT_FEATURE_SUM}
 )  # fmt: skip
 #: Families that are summaries without quantiles (their samples are NAME_sum, NAME_count).

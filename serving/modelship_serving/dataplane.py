@@ -347,7 +347,9 @@ class DataPlane:
         return V2Prediction(request.outputs, request.request_id, prediction)
 
     def feedback(self, body: bytes) -> bytes:
-        result = score_feedback(parse_json(body), self.store, self._regression)
+        result = score_feedback(
+            parse_json(body), self.store, self._regression, self.metrics.hot.classes
+        )
         metrics = self.metrics
         if result.rows:
             metrics.feedback_total.inc(result.rows)
@@ -357,6 +359,8 @@ class DataPlane:
             metrics.feedback_error.observe(error)
         if result.absolute_errors:
             metrics.feedback_squared_error.inc(sum(e * e for e in result.absolute_errors))
+        if result.confusion:
+            metrics.observe_confusion(result.confusion)
         if result.unknown_ids:
             metrics.feedback_unknown.inc(len(result.unknown_ids))
             expired = len(result.expired_ids)

@@ -12,11 +12,12 @@ the ids of recently dropped predictions (bounded like the predictions) to tell t
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .contract import OTHER_CLASS
 from .errors import ServingError
 
 MAX_FEEDBACK_ITEMS = 10_000
@@ -104,6 +105,8 @@ class FeedbackResult:
     expired_ids: list[str] = field(default_factory=list)
     mismatched_ids: list[str] = field(default_factory=list)
     absolute_errors: list[float] = field(default_factory=list)
+    #: Classifiers: rows by (true class, predicted class), as the model names its classes.
+    confusion: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -140,8 +143,19 @@ def _labels_of(item: dict[str, Any], where: str) -> list[Any]:
     return labels
 
 
-def score_feedback(payload: Any, store: PredictionStore, regression: bool) -> FeedbackResult:
-    """Match ``{"feedback": [{"request_id", "label" | "labels"}]}`` against stored predictions."""
+def class_of(value: Any, classes: Sequence[str]) -> str:
+    """The model's name for the class ``value`` is (``other`` if it is none of them)."""
+    for name in classes:
+        if same_label(value, name):
+            return name
+    return OTHER_CLASS
+
+
+def score_feedback(
+    payload: Any, store: PredictionStore, regression: bool, classes: Sequence[str] = ()
+) -> FeedbackResult:
+    """Match ``{"feedback": [{"request_id", "label" | "labels"}]}`` against stored predictions.
+    ``classes`` (a classifier's, as strings) name the rows of the confusion counts."""
     if type(payload) is not dict or type(payload.get("feedback")) is not list:
         raise ServingError(
             422, 'body must be {"feedback": [{"request_id": "...", "label": ...}, ...]}'
@@ -174,6 +188,9 @@ def score_feedback(payload: Any, store: PredictionStore, regression: bool) -> Fe
             if regression:
                 if isinstance(truth, int | float) and not isinstance(truth, bool):
                     result.absolute_errors.append(abs(float(predicted) - float(truth)))
-            elif same_label(predicted, truth):
-                result.correct += 1
+            else:
+                if same_label(predicted, truth):
+                    result.correct += 1
+                if classes:
+                    result.confusion[(class_of(truth, classes), class_of(predicted, classes))] += 1
     return result

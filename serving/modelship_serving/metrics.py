@@ -12,7 +12,7 @@ prometheus_client directly.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -206,6 +206,15 @@ class ServingMetrics:
             base,
             registry=r,
         ).labels(*values)
+        confusion = Counter(
+            c.FEEDBACK_CONFUSION,
+            "Predicted rows with ground truth, by the true class and the predicted class "
+            "(classifiers; true_class other: a label that is none of the model's classes).",
+            [*base, c.TRUE_CLASS, c.CLASS],
+            registry=r,
+        )
+        self._confusion = confusion
+        self._confusion_values = values
         self.feedback_unknown = Counter(
             c.FEEDBACK_UNKNOWN,
             "Feedback for request ids that were unknown or had expired.",
@@ -293,6 +302,11 @@ class ServingMetrics:
         if histogram is None:
             histogram = hot.durations[endpoint] = FastHistogram(LATENCY_BUCKETS)
         histogram.observe(seconds)
+
+    def observe_confusion(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Count feedback rows by (true class, predicted class)."""
+        for (truth, predicted), rows in counts.items():
+            self._confusion.labels(*self._confusion_values, truth, predicted).inc(rows)
 
     def observe_classes(self, class_indices: np.ndarray) -> None:
         """Count predicted rows per class, given indices into ``classes_``."""

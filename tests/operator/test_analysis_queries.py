@@ -22,7 +22,7 @@ from modelship_operator.analysis.queries import (
     selector,
     template_problems,
 )
-from modelship_operator.spec import BUILTIN_METRICS, BusinessMetric, MetricCheck
+from modelship_operator.spec import BUILTIN_METRICS, CLASS_METRICS, BusinessMetric, MetricCheck
 from modelship_router import contract as router_contract
 from modelship_serving import contract as serving_contract
 
@@ -44,7 +44,29 @@ def test_duration(delta: timedelta, text: str) -> None:
 
 
 def test_every_builtin_metric_has_a_query() -> None:
-    assert set(BUILTIN_QUERIES) == set(BUILTIN_METRICS)
+    assert set(BUILTIN_QUERIES) | CLASS_METRICS == set(BUILTIN_METRICS)
+    assert not set(BUILTIN_QUERIES) & CLASS_METRICS
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("precision", "100 * {tp} / {predicted}"),
+        ("recall", "100 * {tp} / {actual}"),
+        ("f1", "100 * 2 * {tp} / ({predicted} + {actual})"),
+    ],
+)
+def test_per_class_queries(name: str, expected: str) -> None:
+    sel = 'namespace="ml",deployment="churn",variant="canary",version="1.5.0"'
+    parts = {
+        "tp": f'sum(increase(modelship_feedback_confusion_total{{{sel},true_class="yes",'
+        'class="yes"}[30s]))',
+        "predicted": f'sum(increase(modelship_feedback_confusion_total{{{sel},class="yes"}}[30s]))',
+        "actual": f'sum(increase(modelship_feedback_confusion_total{{{sel},true_class="yes"}}'
+        "[30s]))",
+    }
+    check = MetricCheck(name=name, class_name="yes", min=80)
+    assert metric_query(check, CANARY) == expected.format(**parts)
 
 
 def test_selector_names_namespace_deployment_variant_and_version() -> None:

@@ -298,6 +298,22 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "models:/name/version",
     ),
     (
+        "precision-without-class",
+        set_path(base_resource(), "spec.strategy", {"metrics": [{"name": "precision", "min": 80}]}),
+        "className is needed by precision, recall and f1",
+        "className is needed by precision, recall and f1",
+    ),
+    (
+        "class-on-accuracy",
+        set_path(
+            base_resource(),
+            "spec.strategy",
+            {"metrics": [{"name": "accuracy", "min": 80, "className": "1"}]},
+        ),
+        "className is needed by precision, recall and f1",
+        "className is needed by precision, recall and f1",
+    ),
+    (
         "uri-pvc-escapes-its-claim",
         set_path(base_resource(), "spec.model.uri", "pvc://team-models/churn/../../etc/passwd"),
         "a pvc:// path must stay inside its claim",

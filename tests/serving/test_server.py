@@ -447,3 +447,76 @@ def test_regressor_feedback_gives_sklearns_mae_and_rmse(
     assert (squared / count) ** 0.5 == pytest.approx(
         mean_squared_error(truth, predicted) ** 0.5, rel=1e-9
     )
+
+
+def test_classifier_feedback_gives_sklearns_precision_recall_and_f1(
+    classifier_server: Server, classifier: Artifact
+) -> None:
+    """The confusion counts the built-in precision, recall and f1 checks divide give
+    scikit-learn's own metrics for the named class, on the same labels."""
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    labels = {"model": "bc", "version": "1.4.0", "variant": "canary"}
+
+    def confusion(**which: str) -> float:
+        text = classifier_server.client.get("/metrics").text
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith("modelship_feedback_confusion_total{"):
+                continue
+            series, value = line.rsplit(" ", 1)
+            found = dict(re.findall(r'(\w+)="([^"]*)"', series))
+            if all(found.get(k) == v for k, v in {**labels, **which}.items()):
+                total += float(value)
+        return total
+
+    def counts(cls: str) -> tuple[float, float, float]:
+        return (
+            confusion(true_class=cls, **{"class": cls}),
+            confusion(**{"class": cls}),
+            confusion(true_class=cls),
+        )
+
+    before = {cls: counts(cls) for cls in ("0", "1")}
+    # Labels with some flipped, so that both classes have false positives and negatives.
+    rows, truth = classifier.X[100:180], classifier.y[100:180].copy()
+    truth[::7] = 1 - truth[::7]
+    ids = [f"cm-{i}" for i in range(8)]
+    for i, rid in enumerate(ids):
+        answer = classifier_server.client.post(
+            "/v1/models/bc:predict",
+            json={"instances": rows[10 * i : 10 * i + 10].tolist()},
+            headers={"x-request-id": rid},
+        )
+        assert answer.status_code == 200, answer.text
+    feedback = [
+        {"request_id": rid, "labels": truth[10 * i : 10 * i + 10].tolist()}
+        for i, rid in enumerate(ids)
+    ]
+    response = classifier_server.client.post("/v1/models/bc:feedback", json={"feedback": feedback})
+    assert response.status_code == 200, response.text
+    predicted = classifier.estimator.predict(rows)
+    for cls in ("0", "1"):
+        tp, positive, actual = (a - b for a, b in zip(counts(cls), before[cls], strict=True))
+        label = int(cls)
+        # class_query in modelship_operator.analysis.queries: the same arithmetic.
+        assert 100 * tp / positive == pytest.approx(
+            100 * precision_score(truth, predicted, pos_label=label), rel=1e-9
+        )
+        assert 100 * tp / actual == pytest.approx(
+            100 * recall_score(truth, predicted, pos_label=label), rel=1e-9
+        )
+        assert 100 * 2 * tp / (positive + actual) == pytest.approx(
+            100 * f1_score(truth, predicted, pos_label=label), rel=1e-9
+        )
+    # A label that is none of the model's classes is counted as other, not as a new series.
+    classifier_server.client.post(
+        "/v1/models/bc:predict",
+        json={"instances": rows[:1].tolist()},
+        headers={"x-request-id": "cm-x"},
+    )
+    classifier_server.client.post(
+        "/v1/models/bc:feedback", json={"feedback": [{"request_id": "cm-x", "label": "banana"}]}
+    )
+    assert confusion(true_class="other") >= 1
+    assert "banana" not in classifier_server.client.get("/metrics").text

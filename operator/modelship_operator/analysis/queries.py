@@ -125,6 +125,7 @@ _FEEDBACK_CORRECT: Final = serving.total(serving.FEEDBACK_CORRECT)
 _ABSOLUTE_ERROR_SUM: Final = serving.summed(serving.FEEDBACK_ABSOLUTE_ERROR)
 _ERRORS_COUNTED: Final = serving.counted(serving.FEEDBACK_ABSOLUTE_ERROR)
 _SQUARED_ERROR: Final = serving.total(serving.FEEDBACK_SQUARED_ERROR)
+_CONFUSION: Final = serving.total(serving.FEEDBACK_CONFUSION)
 _PREDICTIONS: Final = serving.total(serving.PREDICTIONS)
 _PREDICTION_VALUE_BUCKET: Final = serving.bucket(serving.PREDICTION_VALUE)
 
@@ -185,6 +186,31 @@ def rmse_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
     )
 
 
+def _confusion(scope: Scope, labels: LabelScheme, window: str, *matchers: str) -> str:
+    return f"sum(increase({_CONFUSION}{{{selector(scope, labels, *matchers)}}}[{window}]))"
+
+
+def class_query(
+    name: str, scope: Scope, class_name: str, labels: LabelScheme = DEFAULT_LABELS
+) -> str:
+    """precision, recall or f1 (percent) of one class, from the confusion counts of the
+    feedback in the window: true positives over predicted positives (precision), over
+    actual positives (recall), or twice them over both (f1 = 2TP / (2TP + FP + FN))."""
+    window = duration(scope.interval)
+    value = quote(class_name)
+    tp = _confusion(scope, labels, window, f"{serving.TRUE_CLASS}={value}",
+                    f"{serving.CLASS}={value}")  # fmt: skip
+    predicted = _confusion(scope, labels, window, f"{serving.CLASS}={value}")
+    actual = _confusion(scope, labels, window, f"{serving.TRUE_CLASS}={value}")
+    if name == "precision":
+        return f"100 * {tp} / {predicted}"
+    if name == "recall":
+        return f"100 * {tp} / {actual}"
+    if name == "f1":
+        return f"100 * 2 * {tp} / ({predicted} + {actual})"
+    raise ValueError(f"{name} is not a per-class metric")
+
+
 BUILTIN_QUERIES: Final = {
     "success-rate": success_rate_query,
     "latency-p99": latency_p99_query,
@@ -229,6 +255,8 @@ def metric_query(check: MetricCheck, scope: Scope, labels: LabelScheme = DEFAULT
     """The query of one metric check for one variant (raises :class:`TemplateError`)."""
     if check.query is not None:
         return render_template(check.query, scope)
+    if check.class_name is not None:
+        return class_query(check.name, scope, check.class_name, labels)
     return BUILTIN_QUERIES[check.name](scope, labels)
 
 
