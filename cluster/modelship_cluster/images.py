@@ -154,9 +154,13 @@ def image_specs(version: str) -> dict[str, ImageSpec]:
                 "operator/modelship_operator",
                 "router/modelship_router",
                 "kube/modelship_kube",
-                # The serving metrics contract the analysis queries import (only it).
+                # Of the model server: the metrics contract the analysis queries import, and
+                # the MLmodel reader (with its settings and errors) resolving models:/ URIs.
                 "serving/modelship_serving/__init__.py",
                 "serving/modelship_serving/contract.py",
+                "serving/modelship_serving/mlflow_model.py",
+                "serving/modelship_serving/config.py",
+                "serving/modelship_serving/errors.py",
             ),
             requirements="requirements/operator.txt",
         ),

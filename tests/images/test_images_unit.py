@@ -234,3 +234,51 @@ def test_sbom_lists_debian_and_python_packages() -> None:
         "docker.io/modelship/serving:0.1.0", "k", debian, [meta], timestamp="t"
     )
     assert again == doc
+
+
+def test_the_operator_image_ships_every_serving_module_the_operator_imports() -> None:
+    """The operator image carries only a few modules of the model server; every
+    ``modelship_serving`` module the operator imports (also inside a function), and every
+    module those import in turn at module level, must be among them, or the operator fails in
+    its pod only. (A serving module's imports inside its functions are the server's own: the
+    operator never calls those functions.)"""
+    import ast
+
+    repo = Path(__file__).resolve().parents[2]
+    shipped = set(images.image_specs("0")["operator"].inputs)
+    serving = repo / "serving/modelship_serving"
+
+    def serving_imports(path: Path) -> set[str]:
+        found: set[str] = set()
+        tree = ast.parse(path.read_text())
+        nodes = tree.body if path.parent == serving else list(ast.walk(tree))
+        for node in nodes:
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level == 1 and path.parent == serving:
+                    found.add(module or "__init__")
+                elif module.startswith("modelship_serving."):
+                    found.add(module.split(".", 1)[1])
+                elif module == "modelship_serving":
+                    found |= {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {
+                    a.name.split(".", 1)[1]
+                    for a in node.names
+                    if a.name.startswith("modelship_serving.")
+                }
+        return found
+
+    needed: set[str] = set()
+    todo = list((repo / "operator").rglob("*.py"))
+    while todo:
+        for module in serving_imports(todo.pop()):
+            if module not in needed:
+                needed.add(module)
+                todo.append(serving / f"{module}.py")
+    missing = sorted(
+        f"serving/modelship_serving/{m}.py"
+        for m in needed
+        if f"serving/modelship_serving/{m}.py" not in shipped
+    )
+    assert "contract" in needed and not missing, missing
