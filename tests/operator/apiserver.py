@@ -62,7 +62,8 @@ def _binary(name: str) -> Path:
         raise  # unreachable; keeps type checkers content
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited in 15 s."""
     process.terminate()
     try:
         process.wait(timeout=15)
@@ -138,8 +139,8 @@ def start_apiserver(root: Path, service_cidr: str = "10.97.0.0/24") -> Iterator[
             time.sleep(0.5)
         yield server
     finally:
-        _stop(api_proc)
-        _stop(etcd_proc)
+        stop_process(api_proc)
+        stop_process(etcd_proc)
         etcd_log.close()
         api_log.close()
 

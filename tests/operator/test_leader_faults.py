@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apiserver import ApiServer, install_crd, start_apiserver, start_operator
+from apiserver import ApiServer, install_crd, start_apiserver, start_operator, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -174,9 +174,8 @@ def test_a_leader_that_cannot_renew_exits_before_the_standby_takes_over(
         assert b.poll() is None
     finally:
         for process in (a, b):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
+            if process is not None:
+                stop_process(process)
         proxy.stalled.clear()
         logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in tmp_path.glob("*.log"))
         print(logs)

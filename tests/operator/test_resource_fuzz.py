@@ -22,7 +22,6 @@ import asyncio
 import copy
 import random
 import re
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,7 +32,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from apiserver import ADMIN_TOKEN, ApiServer, install_crd, start_apiserver, start_operator
+from apiserver import (
+    ADMIN_TOKEN,
+    ApiServer,
+    install_crd,
+    start_apiserver,
+    start_operator,
+    stop_process,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -221,12 +227,7 @@ def operator(api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield log
         assert proc.poll() is None, f"the operator exited:\n{log.read_text()[-4000:]}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def client(api: ApiServer) -> httpx.AsyncClient:

@@ -156,38 +156,28 @@ def latency_p99_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str
     )
 
 
+def _increase(series: str, scope: Scope, labels: LabelScheme, *matchers: str) -> str:
+    """The variant's ``series`` summed over its pods, increased over the window."""
+    sel = selector(scope, labels, *matchers)
+    return f"sum(increase({series}{{{sel}}}[{duration(scope.interval)}]))"
+
+
 def accuracy_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
     """Percent of predictions whose ground truth (feedback) matched, in the window."""
-    window = duration(scope.interval)
-    sel = selector(scope, labels)
-    return (
-        f"100 * sum(increase({_FEEDBACK_CORRECT}{{{sel}}}[{window}]))"
-        f" / sum(increase({_FEEDBACK}{{{sel}}}[{window}]))"
-    )
+    correct, total = (_increase(s, scope, labels) for s in (_FEEDBACK_CORRECT, _FEEDBACK))
+    return f"100 * {correct} / {total}"
 
 
 def mae_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
     """Mean absolute error of a regressor's predictions against feedback, in the window."""
-    window = duration(scope.interval)
-    sel = selector(scope, labels)
-    return (
-        f"sum(increase({_ABSOLUTE_ERROR_SUM}{{{sel}}}[{window}]))"
-        f" / sum(increase({_ERRORS_COUNTED}{{{sel}}}[{window}]))"
-    )
+    errors, rows = (_increase(s, scope, labels) for s in (_ABSOLUTE_ERROR_SUM, _ERRORS_COUNTED))
+    return f"{errors} / {rows}"
 
 
 def rmse_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
     """Root mean squared error of a regressor's predictions against feedback, in the window."""
-    window = duration(scope.interval)
-    sel = selector(scope, labels)
-    return (
-        f"sqrt(sum(increase({_SQUARED_ERROR}{{{sel}}}[{window}]))"
-        f" / sum(increase({_ERRORS_COUNTED}{{{sel}}}[{window}])))"
-    )
-
-
-def _confusion(scope: Scope, labels: LabelScheme, window: str, *matchers: str) -> str:
-    return f"sum(increase({_CONFUSION}{{{selector(scope, labels, *matchers)}}}[{window}]))"
+    squared, rows = (_increase(s, scope, labels) for s in (_SQUARED_ERROR, _ERRORS_COUNTED))
+    return f"sqrt({squared} / {rows})"
 
 
 def class_query(
@@ -196,12 +186,11 @@ def class_query(
     """precision, recall or f1 (percent) of one class, from the confusion counts of the
     feedback in the window: true positives over predicted positives (precision), over
     actual positives (recall), or twice them over both (f1 = 2TP / (2TP + FP + FN))."""
-    window = duration(scope.interval)
-    value = quote(class_name)
-    tp = _confusion(scope, labels, window, f"{serving.TRUE_CLASS}={value}",
-                    f"{serving.CLASS}={value}")  # fmt: skip
-    predicted = _confusion(scope, labels, window, f"{serving.CLASS}={value}")
-    actual = _confusion(scope, labels, window, f"{serving.TRUE_CLASS}={value}")
+    truth = f"{serving.TRUE_CLASS}={quote(class_name)}"
+    predicted_as = f"{serving.CLASS}={quote(class_name)}"
+    tp = _increase(_CONFUSION, scope, labels, truth, predicted_as)
+    predicted = _increase(_CONFUSION, scope, labels, predicted_as)
+    actual = _increase(_CONFUSION, scope, labels, truth)
     if name == "precision":
         return f"100 * {tp} / {predicted}"
     if name == "recall":
@@ -270,12 +259,7 @@ def business_queries(
     time since then. Built in: correct feedback and all feedback (online accuracy)."""
     if metric.successes is not None and metric.trials is not None:
         return render_template(metric.successes, scope), render_template(metric.trials, scope)
-    window = duration(scope.interval)
-    sel = selector(scope, labels)
-    return (
-        f"sum(increase({_FEEDBACK_CORRECT}{{{sel}}}[{window}]))",
-        f"sum(increase({_FEEDBACK}{{{sel}}}[{window}]))",
-    )
+    return _increase(_FEEDBACK_CORRECT, scope, labels), _increase(_FEEDBACK, scope, labels)
 
 
 # --- shadow --------------------------------------------------------------------------------
