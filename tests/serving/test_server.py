@@ -406,6 +406,28 @@ def test_cli_help_and_missing_model_uri() -> None:
     assert "model_uri" in missing.stderr and "MODELSHIP_MODEL_URI" in missing.stderr
 
 
+def predict_then_label(
+    server: Server, name: str, rows: np.ndarray, truth: np.ndarray, prefix: str
+) -> None:
+    """Predict ``rows`` ten per request (ids ``<prefix>-<n>``) through V1, then send their
+    ground truth ``truth`` as one feedback request."""
+    ids = [f"{prefix}-{i}" for i in range(0, len(rows), 10)]
+    for rid, start in zip(ids, range(0, len(rows), 10), strict=True):
+        answer = server.client.post(
+            f"/v1/models/{name}:predict",
+            json={"instances": rows[start : start + 10].tolist()},
+            headers={"x-request-id": rid},
+        )
+        assert answer.status_code == 200, answer.text
+    feedback = [
+        {"request_id": rid, "labels": truth[start : start + 10].tolist()}
+        for rid, start in zip(ids, range(0, len(rows), 10), strict=True)
+    ]
+    response = server.client.post(f"/v1/models/{name}:feedback", json={"feedback": feedback})
+    assert response.status_code == 200, response.text
+    assert response.json()["rows"] == len(rows)
+
+
 def test_regressor_feedback_gives_sklearns_mae_and_rmse(
     regressor_server: Server, regressor: Artifact
 ) -> None:
@@ -422,22 +444,7 @@ def test_regressor_feedback_gives_sklearns_mae_and_rmse(
 
     before = counters()
     rows, truth = regressor.X[:40], regressor.y[:40] + np.linspace(-30, 30, 40)
-    ids = [f"reg-{i}" for i in range(4)]
-    for i, rid in enumerate(ids):
-        answer = regressor_server.client.post(
-            "/v1/models/diabetes:predict",
-            json={"inputs": rows[10 * i : 10 * i + 10].tolist()},
-            headers={"x-request-id": rid},
-        )
-        assert answer.status_code == 200, answer.text
-    feedback = [
-        {"request_id": rid, "labels": truth[10 * i : 10 * i + 10].tolist()}
-        for i, rid in enumerate(ids)
-    ]
-    response = regressor_server.client.post(
-        "/v1/models/diabetes:feedback", json={"feedback": feedback}
-    )
-    assert response.status_code == 200, response.text
+    predict_then_label(regressor_server, "diabetes", rows, truth, "reg")
     after = counters()
     abs_sum, count, squared = (a - b for a, b in zip(after, before, strict=True))
     predicted = regressor.estimator.predict(rows)
@@ -481,20 +488,7 @@ def test_classifier_feedback_gives_sklearns_precision_recall_and_f1(
     # Labels with some flipped, so that both classes have false positives and negatives.
     rows, truth = classifier.X[100:180], classifier.y[100:180].copy()
     truth[::7] = 1 - truth[::7]
-    ids = [f"cm-{i}" for i in range(8)]
-    for i, rid in enumerate(ids):
-        answer = classifier_server.client.post(
-            "/v1/models/bc:predict",
-            json={"instances": rows[10 * i : 10 * i + 10].tolist()},
-            headers={"x-request-id": rid},
-        )
-        assert answer.status_code == 200, answer.text
-    feedback = [
-        {"request_id": rid, "labels": truth[10 * i : 10 * i + 10].tolist()}
-        for i, rid in enumerate(ids)
-    ]
-    response = classifier_server.client.post("/v1/models/bc:feedback", json={"feedback": feedback})
-    assert response.status_code == 200, response.text
+    predict_then_label(classifier_server, "bc", rows, truth, "cm")
     predicted = classifier.estimator.predict(rows)
     for cls in ("0", "1"):
         tp, positive, actual = (a - b for a, b in zip(counts(cls), before[cls], strict=True))
