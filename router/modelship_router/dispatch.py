@@ -19,13 +19,11 @@ from modelship_router.local import LOCAL_PATHS, LocalEndpoints
 from modelship_router.metrics import LATENCY_BUCKETS
 from modelship_router.replica import REPLICA_HEADER, find_replica
 from modelship_router.request import Request
-from modelship_router.retry import Retries
+from modelship_router.retry import Retries, retryable
 from modelship_router.routing import decide
 from modelship_router.shadow import ShadowMirror
 from modelship_router.state import Snapshot, VariantRuntime
 from modelship_router.upstream import (
-    ConnectFailed,
-    NoResponse,
     Response,
     Upstream,
     UpstreamError,
@@ -154,7 +152,7 @@ class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
 
     def recover(self, req: Request, error: UpstreamError) -> None:
         """The pooled exchange failed: retry (in a task) or answer the error."""
-        if isinstance(error, ConnectFailed | NoResponse):
+        if retryable(req, error):
             self.loop.create_task(self._slow_path(req, error))
         else:
             self._fail(req, error)

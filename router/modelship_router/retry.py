@@ -2,7 +2,9 @@
 
 After a connection failure (nothing was sent, or nothing came back) the request is retried
 once on another upstream of the variant, or of the fallback (stable) variant; a variant
-with no usable upstream falls back to stable.
+with no usable upstream falls back to stable. So is a request whose answer was cut off
+mid-way (the upstream died while answering) when sending it twice is harmless: reads and
+predictions (:func:`repeatable`), not feedback, whose labels must be counted once.
 """
 
 from __future__ import annotations
@@ -13,9 +15,36 @@ import logging
 from modelship_router.metrics import RouterMetrics
 from modelship_router.request import Request
 from modelship_router.state import Snapshot, VariantRuntime
-from modelship_router.upstream import ConnectFailed, NoResponse, Response, Upstream, UpstreamError
+from modelship_router.upstream import (
+    ConnectFailed,
+    CutOff,
+    NoResponse,
+    Response,
+    Upstream,
+    UpstreamError,
+)
 
 log = logging.getLogger(__name__)
+
+#: Methods without side effects on a model server.
+SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+#: POST paths that only compute an answer (KServe V1 predict, Open Inference Protocol infer).
+INFERENCE_SUFFIXES = (b":predict", b"/infer")
+
+
+def repeatable(method: bytes, url: bytes) -> bool:
+    """Whether a request may be sent again after its first answer was cut off: a read or an
+    inference request, not a feedback post (or any other write)."""
+    if method in SAFE_METHODS:
+        return True
+    return method == b"POST" and url.partition(b"?")[0].endswith(INFERENCE_SUFFIXES)
+
+
+def retryable(req: Request, error: UpstreamError) -> bool:
+    """Whether ``error`` on ``req``'s first attempt is worth one more attempt elsewhere."""
+    if isinstance(error, ConnectFailed | NoResponse):
+        return True
+    return isinstance(error, CutOff) and repeatable(req.method, req.url)
 
 
 async def attempt(
@@ -88,7 +117,9 @@ class Retries:
                 conn = await upstream.open()
                 return await conn.request(req.data, req.head_only, self.timeout)
             raise error
-        except (ConnectFailed, NoResponse) as exc:
+        except (ConnectFailed, NoResponse, CutOff) as exc:
+            if not retryable(req, exc):
+                raise
             upstream.eject()
             now = self.loop.time()
             retry = variant.pick(now, exclude=upstream)

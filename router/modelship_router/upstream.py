@@ -49,6 +49,11 @@ class BadResponse(UpstreamError):
     """The upstream sent something that is not a usable HTTP response."""
 
 
+class CutOff(UpstreamError):
+    """The connection closed after part of the response had arrived (the upstream died
+    mid-answer). Nothing of it reached the client: responses are buffered whole."""
+
+
 class Response:
     """A complete upstream response: its relayable head (see ``http1``), status and body."""
 
@@ -169,7 +174,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self._until_close:
                 self._finish()
             elif self.received:
-                self._fail(BadResponse(f"{self.upstream.address} closed mid-response"))
+                self._fail(CutOff(f"{self.upstream.address} closed mid-response"))
             else:
                 message = f"{self.upstream.address} closed the connection"
                 self._fail(NoResponse(message, self.reused))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import socket
 from collections import Counter
 from pathlib import Path
@@ -215,6 +216,49 @@ def test_connection_failure_is_retried_on_another_upstream(
         r'modelship_router_retries_total\{deployment="churn",variant="stable"\} [1-9]',
         router.metrics(),
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/models/churn:predict"), ("POST", "/v2/models/churn/infer"), ("GET", "/p")],
+)
+def test_a_prediction_cut_off_by_a_dying_upstream_is_answered_by_another(
+    spawn_upstream: Any, config_file: Path, spawn_router: Any, method: str, path: str
+) -> None:
+    dying = spawn_upstream("stable-1", UPSTREAM_DIE_MID_ANSWER="1")
+    healthy = spawn_upstream("stable-2")
+    canary = spawn_upstream("canary-1")
+    write_config(config_file, routing([dying.address, healthy.address], [canary.address], 0))
+    router = spawn_router(config_file)
+    with httpx.Client(base_url=router.url, timeout=10) as client:
+        # Round robin sends one of the first two to the upstream that dies mid-answer.
+        answers = [client.request(method, path, json={"instances": [[1]]}) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert {a.json()["upstream"] for a in answers} == {"stable-2"}
+    assert dying.proc.wait(timeout=10) == -signal.SIGKILL  # it did die while answering
+    assert re.search(
+        r'modelship_router_retries_total\{deployment="churn",variant="stable"\} 1\.0',
+        router.metrics(),
+    )
+
+
+def test_feedback_cut_off_by_a_dying_upstream_is_not_sent_twice(
+    spawn_upstream: Any, config_file: Path, spawn_router: Any
+) -> None:
+    dying = spawn_upstream("stable-1", UPSTREAM_DIE_MID_ANSWER="1")
+    healthy = spawn_upstream("stable-2")
+    canary = spawn_upstream("canary-1")
+    write_config(config_file, routing([dying.address, healthy.address], [canary.address], 0))
+    router = spawn_router(config_file)
+    feedback = {"id": "r1", "label": 1}
+    with httpx.Client(base_url=router.url, timeout=10) as client:
+        answers = [client.post("/v1/models/churn:feedback", json=feedback) for _ in range(2)]
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200, 502], [a.text for a in answers]
+    cut = next(a for a in answers if a.status_code == 502)
+    assert "closed mid-response" in cut.json()["error"]
+    assert healthy.stats()["requests"] == 1  # the cut-off feedback was not repeated
+    assert dying.proc.wait(timeout=10) == -signal.SIGKILL
 
 
 def test_502_with_reason_when_stable_is_down(

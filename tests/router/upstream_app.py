@@ -2,7 +2,9 @@
 
 Run with uvicorn (``--app-dir tests/router upstream_app:app``). Behaviour, from the
 environment: ``UPSTREAM_NAME`` (echoed), ``UPSTREAM_DELAY`` (seconds before answering),
-``UPSTREAM_STATUS`` (status code), ``UPSTREAM_MODEL_VERSION`` (sent as x-model-version).
+``UPSTREAM_STATUS`` (status code), ``UPSTREAM_MODEL_VERSION`` (sent as x-model-version),
+``UPSTREAM_DIE_MID_ANSWER`` (the process SIGKILLs itself after sending half an answer,
+as a pod OOM-killed while answering would).
 Per request: headers ``x-test-delay`` and ``x-test-status`` override the same.
 ``GET /_stats`` returns how many requests (and mirrored copies) arrived;
 ``GET /_stream?parts=N&size=M`` answers N chunks of M bytes, chunked.
@@ -13,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from typing import Any
 
 NAME = os.environ.get("UPSTREAM_NAME", "upstream")
 DELAY = float(os.environ.get("UPSTREAM_DELAY", "0"))
 STATUS = int(os.environ.get("UPSTREAM_STATUS", "200"))
 VERSION = os.environ.get("UPSTREAM_MODEL_VERSION")
+DIE_MID_ANSWER = os.environ.get("UPSTREAM_DIE_MID_ANSWER") == "1"
 
 stats = {"requests": 0, "mirrored": 0}
 
@@ -61,6 +65,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         "body": body.decode("utf-8", "replace"),
     }
     extra = [(b"x-model-version", VERSION.encode())] if VERSION else []
+    if DIE_MID_ANSWER:
+        head = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        await send({"type": "http.response.body", "body": b'{"upstream": "', "more_body": True})
+        await asyncio.sleep(0.2)  # let the partial answer reach the router
+        os.kill(os.getpid(), signal.SIGKILL)
     await _send(send, status, json.dumps(payload).encode(), extra)
 
 
