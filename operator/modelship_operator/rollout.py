@@ -485,6 +485,7 @@ TRANSITIONS: Final[tuple[Transition, ...]] = (
         "Progressing, step 0, counters reset",
         "none until the canary is ready",
         (("Normal", "RolloutRetried"),),
+        also="then the entering rows, at once (a canary still up from the last try enters)",
         phase="Progressing",
         action="restart",
     ),
@@ -729,10 +730,15 @@ def next_analysis_at(strategy: Strategy, state: RolloutState) -> datetime | None
     return since + strategy.interval_delta
 
 
+def deadline_at(strategy: Strategy, state: RolloutState) -> datetime:
+    """When this step (or the wait for a ready canary) reaches progressDeadline."""
+    since = state.progress.step_started_at or state.progress.started_at
+    return since + strategy.progress_deadline_delta
+
+
 def deadline_passed(strategy: Strategy, state: RolloutState, now: datetime) -> bool:
     """Whether this step (or the wait for a ready canary) has lasted progressDeadline."""
-    since = state.progress.step_started_at or state.progress.started_at
-    return now - since >= strategy.progress_deadline_delta
+    return now >= deadline_at(strategy, state)
 
 
 def parse_action(value: str | None, last_handled: str | None) -> Command | None:
@@ -919,7 +925,11 @@ class _Machine:
                     ab_test=None,
                 )
                 reason = f"retry: canary {_version(state)} starts again from the first step"
-                return self._step("retry-rejected", fresh, reason, reason)
+                # Straight on to entering: a canary still up from the last try (within
+                # scaleDownDelay) is ready now, and no change of its pods will say so.
+                self._pass("retry-rejected", reason)
+                self.state = fresh
+                return self._enter(canary_ready)
             return self._ignored(command, f"the rollout is over ({state.phase})")
         if state.phase == "Promoting":
             return self._ignored(
@@ -1417,6 +1427,10 @@ def track_rollout(
         traffic = Traffic()
         canary_replicas, requeue = _scale_down(md, progress, now)
     due = next_analysis_at(md.spec.strategy, state)
+    if due is None and phase == "Progressing" and not state.entered:
+        # Waiting for a ready canary: its pods' changes wake the operator, but a canary that
+        # never gets ready changes nothing, so look again when progressDeadline runs out.
+        due = deadline_at(md.spec.strategy, state)
     if due is not None:
         # The exact clock, not the whole second: an analysis is never a second late.
         wait = max(0.5, (due - exact_now).total_seconds())

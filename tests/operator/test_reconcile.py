@@ -209,6 +209,8 @@ def test_canary_waits_for_a_ready_pod_then_enters_at_the_first_step() -> None:
     assert "waiting for a ready pod" in message(waiting, "Progressing")
     assert "RolloutProgressing" in reasons(waiting)
     assert env(waiting, "churn-canary")["MODELSHIP_VARIANT"] == "canary"
+    # A canary that never gets ready changes nothing: look again at progressDeadline (10m).
+    assert waiting.requeue_after == pytest.approx(600)
 
     live = plan(
         md(status=waiting.status, generation=2, canary=CANARY), cluster(waiting), SETTINGS, T0

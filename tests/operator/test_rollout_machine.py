@@ -380,9 +380,21 @@ def test_abort_rolls_back_and_retry_starts_again() -> None:
     assert step.finished is not None and step.finished.outcome == "Aborted"
     assert r.tick(ok(), after=30).decision.action == "wait"  # over: analyses change nothing
     again = r.tick(after=1, command="retry", ready=False)
-    assert again.decision.action == "restart" and r.s.phase == "Progressing"
+    assert again.path == ("retry-rejected", "wait-ready") and r.s.phase == "Progressing"
+    assert reasons(again) == ["RolloutRetried"]
     assert (r.s.step, r.s.failed_checks, r.s.traffic.canary) == (0, 0, 0)
     assert r.tick(after=1).decision.action == "enter" and r.s.traffic.canary == 10
+
+
+def test_retry_while_the_canary_is_still_up_enters_at_once() -> None:
+    # Within scaleDownDelay the rejected canary's pods still run and are ready: nothing
+    # about them changes, so the retry itself must enter (a later reconcile may not come).
+    r = entered()
+    r.tick(after=1, command="abort")
+    again = r.tick(after=1, command="retry", ready=True)
+    assert again.path == ("retry-rejected", "enter") and r.s.phase == "Progressing"
+    assert reasons(again) == ["RolloutRetried", "CanaryEntered"]
+    assert (r.s.step, r.s.traffic.canary) == (0, 10)
 
 
 def test_commands_that_do_not_apply_are_ignored_with_a_warning() -> None:
