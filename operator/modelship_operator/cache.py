@@ -7,7 +7,8 @@ what exists from here instead of listing eight collections; a change of a child 
 calls ``on_change(namespace, deployment)`` so the owner is reconciled, unless the event is
 of the operator's own write (``is_own``: the resourceVersion its apply got back).
 
-Objects are kept without ``metadata.managedFields`` (the bulk of a Deployment, never read).
+Objects are kept without ``metadata.managedFields`` (the bulk of a Deployment, never read),
+but for who owns a Deployment's replicas (:mod:`modelship_operator.handover`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from modelship_kube.informer import ListWatch
 from modelship_kube.paths import collection_path
 from modelship_kube.request import Client
 
+from modelship_operator.handover import slim_managed_fields
 from modelship_operator.kinds import CHILD_KINDS, LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ def _owner(obj: dict[str, Any]) -> Owner | None:
 def _slim(obj: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
     obj["apiVersion"] = api_version
     obj["kind"] = kind
-    (obj.get("metadata") or {}).pop("managedFields", None)
+    slim_managed_fields(obj)
     return obj
 
 

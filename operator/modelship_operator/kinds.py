@@ -43,6 +43,7 @@ CHILD_KINDS: Final[tuple[ChildKind, ...]] = (
     ChildKind("v1", "Service", "services"),
     ChildKind("apps/v1", "Deployment", "deployments"),
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
 )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modelship_operator.capacity import bounds
 from modelship_operator.conditions import (
     Event,
     Failure,
@@ -106,13 +107,20 @@ def plan(
     """What to apply, delete, write to status and announce for ``md`` now."""
     rollout = track_rollout(md, observed, now, analysis)
     builtin_router = md.spec.router.type == "builtin"
+    scaling = md.spec.autoscaling
     canary = (
         None
         if rollout.canary_model is None
-        else VariantPlan("canary", rollout.canary_model, rollout.canary_replicas)
+        else VariantPlan(
+            "canary",
+            rollout.canary_model,
+            rollout.canary_replicas,
+            # Held for scaleDownDelay (no share): the pods it runs, no autoscaler.
+            None if rollout.canary_share is None else bounds(scaling, rollout.canary_share),
+        )
     )
     state = DesiredState(
-        stable=VariantPlan("stable", rollout.stable_model, md.spec.replicas),
+        stable=VariantPlan("stable", rollout.stable_model, md.spec.replicas, bounds(scaling)),
         canary=canary,
         traffic=rollout.traffic,
     )

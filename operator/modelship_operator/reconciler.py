@@ -61,6 +61,7 @@ from modelship_operator.applied import (
 from modelship_operator.cache import ChildCache, ObjectKey
 from modelship_operator.conditions import Failure
 from modelship_operator.events import event_name, evented, unevented
+from modelship_operator.handover import HANDOVER_SUFFIX, handover
 from modelship_operator.kube import Kube
 from modelship_operator.metrics import OperatorMetrics
 from modelship_operator.mlflow_registry import registry_for
@@ -276,8 +277,13 @@ class Reconciler:
             if unchanged(self.applied.get(key), digest, live):
                 continue
             self.applied.pop(key, None)
+            manager = self.settings.field_manager
             try:
-                answer = await self.kube.apply(obj, self.settings.field_manager, force=True)
+                keep = handover(obj, live, manager)
+                if keep is not None:
+                    # First apply without replicas (an autoscaler takes over): keep the count.
+                    await self.kube.apply(keep, manager + HANDOVER_SUFFIX, force=True)
+                answer = await self.kube.apply(obj, manager, force=True)
             except ApiError as exc:
                 if exc.transient:
                     raise

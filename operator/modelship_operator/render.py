@@ -34,6 +34,7 @@ from modelship_router.config import (
 )
 from modelship_serving.contract import DEPLOYMENT_ENV
 
+from modelship_operator.capacity import Bounds, bounds
 from modelship_operator.kinds import (
     CHILD_KINDS,
     LABEL_COMPONENT,
@@ -83,11 +84,17 @@ MODEL_CACHE_DIR: Final = "/tmp/modelship-models"
 
 @dataclass(frozen=True)
 class VariantPlan:
-    """One variant's Deployment: the model it serves and how many pods."""
+    """One variant's Deployment: the model it serves and how many pods (``replicas``, or
+    an autoscaler's range, which then owns the Deployment's replicas)."""
 
     variant: Variant
     model: ModelRef
     replicas: int
+    autoscale: Bounds | None = None
+
+    @property
+    def most_pods(self) -> int:
+        return self.autoscale.max_replicas if self.autoscale is not None else self.replicas
 
 
 @dataclass(frozen=True)
@@ -115,9 +122,10 @@ def state_from_spec(
     """spec.model on the stable variant at full size (what the first apply of a resource
     deploys; the rollout engine decides everything after that), and ``candidate`` on the
     canary at full size if given."""
-    canary = None if candidate is None else VariantPlan("canary", candidate, md.spec.replicas)
+    full = bounds(md.spec.autoscaling)
+    canary = None if candidate is None else VariantPlan("canary", candidate, md.spec.replicas, full)
     return DesiredState(
-        stable=VariantPlan("stable", md.desired_model(), md.spec.replicas),
+        stable=VariantPlan("stable", md.desired_model(), md.spec.replicas, full),
         canary=canary,
         traffic=traffic or Traffic(),
         router_generation=md.status.router_config_generation or 1,
@@ -405,7 +413,8 @@ def serving_deployment(
         "kind": "Deployment",
         "metadata": _meta(md, variant_name(md.name, plan.variant), labels),
         "spec": {
-            "replicas": plan.replicas,
+            # Under an autoscaler the field is its own: the operator never sets it.
+            **({"replicas": plan.replicas} if plan.autoscale is None else {}),
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": 600,
             "selector": {"matchLabels": serving_selector(md, plan.variant)},
@@ -463,6 +472,30 @@ def service(
         "kind": "Service",
         "metadata": _meta(md, name, labels),
         "spec": {"type": "ClusterIP", "selector": dict(selector), "ports": ports},
+    }
+
+
+def autoscaler(md: ModelDeployment, plan: VariantPlan) -> dict[str, Any]:
+    """The HorizontalPodAutoscaler of a variant's Deployment: its range, on CPU use."""
+    assert plan.autoscale is not None and md.spec.autoscaling is not None
+    name = variant_name(md.name, plan.variant)
+    scaling = md.spec.autoscaling
+    cpu = {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(md, name, serving_labels(md, plan)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": plan.autoscale.min_replicas,
+            "maxReplicas": plan.autoscale.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": cpu}}],
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds
+                }
+            },
+        },
     }
 
 
@@ -679,7 +712,10 @@ def render(
     if builtin_router:
         objects.append(router_deployment(md, settings))
     for plan in state.variants():
-        if plan.replicas > 1:
+        if plan.autoscale is not None:
+            objects.append(autoscaler(md, plan))
+    for plan in state.variants():
+        if plan.most_pods > 1:
             name = variant_name(md.name, plan.variant)
             objects.append(
                 pod_disruption_budget(

@@ -34,6 +34,7 @@ from typing import Final, Literal
 
 from modelship_operator.analysis.abtest import ABResult, Counts
 from modelship_operator.analysis.verdict import CheckResult, first, overall
+from modelship_operator.capacity import share_of
 from modelship_operator.conditions import Event, EventType, timestamp
 from modelship_operator.observed import DeploymentView, Observed
 from modelship_operator.render import variant_name
@@ -704,6 +705,27 @@ def step_traffic(strategy: Strategy, step: int) -> Traffic:
     return Traffic(stable=100 - weight, canary=weight)
 
 
+def next_traffic(strategy: Strategy, state: RolloutState) -> Traffic:
+    """The traffic the rollout gives the canary next if its checks pass."""
+    current = stage(strategy, state)
+    if current == "entering":
+        return entry_traffic(strategy, shadow=strategy.type == "Shadow")
+    if current == "shadow":
+        return step_traffic(strategy, 0)
+    if current == "canary" and state.step < len(strategy.steps) - 1:
+        return step_traffic(strategy, state.step + 1)
+    return state.traffic
+
+
+def sizing_share(strategy: Strategy, state: RolloutState) -> int:
+    """The percent of the traffic a running rollout's canary is sized for: the larger of
+    what it gets now and what its next step gives it (served or mirrored requests alike),
+    so a step's pods are up before its traffic moves."""
+    ahead = next_traffic(strategy, state)
+    now = state.traffic
+    return max(now.canary, now.mirror, ahead.canary, ahead.mirror)
+
+
 def awaiting_promotion(strategy: Strategy, state: RolloutState) -> bool:
     """Manual promotion: every step passed (or the A/B canary won), waiting for promote."""
     if strategy.type == "ABTest":
@@ -1308,8 +1330,13 @@ class Rollout:
     phase: Phase
     stable_model: ModelRef
     canary_model: ModelRef | None
+    #: The canary's pods without autoscaling (its share of spec.replicas, or what it runs
+    #: while held for scaleDownDelay).
     canary_replicas: int
     traffic: Traffic
+    #: The percent of the traffic the canary is sized for (:func:`sizing_share`); None
+    #: once the rollout is over and its pods are only held.
+    canary_share: int | None = None
     step: int | None = None
     progress: RolloutProgress | None = None
     failed_checks: int = 0
@@ -1351,10 +1378,10 @@ def _history(entries: Sequence[HistoryEntry], *new: HistoryEntry) -> tuple[Histo
 
 
 def _scale_down(
-    md: ModelDeployment, progress: RolloutProgress | None, now: datetime
+    md: ModelDeployment, progress: RolloutProgress | None, now: datetime, running: int
 ) -> tuple[int, float | None]:
-    """Canary replicas after a finished rollout, and when to look again: full size during
-    ``scaleDownDelay`` (in-flight requests finish), then none."""
+    """Canary replicas after a finished rollout, and when to look again: the ``running``
+    pods it has, held during ``scaleDownDelay`` (in-flight requests finish), then none."""
     finished = progress.finished_at if progress is not None else None
     remaining = (
         0.0
@@ -1363,7 +1390,7 @@ def _scale_down(
     )
     if remaining <= 0:
         return 0, None
-    return md.spec.replicas, remaining
+    return max(1, running), remaining
 
 
 def track_rollout(
@@ -1422,10 +1449,13 @@ def track_rollout(
 
     stable_target = candidate if phase in ("Promoting", "Promoted") else goal.stable
     requeue: float | None = None
-    canary_replicas = md.spec.replicas
+    share: int | None = sizing_share(md.spec.strategy, replace(state, traffic=traffic))
+    canary_replicas = share_of(md.spec.replicas, share or 0)
     if phase in TERMINAL_PHASES:
         traffic = Traffic()
-        canary_replicas, requeue = _scale_down(md, progress, now)
+        share = None  # no more traffic: the pods it runs are held, then removed
+        running = canary_view.desired if canary_view is not None else 0
+        canary_replicas, requeue = _scale_down(md, progress, now, running)
     due = next_analysis_at(md.spec.strategy, state)
     if due is None and phase == "Progressing" and not state.entered:
         # Waiting for a ready canary: its pods' changes wake the operator, but a canary that
@@ -1449,6 +1479,7 @@ def track_rollout(
         stable_model=stable_target,
         canary_model=candidate if canary_replicas > 0 else None,
         canary_replicas=canary_replicas,
+        canary_share=share,
         traffic=traffic,
         step=step,
         progress=progress,
@@ -1493,7 +1524,9 @@ def _no_candidate(
     replicas, requeue = 0, None
     leftover = progress.candidate if progress is not None else None
     if leftover is not None:
-        replicas, requeue = _scale_down(md, progress, now)
+        canary_view = observed.deployment(variant_name(md.name, "canary"))
+        running = canary_view.desired if canary_view is not None else 0
+        replicas, requeue = _scale_down(md, progress, now, running)
     detail = (
         f"stable serves {goal.stable.version}"
         if phase == "Promoted"

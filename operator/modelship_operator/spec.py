@@ -978,18 +978,87 @@ class Mlflow(ApiModel):
     )
 
 
+# --- autoscaling ----------------------------------------------------------------------------
+
+ScaleDownStabilization = Annotated[str, DurationBounds("0s", "1h", "scaleDownStabilization")]
+
+RULE_AUTOSCALING_MIN_BELOW_MAX: Final = Rule(
+    rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+    message="autoscaling.minReplicas must not exceed maxReplicas",
+    field_path=".minReplicas",
+)
+RULE_AUTOSCALING_NEEDS_CPU_REQUEST: Final = Rule(
+    rule="!has(self.autoscaling) || !has(self.resources) || !has(self.resources.requests) "
+    "|| has(self.resources.requests.cpu)",
+    message="autoscaling scales on CPU utilisation, a share of resources.requests.cpu: "
+    "set resources.requests.cpu (e.g. 500m)",
+    field_path=".resources.requests.cpu",
+    reason="FieldValueRequired",
+)
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler per variant, on CPU utilisation (needs metrics-server)."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(RULE_AUTOSCALING_MIN_BELOW_MAX)
+    }
+
+    min_replicas: int = Field(
+        default=1, ge=1, le=100, description="Fewest stable pods the autoscaler keeps."
+    )
+    max_replicas: int = Field(ge=1, le=100, description="Most stable pods the autoscaler adds.")
+    target_cpu_utilization: int = Field(
+        default=80,
+        alias="targetCPUUtilization",
+        ge=10,
+        le=100,
+        description="Average CPU use the autoscaler holds the pods at, in percent of "
+        "resources.requests.cpu.",
+    )
+    scale_down_stabilization: ScaleDownStabilization = Field(
+        default="5m",
+        description="How long the load must stay low before pods are removed (the "
+        "HorizontalPodAutoscaler's scaleDown stabilizationWindowSeconds).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(RULE_AUTOSCALING_MIN_BELOW_MAX.message)
+        return self
+
+    @property
+    def scale_down_stabilization_seconds(self) -> int:
+        return int(parse_duration(self.scale_down_stabilization).total_seconds())
+
+
 # --- the spec -------------------------------------------------------------------------------
 
 
 class ModelDeploymentSpec(ApiModel):
     """What to serve and how to roll out a new version."""
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": cel(RULE_AUTOSCALING_NEEDS_CPU_REQUEST)
+    }
+
     model: ModelSource = Field(
         description="The model to serve. The operator rolls a new one out from what serves "
         "now and records the outcome in status; it never edits the spec."
     )
     replicas: int = Field(
-        default=1, ge=1, le=100, description="Serving pods per variant (stable and canary)."
+        default=1,
+        ge=1,
+        le=100,
+        description="Stable serving pods (without autoscaling). A canary runs its traffic "
+        "share of them, at least one.",
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="Scale each variant with its CPU use instead of spec.replicas: the "
+        "operator renders a HorizontalPodAutoscaler per variant and leaves the Deployments' "
+        "replicas to it. A canary's bounds are its traffic share of these, at least one.",
     )
     resources: Resources = Field(
         default_factory=Resources, description="Serving container resources."
@@ -1021,6 +1090,12 @@ class ModelDeploymentSpec(ApiModel):
     mlflow: Mlflow | None = Field(
         default=None, description="The MLflow model registry of models:/ URIs."
     )
+
+    @model_validator(mode="after")
+    def _autoscaling(self) -> Self:
+        if self.autoscaling is not None and self.resources.requests.cpu is None:
+            raise ValueError(RULE_AUTOSCALING_NEEDS_CPU_REQUEST.message)
+        return self
 
     def desired_model(self) -> ModelRef:
         """spec.model as the artifact it names (what status records and compares)."""

@@ -50,7 +50,7 @@ def listed(
     for obj in objects:
         item = copy.deepcopy(obj)
         if item["kind"] == "Deployment":
-            want = item["spec"]["replicas"]
+            want = item["spec"].get("replicas", 1)  # the API's default (an autoscaler's)
             count = want if ready is None else ready.get(item["metadata"]["name"], want)
             item["metadata"]["generation"] = 1
             item["status"] = {
@@ -296,13 +296,15 @@ def test_promotion_rolls_stable_to_the_candidate_then_completes_by_itself() -> N
     assert done.status.rolled_out.current.version == "1.5.0"
     assert done.status.rolled_out.previous is not None
     assert done.status.rolled_out.previous.version == "1.4.0"
-    # The canary keeps its pods for scaleDownDelay (30s), then its objects go.
-    assert deployment(done, "churn-canary")["spec"]["replicas"] == 2
+    # The canary keeps the pods it runs (its 10 % share of 2: one) for scaleDownDelay
+    # (30s), then its objects go.
+    assert deployment(promoting, "churn-canary")["spec"]["replicas"] == 1
+    assert deployment(done, "churn-canary")["spec"]["replicas"] == 1
     assert done.requeue_after == pytest.approx(30)
     same_manifest = md(status=done.status, canary=CANARY, replicas=2)
     during_delay = plan(same_manifest, cluster(done), SETTINGS, T0 + timedelta(seconds=10))
     assert during_delay.status.phase == "Promoted"
-    assert deployment(during_delay, "churn-canary")["spec"]["replicas"] == 2
+    assert deployment(during_delay, "churn-canary")["spec"]["replicas"] == 1
     later = plan(
         md(status=during_delay.status, canary=CANARY, replicas=2),
         cluster(during_delay),
@@ -315,7 +317,6 @@ def test_promotion_rolls_stable_to_the_candidate_then_completes_by_itself() -> N
     assert set(later.delete) == {
         ChildRef("apps/v1", "Deployment", "churn-canary"),
         ChildRef("v1", "Service", "churn-canary"),
-        ChildRef("policy/v1", "PodDisruptionBudget", "churn-canary"),
     }
     assert later.status.canary is None
 
@@ -507,3 +508,76 @@ def test_status_patch_is_a_json_merge_patch(
     old: dict[str, Any] | None, new: dict[str, Any], patch: dict[str, Any]
 ) -> None:
     assert status_patch(old, new) == patch
+
+
+# --- capacity: a canary's share, autoscaling ------------------------------------------------
+
+
+def kinds(p: Plan, kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in p.apply if o["kind"] == kind}
+
+
+def test_a_canary_runs_its_share_of_the_pods_one_step_ahead() -> None:
+    strategy = {"steps": [10, 50, 80]}
+    waiting = plan(md(canary=CANARY, replicas=10, strategy=strategy), Observed(), SETTINGS, T0)
+    # Before it enters, it is sized for the first step: 10 % of 10.
+    assert deployment(waiting, "churn-canary")["spec"]["replicas"] == 1
+    entered = converge(md(canary=CANARY, replicas=10, strategy=strategy))
+    assert entered.status.traffic is not None and entered.status.traffic.canary == 10
+    # At 10 % it already runs the pods of the next step (50 %): they are up before it moves.
+    assert deployment(entered, "churn-canary")["spec"]["replicas"] == 5
+    assert deployment(entered, "churn-stable")["spec"]["replicas"] == 10
+    assert "churn-canary" in kinds(entered, "PodDisruptionBudget")
+
+
+def test_autoscaling_renders_an_autoscaler_per_variant_and_leaves_replicas_to_it() -> None:
+    scaling = {"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilization": 60,
+               "scaleDownStabilization": "30s"}  # fmt: skip
+    resource = md(canary=CANARY, autoscaling=scaling, strategy={"steps": [10, 50]})
+    entered = converge(resource)
+    for name in ("churn-stable", "churn-canary"):
+        assert "replicas" not in deployment(entered, name)["spec"]
+    hpas = kinds(entered, "HorizontalPodAutoscaler")
+    stable, canary = hpas["churn-stable"]["spec"], hpas["churn-canary"]["spec"]
+    assert stable["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": "churn-stable"
+    }  # fmt: skip
+    assert (stable["minReplicas"], stable["maxReplicas"]) == (2, 10)
+    assert stable["metrics"] == [
+        {"type": "Resource",
+         "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}
+    ]  # fmt: skip
+    assert stable["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+    # The canary at 10 %, sized for its next step (50 %): half the range, at least one.
+    assert (canary["minReplicas"], canary["maxReplicas"]) == (1, 5)
+    assert set(kinds(entered, "PodDisruptionBudget")) == {"churn-stable", "churn-canary"}
+
+
+def test_an_ended_rollout_holds_the_canary_pods_without_an_autoscaler() -> None:
+    scaling = {"maxReplicas": 4}
+    running = converge(md(canary=CANARY, autoscaling=scaling))
+    resource = md(status=running.status, canary=CANARY, autoscaling=scaling)
+    resource.metadata.annotations["modelship.io/action"] = "abort"
+    aborted = plan(resource, cluster(running), SETTINGS, T0)
+    assert aborted.status.phase == "RolledBack"
+    assert deployment(aborted, "churn-canary")["spec"]["replicas"] == 1  # what it ran
+    assert set(kinds(aborted, "HorizontalPodAutoscaler")) == {"churn-stable"}
+    assert ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", "churn-canary") in set(
+        aborted.delete
+    )
+
+
+@pytest.mark.parametrize(
+    ("scaling", "resources", "says"),
+    [
+        ({"minReplicas": 5, "maxReplicas": 2}, None, "minReplicas must not exceed maxReplicas"),
+        ({"maxReplicas": 3}, {"requests": {"memory": "1Gi"}}, "set resources.requests.cpu"),
+        ({"maxReplicas": 3, "targetCPUUtilization": 5}, None, "targetCPUUtilization"),
+    ],
+)
+def test_invalid_autoscaling_is_refused_saying_what_to_fix(
+    scaling: dict[str, Any], resources: dict[str, Any] | None, says: str
+) -> None:
+    extra = {"resources": resources} if resources is not None else {}
+    with pytest.raises(ValidationError, match=says):
+        md(autoscaling=scaling, **extra)

@@ -143,3 +143,80 @@ def test_a_reconcile_with_nothing_to_change_writes_nothing(api: ApiServer) -> No
             await kube.close()
 
     asyncio.run(scenario())
+
+
+def test_turning_autoscaling_on_hands_replicas_over_without_a_reset(api: ApiServer) -> None:
+    # No controller-manager here: `kubectl scale` writes the scale subresource, as the
+    # HorizontalPodAutoscaler does.
+    body = {
+        "apiVersion": "modelship.io/v1alpha2",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "grow", "namespace": "ml"},
+        "spec": {
+            "model": {"version": "1.0.0", "uri": "file:///models/m.skops", "sha256": "a" * 64},
+            "replicas": 3,
+        },
+    }
+    api.kubectl("create", "-f", "-", input=json.dumps(body))
+
+    def stored(*args: str) -> dict[str, Any]:
+        return dict(json.loads(api.kubectl("-n", "ml", "get", *args, "-o", "json").stdout))
+
+    def replicas() -> int:
+        return int(stored("deployment", "grow-stable")["spec"]["replicas"])
+
+    async def scenario() -> None:
+        base = Kube.connect(api.kubeconfig)
+        kube = CountingKube(base.client)
+        kube.writes = []
+        reconciler = Reconciler(kube, OperatorSettings(), OperatorMetrics(), "test")
+        cache = ChildCache(kube.client, ["ml"], lambda ns, n: None, reconciler.is_own)
+        reconciler.cache = cache
+        cache.start()
+        try:
+            await asyncio.wait_for(cache.wait_synced(), 30)
+            assert (await reconciler.reconcile("ml", "grow")).result == "success"
+            assert await asyncio.to_thread(replicas) == 3
+            await until("the cache sees the Deployment", lambda: bool(cache.children("ml", "grow")))
+
+            patch = {"spec": {"autoscaling": {"minReplicas": 1, "maxReplicas": 5}}}
+            await asyncio.to_thread(
+                api.kubectl, "-n", "ml", "patch", "mdep", "grow", "--type=merge",
+                "-p", json.dumps(patch),
+            )  # fmt: skip
+            outcome = await reconciler.reconcile("ml", "grow")
+            assert outcome.result == "success", stored("mdep", "grow")["status"]
+            # The three pods stay (no drop to the default of one before the autoscaler acts).
+            assert await asyncio.to_thread(replicas) == 3
+            hpa = await asyncio.to_thread(stored, "hpa", "grow-stable")
+            assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 5)
+            assert hpa["spec"]["scaleTargetRef"]["name"] == "grow-stable"
+
+            # The autoscaler scales; the operator never puts its own count back.
+            await asyncio.to_thread(
+                api.kubectl, "-n", "ml", "scale", "deployment", "grow-stable", "--replicas=4"
+            )
+            await until(
+                "the cache sees the new scale",
+                lambda: any(
+                    c["kind"] == "Deployment" and c["spec"].get("replicas") == 4
+                    for c in cache.children("ml", "grow")
+                ),
+            )
+            for _ in range(2):
+                assert (await reconciler.reconcile("ml", "grow")).result == "success"
+                assert await asyncio.to_thread(replicas) == 4
+            owners = {
+                e["manager"]
+                for e in stored("deployment", "grow-stable", "--show-managed-fields")["metadata"][
+                    "managedFields"
+                ]
+                if "f:replicas" in (e.get("fieldsV1") or {}).get("f:spec", {})
+            }
+            assert "modelship-operator" not in owners, owners
+        finally:
+            await cache.close()
+            await reconciler.close()
+            await kube.close()
+
+    asyncio.run(scenario())

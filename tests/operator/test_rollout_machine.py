@@ -22,6 +22,7 @@ from modelship_operator.rollout import (
     deadline_passed,
     next_analysis_at,
     parse_action,
+    sizing_share,
     stage,
 )
 from modelship_operator.spec import Strategy
@@ -548,3 +549,23 @@ def test_ab_test_has_no_step_deadline_of_its_own() -> None:
     r = entered(strategy(type="ABTest"))
     assert r.tick(after=3600).decision.action == "wait"
     assert r.s.phase == "Progressing"
+
+
+@pytest.mark.parametrize(
+    ("kind", "ticks", "share"),
+    [
+        ("Canary", ["waiting"], 10),  # waiting to enter: sized for the first step
+        ("Canary", ["entered"], 25),  # at 10 %: sized for the next step, 25 %
+        ("Canary", ["entered", "ok"], 50),
+        ("Canary", ["entered", "ok", "ok"], 50),  # the last step: what it has
+        ("Shadow", ["entered"], 100),  # every request mirrored to it
+    ],
+)
+def test_a_canary_is_sized_for_its_next_step(kind: str, ticks: list[str], share: int) -> None:
+    r = Rollout(strategy(type=kind, steps=[10, 25, 50]))
+    for tick in ticks:
+        if tick == "ok":
+            r.tick(ok(), after=30)
+        else:
+            r.tick(ready=tick == "entered")
+    assert sizing_share(r.strategy, r.s) == share
