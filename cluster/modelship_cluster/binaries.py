@@ -1,6 +1,7 @@
-"""Pinned Kubernetes, etcd, helm, crictl, Prometheus, Prometheus Operator and SeaweedFS
-binaries, built from Go modules and cached by version (and, for the Prometheus and SeaweedFS
-builds, by a hash of their whole recipe: module, version, build tags, ldflags, replaces).
+"""Pinned Kubernetes, etcd, helm, crictl, Prometheus, Prometheus Operator, SeaweedFS and
+metrics-server binaries, built from Go modules and cached by version (and, for the
+Prometheus, SeaweedFS and metrics-server builds, by a hash of their whole recipe: module,
+version, build tags, ldflags, replaces).
 
 There is no binary download here: every binary is compiled from its upstream Go module
 through the Go module proxy. A build goes to a temporary folder and is renamed into the
@@ -36,6 +37,10 @@ PROMETHEUS_OPERATOR_VERSION = "0.85.0"
 # module proxy serves here. `weed` is the test bed's S3-compatible object store.
 SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 SEAWEEDFS_MODULE = "github.com/seaweedfs/seaweedfs"
+# Kubernetes' resource metrics API (metrics.k8s.io) for HorizontalPodAutoscalers on CPU
+# and `kubectl top`: scrapes each kubelet's /metrics/resource.
+METRICS_SERVER_VERSION = "0.8.0"
+METRICS_SERVER_MODULE = "sigs.k8s.io/metrics-server"
 
 KUBERNETES_COMMANDS = (
     "kube-apiserver",
@@ -101,6 +106,7 @@ def toolset() -> Toolset:
             prometheus_bin_dir(),
             prometheus_operator_bin_dir(),
             seaweedfs_bin_dir(),
+            metrics_server_bin_dir(),
         )
     )
 
@@ -224,6 +230,27 @@ def seaweedfs_recipe(version: str = SEAWEEDFS_VERSION) -> GoRecipe:
         ldflags=f"-s -w -X {SEAWEEDFS_MODULE}/weed/util/version.COMMIT={version}",
         replaces=("github.com/tyler-smith/go-bip39 => github.com/cosmos/go-bip39 v1.0.0",),
     )
+
+
+def metrics_server_recipe(version: str = METRICS_SERVER_VERSION) -> GoRecipe:
+    """`metrics-server` from sigs.k8s.io/metrics-server (its go.mod has no replace, so the
+    wrapper module only requires it). The version ldflags are upstream's Makefile's: it
+    reports client-go's version package (`metrics-server --version`, its /version and
+    OpenAPI info); the build date and commit stay unset, so the build is reproducible."""
+    client_version = "k8s.io/client-go/pkg/version"
+    return GoRecipe(
+        modules=(f"{METRICS_SERVER_MODULE}@v{version}",),
+        packages=(f"{METRICS_SERVER_MODULE}/cmd/metrics-server",),
+        ldflags=(
+            f"-s -w -X {client_version}.gitVersion=v{version} "
+            f"-X {client_version}.gitTreeState=clean"
+        ),
+    )
+
+
+def metrics_server_bin_dir(version: str = METRICS_SERVER_VERSION) -> Path:
+    key = metrics_server_recipe(version).key()
+    return cache_root() / "metrics-server" / f"v{version}-{key}" / "bin"
 
 
 def seaweedfs_bin_dir(version: str = SEAWEEDFS_VERSION) -> Path:
@@ -506,6 +533,18 @@ def build_seaweedfs(version: str = SEAWEEDFS_VERSION) -> Path:
     )
 
 
+def build_metrics_server(version: str = METRICS_SERVER_VERSION) -> Path:
+    """`metrics-server`, the resource metrics API the test bed's HorizontalPodAutoscalers
+    read (see modelship_cluster.metricsserver)."""
+    return _build_go_recipe(
+        f"metrics-server v{version}",
+        "metricsserverbin",
+        metrics_server_recipe(version),
+        metrics_server_bin_dir(version),
+        ("metrics-server",),
+    )
+
+
 def prometheus_operator_crd_files(module_dir: Path) -> list[Path]:
     """The CRD files the test bed applies, inside the Prometheus Operator's module folder."""
     folder = module_dir / "example" / "prometheus-operator-crd"
@@ -540,6 +579,7 @@ def ensure_all() -> Toolset:
             (prometheus_bin_dir(), PROMETHEUS_COMMANDS),
             (prometheus_operator_bin_dir(), PROMETHEUS_OPERATOR_COMMANDS),
             (seaweedfs_bin_dir(), ("weed",)),
+            (metrics_server_bin_dir(), ("metrics-server",)),
         )
         for n in names
     )
@@ -549,6 +589,7 @@ def ensure_all() -> Toolset:
     build_prometheus()
     build_prometheus_operator()
     build_seaweedfs()
+    build_metrics_server()
     build_kubernetes()
     if not cached:
         _log(f"binaries ready in {time.monotonic() - started:.0f}s under {cache_root()}")

@@ -193,6 +193,8 @@ class Cluster:
         cfg = self.config
         ca = pki.create_ca(self.pki_dir)
         pki.create_service_account_key(self.pki_dir)
+        # The aggregation layer's (controlplane.aggregation_args names these files).
+        pki.create_front_proxy(self.pki_dir)
         pki.issue(
             ca,
             self.pki_dir,

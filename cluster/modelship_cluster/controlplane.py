@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from modelship_cluster.binaries import Toolset
-from modelship_cluster.pki import CertPair
+from modelship_cluster.pki import FRONT_PROXY_CLIENT, CertPair, front_proxy_paths
 
 
 class ClusterConfig(BaseModel):
@@ -87,7 +87,27 @@ def apiserver_args(toolset: Toolset, config: ClusterConfig, pki: Path) -> list[s
         f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
         f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
         "--kubelet-preferred-address-types=InternalIP",
+        *aggregation_args(pki),
         "--v=1",
+    ]
+
+
+def aggregation_args(pki: Path) -> list[str]:
+    """The aggregation layer (APIServices such as metrics.k8s.io): the apiserver proxies to
+    an aggregated API server with the front-proxy client certificate and publishes the
+    front-proxy CA and these header names in kube-system/extension-apiserver-authentication,
+    where the aggregated server reads them. It runs on the host, where pod IPs are routed,
+    so it dials the Service's endpoints itself (--enable-aggregator-routing)."""
+    front_proxy_ca, client = front_proxy_paths(pki)
+    return [
+        f"--requestheader-client-ca-file={front_proxy_ca.cert}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-username-headers=X-Remote-User",
+        f"--proxy-client-cert-file={client.cert}",
+        f"--proxy-client-key-file={client.key}",
+        "--enable-aggregator-routing=true",
     ]
 
 

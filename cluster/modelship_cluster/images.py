@@ -51,6 +51,7 @@ COREDNS_PORT = 1053
 PROMETHEUS_VERSION = binaries.PROMETHEUS_VERSION
 PROMETHEUS_OPERATOR_VERSION = binaries.PROMETHEUS_OPERATOR_VERSION
 SEAWEEDFS_VERSION = binaries.SEAWEEDFS_VERSION
+METRICS_SERVER_VERSION = binaries.METRICS_SERVER_VERSION
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Bump when the build logic below changes what an image contains: every key changes.
 RECIPE = "1"
@@ -211,6 +212,16 @@ def image_specs(version: str) -> dict[str, ImageSpec]:
             inputs=(),
             uses_base=False,
             prebuilt="seaweedfs",
+            context_is_repo=False,
+        ),
+        # The resource metrics API (metrics.k8s.io) HorizontalPodAutoscalers on CPU read.
+        "metrics-server": ImageSpec(
+            name="metrics-server",
+            ref=f"localhost/modelship-testbed/metrics-server:v{METRICS_SERVER_VERSION}",
+            dockerfile="images/metrics-server/Containerfile",
+            inputs=(),
+            uses_base=False,
+            prebuilt="metrics-server",
             context_is_repo=False,
         ),
     }
@@ -734,6 +745,11 @@ GO_MODULE_PREBUILT: Final = {
         binaries.prometheus_operator_recipe,
     ),
     "seaweedfs": (binaries.build_seaweedfs, "weed", binaries.seaweedfs_recipe),
+    "metrics-server": (
+        binaries.build_metrics_server,
+        "metrics-server",
+        binaries.metrics_server_recipe,
+    ),
 }
 
 

@@ -1,5 +1,6 @@
 """Certificates for the local cluster: one CA, the apiserver's serving certificate,
-client certificates per identity, and the service-account signing key.
+client certificates per identity, the service-account signing key, and the aggregation
+layer's front-proxy CA with the apiserver's client certificate of it.
 
 Generated with `cryptography` (ECDSA P-256: fast to make, accepted by every component).
 """
@@ -49,9 +50,15 @@ def _load(pair: CertPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
     return cert, key
 
 
-def create_ca(directory: Path, name: str = "modelship-local-ca") -> CertPair:
+#: The front-proxy client certificate's common name: the apiserver's identity when it
+#: proxies a request to an aggregated API server (--requestheader-allowed-names).
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def create_ca(directory: Path, name: str = "modelship-local-ca", basename: str = "ca") -> CertPair:
+    """A self-signed CA as BASENAME.crt/.key in DIRECTORY (reused if it already exists)."""
     directory.mkdir(parents=True, exist_ok=True)
-    pair = CertPair(directory / "ca.crt", directory / "ca.key")
+    pair = CertPair(directory / f"{basename}.crt", directory / f"{basename}.key")
     if pair.cert.exists() and pair.key.exists():
         return pair
     key = ec.generate_private_key(ec.SECP256R1())
@@ -134,6 +141,26 @@ def issue(
     _write_key(key, pair.key)
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return pair
+
+
+def front_proxy_paths(directory: Path) -> tuple[CertPair, CertPair]:
+    """(front-proxy CA, front-proxy client certificate) as they lie in DIRECTORY."""
+    return (
+        CertPair(directory / "front-proxy-ca.crt", directory / "front-proxy-ca.key"),
+        CertPair(directory / "front-proxy-client.crt", directory / "front-proxy-client.key"),
+    )
+
+
+def create_front_proxy(directory: Path) -> tuple[CertPair, CertPair]:
+    """The aggregation layer's CA and the apiserver's client certificate of it.
+
+    A CA of its own, not the cluster CA: an aggregated API server (metrics-server) trusts
+    the user and groups in a request's X-Remote-* headers from a client that presents a
+    certificate of this CA named front-proxy-client, so no other identity of the cluster
+    CA can assert a user that way. Both are reused if they already exist."""
+    ca = create_ca(directory, name="modelship-front-proxy-ca", basename="front-proxy-ca")
+    client = issue(ca, directory, "front-proxy-client", FRONT_PROXY_CLIENT, client=True)
+    return ca, client
 
 
 def create_service_account_key(directory: Path) -> CertPair:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from modelship_cluster import binaries, pki
+from modelship_cluster import binaries, controlplane, pki
 from modelship_cluster.processes import ProcessDir
 
 KUBERNETES_GO_MOD = """module k8s.io/kubernetes
@@ -84,6 +84,52 @@ def test_certificates_chain_to_the_ca_with_the_right_names_and_usages(tmp_path: 
     assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     # Issuing again reuses what exists instead of rotating a running cluster's keys.
     assert pki.issue(ca, tmp_path, "srv", "other").cert.read_bytes() == server.cert.read_bytes()
+
+
+def test_the_front_proxy_has_a_ca_of_its_own_and_a_client_certificate_of_it(
+    tmp_path: Path,
+) -> None:
+    cluster_ca = pki.create_ca(tmp_path)
+    ca, client = pki.create_front_proxy(tmp_path)
+    assert (ca, client) == pki.front_proxy_paths(tmp_path)
+    assert ca.cert.read_bytes() != cluster_ca.cert.read_bytes()
+    assert cluster_ca.cert.read_bytes() == pki.create_ca(tmp_path).cert.read_bytes()
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    cert = x509.load_pem_x509_certificate(client.cert.read_bytes())
+    cert.verify_directly_issued_by(ca_cert)
+    with pytest.raises(ValueError):  # not of the cluster CA: no other identity asserts users
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(cluster_ca.cert.read_bytes()))
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        "front-proxy-client"
+    )
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert oct(client.key.stat().st_mode & 0o777) == "0o600"
+    assert pki.create_front_proxy(tmp_path)[1].cert.read_bytes() == client.cert.read_bytes()
+
+
+def test_the_apiserver_runs_the_aggregation_layer_with_the_front_proxy_files(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "kube-apiserver").touch()
+    tools = binaries.Toolset((tmp_path,))
+    args = controlplane.apiserver_args(tools, controlplane.ClusterConfig(), tmp_path / "pki")
+    ca, client = pki.front_proxy_paths(tmp_path / "pki")
+    for flag in (
+        f"--requestheader-client-ca-file={ca.cert}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-username-headers=X-Remote-User",
+        f"--proxy-client-cert-file={client.cert}",
+        f"--proxy-client-key-file={client.key}",
+        "--enable-aggregator-routing=true",
+    ):
+        assert flag in args
+    # The users' client CA stays the cluster CA; the front proxy's is another file.
+    assert f"--client-ca-file={tmp_path / 'pki' / 'ca.crt'}" in args
+    assert ca.cert != tmp_path / "pki" / "ca.crt"
+    assert args[-1] == "--v=1" and len(args) == len(set(args))
 
 
 def test_process_dir_starts_detached_and_stops_the_whole_group(tmp_path: Path) -> None:

@@ -113,6 +113,7 @@ def test_refs_are_the_ones_the_chart_and_the_node_use() -> None:
             "localhost/modelship-testbed/prometheus-config-reloader:0.85.0"
         ),
         "seaweedfs": ("localhost/modelship-testbed/seaweedfs:v0.0.0-20261109003541-7506e5f91cd6"),
+        "metrics-server": "localhost/modelship-testbed/metrics-server:v0.8.0",
     }
 
 
