@@ -41,6 +41,7 @@ from modelship_cluster import (
     images,
     kubelet,
     kubeproxy,
+    metricsserver,
     monitoring,
     objectstore,
     pki,
@@ -245,6 +246,7 @@ def start(cluster: Cluster, timeout: float) -> None:
     )
     kubectl_apply(cluster, coredns.manifests(DNS_SERVICE_IP))
     _start_monitoring(cluster)
+    kubectl_apply(cluster, metricsserver.manifests(serving=_metrics_server_serving(cluster, ca)))
     kubectl_apply(cluster, objectstore.manifests(cluster_ip=OBJECT_STORE_IP))
     _wait(
         "cluster DNS (CoreDNS) not available",
@@ -258,6 +260,7 @@ def start(cluster: Cluster, timeout: float) -> None:
     )
     _wait_monitoring(cluster, timeout)
     _wait_object_store(cluster, timeout)
+    _wait_metrics_server(cluster, timeout)
     _say(f"node parts up in {time.monotonic() - started:.1f}s (DNS at {DNS_SERVICE_IP})")
 
 
@@ -288,6 +291,36 @@ def _wait_monitoring(cluster: Cluster, timeout: float) -> None:
         f"Prometheus (Prometheus Operator {binaries.PROMETHEUS_OPERATOR_VERSION}) at "
         f"{prometheus_url()}, in the cluster {monitoring.URL} "
         f"(scrape interval {scrape_interval()}; PodMonitors and ServiceMonitors configure it)"
+    )
+
+
+def _metrics_server_serving(cluster: Cluster, ca: pki.CertPair) -> metricsserver.Serving:
+    """metrics-server's serving certificate from the cluster CA: the apiserver verifies it
+    (the APIService's caBundle) instead of skipping TLS verification."""
+    pair = pki.issue(
+        ca,
+        cluster.pki_dir,
+        "metrics-server",
+        "metrics-server",
+        dns_names=metricsserver.SERVING_DNS_NAMES,
+        server=True,
+    )
+    return metricsserver.Serving(
+        ca.cert.read_bytes(), pair.cert.read_bytes(), pair.key.read_bytes()
+    )
+
+
+def _wait_metrics_server(cluster: Cluster, timeout: float) -> None:
+    for args in metricsserver.WAIT_FOR:
+        try:
+            _kubectl(cluster, "wait", *args, f"--timeout={timeout:.0f}s", timeout=timeout + 10)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            pods = _kubectl(cluster, "-n", metricsserver.NAMESPACE, "get", "pods,events",
+                            check=False)  # fmt: skip
+            raise RuntimeError(f"metrics-server not up ({error}):\n{pods}") from None
+    _say(
+        f"metrics-server v{binaries.METRICS_SERVER_VERSION}: {metricsserver.APISERVICE} "
+        "available (HorizontalPodAutoscalers on CPU, kubectl top)"
     )
 
 
