@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,15 +279,21 @@ def _start_monitoring(cluster: Cluster) -> None:
     )
 
 
-def _wait_monitoring(cluster: Cluster, timeout: float) -> None:
-    for args in monitoring.WAIT_FOR:
+def _wait_for(
+    cluster: Cluster, what: str, namespace: str, waits: Iterable[Sequence[str]], timeout: float
+) -> None:
+    """``kubectl wait`` with each of WAITS in turn; on a timeout, fail naming WHAT with the
+    pods and Events of NAMESPACE."""
+    for args in waits:
         try:
             _kubectl(cluster, "wait", *args, f"--timeout={timeout:.0f}s", timeout=timeout + 10)
         except (RuntimeError, subprocess.TimeoutExpired) as error:
-            pods = _kubectl(cluster, "-n", monitoring.NAMESPACE, "get", "pods,events", check=False)
-            raise RuntimeError(
-                f"monitoring not up ({error}); in {monitoring.NAMESPACE}:\n{pods}"
-            ) from None
+            pods = _kubectl(cluster, "-n", namespace, "get", "pods,events", check=False)
+            raise RuntimeError(f"{what} not up ({error}); in {namespace}:\n{pods}") from None
+
+
+def _wait_monitoring(cluster: Cluster, timeout: float) -> None:
+    _wait_for(cluster, "monitoring", monitoring.NAMESPACE, monitoring.WAIT_FOR, timeout)
     _say(
         f"Prometheus (Prometheus Operator {binaries.PROMETHEUS_OPERATOR_VERSION}) at "
         f"{prometheus_url()}, in the cluster {monitoring.URL} "
@@ -311,13 +318,7 @@ def _metrics_server_serving(cluster: Cluster, ca: pki.CertPair) -> metricsserver
 
 
 def _wait_metrics_server(cluster: Cluster, timeout: float) -> None:
-    for args in metricsserver.WAIT_FOR:
-        try:
-            _kubectl(cluster, "wait", *args, f"--timeout={timeout:.0f}s", timeout=timeout + 10)
-        except (RuntimeError, subprocess.TimeoutExpired) as error:
-            pods = _kubectl(cluster, "-n", metricsserver.NAMESPACE, "get", "pods,events",
-                            check=False)  # fmt: skip
-            raise RuntimeError(f"metrics-server not up ({error}):\n{pods}") from None
+    _wait_for(cluster, "metrics-server", metricsserver.NAMESPACE, metricsserver.WAIT_FOR, timeout)
     _say(
         f"metrics-server v{binaries.METRICS_SERVER_VERSION}: {metricsserver.APISERVICE} "
         "available (HorizontalPodAutoscalers on CPU, kubectl top)"
@@ -325,14 +326,7 @@ def _wait_metrics_server(cluster: Cluster, timeout: float) -> None:
 
 
 def _wait_object_store(cluster: Cluster, timeout: float) -> None:
-    for args in objectstore.WAIT_FOR:
-        try:
-            _kubectl(cluster, "wait", *args, f"--timeout={timeout:.0f}s", timeout=timeout + 10)
-        except (RuntimeError, subprocess.TimeoutExpired) as error:
-            pods = _kubectl(cluster, "-n", objectstore.NAMESPACE, "get", "pods,events", check=False)
-            raise RuntimeError(
-                f"object store not up ({error}); in {objectstore.NAMESPACE}:\n{pods}"
-            ) from None
+    _wait_for(cluster, "object store", objectstore.NAMESPACE, objectstore.WAIT_FOR, timeout)
     _say(
         f"S3 object store (SeaweedFS) at {s3_endpoint()}, in the cluster {objectstore.URL} "
         f"(bucket {objectstore.BUCKET}; read-only key {objectstore.READER.access_key})"
