@@ -1378,10 +1378,14 @@ def _history(entries: Sequence[HistoryEntry], *new: HistoryEntry) -> tuple[Histo
 
 
 def _scale_down(
-    md: ModelDeployment, progress: RolloutProgress | None, now: datetime, running: int
+    md: ModelDeployment,
+    progress: RolloutProgress | None,
+    now: datetime,
+    canary: DeploymentView | None,
 ) -> tuple[int, float | None]:
-    """Canary replicas after a finished rollout, and when to look again: the ``running``
-    pods it has, held during ``scaleDownDelay`` (in-flight requests finish), then none."""
+    """Canary replicas after a finished rollout, and when to look again: the pods the
+    ``canary`` Deployment has, held during ``scaleDownDelay`` (in-flight requests finish),
+    then none."""
     finished = progress.finished_at if progress is not None else None
     remaining = (
         0.0
@@ -1390,7 +1394,7 @@ def _scale_down(
     )
     if remaining <= 0:
         return 0, None
-    return max(1, running), remaining
+    return max(1, canary.desired if canary is not None else 0), remaining
 
 
 def track_rollout(
@@ -1449,13 +1453,12 @@ def track_rollout(
 
     stable_target = candidate if phase in ("Promoting", "Promoted") else goal.stable
     requeue: float | None = None
-    share: int | None = sizing_share(md.spec.strategy, replace(state, traffic=traffic))
+    share: int | None = sizing_share(md.spec.strategy, state)
     canary_replicas = share_of(md.spec.replicas, share or 0)
     if phase in TERMINAL_PHASES:
         traffic = Traffic()
         share = None  # no more traffic: the pods it runs are held, then removed
-        running = canary_view.desired if canary_view is not None else 0
-        canary_replicas, requeue = _scale_down(md, progress, now, running)
+        canary_replicas, requeue = _scale_down(md, progress, now, canary_view)
     due = next_analysis_at(md.spec.strategy, state)
     if due is None and phase == "Progressing" and not state.entered:
         # Waiting for a ready canary: its pods' changes wake the operator, but a canary that
@@ -1525,8 +1528,7 @@ def _no_candidate(
     leftover = progress.candidate if progress is not None else None
     if leftover is not None:
         canary_view = observed.deployment(variant_name(md.name, "canary"))
-        running = canary_view.desired if canary_view is not None else 0
-        replicas, requeue = _scale_down(md, progress, now, running)
+        replicas, requeue = _scale_down(md, progress, now, canary_view)
     detail = (
         f"stable serves {goal.stable.version}"
         if phase == "Promoted"
