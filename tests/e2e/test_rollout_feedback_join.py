@@ -1,4 +1,4 @@
-"""Ground truth joins its prediction with 3 serving replicas per variant, end to end.
+"""Ground truth joins its prediction with several serving replicas per variant, end to end.
 
 Predictions are remembered in the memory of the pod that served them; the router names
 that pod in ``x-modelship-replica`` and sends feedback carrying it back to the same pod.
@@ -15,9 +15,12 @@ from rollout_harness import ROLLOUT_MARKS, Recorder, Rollout, deploy, explain, t
 pytestmark = ROLLOUT_MARKS
 
 REPLICAS = 3
+# At 50 % the canary runs its share of the replicas, rounded up (docs/operator.md, "How
+# many serving pods"): 2 of 3, so both variants spread their answers over several pods.
+PODS = {"stable": REPLICAS, "canary": 2}
 
 
-def test_feedback_is_joined_with_three_replicas_per_variant(rollout: Rollout) -> None:
+def test_feedback_is_joined_with_several_replicas_per_variant(rollout: Rollout) -> None:
     env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, v2 = models["1.0.0"], models["2.0.0"]
     spec = {"replicas": REPLICAS, "feedback": {"window": "10m"}}
@@ -43,16 +46,16 @@ def test_feedback_is_joined_with_three_replicas_per_variant(rollout: Rollout) ->
                         c.type == "Ready" and c.status == "True" for c in p.status.conditions or []
                     )
                 ]
-                if len(ready) == REPLICAS:
+                if len(ready) == PODS[variant]:
                     break
                 time.sleep(1)
-            assert len(ready) == REPLICAS, explain(env, ns, "join", rec)
+            assert len(ready) == PODS[variant], explain(env, ns, "join", rec)
         with traffic(base, "join", v1, rate=20, seconds=45) as stats:
             time.sleep(45)
     why = explain(env, ns, "join", rec, stats)
     share = stats.feedback_joined / max(stats.feedback_sent, 1)
     print(
-        f"feedback joined with {REPLICAS} replicas per variant: "
+        f"feedback joined with {PODS} replicas: "
         f"{stats.feedback_joined}/{stats.feedback_sent} ({share:.2%})"
     )
     assert stats.feedback_sent > 300, why
