@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
 from modelship_router.access import AccessToken
+from router_harness import SecretVolume
 
 
 class Clock:
@@ -16,29 +16,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class SecretVolume:
-    """A Secret volume as the kubelet writes it: ``token -> ..data/token``, ``..data`` a
-    symlink to a timestamped directory, replaced by an atomic rename of a new symlink."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.generation = 0
-        (root / "token").symlink_to("..data/token")
-
-    @property
-    def path(self) -> Path:
-        return self.root / "token"
-
-    def write(self, content: bytes) -> None:
-        self.generation += 1
-        directory = self.root / f"..2026_12_04_00_00_{self.generation:02d}"
-        directory.mkdir()
-        (directory / "token").write_bytes(content)
-        tmp = self.root / "..data_tmp"
-        tmp.symlink_to(directory.name)
-        os.replace(tmp, self.root / "..data")
 
 
 def test_token_is_stripped_and_compared(tmp_path: Path) -> None:
