@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--configmap", help="ConfigMap to watch [DEPLOYMENT-router]")
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig instead of in-cluster")
     parser.add_argument("--upstream-timeout", type=float, help="seconds per upstream answer")
+    parser.add_argument(
+        "--token-file", type=Path, metavar="FILE", help="access token for privileged rules"
+    )
     parser.add_argument("--log-level", help="debug, info, warning, error [info]")
     parser.add_argument(
         "--check",
@@ -94,6 +97,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "configmap",
         "kubeconfig",
         "upstream_timeout",
+        "token_file",
         "log_level",
     )
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}

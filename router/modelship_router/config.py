@@ -130,10 +130,18 @@ class MatchRule(_HeaderOrCookie):
 
     Rules are evaluated in order before sticky assignment and weights; the first match
     wins. Use them for testers and dark launches (e.g. ``x-group: beta`` -> canary).
+    A request a non-privileged rule decided is sent upstream with ``x-modelship-pinned: 1``
+    (testers stay out of the variant's feedback statistics). A privileged rule is honoured
+    only for a request carrying a valid ``x-modelship-token``; otherwise it is refused (403).
     """
 
     value: str = Field(description="Exact value to match (case-sensitive).")
     variant: str = Field(description="Name of the variant this request must go to.")
+    privileged: bool = Field(
+        default=False,
+        description="Honoured only with a valid x-modelship-token (403 otherwise); used for "
+        "the x-modelship-variant rules the operator renders.",
+    )
 
 
 class Mirror(_Model):

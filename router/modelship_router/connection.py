@@ -38,6 +38,8 @@ _REQUEST_SPECIAL = frozenset(
         b"x-request-id",
         b"x-forwarded-for",
         b"x-modelship-mirror",
+        # Only the router says a request is pinned (a match rule decided it).
+        b"x-modelship-pinned",
     }
 )
 _PIPELINE_LIMIT = 16

@@ -4,6 +4,11 @@ Routing is the pure functions of :mod:`modelship_router.routing` against the cur
 snapshot; the common case (a pooled upstream connection) runs on plain callbacks, with no
 task or future. Paths are forwarded unchanged, so ``/v1/models/<m>:predict`` and
 ``/v2/models/<m>/infer`` both work.
+
+A refused decision (a privileged match rule without a valid token, or a match naming the
+shadow) is answered 403 by the router. A request a non-privileged match rule decided (a
+tester's) goes upstream with ``x-modelship-pinned: 1``; the client's own value of that
+header is never forwarded (the parser drops it).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from modelship_router.metrics import LATENCY_BUCKETS
 from modelship_router.replica import REPLICA_HEADER, find_replica
 from modelship_router.request import Request
 from modelship_router.retry import Retries, retryable
-from modelship_router.routing import decide
+from modelship_router.routing import REFUSED_STATUS, TokenCheck, decide
 from modelship_router.shadow import ShadowMirror
 from modelship_router.state import Snapshot, VariantRuntime
 from modelship_router.upstream import (
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _NO_HEADERS: dict[str, str] = {}
+#: Added to the upstream request when a non-privileged match rule chose the variant.
+PINNED_LINE = b"x-modelship-pinned: 1\r\n"
 
 
 class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
@@ -44,6 +51,8 @@ class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
     _random: Callable[[], float] | None
     _id_base: int
     _ids: itertools.count[int]
+    #: The access token privileged match rules need (None: none is configured).
+    access: TokenCheck | None
 
     def dispatch(self, conn: ClientConnection, req: Request) -> None:
         """Route ``req`` and send it upstream; ``conn.finished(req)`` follows its answer."""
@@ -66,7 +75,13 @@ class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
             if by_bucket is not None:
                 chosen = variant = by_bucket[draw]
             else:
-                decision = decide(snapshot.table, req.wanted or _NO_HEADERS, draw)
+                decision = decide(snapshot.table, req.wanted or _NO_HEADERS, draw, self.access)
+                if decision.refusal is not None:
+                    self.write_error(conn, req, REFUSED_STATUS, decision.refusal, None)
+                    conn.finished(req)
+                    return
+                if decision.pinned:
+                    req.lines.append(PINNED_LINE)
                 chosen = variant = snapshot.variants[decision.variant]
             ups = variant.upstreams
             wanted = req.wanted

@@ -21,6 +21,7 @@ import os
 import random
 from collections.abc import Callable
 
+from modelship_router.access import AccessToken
 from modelship_router.connection import ClientConnection
 from modelship_router.dispatch import Dispatcher
 from modelship_router.metrics import RouterMetrics
@@ -65,6 +66,7 @@ class Proxy(Dispatcher):
         self._ids = itertools.count(1)
         #: Metric label for answers given before any configuration names the deployment.
         self.deployment = settings.deployment or ""
+        self.access = AccessToken(settings.token_file) if settings.token_file else None
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)

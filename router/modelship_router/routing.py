@@ -18,6 +18,12 @@ Sticky hash (documented so other tools can reproduce an assignment)::
 per rollout (deployment and candidate version), so two experiments split their users
 independently, while within one rollout a key's bucket never changes: as the canary's
 weight grows from 10% to 20%, 50% and 100% a user in the canary stays in it.
+
+Refusals. A privileged match rule is honoured only when the request's
+``x-modelship-token`` is valid; the check comes in as an argument (:class:`TokenCheck`),
+asked only when such a rule matched, so requests no privileged rule matches never touch
+the token. A match naming the shadow (the mirror variant, when its weight is 0) is refused
+whatever the token: a shadow's answers are discarded, it serves no client.
 """
 
 from __future__ import annotations
@@ -25,13 +31,38 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
+from modelship_router.access import TOKEN_HEADER
 from modelship_router.config import BUCKETS, RoutingConfig, weight_to_buckets
 
 #: Why a variant was chosen (also a log/debug detail).
 REASON_MATCH = "match"
 REASON_STICKY = "sticky"
 REASON_WEIGHT = "weight"
+#: A match rule named a variant this request may not force (see ``Decision.refusal``).
+REASON_REFUSED = "refused"
+
+#: Status of a refused decision.
+REFUSED_STATUS = 403
+#: Refusal reasons (the router's JSON error message).
+NO_TOKEN_CONFIGURED = "variant forcing is off: no access token is configured"
+
+
+def needs_token(variant: str) -> str:
+    return f"forcing variant {variant} needs a valid x-modelship-token"
+
+
+def is_shadow(variant: str) -> str:
+    return f"variant {variant} is a shadow: it serves no client"
+
+
+class TokenCheck(Protocol):
+    """The access token, as routing needs it (:class:`modelship_router.access.AccessToken`)."""
+
+    def valid(self, presented: bytes | str | None) -> bool: ...
+
+    def configured(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +73,7 @@ class Rule:
     cookie: str | None
     value: str
     variant: str
+    privileged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +90,26 @@ class RoutingTable:
     mirror_variant: str | None
     #: Mirror a request when a draw in range(BUCKETS) is below this.
     mirror_buckets: int
-    #: Lowercase header names a decision reads ("cookie" included when cookies matter).
+    #: Lowercase header names a decision reads ("cookie" included when cookies matter,
+    #: the token header when a rule is privileged).
     header_names: frozenset[str]
+    #: The mirror variant when it has no weight: no match may send a client to it.
+    shadow: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The variant chosen for a request and why."""
+    """The variant chosen for a request and why; or why the request is refused.
+
+    ``refusal`` (a message for a 403) is set when a match rule named a variant the
+    request may not force; ``variant`` is then that variant, not one to serve.
+    ``pinned`` is set when a non-privileged match rule decided (a tester's request).
+    """
 
     variant: str
     reason: str
+    refusal: str | None = None
+    pinned: bool = False
 
 
 def build_table(config: RoutingConfig) -> RoutingTable:
@@ -80,7 +122,7 @@ def build_table(config: RoutingConfig) -> RoutingTable:
         if buckets[name] > 0:
             upper += buckets[name]
             ranges.append((upper, name))
-    rules = tuple(Rule(r.header, r.cookie, r.value, r.variant) for r in config.match)
+    rules = tuple(Rule(r.header, r.cookie, r.value, r.variant, r.privileged) for r in config.match)
     sticky_header = config.sticky.header if config.sticky else None
     sticky_cookie = config.sticky.cookie if config.sticky else None
     names = {r.header for r in rules if r.header is not None}
@@ -88,7 +130,10 @@ def build_table(config: RoutingConfig) -> RoutingTable:
         names.add(sticky_header)
     if sticky_cookie is not None or any(r.cookie is not None for r in rules):
         names.add("cookie")
+    if any(r.privileged for r in rules):
+        names.add(TOKEN_HEADER)
     mirror = config.mirror
+    shadow = mirror.variant if mirror is not None and buckets[mirror.variant] == 0 else None
     return RoutingTable(
         salt=config.salt if config.salt is not None else config.deployment,
         ranges=tuple(ranges),
@@ -99,6 +144,7 @@ def build_table(config: RoutingConfig) -> RoutingTable:
         mirror_variant=mirror.variant if mirror is not None else None,
         mirror_buckets=weight_to_buckets(mirror.percent) if mirror is not None else 0,
         header_names=frozenset(names),
+        shadow=shadow,
     )
 
 
@@ -131,23 +177,29 @@ def parse_cookies(header: str) -> dict[str, str]:
     return cookies
 
 
-def decide(table: RoutingTable, headers: Mapping[str, str], draw: int) -> Decision:
+def decide(
+    table: RoutingTable,
+    headers: Mapping[str, str],
+    draw: int,
+    token: TokenCheck | None = None,
+) -> Decision:
     """Choose the variant for a request.
 
     ``headers`` maps lowercase header names to values (only ``table.header_names`` are
     read); ``draw`` is a uniform random integer in ``range(BUCKETS)`` used when neither a
-    match rule nor a sticky key decides.
+    match rule nor a sticky key decides. ``token`` checks the request's
+    ``x-modelship-token`` when a privileged rule matched (None: no token is configured).
     """
     cookies: dict[str, str] | None = None
     for rule in table.rules:
         if rule.header is not None:
             if headers.get(rule.header) == rule.value:
-                return Decision(rule.variant, REASON_MATCH)
+                return _matched(table, rule, headers, token)
         else:
             if cookies is None:
                 cookies = parse_cookies(headers.get("cookie", ""))
             if cookies.get(rule.cookie or "") == rule.value:
-                return Decision(rule.variant, REASON_MATCH)
+                return _matched(table, rule, headers, token)
     key: str | None = None
     if table.sticky_header is not None:
         key = headers.get(table.sticky_header)
@@ -158,6 +210,21 @@ def decide(table: RoutingTable, headers: Mapping[str, str], draw: int) -> Decisi
     if key:
         return Decision(variant_for_bucket(table, sticky_bucket(table.salt, key)), REASON_STICKY)
     return Decision(variant_for_bucket(table, draw), REASON_WEIGHT)
+
+
+def _matched(
+    table: RoutingTable, rule: Rule, headers: Mapping[str, str], token: TokenCheck | None
+) -> Decision:
+    """The decision of a matching rule: the forced variant, or why it is refused."""
+    variant = rule.variant
+    if rule.privileged:
+        if token is None or not token.configured():
+            return Decision(variant, REASON_REFUSED, NO_TOKEN_CONFIGURED)
+        if not token.valid(headers.get(TOKEN_HEADER)):
+            return Decision(variant, REASON_REFUSED, needs_token(variant))
+    if variant == table.shadow:
+        return Decision(variant, REASON_REFUSED, is_shadow(variant))
+    return Decision(variant, REASON_MATCH, pinned=not rule.privileged)
 
 
 def mirror_target(table: RoutingTable, served: str, draw: int) -> str | None:

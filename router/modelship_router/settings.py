@@ -81,6 +81,11 @@ class RouterSettings(BaseSettings):
     mirror_max_in_flight: int = Field(
         default=64, ge=1, description="Mirrored copies in flight at once; more are skipped."
     )
+    token_file: Path | None = Field(
+        default=None,
+        description="File holding the access token that privileged match rules need "
+        "(x-modelship-token; re-read at most once per second). Unset: they are refused.",
+    )
     log_level: str = Field(default="info", description="Log level (debug, info, warning, ...).")
 
     @model_validator(mode="after")

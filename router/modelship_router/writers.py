@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 _REASONS = {
     400: b"Bad Request",
+    403: b"Forbidden",
     405: b"Method Not Allowed",
     413: b"Content Too Large",
     417: b"Expectation Failed",

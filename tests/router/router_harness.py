@@ -143,6 +143,30 @@ class RouterProcess:
         stop(self.proc)
 
 
+class SecretVolume:
+    """A Secret volume as the kubelet writes it: ``token -> ..data/token``, ``..data`` a
+    symlink to a timestamped directory, replaced by an atomic rename of a new symlink."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.generation = 0
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "token").symlink_to("..data/token")
+
+    @property
+    def path(self) -> Path:
+        return self.root / "token"
+
+    def write(self, content: bytes) -> None:
+        self.generation += 1
+        directory = self.root / f"..2026_12_04_00_00_{self.generation:02d}"
+        directory.mkdir()
+        (directory / "token").write_bytes(content)
+        tmp = self.root / "..data_tmp"
+        tmp.symlink_to(directory.name)
+        os.replace(tmp, self.root / "..data")
+
+
 def write_config(path: Path, data: dict[str, Any]) -> None:
     """Replace the file atomically, as a careful editor or a ConfigMap volume does."""
     tmp = path.with_suffix(".tmp")

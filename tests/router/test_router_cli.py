@@ -24,6 +24,8 @@ def test_help_explains_modes_and_every_setting() -> None:
         "MODELSHIP_ROUTER_PORT",
         "MODELSHIP_ROUTER_UPSTREAM_TIMEOUT",
         "MODELSHIP_ROUTER_EJECT_SECONDS",
+        "MODELSHIP_ROUTER_TOKEN_FILE",
+        "--token-file",
         "/readyz",
         "x-modelship-variant",
         "mirror",

@@ -9,9 +9,12 @@ import random
 import pytest
 from modelship_router.config import BUCKETS, RoutingConfig
 from modelship_router.routing import (
+    NO_TOKEN_CONFIGURED,
     REASON_MATCH,
+    REASON_REFUSED,
     REASON_STICKY,
     REASON_WEIGHT,
+    Decision,
     build_table,
     decide,
     mirror_target,
@@ -173,6 +176,125 @@ def test_header_names_lists_what_decisions_read() -> None:
     table = build_table(make_config(10, match=RULES, sticky={"header": "X-User-Id"}))
     assert table.header_names == {"x-group", "x-user-id", "cookie"}
     assert build_table(make_config(10)).header_names == frozenset()
+
+
+# --- privileged rules and the shadow ---------------------------------------------------
+
+FORCE = [
+    {"header": "x-modelship-variant", "value": v, "variant": v, "privileged": True}
+    for v in ("stable", "canary", "shadow")
+]
+TESTER = [{"header": "x-group", "value": v, "variant": v} for v in ("canary", "shadow")]
+
+
+def shadow_config(canary: float = 10.0, **extra: object) -> RoutingConfig:
+    """stable, canary (weight ``canary``) and a weightless shadow that receives copies."""
+    data: dict[str, object] = {
+        "deployment": "churn",
+        "variants": [
+            {"name": "stable", "modelVersion": "1.0", "upstreams": ["127.0.0.1:9001"]},
+            {"name": "canary", "modelVersion": "2.0", "upstreams": ["127.0.0.1:9002"]},
+            {"name": "shadow", "modelVersion": "3.0", "upstreams": ["127.0.0.1:9003"]},
+        ],
+        "mirror": {"variant": "shadow", "percent": 50},
+        "match": TESTER + FORCE,
+    }
+    data["variants"][1]["weight"] = canary  # type: ignore[index]
+    data.update(extra)
+    return RoutingConfig.model_validate(data)
+
+
+class FakeToken:
+    """A token check that records whether it was asked."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+        self.asked = 0
+
+    def valid(self, presented: bytes | str | None) -> bool:
+        self.asked += 1
+        return self.token is not None and presented == self.token
+
+    def configured(self) -> bool:
+        self.asked += 1
+        return self.token is not None
+
+
+NEEDS = "forcing variant {} needs a valid x-modelship-token"
+SHADOW = "variant shadow is a shadow: it serves no client"
+
+
+@pytest.mark.parametrize(
+    ("token", "headers", "expected"),
+    [
+        # A privileged rule with the right token: forced, not pinned.
+        ("s3cret", {"x-modelship-variant": "canary", "x-modelship-token": "s3cret"},
+         Decision("canary", REASON_MATCH)),
+        ("s3cret", {"x-modelship-variant": "stable", "x-modelship-token": "s3cret"},
+         Decision("stable", REASON_MATCH)),
+        # Without a token, or a wrong one: refused, naming the variant.
+        ("s3cret", {"x-modelship-variant": "canary"},
+         Decision("canary", REASON_REFUSED, NEEDS.format("canary"))),
+        ("s3cret", {"x-modelship-variant": "canary", "x-modelship-token": "S3cret"},
+         Decision("canary", REASON_REFUSED, NEEDS.format("canary"))),
+        ("s3cret", {"x-modelship-variant": "canary", "x-modelship-token": ""},
+         Decision("canary", REASON_REFUSED, NEEDS.format("canary"))),
+        # No token configured at all: variant forcing is off.
+        (None, {"x-modelship-variant": "canary", "x-modelship-token": "s3cret"},
+         Decision("canary", REASON_REFUSED, NO_TOKEN_CONFIGURED)),
+        # The shadow is refused even with the token, and to testers too.
+        ("s3cret", {"x-modelship-variant": "shadow", "x-modelship-token": "s3cret"},
+         Decision("shadow", REASON_REFUSED, SHADOW)),
+        (None, {"x-group": "shadow"}, Decision("shadow", REASON_REFUSED, SHADOW)),
+        # A tester rule needs no token; its requests are pinned.
+        (None, {"x-group": "canary"}, Decision("canary", REASON_MATCH, pinned=True)),
+        # The first matching rule decides: here the tester rule, before the forcing one.
+        (None, {"x-group": "canary", "x-modelship-variant": "stable"},
+         Decision("canary", REASON_MATCH, pinned=True)),
+        # An unknown forced value matches no rule: the weights decide (draw 0: canary).
+        (None, {"x-modelship-variant": "blue"}, Decision("canary", REASON_WEIGHT)),
+    ],
+)  # fmt: skip
+def test_privileged_rules_and_the_shadow(
+    token: str | None, headers: dict[str, str], expected: Decision
+) -> None:
+    table = build_table(shadow_config())
+    assert decide(table, headers, 0, FakeToken(token)) == expected
+
+
+def test_no_token_check_refuses_privileged_rules() -> None:
+    table = build_table(shadow_config())
+    decision = decide(table, {"x-modelship-variant": "canary", "x-modelship-token": "t"}, 0)
+    assert decision == Decision("canary", REASON_REFUSED, NO_TOKEN_CONFIGURED)
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"x-group": "canary"}, {"x-modelship-token": "s3cret"}, {"cookie": "a=b"}]
+)
+def test_token_is_checked_only_when_a_privileged_rule_matched(headers: dict[str, str]) -> None:
+    table = build_table(shadow_config())
+    token = FakeToken("s3cret")
+    decide(table, headers, 0, token)
+    assert token.asked == 0
+
+
+def test_shadow_is_the_weightless_mirror_variant() -> None:
+    assert build_table(shadow_config()).shadow == "shadow"
+    # A mirror target that also serves a share of traffic is no shadow.
+    weighted = shadow_config(mirror={"variant": "canary", "percent": 100})
+    assert build_table(weighted).shadow is None
+    assert build_table(shadow_config(0, mirror={"variant": "canary"})).shadow == "canary"
+    assert build_table(make_config(10)).shadow is None
+    # A rule naming a shadow that is not a mirror target is a plain weightless variant.
+    unmirrored = build_table(make_config(0, match=[TESTER[0]]))
+    assert decide(unmirrored, {"x-group": "canary"}, 0) == Decision(
+        "canary", REASON_MATCH, pinned=True
+    )
+
+
+def test_token_header_is_read_only_with_privileged_rules() -> None:
+    assert "x-modelship-token" in build_table(shadow_config()).header_names
+    assert "x-modelship-token" not in build_table(shadow_config(match=TESTER)).header_names
 
 
 # --- statistics --------------------------------------------------------------------------

@@ -78,6 +78,10 @@ def test_explicit_weights_must_add_to_100() -> None:
         ({"mirror": {"variant": "canary", "percent": 101}}, "less than or equal to 100"),
         ({"generation": -1}, "greater than or equal to 0"),
         ({"weights": {"canary": 5}}, "Extra inputs are not permitted"),
+        (
+            {"match": [{"header": "x-g", "value": "b", "variant": "canary", "priviledged": True}]},
+            "Extra inputs are not permitted",
+        ),
         ({"variants": []}, "at least 1 item"),
         ({"deployment": ""}, "non-empty"),
     ],
@@ -149,3 +153,19 @@ def test_json_schema_is_documented() -> None:
     variant = schema["$defs"]["Variant"]["properties"]
     assert "modelVersion" in variant
     assert all("description" in prop for prop in variant.values())
+
+
+def test_match_rules_are_not_privileged_unless_said_so() -> None:
+    rules = [
+        {"header": "x-group", "value": "beta", "variant": "canary"},
+        {
+            "header": "x-modelship-variant",
+            "value": "canary",
+            "variant": "canary",
+            "privileged": True,
+        },
+    ]
+    config = RoutingConfig.model_validate(base(match=rules))
+    assert [r.privileged for r in config.match] == [False, True]
+    assert RoutingConfig.from_json(config.to_json()) == config
+    assert '"privileged":true' in config.to_json()
