@@ -77,6 +77,10 @@ MODELS_VOLUME: Final = "models"
 MODEL_CLAIM_VOLUME: Final = "model-claim"
 #: Where the model server downloads http(s) and s3 artifacts (on the writable emptyDir).
 MODEL_CACHE_DIR: Final = "/tmp/modelship-models"
+#: spec.access's Secret key, mounted in router and serving pods (the kubelet keeps it current).
+ACCESS_VOLUME: Final = "access"
+ACCESS_DIR: Final = "/var/run/secrets/modelship.io/access"
+ACCESS_TOKEN_FILE: Final = f"{ACCESS_DIR}/token"
 
 
 # --- what runs where ------------------------------------------------------------------------
@@ -274,6 +278,12 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
         "MODELSHIP_MODEL_CACHE_DIR": MODEL_CACHE_DIR,
         "MODELSHIP_PREDICTION_TTL_SECONDS": _seconds(md.spec.feedback.window_delta),
         **_max_bytes(plan.model),
+        # Feedback steers promotion: only clients holding spec.access's token may post it.
+        **(
+            {"MODELSHIP_FEEDBACK_TOKEN_FILE": ACCESS_TOKEN_FILE}
+            if md.spec.access is not None
+            else {"MODELSHIP_FEEDBACK_ENABLED": "false"}
+        ),
     }
 
 
@@ -357,6 +367,28 @@ def s3_env(md: ModelDeployment) -> list[dict[str, Any]]:
     return env
 
 
+def access_volume(md: ModelDeployment) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """spec.access's Secret key as the file ``ACCESS_TOKEN_FILE`` (volume, mount), or None.
+
+    Optional: a Secret created after the ModelDeployment (or deleted) leaves the pods
+    serving predictions, with feedback and forcing refused until the kubelet mounts it. The
+    operator never reads the Secret itself."""
+    access = md.spec.access
+    if access is None:
+        return None
+    secret = access.token_secret
+    volume = {
+        "name": ACCESS_VOLUME,
+        "secret": {
+            "secretName": secret.name,
+            "items": [{"key": secret.key, "path": "token"}],
+            "defaultMode": 0o440,  # the pod's fsGroup reads it, nobody else
+            "optional": True,
+        },
+    }
+    return volume, {"name": ACCESS_VOLUME, "mountPath": ACCESS_DIR, "readOnly": True}
+
+
 def serving_deployment(
     md: ModelDeployment, plan: VariantPlan, settings: OperatorSettings
 ) -> dict[str, Any]:
@@ -386,10 +418,10 @@ def serving_deployment(
                 },
             }
         )
-    claim = _model_claim(plan.model)
-    if claim is not None:
-        volumes.append(claim[0])
-        mounts.append(claim[1])
+    for extra in (_model_claim(plan.model), access_volume(md)):
+        if extra is not None:
+            volumes.append(extra[0])
+            mounts.append(extra[1])
     container = {
         "name": "serving",
         "image": md.spec.images.serving or settings.serving_image,
@@ -552,9 +584,11 @@ def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
         sticky = StickyKey(header=key.header, cookie=key.cookie)
     # A client names the variant that served a prediction (the response's
     # x-modelship-variant) when it sends feedback for it, so ground truth reaches the
-    # variant that made the prediction whatever the weights are by then.
+    # variant that made the prediction whatever the weights are by then. Privileged: the
+    # router honours it only with spec.access's token (and never for a shadow).
     match += tuple(
-        RouterMatchRule(header=VARIANT_HEADER, value=v.name, variant=v.name) for v in variants
+        RouterMatchRule(header=VARIANT_HEADER, value=v.name, variant=v.name, privileged=True)
+        for v in variants
     )
     mirror = (
         Mirror(variant="canary", percent=float(state.traffic.mirror))
@@ -626,6 +660,14 @@ def router_deployment(md: ModelDeployment, settings: OperatorSettings) -> dict[s
     name = router_name(md.name)
     labels = router_labels(md)
     router = md.spec.router
+    mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}]
+    token: list[dict[str, Any]] = []
+    access = access_volume(md)
+    if access is not None:
+        volumes.append(access[0])
+        mounts.append(access[1])
+        token.append({"name": "MODELSHIP_ROUTER_TOKEN_FILE", "value": ACCESS_TOKEN_FILE})
     container = {
         "name": "router",
         "image": md.spec.images.router or settings.router_image,
@@ -639,13 +681,14 @@ def router_deployment(md: ModelDeployment, settings: OperatorSettings) -> dict[s
             },
             {"name": "MODELSHIP_ROUTER_CONFIGMAP", "value": name},
             {"name": "MODELSHIP_ROUTER_PORT", "value": str(PORT)},
+            *token,
         ],
         "resources": _resources(router.resources.requests, router.resources.limits),
         "readinessProbe": _probe("/readyz", period=2, failures=2),
         "livenessProbe": _probe("/healthz", period=10, failures=3),
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
     return {
         "apiVersion": "apps/v1",
@@ -677,7 +720,7 @@ def router_deployment(md: ModelDeployment, settings: OperatorSettings) -> dict[s
                     "securityContext": pod_security_context(),
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],
-                    "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}],
+                    "volumes": volumes,
                 },
             },
         },

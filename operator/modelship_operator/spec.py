@@ -978,6 +978,67 @@ class Mlflow(ApiModel):
     )
 
 
+# --- access ---------------------------------------------------------------------------------
+
+SecretKey = Annotated[
+    str,
+    Matches(
+        r"^[-._a-zA-Z0-9]+$",
+        "key must be a Secret data key (letters, digits, '-', '_' and '.')",
+        253,
+    ),
+]
+
+TokenSecretName = Annotated[
+    str,
+    Matches(
+        _DNS_SUBDOMAIN, "tokenSecret.name must be a Secret name (lowercase DNS subdomain)", 253
+    ),
+]
+
+#: Built-in checks computed from ground truth (feedback), and so useless without it.
+FEEDBACK_METRICS: Final = frozenset({"accuracy", "mae", "rmse", "precision", "recall", "f1"})
+_FEEDBACK_LIST = "[" + ", ".join(f"'{n}'" for n in sorted(FEEDBACK_METRICS)) + "]"
+
+RULE_FEEDBACK_NEEDS_ACCESS: Final = Rule(
+    rule="has(self.access) || !has(self.strategy) || ("
+    "(!has(self.strategy.metrics) || !self.strategy.metrics.exists(m, !has(m.query) && "
+    f"m.name in {_FEEDBACK_LIST})) && "
+    "(!has(self.strategy.type) || self.strategy.type != 'ABTest' || "
+    "(has(self.strategy.abTest) && has(self.strategy.abTest.metric) && "
+    "has(self.strategy.abTest.metric.successes))))",
+    message="built-in checks from ground truth (accuracy, precision, recall, f1, mae, rmse, "
+    "and the A/B test's built-in accuracy) need feedback, which clients post with a token: "
+    "set access.tokenSecret to a Secret holding it (kubectl create secret generic "
+    "<name>-access --from-literal=token=$(openssl rand -hex 32))",
+    field_path=".access",
+    reason="FieldValueRequired",
+)
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the ModelDeployment's namespace."""
+
+    name: TokenSecretName = Field(description="Name of the Secret.")
+    key: SecretKey = Field(default="token", description="Key of the Secret holding the value.")
+
+
+class Access(ApiModel):
+    """Who may use the privileged paths: posting feedback and forcing a variant.
+
+    The operator never reads the Secret: the kubelet mounts its key as a file in the router
+    and serving pods, and replaces the file when the Secret changes (about a minute), so a
+    token is rotated by editing the Secret, without a restart."""
+
+    token_secret: SecretKeyRef = Field(
+        description="Secret key holding the token clients send in the x-modelship-token "
+        "header to post feedback (POST /v1/models/<name>:feedback) and to pick a variant "
+        "(x-modelship-variant, which feedback sends to reach the variant that predicted). "
+        "Without spec.access both are off: feedback is refused (403) and a request that "
+        "names a variant is refused by the router (403)."
+    )
+
+
 # --- autoscaling ----------------------------------------------------------------------------
 
 ScaleDownStabilization = Annotated[str, DurationBounds("0s", "1h", "scaleDownStabilization")]
@@ -1040,7 +1101,7 @@ class ModelDeploymentSpec(ApiModel):
     """What to serve and how to roll out a new version."""
 
     model_config = ApiModel.model_config | {
-        "json_schema_extra": cel(RULE_AUTOSCALING_NEEDS_CPU_REQUEST)
+        "json_schema_extra": cel(RULE_AUTOSCALING_NEEDS_CPU_REQUEST, RULE_FEEDBACK_NEEDS_ACCESS)
     }
 
     model: ModelSource = Field(
@@ -1075,6 +1136,11 @@ class ModelDeploymentSpec(ApiModel):
     feedback: Feedback = Field(
         default_factory=Feedback, description="How ground truth is joined to predictions."
     )
+    access: Access | None = Field(
+        default=None,
+        description="The token that opens feedback and variant forcing. Omitted: both are "
+        "off (and checks from ground truth are refused).",
+    )
     prometheus: Prometheus = Field(
         default_factory=Prometheus, description="Metrics source of the analysis."
     )
@@ -1095,7 +1161,16 @@ class ModelDeploymentSpec(ApiModel):
     def _autoscaling(self) -> Self:
         if self.autoscaling is not None and self.resources.requests.cpu is None:
             raise ValueError(RULE_AUTOSCALING_NEEDS_CPU_REQUEST.message)
+        if self.access is None and self.needs_feedback():
+            raise ValueError(RULE_FEEDBACK_NEEDS_ACCESS.message)
         return self
+
+    def needs_feedback(self) -> bool:
+        """Whether a built-in check (or the A/B test's built-in metric) reads ground truth."""
+        strategy = self.strategy
+        if any(m.query is None and m.name in FEEDBACK_METRICS for m in strategy.metrics):
+            return True
+        return strategy.type == "ABTest" and strategy.ab_test_settings.metric.successes is None
 
     def desired_model(self) -> ModelRef:
         """spec.model as the artifact it names (what status records and compares)."""

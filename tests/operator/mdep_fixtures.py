@@ -27,6 +27,9 @@ def base_resource(name: str = "churn", **spec: Any) -> dict[str, Any]:
     return body
 
 
+#: spec.access naming a token Secret: what feedback (and checks from ground truth) need.
+ACCESS: dict[str, Any] = {"tokenSecret": {"name": "churn-access"}}
+
 STABLE_MODEL: dict[str, Any] = {
     "version": "1.4.0",
     "uri": "file:///models/churn-1.4.0.skops",

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from analysis_prom import PrometheusProcess, Target, free_port, start_all
-from mdep_fixtures import SHA_CANARY, base_resource, rolling_out
+from mdep_fixtures import ACCESS, SHA_CANARY, base_resource, rolling_out
 from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.runner import analyse, analyse_if_due
 from modelship_operator.rollout import Analysis, RolloutState, target
@@ -105,7 +105,9 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
 
 def resource(prom: Prom, version: str, strategy: dict[str, Any], **state: Any) -> ModelDeployment:
     """A ModelDeployment with a rollout of canary ``version`` recorded in its status."""
-    body = base_resource(strategy={"interval": INTERVAL, "minSamples": 100, **strategy})
+    body = base_resource(
+        strategy={"interval": INTERVAL, "minSamples": 100, **strategy}, access=ACCESS
+    )
     candidate = {"version": version, "uri": "file:///models/x.skops", "sha256": SHA_CANARY}
     md = ModelDeployment.from_api(rolling_out(body, candidate))
     key = target(md).key

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from mdep_fixtures import SHA_CANARY, base_resource, rolling_out
+from mdep_fixtures import ACCESS, SHA_CANARY, base_resource, rolling_out
 from modelship_operator.conditions import Failure
 from modelship_operator.events import recorded_since
 from modelship_operator.kinds import ChildRef
@@ -234,7 +234,7 @@ def test_canary_waits_for_a_ready_pod_then_enters_at_the_first_step() -> None:
 def test_entry_traffic_per_strategy(
     strategy: dict[str, Any], stable: int, canary: int, mirror: int
 ) -> None:
-    p = converge(md(canary=CANARY, strategy=strategy))
+    p = converge(md(canary=CANARY, strategy=strategy, access=ACCESS))
     assert p.status.traffic is not None
     assert (p.status.traffic.stable, p.status.traffic.canary, p.status.traffic.mirror) == (
         stable,
@@ -369,18 +369,18 @@ def test_a_new_canary_version_restarts_the_rollout() -> None:
 
 def test_ab_test_results_belong_to_their_rollout() -> None:
     strategy = {"type": "ABTest"}
-    running = converge(md(canary=CANARY, strategy=strategy))
+    running = converge(md(canary=CANARY, strategy=strategy, access=ACCESS))
     scored = running.status.model_copy(
         update={
             "ab_test": ABTestStatus(canary=ABVariantStats(successes=90, trials=100), p_value=0.2)
         }
     )
-    kept = plan(md(status=scored.to_api(), canary=CANARY, strategy=strategy), Observed(),
-                SETTINGS, T0)  # fmt: skip
+    kept = plan(md(status=scored.to_api(), canary=CANARY, strategy=strategy, access=ACCESS),
+                Observed(), SETTINGS, T0)  # fmt: skip
     assert kept.status.ab_test is not None and kept.status.ab_test.p_value == 0.2
     newer = {**CANARY, "version": "1.6.0"}
-    reset = plan(md(status=scored.to_api(), canary=newer, strategy=strategy), Observed(),
-                 SETTINGS, T0)  # fmt: skip
+    reset = plan(md(status=scored.to_api(), canary=newer, strategy=strategy, access=ACCESS),
+                 Observed(), SETTINGS, T0)  # fmt: skip
     assert reset.status.ab_test is None
 
 

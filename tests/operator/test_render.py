@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from mdep_fixtures import SHA_CANARY, base_resource
+from mdep_fixtures import ACCESS, SHA_CANARY, base_resource
 from modelship_operator.kinds import CHILD_KINDS, ChildRef
 from modelship_operator.render import (
     DesiredState,
@@ -174,6 +174,7 @@ def test_serving_deployment_of_each_variant(variant: str) -> None:
         "MODELSHIP_GRPC_PORT": "8081",
         "MODELSHIP_MODEL_CACHE_DIR": "/tmp/modelship-models",
         "MODELSHIP_PREDICTION_TTL_SECONDS": "600",  # spec.feedback.window (10m)
+        "MODELSHIP_FEEDBACK_ENABLED": "false",  # no spec.access: nobody may post feedback
     }
     assert container["readinessProbe"]["httpGet"] == {
         "path": "/v2/health/ready",
@@ -270,7 +271,7 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize("name", ["churn-stable", "churn-canary", "churn-router"])
 def test_pods_meet_the_restricted_pod_security_profile(name: str) -> None:
-    objects = render(md(canary=CANARY, storage={"claimName": "models"}), SETTINGS)
+    objects = render(md(canary=CANARY, storage={"claimName": "models"}, access=ACCESS), SETTINGS)
     pod = pod_spec(objects, name)
     assert restricted_violations(pod) == []
     assert pod["securityContext"]["runAsUser"] == 65532
@@ -367,6 +368,60 @@ def test_s3_settings_and_secret_keys_become_the_serving_env() -> None:
     assert pod["serviceAccountName"] == "model-reader"
     assert pod["automountServiceAccountToken"] is False
     assert restricted_violations(pod) == []
+
+
+@pytest.mark.parametrize("name", ["churn-stable", "churn-canary", "churn-router"])
+def test_the_access_token_is_a_file_the_pods_read_and_the_operator_never_does(name: str) -> None:
+    access = {"tokenSecret": {"name": "churn-access", "key": "feedback-token"}}
+    pod = pod_spec(render(md(canary=CANARY, access=access), SETTINGS), name)
+    volume = next(v for v in pod["volumes"] if v["name"] == "access")
+    assert volume == {
+        "name": "access",
+        "secret": {
+            "secretName": "churn-access",
+            "items": [{"key": "feedback-token", "path": "token"}],
+            "defaultMode": 0o440,
+            "optional": True,  # a missing Secret refuses feedback, never stops predictions
+        },
+    }
+    (container,) = pod["containers"]
+    assert {
+        "name": "access",
+        "mountPath": "/var/run/secrets/modelship.io/access",
+        "readOnly": True,
+    } in container["volumeMounts"]
+    env = env_of(container)
+    setting = "MODELSHIP_ROUTER_TOKEN_FILE" if name == "churn-router" else (
+        "MODELSHIP_FEEDBACK_TOKEN_FILE")  # fmt: skip
+    assert env[setting] == "/var/run/secrets/modelship.io/access/token"
+    assert "MODELSHIP_FEEDBACK_ENABLED" not in env
+    assert not any("secretKeyRef" in str(e) for e in container["env"])
+
+
+@pytest.mark.parametrize("name", ["churn-stable", "churn-router"])
+def test_without_access_feedback_is_off_and_no_token_is_mounted(name: str) -> None:
+    pod = pod_spec(render(md(), SETTINGS), name)
+    (container,) = pod["containers"]
+    assert all(v["name"] != "access" for v in pod["volumes"])
+    env = env_of(container)
+    assert "MODELSHIP_ROUTER_TOKEN_FILE" not in env
+    assert "MODELSHIP_FEEDBACK_TOKEN_FILE" not in env
+    if name == "churn-stable":
+        assert env["MODELSHIP_FEEDBACK_ENABLED"] == "false"
+
+
+def test_naming_a_variant_is_a_privileged_rule_and_testers_rules_are_not() -> None:
+    resource = md(
+        canary=CANARY,
+        strategy={"type": "ABTest", "abTest": {"match": [{"header": "x-group", "value": "beta"}]}},
+        access=ACCESS,
+    )
+    config = routing(resource, Traffic(stable=50, canary=50))
+    assert [(m.header, m.value, m.variant, m.privileged) for m in config.match] == [
+        ("x-group", "beta", "canary", False),
+        ("x-modelship-variant", "stable", "stable", True),
+        ("x-modelship-variant", "canary", "canary", True),
+    ]
 
 
 def test_without_s3_no_credentials_reach_the_pods() -> None:
@@ -498,6 +553,7 @@ def test_routing_of_an_ab_test_is_sticky_with_match_rules() -> None:
                 "match": [{"header": "X-Group", "value": "beta"}],
             },
         },
+        access=ACCESS,
     )
     config = routing(resource, Traffic(stable=70, canary=30))
     assert config.sticky is not None and config.sticky.cookie == "uid"

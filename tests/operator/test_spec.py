@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from mdep_fixtures import SHA_CANARY, base_resource, set_path
+from mdep_fixtures import ACCESS, SHA_CANARY, base_resource, set_path
 from modelship_operator import crd
 from modelship_operator.spec import ModelDeployment, ModelDeploymentSpec, parse_duration
 from pydantic import ValidationError
@@ -422,6 +422,36 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "a models:/ model's format is the one its MLmodel file names",
     ),
     (
+        "accuracy-without-access",
+        with_metrics(metric(name="accuracy", min=80)),
+        "need feedback, which clients post with a token: set access.tokenSecret",
+        "need feedback, which clients post with a token: set access.tokenSecret",
+    ),
+    (
+        "rmse-without-access",
+        with_metrics(metric(name="rmse", max=2.5)),
+        "set access.tokenSecret",
+        "set access.tokenSecret",
+    ),
+    (
+        "abtest-builtin-without-access",
+        base_resource(model=CANARY, strategy={"type": "ABTest", "metrics": []}),
+        "the A/B test's built-in accuracy) need feedback",
+        "the A/B test's built-in accuracy) need feedback",
+    ),
+    (
+        "access-secret-key",
+        base_resource(access={"tokenSecret": {"name": "churn-access", "key": "a/b"}}),
+        "key must be a Secret data key",
+        "key must be a Secret data key",
+    ),
+    (
+        "access-secret-name",
+        base_resource(access={"tokenSecret": {"name": "Churn_Access"}}),
+        "tokenSecret.name must be a Secret name",
+        "tokenSecret.name must be a Secret name",
+    ),
+    (
         "mlflow-tracking-uri",
         base_resource(mlflow={"trackingUri": "mlflow:5000"}),
         "trackingUri must be http(s)://host[:port]",
@@ -480,6 +510,7 @@ VALID: list[tuple[str, dict[str, Any]]] = [
                 ],
             },
             router={"type": "builtin", "replicas": 2},
+            access={"tokenSecret": {"name": "churn-access", "key": "feedback-token"}},
             prometheus={"url": "http://prometheus.monitoring:9090"},
             images={"serving": "registry.local/serving:1", "pullPolicy": "IfNotPresent"},
             storage={"claimName": "models", "mountPath": "/models"},
@@ -487,7 +518,7 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "abtest-defaults",
-        base_resource(model=CANARY, strategy={"type": "ABTest"}),
+        base_resource(model=CANARY, strategy={"type": "ABTest"}, access=ACCESS),
     ),
     (
         "abtest-every-field",
@@ -519,6 +550,21 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("no-metrics", set_path(base_resource(), "spec.strategy.metrics", [])),
     ("single-step-of-100", set_path(base_resource(), "spec.strategy.steps", [100])),
     ("router-none", set_path(base_resource(), "spec.router.type", "none")),
+    # Checks from custom queries and A/B tests of custom counters read no feedback.
+    ("custom-query", with_metrics(metric(name="my-accuracy", query="vector(1)", min=1))),
+    (
+        "abtest-custom-counters",
+        base_resource(
+            model=CANARY,
+            strategy={
+                "type": "ABTest",
+                "metrics": [],
+                "abTest": {
+                    "metric": {"name": "orders", "successes": "vector(1)", "trials": "vector(2)"}
+                },
+            },
+        ),
+    ),
     ("longest-name", base_resource(name="m" * 56)),
     (
         "s3-every-field",
