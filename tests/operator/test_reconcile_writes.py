@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -57,6 +59,41 @@ def applies(writes: list[str]) -> list[str]:
     return [w for w in writes if w.startswith("apply")]
 
 
+def stored(api: ApiServer, *args: str) -> dict[str, Any]:
+    """An object as the API server holds it (``kubectl -n ml get ARGS -o json``)."""
+    return dict(json.loads(api.kubectl("-n", "ml", "get", *args, "-o", "json").stdout))
+
+
+@dataclass
+class Wired:
+    """The reconciler with its watch cache, as the operator runs them."""
+
+    kube: CountingKube
+    reconciler: Reconciler
+    cache: ChildCache
+    pokes: list[tuple[str, str]] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def wired(api: ApiServer) -> AsyncIterator[Wired]:
+    """A reconciler and a synced child cache against ``api``, closed at the end."""
+    base = Kube.connect(api.kubeconfig)
+    kube = CountingKube(base.client)
+    kube.writes = []
+    reconciler = Reconciler(kube, OperatorSettings(), OperatorMetrics(), "test")
+    pokes: list[tuple[str, str]] = []
+    cache = ChildCache(kube.client, ["ml"], lambda ns, n: pokes.append((ns, n)), reconciler.is_own)
+    reconciler.cache = cache
+    cache.start()
+    try:
+        await asyncio.wait_for(cache.wait_synced(), 30)
+        yield Wired(kube, reconciler, cache, pokes)
+    finally:
+        await cache.close()
+        await reconciler.close()
+        await kube.close()
+
+
 async def until(what: str, check: Callable[[], bool], limit: float = 20) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
@@ -76,29 +113,16 @@ def test_a_reconcile_with_nothing_to_change_writes_nothing(api: ApiServer) -> No
     }
     api.kubectl("create", "-f", "-", input=json.dumps(body))
 
-    def stored(*args: str) -> dict[str, Any]:
-        return dict(json.loads(api.kubectl("-n", "ml", "get", *args, "-o", "json").stdout))
-
     async def scenario() -> None:
-        base = Kube.connect(api.kubeconfig)
-        kube = CountingKube(base.client)
-        kube.writes = []
-        reconciler = Reconciler(kube, OperatorSettings(), OperatorMetrics(), "test")
-        pokes: list[tuple[str, str]] = []
-        cache = ChildCache(
-            kube.client, ["ml"], lambda ns, n: pokes.append((ns, n)), reconciler.is_own
-        )
-        reconciler.cache = cache
-        cache.start()
-        try:
-            await asyncio.wait_for(cache.wait_synced(), 30)
+        async with wired(api) as w:
+            kube, reconciler, cache, pokes = w.kube, w.reconciler, w.cache, w.pokes
             first = await reconciler.reconcile("ml", "quiet")
             assert first.result == "success"
             applied = applies(kube.writes)
             assert applied and "status" in kube.writes
-            md = await asyncio.to_thread(stored, "mdep", "quiet")
+            md = await asyncio.to_thread(stored, api, "mdep", "quiet")
             assert md["status"]["observedGeneration"] == 1
-            names = {w.split("/", 1)[1] for w in applied}
+            names = {write.split("/", 1)[1] for write in applied}
             await until(
                 "the cache sees every child",
                 lambda: {c["metadata"]["name"] for c in cache.children("ml", "quiet")} >= names,
@@ -110,11 +134,11 @@ def test_a_reconcile_with_nothing_to_change_writes_nothing(api: ApiServer) -> No
             second = await reconciler.reconcile("ml", "quiet")
             assert second.result == "success"
             assert applies(kube.writes) == [], kube.writes
-            md = await asyncio.to_thread(stored, "mdep", "quiet")
+            md = await asyncio.to_thread(stored, api, "mdep", "quiet")
             kube.writes.clear()
             await reconciler.reconcile("ml", "quiet")
             assert kube.writes == []
-            again = await asyncio.to_thread(stored, "mdep", "quiet")
+            again = await asyncio.to_thread(stored, api, "mdep", "quiet")
             assert again["metadata"]["resourceVersion"] == md["metadata"]["resourceVersion"]
 
             # A hand edit of a child: the watch tells the owner, the reconcile puts it right
@@ -126,7 +150,7 @@ def test_a_reconcile_with_nothing_to_change_writes_nothing(api: ApiServer) -> No
             await until("the edit pokes the owner", lambda: ("ml", "quiet") in pokes)
             await reconciler.reconcile("ml", "quiet")
             assert applies(kube.writes) == ["apply Deployment/quiet-stable"]
-            deployment = await asyncio.to_thread(stored, "deployment", "quiet-stable")
+            deployment = await asyncio.to_thread(stored, api, "deployment", "quiet-stable")
             assert deployment["spec"]["replicas"] == 1
 
             # A deleted child is recreated.
@@ -136,11 +160,7 @@ def test_a_reconcile_with_nothing_to_change_writes_nothing(api: ApiServer) -> No
             await until("the deletion pokes the owner", lambda: ("ml", "quiet") in pokes)
             await reconciler.reconcile("ml", "quiet")
             assert applies(kube.writes) == ["apply Service/quiet-stable"]
-            await asyncio.to_thread(stored, "service", "quiet-stable")
-        finally:
-            await cache.close()
-            await reconciler.close()
-            await kube.close()
+            await asyncio.to_thread(stored, api, "service", "quiet-stable")
 
     asyncio.run(scenario())
 
@@ -159,22 +179,12 @@ def test_turning_autoscaling_on_hands_replicas_over_without_a_reset(api: ApiServ
     }
     api.kubectl("create", "-f", "-", input=json.dumps(body))
 
-    def stored(*args: str) -> dict[str, Any]:
-        return dict(json.loads(api.kubectl("-n", "ml", "get", *args, "-o", "json").stdout))
-
     def replicas() -> int:
-        return int(stored("deployment", "grow-stable")["spec"]["replicas"])
+        return int(stored(api, "deployment", "grow-stable")["spec"]["replicas"])
 
     async def scenario() -> None:
-        base = Kube.connect(api.kubeconfig)
-        kube = CountingKube(base.client)
-        kube.writes = []
-        reconciler = Reconciler(kube, OperatorSettings(), OperatorMetrics(), "test")
-        cache = ChildCache(kube.client, ["ml"], lambda ns, n: None, reconciler.is_own)
-        reconciler.cache = cache
-        cache.start()
-        try:
-            await asyncio.wait_for(cache.wait_synced(), 30)
+        async with wired(api) as w:
+            reconciler, cache = w.reconciler, w.cache
             assert (await reconciler.reconcile("ml", "grow")).result == "success"
             assert await asyncio.to_thread(replicas) == 3
             await until("the cache sees the Deployment", lambda: bool(cache.children("ml", "grow")))
@@ -185,10 +195,10 @@ def test_turning_autoscaling_on_hands_replicas_over_without_a_reset(api: ApiServ
                 "-p", json.dumps(patch),
             )  # fmt: skip
             outcome = await reconciler.reconcile("ml", "grow")
-            assert outcome.result == "success", stored("mdep", "grow")["status"]
+            assert outcome.result == "success", stored(api, "mdep", "grow")["status"]
             # The three pods stay (no drop to the default of one before the autoscaler acts).
             assert await asyncio.to_thread(replicas) == 3
-            hpa = await asyncio.to_thread(stored, "hpa", "grow-stable")
+            hpa = await asyncio.to_thread(stored, api, "hpa", "grow-stable")
             assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 5)
             assert hpa["spec"]["scaleTargetRef"]["name"] == "grow-stable"
 
@@ -208,15 +218,11 @@ def test_turning_autoscaling_on_hands_replicas_over_without_a_reset(api: ApiServ
                 assert await asyncio.to_thread(replicas) == 4
             owners = {
                 e["manager"]
-                for e in stored("deployment", "grow-stable", "--show-managed-fields")["metadata"][
-                    "managedFields"
-                ]
+                for e in stored(api, "deployment", "grow-stable", "--show-managed-fields")[
+                    "metadata"
+                ]["managedFields"]
                 if "f:replicas" in (e.get("fieldsV1") or {}).get("f:spec", {})
             }
             assert "modelship-operator" not in owners, owners
-        finally:
-            await cache.close()
-            await reconciler.close()
-            await kube.close()
 
     asyncio.run(scenario())
