@@ -3,6 +3,7 @@ serving a model trained here (the contract in docs/serving.md, "Feedback")."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from modelship_demo.traffic import TrafficStats, run_traffic
 from serving_helpers import Artifact, Server, start_server, stop_server
 from test_access import SecretVolume
 from test_server import metric
@@ -201,3 +203,26 @@ def test_pinned_predictions_feedback_counts_only_as_pinned(
     assert after[0] == total + 2 and after[2] == confusion + 2
     assert after[1] == right + 2 * int(correct[0])
     assert after[3] == pinned
+
+
+def test_demo_traffic_sends_the_token_with_its_feedback(
+    guarded: Server, classifier: Artifact, volume: SecretVolume
+) -> None:
+    token = volume.path.read_text().strip()
+    for given, joined in ((token, 8), (None, 0)):
+        stats = asyncio.run(
+            run_traffic(
+                guarded.base,
+                "bc",
+                classifier.X,
+                classifier.y,
+                rate=100,
+                duration=10,
+                max_requests=8,
+                stats=TrafficStats(),
+                token=given,
+            )
+        )
+        assert stats.feedback_sent == 8
+        assert stats.feedback_joined == joined
+        assert stats.feedback_refused == 8 - joined
