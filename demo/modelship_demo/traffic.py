@@ -3,6 +3,8 @@
 Each request predicts one held-out row through the router; the answer names the variant
 and the request id, and the true label goes back as feedback to that same variant and pod
 (the router sends a request naming `x-modelship-variant` and `x-modelship-replica` to it).
+A deployment that protects feedback needs its access token: pass `token`, sent as
+`x-modelship-token` with each feedback post.
 The generator stops by itself after `duration` seconds or `max_requests` predictions,
 whichever comes first.
 """
@@ -24,6 +26,8 @@ import numpy as np
 VARIANT_HEADER = "x-modelship-variant"
 #: The pod that served; sent back with the feedback so it reaches that pod's predictions.
 REPLICA_HEADER = "x-modelship-replica"
+#: The deployment's access token, which protected feedback (and variant forcing) needs.
+TOKEN_HEADER = "x-modelship-token"
 
 
 @dataclass
@@ -35,6 +39,8 @@ class TrafficStats:
     feedback_sent: int = 0
     #: Feedback the server joined to its prediction (its answer's "matched").
     feedback_joined: int = 0
+    #: Feedback the server refused for want of a valid token, or because it is off (401/403).
+    feedback_refused: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -65,8 +71,10 @@ async def run_traffic(
     stats: TrafficStats,
     stop: asyncio.Event | None = None,
     seed: int = 1,
+    token: str | None = None,
 ) -> TrafficStats:
-    """Send about `rate` predictions per second (each followed by its feedback)."""
+    """Send about `rate` predictions per second (each followed by its feedback, with
+    ``token`` as ``x-modelship-token`` when given)."""
     rng = random.Random(seed)
     deadline = time.monotonic() + duration
     interval = 1.0 / rate
@@ -91,6 +99,8 @@ async def run_traffic(
         replica = response.headers.get(REPLICA_HEADER)
         if replica:
             headers[REPLICA_HEADER] = replica
+        if token is not None:
+            headers[TOKEN_HEADER] = token
         try:
             answer = await client.post(
                 feedback_url,
@@ -98,7 +108,9 @@ async def run_traffic(
                 headers=headers,
             )
             stats.feedback_sent += 1
-            if answer.status_code == 200 and answer.json().get("matched") == 1:
+            if answer.status_code in (401, 403):
+                stats.feedback_refused += 1
+            elif answer.status_code == 200 and answer.json().get("matched") == 1:
                 stats.feedback_joined += 1
         except (httpx.HTTPError, ValueError):
             pass  # feedback is best effort, as in a real application
@@ -130,9 +142,10 @@ def background_traffic(
     rate: float,
     seconds: float,
     join_timeout: float = 30,
+    token: str | None = None,
 ) -> Iterator[TrafficStats]:
     """:func:`run_traffic` on its own thread and event loop while the caller watches; stops
-    when the block ends, or by itself after ``seconds``."""
+    when the block ends, or by itself after ``seconds``. ``token``: see :func:`run_traffic`."""
     stats = TrafficStats()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -149,6 +162,7 @@ def background_traffic(
                 max_requests=int(rate * seconds),
                 stats=stats,
                 stop=stop,
+                token=token,
             )
         )
 

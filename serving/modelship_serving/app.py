@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from .access import is_pinned
 from .config import Settings
 from .dataplane import DataPlane
 from .endpoints import REQUEST_ID_SCOPE_KEY, Endpoints, build_api
@@ -37,7 +38,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Handler = Callable[[bytes, str, int | None], Awaitable[bytes | Reply]]
+# (body, request id, Inference-Header-Content-Length, pinned) -> answer
+Handler = Callable[[bytes, str, int | None, bool], Awaitable[bytes | Reply]]
+NowHandler = Callable[[bytes, str, bool], bytes | Reply]
 # Bodies the protocol-level fast lane may take are also bounded by this, whatever the rows.
 FAST_LANE_MAX_BODY = 1024 * 1024
 
@@ -49,7 +52,7 @@ class FastRoute:
     """An inference endpoint the protocol answers synchronously (see protocol.py)."""
 
     endpoint: str
-    handler: Callable[[bytes, str], bytes | Reply]
+    handler: NowHandler
     max_body: int
 
 
@@ -176,7 +179,7 @@ class ModelServerApp:
         name, version = settings.model_name, settings.model_version
         # The served model's inference paths: (endpoint label, path, async handler for the ASGI
         # lane, synchronous handler for the protocol-level lane).
-        inference: list[tuple[str, str, Handler, Callable[[bytes, str], bytes | Reply]]] = [
+        inference: list[tuple[str, str, Handler, NowHandler]] = [
             ("v1_predict", f"/v1/models/{name}:predict", plane.v1_predict, plane.v1_predict_now),
             ("v2_infer", f"/v2/models/{name}/infer", plane.v2_infer, plane.v2_infer_now),
             (
@@ -241,7 +244,7 @@ class ModelServerApp:
         status = 200
         content_type, extra = JSON, b""
         try:
-            payload = route.handler(body, request_id)
+            payload = route.handler(body, request_id, is_pinned(headers))
         except ServingError as exc:
             status, payload = exc.status, error_body(exc.reason)
         except Exception:
@@ -284,7 +287,10 @@ class ModelServerApp:
         extra: tuple[tuple[bytes, bytes], ...] = ()
         try:
             body = await _read_body(scope, receive, self.settings.max_body_bytes)
-            payload = await handler(body, request_id, header_length_from(scope["headers"]))
+            headers = scope["headers"]
+            payload = await handler(
+                body, request_id, header_length_from(headers), is_pinned(headers)
+            )
         except ServingError as exc:
             status, payload = exc.status, error_body(exc.reason)
         except ClientGone:

@@ -81,6 +81,11 @@ _FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         "prediction_ttl_seconds",
         {"type": float, "help": "seconds a prediction waits for feedback (3600)"},
     ),
+    (
+        "--feedback-token-file",
+        "feedback_token_file",
+        {"help": "file with the token feedback must carry as x-modelship-token (none)"},
+    ),
     ("--drain-seconds", "drain_seconds", {"type": float, "help": "serve after SIGTERM (5)"}),
     (
         "--graceful-timeout",
@@ -97,6 +102,7 @@ _BOOLS = [
     ("allow-unsafe-pickle", "allow_unsafe_pickle", "load an unpinned joblib/pickle (unsafe)"),
     ("allow-non-finite", "allow_non_finite", "accept NaN/Infinity in inputs"),
     ("access-log", "access_log", "log every request"),
+    ("feedback", "feedback_enabled", "take feedback at :feedback (on; off: 403)"),
 ]
 
 

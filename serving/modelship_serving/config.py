@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     prediction_ttl_seconds: float = Field(
         default=3600.0, gt=0, description="How long a prediction waits for its feedback."
     )
+    feedback_enabled: bool = Field(
+        default=True,
+        description="Take feedback (POST /v1/models/NAME:feedback); false: refused with 403.",
+    )
+    feedback_token_file: str | None = Field(
+        default=None,
+        description="File holding the access token feedback must carry in the "
+        "x-modelship-token header (re-read at most once a second, so a rotated Secret "
+        "applies; empty or missing: all feedback refused). Unset: no token needed.",
+    )
     drift_max_features: int = Field(
         default=32, ge=0, description="Input features summarised for drift (first N, bounded)."
     )
@@ -114,6 +124,11 @@ class Settings(BaseSettings):
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
             raise ValueError("model_sha256 must be 64 hex characters")
         return value
+
+    @field_validator("feedback_token_file")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
 
     @field_validator("trusted_types", mode="before")
     @classmethod

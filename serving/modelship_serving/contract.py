@@ -73,6 +73,10 @@ FEEDBACK_CORRECT: Final = "modelship_feedback_correct"
 FEEDBACK_ABSOLUTE_ERROR: Final = "modelship_feedback_absolute_error"
 FEEDBACK_SQUARED_ERROR: Final = "modelship_feedback_squared_error"
 FEEDBACK_CONFUSION: Final = "modelship_feedback_confusion"
+#: Rows of feedback for pinned predictions (a tester a routing match rule sent to this
+#: variant, ``x-modelship-pinned: 1``): answered, but counted here instead of in the
+#: variant's feedback series above, so testers never move A/B statistics or quality checks.
+FEEDBACK_PINNED: Final = "modelship_feedback_pinned"
 FEEDBACK_UNKNOWN: Final = "modelship_feedback_unknown"
 FEEDBACK_UNJOINED: Final = "modelship_feedback_unjoined"
 MODEL_LOAD_SECONDS: Final = "modelship_model_load_seconds"
@@ -86,7 +90,7 @@ INPUT_FEATURE_WINDOW_QUANTILE: Final = "modelship_input_feature_window_quantile"
 #: Families that are counters (their samples are NAME_total).
 COUNTERS: Final = frozenset(
     {REQUESTS, PREDICTIONS, FEEDBACK, FEEDBACK_CORRECT, FEEDBACK_SQUARED_ERROR, FEEDBACK_CONFUSION,
-     FEEDBACK_UNKNOWN, FEEDBACK_UNJOINED, INPUT_ROWS, INPUT_FEATURE_SUM}
+     FEEDBACK_PINNED, FEEDBACK_UNKNOWN, FEEDBACK_UNJOINED, INPUT_ROWS, INPUT_FEATURE_SUM}
 )  # fmt: skip
 #: Families that are summaries without quantiles (their samples are NAME_sum, NAME_count).
 SUMMARIES: Final = frozenset({FEEDBACK_ABSOLUTE_ERROR})

@@ -125,7 +125,9 @@ class DataPlane:
             return await anyio.to_thread.run_sync(self._run, features, want_proba)
         return self._run(features, want_proba)
 
-    def _record(self, features: np.ndarray, prediction: Prediction, request_id: str) -> list[Any]:
+    def _record(
+        self, features: np.ndarray, prediction: Prediction, request_id: str, pinned: bool
+    ) -> list[Any]:
         labels = prediction.labels.tolist()
         metrics = self.metrics
         if self._classifier and prediction.class_indices is not None:
@@ -136,10 +138,12 @@ class DataPlane:
             metrics.drift.observe(features)
         if self.settings.prediction_store_size:
             # A tuple of plain values: the garbage collector stops tracking it.
-            self.store.put(request_id, tuple(labels))
+            self.store.put(request_id, tuple(labels), pinned)
         return labels  # type: ignore[no-any-return]
 
-    def _record_row(self, row: list[float], result: RowPrediction, request_id: str) -> None:
+    def _record_row(
+        self, row: list[float], result: RowPrediction, request_id: str, pinned: bool
+    ) -> None:
         metrics = self.metrics
         if result.class_index is not None:
             metrics.count_class(result.class_index)
@@ -148,25 +152,29 @@ class DataPlane:
         if metrics.drift is not None:
             metrics.drift.observe_row(row)
         if self.settings.prediction_store_size:
-            self.store.put(request_id, (result.label,))
+            self.store.put(request_id, (result.label,), pinned)
 
-    def _v1_row(self, payload: dict[str, Any], row: list[float], request_id: str) -> bytes:
+    def _v1_row(
+        self, payload: dict[str, Any], row: list[float], request_id: str, pinned: bool
+    ) -> bytes:
         want_proba = v1_wants_proba(payload, self.signature)
         assert self._row_path is not None
         result = self._row_path.run_row(row, want_proba)
-        self._record_row(row, result, request_id)
+        self._record_row(row, result, request_id, pinned)
         response: dict[str, Any] = {"predictions": [result.label]}
         if result.proba is not None:
             response["probabilities"] = [result.proba]
             response["classes"] = list(self.signature.classes or ())
         return orjson.dumps(response)
 
-    def _v2_row(self, payload: dict[str, Any], row: list[float], request_id: str) -> bytes:
+    def _v2_row(
+        self, payload: dict[str, Any], row: list[float], request_id: str, pinned: bool
+    ) -> bytes:
         own_id = v2_request_id(payload)
         names = requested_outputs(payload.get("outputs"), self.signature)
         assert self._row_path is not None
         result = self._row_path.run_row(row, "predict_proba" in names)
-        self._record_row(row, result, request_id)
+        self._record_row(row, result, request_id, pinned)
         label = str(result.label) if self._label_datatype == "BYTES" else result.label
         outputs = []
         for name in names:
@@ -201,8 +209,12 @@ class DataPlane:
             return v2_single_row(payload, self._n_features)
         return v1_single_row(payload, self._n_features)
 
-    def _v1_response(self, features: np.ndarray, prediction: Prediction, request_id: str) -> bytes:
-        response: dict[str, Any] = {"predictions": self._record(features, prediction, request_id)}
+    def _v1_response(
+        self, features: np.ndarray, prediction: Prediction, request_id: str, pinned: bool
+    ) -> bytes:
+        response: dict[str, Any] = {
+            "predictions": self._record(features, prediction, request_id, pinned)
+        }
         if prediction.proba is not None:
             response["probabilities"] = prediction.proba.tolist()
             response["classes"] = list(self.signature.classes or ())
@@ -212,32 +224,36 @@ class DataPlane:
     # protocol-level fast lane uses it only for bodies too small to hold more than
     # ``inline_max_rows`` rows), the async form moves larger batches to a worker thread.
 
-    def v1_predict_now(self, body: bytes, request_id: str) -> bytes:
+    def v1_predict_now(self, body: bytes, request_id: str, pinned: bool = False) -> bytes:
         payload = parse_json(body)
         if self.tabular:
             table, want_proba = decode_v1_table(payload, self.signature, self.limits)
             prediction = self._run_table(table, want_proba)
-            return self._v1_response(self._drift_of(table), prediction, request_id)
+            return self._v1_response(self._drift_of(table), prediction, request_id, pinned)
         row = self._single_row(payload, v2=False)
         if row is not None:
-            return self._v1_row(payload, row, request_id)
+            return self._v1_row(payload, row, request_id, pinned)
         features, want_proba = decode_v1(payload, self.signature, self.limits)
-        return self._v1_response(features, self._run(features, want_proba), request_id)
+        return self._v1_response(features, self._run(features, want_proba), request_id, pinned)
 
     async def v1_predict(
-        self, body: bytes, request_id: str, header_length: int | None = None
+        self,
+        body: bytes,
+        request_id: str,
+        header_length: int | None = None,
+        pinned: bool = False,
     ) -> bytes:
         payload = parse_json(body)
         if self.tabular:
             table, want_proba = decode_v1_table(payload, self.signature, self.limits)
             prediction = await self._infer_table(table, want_proba)
-            return self._v1_response(self._drift_of(table), prediction, request_id)
+            return self._v1_response(self._drift_of(table), prediction, request_id, pinned)
         row = self._single_row(payload, v2=False)
         if row is not None:
-            return self._v1_row(payload, row, request_id)
+            return self._v1_row(payload, row, request_id, pinned)
         features, want_proba = decode_v1(payload, self.signature, self.limits)
         prediction = await self._infer(features, want_proba)
-        return self._v1_response(features, prediction, request_id)
+        return self._v1_response(features, prediction, request_id, pinned)
 
     def _drift_of(self, table: Table) -> np.ndarray:
         return table.numeric(self._drift_names)
@@ -250,8 +266,9 @@ class DataPlane:
         features: np.ndarray,
         prediction: Prediction,
         request_id: str,
+        pinned: bool,
     ) -> bytes | Reply:
-        self._record(features, prediction, request_id)
+        self._record(features, prediction, request_id, pinned)
         binary = binary_outputs(payload, outputs)
         tensors: list[dict[str, Any]] = []
         blobs: list[bytes] = []
@@ -287,7 +304,7 @@ class DataPlane:
             return parse_json(body)
         return split_binary_request(body, header_length)
 
-    def v2_infer_now(self, body: bytes, request_id: str) -> bytes | Reply:
+    def v2_infer_now(self, body: bytes, request_id: str, pinned: bool = False) -> bytes | Reply:
         payload = parse_json(body)
         if self.tabular:
             tables = decode_v2_table(payload, self.signature, self.limits)
@@ -299,18 +316,29 @@ class DataPlane:
                 self._drift_of(tables.table),
                 prediction,
                 request_id,
+                pinned,
             )
         row = self._single_row(payload, v2=True)
         if row is not None:
-            return self._v2_row(payload, row, request_id)
+            return self._v2_row(payload, row, request_id, pinned)
         request = decode_v2(payload, self.signature, self.limits)
         prediction = self._run(request.features, "predict_proba" in request.outputs)
         return self._v2_response(
-            payload, request.outputs, request.request_id, request.features, prediction, request_id
+            payload,
+            request.outputs,
+            request.request_id,
+            request.features,
+            prediction,
+            request_id,
+            pinned,
         )
 
     async def v2_infer(
-        self, body: bytes, request_id: str, header_length: int | None = None
+        self,
+        body: bytes,
+        request_id: str,
+        header_length: int | None = None,
+        pinned: bool = False,
     ) -> bytes | Reply:
         payload = self._v2_payload(body, header_length)
         if self.tabular:
@@ -323,27 +351,34 @@ class DataPlane:
                 self._drift_of(tables.table),
                 prediction,
                 request_id,
+                pinned,
             )
         row = self._single_row(payload, v2=True)
         if row is not None:
-            return self._v2_row(payload, row, request_id)
+            return self._v2_row(payload, row, request_id, pinned)
         request = decode_v2(payload, self.signature, self.limits)
         prediction = await self._infer(request.features, "predict_proba" in request.outputs)
         return self._v2_response(
-            payload, request.outputs, request.request_id, request.features, prediction, request_id
+            payload,
+            request.outputs,
+            request.request_id,
+            request.features,
+            prediction,
+            request_id,
+            pinned,
         )
 
-    async def v2_predict(self, payload: Any, request_id: str) -> V2Prediction:
+    async def v2_predict(self, payload: Any, request_id: str, pinned: bool = False) -> V2Prediction:
         """A decoded V2 request (the gRPC service's), validated, run and recorded as
         :meth:`v2_infer` does, with the prediction left for the caller to encode."""
         if self.tabular:
             tables = decode_v2_table(payload, self.signature, self.limits)
             prediction = await self._infer_table(tables.table, tables.want_proba)
-            self._record(self._drift_of(tables.table), prediction, request_id)
+            self._record(self._drift_of(tables.table), prediction, request_id, pinned)
             return V2Prediction(tables.outputs, tables.request_id, prediction)
         request = decode_v2(payload, self.signature, self.limits)
         prediction = await self._infer(request.features, "predict_proba" in request.outputs)
-        self._record(request.features, prediction, request_id)
+        self._record(request.features, prediction, request_id, pinned)
         return V2Prediction(request.outputs, request.request_id, prediction)
 
     def feedback(self, body: bytes) -> bytes:
@@ -351,10 +386,13 @@ class DataPlane:
             parse_json(body), self.store, self._regression, self.metrics.hot.classes
         )
         metrics = self.metrics
-        if result.rows:
-            metrics.feedback_total.inc(result.rows)
-        if result.correct:
-            metrics.feedback_correct.inc(result.correct)
+        # Pinned predictions (testers) are answered above but counted apart.
+        if result.pinned_rows:
+            metrics.feedback_pinned.inc(result.pinned_rows)
+        if result.rows > result.pinned_rows:
+            metrics.feedback_total.inc(result.rows - result.pinned_rows)
+        if result.correct > result.pinned_correct:
+            metrics.feedback_correct.inc(result.correct - result.pinned_correct)
         for error in result.absolute_errors:
             metrics.feedback_error.observe(error)
         if result.absolute_errors:

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .access import FeedbackGate, is_pinned
 from .config import Settings
 from .errors import ServingError
 from .lifecycle import ModelLifecycle
@@ -44,10 +45,20 @@ BodyReader = Callable[[Request], Awaitable[bytes]]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 413, 422, 503)
 }
+_FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    401: {"model": ErrorBody, "description": "feedback needs the x-modelship-token header"},
+    403: {"model": ErrorBody, "description": "feedback is off, or the token is invalid"},
+}
 
 
 def request_id_of(request: Request) -> str:
     return str(request.scope.get(REQUEST_ID_SCOPE_KEY) or uuid.uuid4().hex)
+
+
+def pinned_of(request: Request) -> bool:
+    """Whether the router marked the request as a tester's (``x-modelship-pinned: 1``)."""
+    return is_pinned(request.scope["headers"])
 
 
 def header_length_of(request: Request) -> int | None:
@@ -77,6 +88,9 @@ class Endpoints:
         self.lifecycle = lifecycle
         self.metrics = metrics
         self.read_body = read_body
+        self.feedback_gate = FeedbackGate.from_settings(
+            settings.feedback_enabled, settings.feedback_token_file
+        )
 
     # -- probes and server -----------------------------------------------------------------
 
@@ -140,14 +154,18 @@ class Endpoints:
         plane = self.lifecycle.plane_for(name)
         body = await self.read_body(request)
         return reply_response(
-            await plane.v2_infer(body, request_id_of(request), header_length_of(request))
+            await plane.v2_infer(
+                body, request_id_of(request), header_length_of(request), pinned_of(request)
+            )
         )
 
     async def version_infer(self, name: str, version: str, request: Request) -> Response:
         plane = self.lifecycle.plane_for(name, version)
         body = await self.read_body(request)
         return reply_response(
-            await plane.v2_infer(body, request_id_of(request), header_length_of(request))
+            await plane.v2_infer(
+                body, request_id_of(request), header_length_of(request), pinned_of(request)
+            )
         )
 
     # -- V1 ----------------------------------------------------------------------------------
@@ -171,9 +189,13 @@ class Endpoints:
     async def predict(self, name: str, request: Request) -> Response:
         plane = self.lifecycle.plane_for(name)
         body = await self.read_body(request)
-        return json_response(await plane.v1_predict(body, request_id_of(request)))
+        return json_response(
+            await plane.v1_predict(body, request_id_of(request), None, pinned_of(request))
+        )
 
     async def feedback(self, name: str, request: Request) -> Response:
+        # Who may send feedback is decided before the body is read (access.py).
+        self.feedback_gate.check(request.scope["headers"])
         plane = self.lifecycle.plane_for(name)
         return json_response(plane.feedback(await self.read_body(request)))
 
@@ -279,7 +301,7 @@ ROUTES: tuple[Route, ...] = (
         "Ground truth for earlier predictions, by request id",
         ("v1",),
         {
-            "responses": {200: {"model": FeedbackResponse}, **_ERRORS},
+            "responses": {200: {"model": FeedbackResponse}, **_FEEDBACK_ERRORS},
             "openapi_extra": json_body(FeedbackRequest),
         },
     ),

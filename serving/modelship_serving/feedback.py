@@ -7,6 +7,10 @@ Feedback that cannot be joined has a reason: ``expired`` (the prediction was her
 window passed, or it was pushed out by newer predictions) or ``unknown`` (this pod never
 predicted that request id, e.g. it was served by a pod that is gone). The store remembers
 the ids of recently dropped predictions (bounded like the predictions) to tell them apart.
+
+A prediction may be *pinned*: a tester a routing match rule sent to this variant (the
+router's ``x-modelship-pinned: 1``). Its feedback is joined and answered like any other,
+but scored apart (``FeedbackResult.pinned_*``) so it stays out of the variant's statistics.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .contract import OTHER_CLASS
 from .errors import ServingError
@@ -28,13 +32,20 @@ UNJOINED_REASONS = (REASON_EXPIRED, REASON_UNKNOWN)
 _SCALARS = (int, float, str, bool)
 
 
+class Stored(NamedTuple):
+    """One request's remembered predictions, and whether the request was pinned."""
+
+    predictions: Sequence[Any]
+    pinned: bool
+
+
 class PredictionStore:
     """Recent predictions by request id, bounded in rows and expiring after ``ttl`` seconds."""
 
     def __init__(
         self, max_rows: int, ttl: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._entries: OrderedDict[str, tuple[float, Sequence[Any]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Sequence[Any], bool]] = OrderedDict()
         self._dropped: OrderedDict[str, None] = OrderedDict()
         self._max_rows = max_rows
         self._ttl = ttl
@@ -48,27 +59,34 @@ class PredictionStore:
     def rows(self) -> int:
         return self._rows
 
-    def put(self, request_id: str, predictions: Sequence[Any]) -> None:
-        """Remember one request's predictions (rows beyond the bound evict the oldest)."""
+    def put(self, request_id: str, predictions: Sequence[Any], pinned: bool = False) -> None:
+        """Remember one request's predictions (rows beyond the bound evict the oldest);
+        ``pinned``: a tester's request (see module docstring)."""
         if len(predictions) > self._max_rows:
             return
         now = self._clock()
         old = self._entries.pop(request_id, None)
         if old is not None:
             self._rows -= len(old[1])
-        self._entries[request_id] = (now, predictions)
+        self._entries[request_id] = (now, predictions, pinned)
         self._rows += len(predictions)
         self._evict(now)
 
-    def pop(self, request_id: str) -> Sequence[Any] | None:
-        """Take a request's predictions out (feedback counts once); None if unknown/expired."""
+    def take(self, request_id: str) -> Stored | None:
+        """Take a request's predictions and pinned flag out (feedback counts once); None if
+        unknown or expired."""
         now = self._clock()
         self._evict(now)
         entry = self._entries.pop(request_id, None)
         if entry is None:
             return None
         self._rows -= len(entry[1])
-        return entry[1]
+        return Stored(entry[1], entry[2])
+
+    def pop(self, request_id: str) -> Sequence[Any] | None:
+        """Take a request's predictions out (feedback counts once); None if unknown/expired."""
+        stored = self.take(request_id)
+        return None if stored is None else stored.predictions
 
     def missing_reason(self, request_id: str) -> str:
         """Why ``request_id`` has no prediction here: ``expired`` or ``unknown``."""
@@ -78,7 +96,7 @@ class PredictionStore:
         entries = self._entries
         deadline = now - self._ttl
         while entries:
-            request_id, (stamp, predictions) = next(iter(entries.items()))
+            request_id, (stamp, predictions, _) = next(iter(entries.items()))
             if stamp >= deadline and self._rows <= self._max_rows:
                 break
             del entries[request_id]
@@ -95,11 +113,17 @@ class PredictionStore:
 
 @dataclass
 class FeedbackResult:
-    """What a feedback request matched; counters are incremented from it."""
+    """What a feedback request matched; counters are incremented from it.
+
+    ``rows``, ``correct`` and ``matched_ids`` count every joined prediction (the answer);
+    ``pinned_rows`` and ``pinned_correct`` are the part of them that was pinned. Absolute
+    errors and confusion hold unpinned rows only: what the variant's series count."""
 
     rows: int = 0
     correct: int = 0
     matched_ids: int = 0
+    pinned_rows: int = 0
+    pinned_correct: int = 0
     #: Ids not joined (any reason), and those of them whose prediction had expired.
     unknown_ids: list[str] = field(default_factory=list)
     expired_ids: list[str] = field(default_factory=list)
@@ -173,24 +197,29 @@ def score_feedback(
         parsed.append((item["request_id"], _labels_of(item, where)))
     result = FeedbackResult()
     for request_id, labels in parsed:
-        predictions = store.pop(request_id)
-        if predictions is None:
+        stored = store.take(request_id)
+        if stored is None:
             result.unknown_ids.append(request_id)
             if store.missing_reason(request_id) == REASON_EXPIRED:
                 result.expired_ids.append(request_id)
             continue
+        predictions, pinned = stored
         if len(predictions) != len(labels):
             result.mismatched_ids.append(request_id)
             continue
         result.matched_ids += 1
         result.rows += len(labels)
+        if pinned:
+            result.pinned_rows += len(labels)
         for predicted, truth in zip(predictions, labels, strict=True):
             if regression:
-                if isinstance(truth, int | float) and not isinstance(truth, bool):
+                if not pinned and isinstance(truth, int | float) and not isinstance(truth, bool):
                     result.absolute_errors.append(abs(float(predicted) - float(truth)))
             else:
                 if same_label(predicted, truth):
                     result.correct += 1
-                if classes:
+                    if pinned:
+                        result.pinned_correct += 1
+                if classes and not pinned:
                     result.confusion[(class_of(truth, classes), class_of(predicted, classes))] += 1
     return result

@@ -5,7 +5,8 @@ ModelInfer goes through the same data plane as ``POST /v2/models/NAME/infer``
 (:meth:`DataPlane.v2_predict`): the same validation, the same metrics (handler
 ``grpc_infer``, ``code`` the HTTP status the same request gets over HTTP) and the same
 prediction store for feedback (keyed by the ``x-request-id`` metadata, or an id the server
-makes and sends back as ``x-request-id`` initial metadata). A refusal is a gRPC status with
+makes and sends back as ``x-request-id`` initial metadata; ``x-modelship-pinned: 1``
+metadata marks a tester's prediction, as the HTTP header does). A refusal is a gRPC status with
 the reason as its details: INVALID_ARGUMENT for client input, NOT_FOUND for another model,
 UNAVAILABLE before the model is loaded; INTERNAL only for a server bug. While draining,
 calls are still answered (ServerReady and ModelReady say false), as over HTTP.
@@ -48,6 +49,14 @@ def grpc_code(status: int) -> grpc.StatusCode:
     if status < 500:
         return grpc.StatusCode.INVALID_ARGUMENT
     return grpc.StatusCode.INTERNAL
+
+
+def _pinned(context: aio.ServicerContext[Any, Any]) -> bool:
+    """Whether the router marked the call as a tester's (``x-modelship-pinned: 1``)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-modelship-pinned":
+            return isinstance(value, str) and value.strip() == "1"
+    return False
 
 
 def _request_id(context: aio.ServicerContext[Any, Any]) -> str | None:
@@ -139,7 +148,7 @@ class InferenceService:
         try:
             await context.send_initial_metadata((*self._static, ("x-request-id", request_id)))
             plane = self.lifecycle.plane_for(request.model_name, request.model_version or None)
-            result = await plane.v2_predict(payload_of(request), request_id)
+            result = await plane.v2_predict(payload_of(request), request_id, _pinned(context))
             settings = self.settings
             return infer_response(
                 settings.model_name,

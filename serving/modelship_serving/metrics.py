@@ -215,6 +215,13 @@ class ServingMetrics:
         )
         self._confusion = confusion
         self._confusion_values = values
+        self.feedback_pinned = Counter(
+            c.FEEDBACK_PINNED,
+            "Predicted rows of pinned requests (testers a routing match rule sent to this "
+            "variant) for which ground truth arrived; kept out of the other feedback series.",
+            base,
+            registry=r,
+        ).labels(*values)
         self.feedback_unknown = Counter(
             c.FEEDBACK_UNKNOWN,
             "Feedback for request ids that were unknown or had expired.",

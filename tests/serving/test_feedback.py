@@ -8,6 +8,7 @@ from modelship_serving.feedback import (
     REASON_EXPIRED,
     REASON_UNKNOWN,
     PredictionStore,
+    Stored,
     same_label,
     score_feedback,
 )
@@ -130,3 +131,48 @@ def test_predictions_pushed_out_by_newer_ones_count_as_expired() -> None:
     store.put("b", [1])
     store.put("c", [1])
     assert store.pop("a") is None and store.missing_reason("a") == REASON_EXPIRED
+
+
+def test_the_store_remembers_whether_a_prediction_was_pinned() -> None:
+    store = PredictionStore(max_rows=100, ttl=100)
+    store.put("tester", [1], pinned=True)
+    store.put("client", [0])
+    assert store.take("tester") == Stored([1], True)
+    assert store.take("client") == Stored([0], False)
+    assert store.take("client") is None and store.rows == 0
+    store.put("again", [1], pinned=True)
+    store.put("again", [1])  # a repeated id replaces the flag with the prediction
+    assert store.pop("again") == [1] and store.take("again") is None
+
+
+def test_pinned_feedback_is_answered_but_scored_apart() -> None:
+    store = PredictionStore(max_rows=100, ttl=100)
+    store.put("tester", ["cat", "dog"], pinned=True)
+    store.put("client", ["cat"])
+    result = score_feedback(
+        {
+            "feedback": [
+                {"request_id": "tester", "labels": ["cat", "cat"]},
+                {"request_id": "client", "label": "cat"},
+            ]
+        },
+        store,
+        regression=False,
+        classes=["cat", "dog"],
+    )
+    assert result.as_json()["matched"] == 2
+    assert (result.rows, result.correct) == (3, 2)
+    assert (result.pinned_rows, result.pinned_correct) == (2, 1)
+    assert result.confusion == {("cat", "cat"): 1}
+
+
+def test_pinned_regression_feedback_has_no_errors_counted() -> None:
+    store = PredictionStore(max_rows=100, ttl=100)
+    store.put("tester", [10.0], pinned=True)
+    store.put("client", [1.0])
+    payload = {
+        "feedback": [{"request_id": "tester", "label": 0}, {"request_id": "client", "label": 2}]
+    }
+    result = score_feedback(payload, store, regression=True)
+    assert result.rows == 2 and result.pinned_rows == 1
+    assert result.absolute_errors == [1.0]

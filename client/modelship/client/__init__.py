@@ -12,6 +12,7 @@ server's reason. Depends on httpx and NumPy; pandas only when you pass DataFrame
 
 from ._client import FeedbackResult, ModelMetadata, ModelshipClient, Prediction
 from .errors import (
+    AccessDenied,
     BadRequest,
     ConnectionFailed,
     InvalidInput,
@@ -25,6 +26,7 @@ from .errors import (
 )
 
 __all__ = [
+    "AccessDenied",
     "BadRequest",
     "ConnectionFailed",
     "FeedbackResult",

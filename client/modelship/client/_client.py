@@ -15,6 +15,8 @@ from .codec import decode_v2, encode_v1, encode_v2, is_frame
 from .errors import ConnectionFailed, ProtocolError, ServerError, Timeout, error_for
 
 Protocol = Literal["v1", "v2"]
+TOKEN_HEADER = "x-modelship-token"
+VARIANT_HEADER = "x-modelship-variant"
 
 
 @dataclass
@@ -73,6 +75,11 @@ class ModelshipClient:
     doubled each time. Errors: :class:`~modelship.client.InvalidInput` and its siblings carry
     the server's status and reason; :class:`~modelship.client.ConnectionFailed` and
     :class:`~modelship.client.Timeout` say the server did not answer.
+
+    ``token`` is the deployment's access token: sent as ``x-modelship-token`` with feedback
+    and with any request that forces a variant (an ``x-modelship-variant`` header), never
+    with anything else. Without it (or with a wrong one) such a request raises
+    :class:`~modelship.client.AccessDenied` where the deployment protects them.
     """
 
     def __init__(
@@ -85,10 +92,12 @@ class ModelshipClient:
         retries: int = 2,
         backoff: float = 0.1,
         headers: dict[str, str] | None = None,
+        token: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        self._token = token or None
         self.model = model
         self.version = version
         self.retries = retries
@@ -117,7 +126,11 @@ class ModelshipClient:
         path: str,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
+        privileged: bool = False,
     ) -> httpx.Response:
+        """One request; ``privileged`` ones (feedback) carry the token when there is one."""
+        if self._token is not None and (privileged or self._forces_variant(headers)):
+            headers = {**(headers or {}), TOKEN_HEADER: self._token}
         delay = self.backoff
         for attempt in range(self.retries + 1):
             try:
@@ -140,6 +153,11 @@ class ModelshipClient:
                 )
             return response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _forces_variant(self, headers: dict[str, str] | None) -> bool:
+        if VARIANT_HEADER in self._http.headers:
+            return True
+        return headers is not None and any(k.lower() == VARIANT_HEADER for k in headers)
 
     def _model_path(self, suffix: str, versioned: bool = True) -> str:
         path = f"/v2/models/{quote(self.model, safe='')}"
@@ -247,7 +265,11 @@ class ModelshipClient:
     ) -> FeedbackResult:
         """Send the ground truth of an earlier prediction: ``label`` for a one-row request,
         ``labels`` (one per row) otherwise. Behind the router pass the prediction's
-        ``variant`` and ``replica`` so the label reaches the pod that predicted it."""
+        ``variant`` and ``replica`` so the label reaches the pod that predicted it.
+
+        A deployment that protects feedback needs the client's ``token``: without it the
+        server answers 401, with a wrong one (or feedback off) 403, both raised as
+        :class:`~modelship.client.AccessDenied`."""
         if (label is None) == (labels is None):
             raise ValueError("give exactly one of label and labels")
         item: dict[str, Any] = {"request_id": request_id}
@@ -259,10 +281,10 @@ class ModelshipClient:
         path = f"/v1/models/{quote(self.model, safe='')}:feedback"
         headers = {"content-type": "application/json"}
         if variant is not None:
-            headers["x-modelship-variant"] = variant
+            headers[VARIANT_HEADER] = variant
         if replica is not None:
             headers["x-modelship-replica"] = replica
-        answer = self._send("POST", path, content, headers).json()
+        answer = self._send("POST", path, content, headers, privileged=True).json()
         try:
             return FeedbackResult(
                 matched=answer["matched"],

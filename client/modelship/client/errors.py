@@ -21,6 +21,12 @@ class BadRequest(ServerError):
     """400: the body is not what the protocol expects (malformed JSON, not an object)."""
 
 
+class AccessDenied(ServerError):
+    """401 or 403: feedback or forcing a variant needs a valid access token (pass the
+    client's ``token``), feedback is off on that server, or the variant is a shadow. The
+    ``reason`` says which; ``status`` is 401 when no token was sent."""
+
+
 class ModelNotFound(ServerError):
     """404: the server does not serve this model name or version."""
 
@@ -51,6 +57,8 @@ class ProtocolError(ModelshipError):
 
 _BY_STATUS: dict[int, type[ServerError]] = {
     400: BadRequest,
+    401: AccessDenied,
+    403: AccessDenied,
     404: ModelNotFound,
     413: PayloadTooLarge,
     422: InvalidInput,
