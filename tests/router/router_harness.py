@@ -145,7 +145,8 @@ class RouterProcess:
 
 class SecretVolume:
     """A Secret volume as the kubelet writes it: ``token -> ..data/token``, ``..data`` a
-    symlink to a timestamped directory, replaced by an atomic rename of a new symlink."""
+    symlink to a timestamped directory, replaced by an atomic rename of a new symlink
+    (one atomic step for a reader). The router's and the serving tests share it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -157,11 +158,12 @@ class SecretVolume:
     def path(self) -> Path:
         return self.root / "token"
 
-    def write(self, content: bytes) -> None:
+    def write(self, content: bytes | str) -> None:
         self.generation += 1
         directory = self.root / f"..2026_12_04_00_00_{self.generation:02d}"
         directory.mkdir()
-        (directory / "token").write_bytes(content)
+        data = content.encode() if isinstance(content, str) else content
+        (directory / "token").write_bytes(data)
         tmp = self.root / "..data_tmp"
         tmp.symlink_to(directory.name)
         os.replace(tmp, self.root / "..data")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from modelship_demo.traffic import TrafficStats, run_traffic
+from router_harness import SecretVolume
 from serving_helpers import Artifact, Server, start_server, stop_server
-from test_access import SecretVolume
 from test_server import metric
 
 LABELS = {"model": "bc", "version": "1", "variant": "canary"}

@@ -4,7 +4,6 @@ way of updating a Secret volume (a new directory swapped in by renaming a symlin
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from modelship_serving.access import (
     is_pinned,
 )
 from modelship_serving.errors import ServingError
+from router_harness import SecretVolume
 
 
 class Clock:
@@ -26,28 +26,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class SecretVolume:
-    """A directory laid out as the kubelet lays out a Secret volume: ``token`` ->
-    ``..data/token``, ``..data`` -> ``..<generation>``; an update writes a new generation
-    and renames a fresh symlink over ``..data`` (one atomic step for the reader)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.generation = 0
-        self.path = root / "token"
-
-    def write(self, text: str) -> None:
-        self.generation += 1
-        new = self.root / f"..gen_{self.generation}"
-        new.mkdir()
-        (new / "token").write_text(text)
-        tmp = self.root / "..data_tmp"
-        tmp.symlink_to(new.name)
-        os.replace(tmp, self.root / "..data")
-        if not self.path.is_symlink():
-            self.path.symlink_to("..data/token")
 
 
 def test_the_token_is_stripped_and_reread_at_most_once_per_second(tmp_path: Path) -> None:
