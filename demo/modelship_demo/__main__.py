@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "demo"
 NAME = "breast-cancer"
 OPERATOR_NAMESPACE = "modelship-system"
+#: The Secret holding the token the demo's application posts ground truth with.
+ACCESS_SECRET = f"{NAME}-access"
 STEPS = [20, 50, 80]
 STRATEGY: dict[str, Any] = {
     "type": "Canary",
@@ -63,6 +66,8 @@ class Demo:
     cluster: Cluster
     out_dir: Path
     rate: float
+    #: New every run, as a user makes one: ``openssl rand -hex 32``.
+    token: str = field(default_factory=lambda: secrets.token_hex(32))
 
     def __post_init__(self) -> None:
         from kubernetes import client, config
@@ -137,6 +142,15 @@ class Demo:
             },
         }
         self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        # Only holders of this token may post feedback, which decides promotion.
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": ACCESS_SECRET, "namespace": NAMESPACE},
+            "type": "Opaque",
+            "stringData": {"token": self.token},
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(secret))
         # A clean start when an earlier run left its ModelDeployment behind (--keep).
         self.kubectl("delete", "mdep", NAME, "-n", NAMESPACE, "--ignore-not-found", "--wait")
         stored = self.cluster.add_model(model.path)
@@ -152,6 +166,7 @@ class Demo:
                     "sha256": stored.sha256,
                 },
                 "strategy": STRATEGY,
+                "access": {"tokenSecret": {"name": ACCESS_SECRET}},
             },
         }
         self.kubectl("apply", "-f", "-", input=json.dumps(resource))
@@ -319,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             rate=args.rate,
             seconds=480,
             join_timeout=20,
+            token=demo.token,
         ) as stats:
             time.sleep(5)
             for model, expectation in ((better, "promoted"), (faulty, "rolled back")):

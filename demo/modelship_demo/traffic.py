@@ -74,7 +74,8 @@ async def run_traffic(
     token: str | None = None,
 ) -> TrafficStats:
     """Send about `rate` predictions per second (each followed by its feedback, with
-    ``token`` as ``x-modelship-token`` when given)."""
+    ``token`` as ``x-modelship-token`` when given). ``labels`` are class labels or, for a
+    regressor, the true values: each is sent as the JSON number or string it holds."""
     rng = random.Random(seed)
     deadline = time.monotonic() + duration
     interval = 1.0 / rate
@@ -104,7 +105,7 @@ async def run_traffic(
         try:
             answer = await client.post(
                 feedback_url,
-                json={"feedback": [{"request_id": request_id, "label": int(labels[row])}]},
+                json={"feedback": [{"request_id": request_id, "label": labels[row].item()}]},
                 headers=headers,
             )
             stats.feedback_sent += 1

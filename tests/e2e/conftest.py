@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from operator_harness import Env, Operator, label_restricted
-from rollout_harness import Rollout, Stored, train_models
+from rollout_harness import Rollout, Stored, access_secret, train_models
 
 
 @pytest.fixture(scope="module")
@@ -51,4 +51,5 @@ def rollout(
     rollout_models: dict[str, Stored],
     restricted_ns: str,
 ) -> Rollout:
+    cluster_env.apply(restricted_ns, access_secret())
     return Rollout(cluster_env, installed_operator, rollout_models, restricted_ns)

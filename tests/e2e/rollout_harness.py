@@ -13,6 +13,9 @@ The models (trained here, in seconds, on scikit-learn's bundled data):
   (tens of ms), a genuinely expensive estimator no accelerated path covers;
 - ``bc-inverted``: logistic regression trained on inverted labels: it disagrees with stable
   on nearly every input;
+- ``diabetes-1.0.0`` and ``diabetes-2.0.0``: ridge regressors of disease progression; 2.0.0
+  was trained on the target in half units (a rescaling whose inverse was never shipped):
+  it answers every request, fast, and only its error against the true values shows it;
 - ``wine-1.0.0`` and ``wine-2.0.0``: a three-class wine model, and the same model exported
   with its label map cut short (the last class lost): every input it assigns to that class
   fails inside scikit-learn (IndexError, HTTP 500), the others are answered. A genuinely
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -50,6 +54,23 @@ ROLLOUT_MARKS = [
 
 
 SEED = 7
+
+#: The token clients post feedback with (spec.access.tokenSecret), new for every test run;
+#: the ``rollout`` fixture stores it in the Secret ACCESS_SECRET of each test's namespace.
+ACCESS_TOKEN = secrets.token_hex(32)
+ACCESS_SECRET = "rollout-access"
+ACCESS: dict[str, Any] = {"tokenSecret": {"name": ACCESS_SECRET}}
+
+
+def access_secret(token: str = ACCESS_TOKEN) -> dict[str, Any]:
+    """The Secret a user creates with ``kubectl create secret generic``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": ACCESS_SECRET},
+        "type": "Opaque",
+        "stringData": {"token": token},
+    }
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,8 @@ def train_models(
         files.update(_breast_cancer_models(folder, want))
     if want("wine-1.0.0") or want("wine-2.0.0"):
         files.update(_wine_models(folder))
+    if want("diabetes-1.0.0") or want("diabetes-2.0.0"):
+        files.update(_diabetes_models(folder))
     tag = uuid.uuid4().hex[:8]
     stored = {}
     for key, (version, path, features, labels) in files.items():
@@ -132,6 +155,22 @@ def _breast_cancer_models(folder: Path, want: Any) -> Files:
     return files
 
 
+def _diabetes_models(folder: Path) -> Files:
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_diabetes(return_X_y=True)
+    files: Files = {}
+    for version, target in (("1.0.0", y), ("2.0.0", y / 2)):
+        model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(X, target)
+        path = folder / f"diabetes-{version}.skops"
+        save_model(model, path)
+        files[f"diabetes-{version}"] = (version, path, X, y)
+    return files
+
+
 def _wine_models(folder: Path) -> Files:
     from sklearn.datasets import load_wine
     from sklearn.linear_model import LogisticRegression
@@ -153,12 +192,13 @@ def _wine_models(folder: Path) -> Files:
 
 def model_deployment(name: str, model: dict[str, Any], strategy: dict[str, Any],
                      **spec: Any) -> dict[str, Any]:  # fmt: skip
-    """The manifest a user keeps in git: ``model`` is the desired one."""
+    """The manifest a user keeps in git: ``model`` is the desired one; feedback is open
+    to holders of ACCESS_TOKEN unless ``spec`` says otherwise."""
     return {
         "apiVersion": "modelship.io/v1alpha2",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
-        "spec": {"model": model, "strategy": strategy, **spec},
+        "spec": {"model": model, "strategy": strategy, "access": ACCESS, **spec},
     }
 
 
@@ -239,12 +279,18 @@ def last_result(status: dict[str, Any], metric: str) -> dict[str, Any]:
 
 @contextmanager
 def traffic(
-    url: str, model: str, data: Stored, rate: float = 30, seconds: float = 240
+    url: str,
+    model: str,
+    data: Stored,
+    rate: float = 30,
+    seconds: float = 240,
+    token: str | None = ACCESS_TOKEN,
 ) -> Iterator[TrafficStats]:
-    """The demo's bounded traffic (each prediction followed by its true label as feedback)
-    on its own thread and event loop; stops when the block ends or by itself."""
+    """The demo's bounded traffic (each prediction followed by its true label as feedback,
+    sent with ``token``) on its own thread and event loop; stops when the block ends or by
+    itself."""
     with background_traffic(
-        url, model, data.features, data.labels, rate=rate, seconds=seconds
+        url, model, data.features, data.labels, rate=rate, seconds=seconds, token=token
     ) as stats:
         yield stats
 
