@@ -1,0 +1,87 @@
+"""spec.autoscaling end to end: the HorizontalPodAutoscaler the operator renders adds
+serving pods under load and removes them after, and no client request is lost either way.
+
+The cluster runs the real controller-manager (its HPA controller) and metrics-server,
+which reads the kubelet's CPU figures of the serving pods: the load is the demo's bounded
+traffic through the router, nothing is injected.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from operator_harness import until
+from rollout_harness import ROLLOUT_MARKS, Rollout, deploy, explain, traffic
+
+pytestmark = ROLLOUT_MARKS
+
+NAME = "elastic"
+# A small CPU request, so the demo's traffic is well above the target per pod.
+SPEC = {
+    "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+    "autoscaling": {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "targetCPUUtilization": 50,
+        "scaleDownStabilization": "0s",
+    },
+}
+
+
+def test_the_autoscaler_adds_pods_under_load_and_removes_them_losing_nothing(
+    rollout: Rollout,
+) -> None:
+    env, models, ns = rollout.env, rollout.models, rollout.ns
+    v1 = models["1.0.0"]
+    base = deploy(env, ns, NAME, v1, None, spec=SPEC)
+    why = lambda: explain(env, ns, NAME)  # noqa: E731
+    hpa = json.loads(env.kubectl("-n", ns, "get", "hpa", f"{NAME}-stable", "-o", "json").stdout)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3), hpa
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"{NAME}-stable", hpa
+
+    def desired() -> int:
+        return int(env.apps.read_namespaced_deployment(f"{NAME}-stable", ns).spec.replicas)
+
+    def ready_pods() -> int:
+        pods = env.pods(ns, f"modelship.io/deployment={NAME},modelship.io/variant=stable")
+        return sum(
+            1
+            for p in pods
+            if not p.metadata.deletion_timestamp
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        )
+
+    assert desired() == 1, why()
+    started = time.monotonic()
+    with traffic(base, NAME, v1, rate=60, seconds=300) as busy:
+        until(lambda: desired() >= 2, "the autoscaler to add pods under load", 180, why, 2)
+        scaled_up = time.monotonic() - started
+        until(lambda: ready_pods() >= 2, "the added pods to be ready", 120, why, 1)
+        time.sleep(5)  # the added pods take traffic through the router
+    peak = desired()
+    # Light traffic while the pods go: their requests must not be lost either.
+    with traffic(base, NAME, v1, rate=3, seconds=300) as light:
+        quiet = time.monotonic()
+        until(lambda: desired() == 1 and ready_pods() == 1 and len(
+              env.pods(ns, f"modelship.io/deployment={NAME},modelship.io/variant=stable")) == 1,
+              "the autoscaler to remove the added pods", 240, why, 2)  # fmt: skip
+        scaled_down = time.monotonic() - quiet
+        time.sleep(3)
+    print(
+        f"autoscaling: 1 -> {peak} pods {scaled_up:.0f} s into the load, back to 1 "
+        f"{scaled_down:.0f} s after it; {busy.total} + {light.total} requests"
+    )
+    for stats in (busy, light):
+        assert stats.total > 0 and stats.non_2xx == 0 and not stats.errors, explain(
+            env, ns, NAME, None, stats
+        )
+    # The operator never fought the autoscaler over spec.replicas.
+    live = env.kubectl("-n", ns, "get", "deployment", f"{NAME}-stable", "-o", "json",
+                       "--show-managed-fields").stdout  # fmt: skip
+    owners = {
+        e["manager"]
+        for e in json.loads(live)["metadata"]["managedFields"]
+        if "f:replicas" in (e.get("fieldsV1") or {}).get("f:spec", {})
+    }
+    assert "modelship-operator" not in owners, owners
