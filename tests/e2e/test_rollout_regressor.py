@@ -43,5 +43,4 @@ def test_a_regressor_worse_on_rmse_is_rolled_back(rollout: Rollout) -> None:
     assert entry["outcome"] == "RolledBack" and "rmse" in entry["reason"], why
     for check in ("success-rate", "latency-p99"):
         assert last_result(done, check)["verdict"] == "Successful", why
-    assert rec.canary_weights()[-1] == 0, why
     assert stats.non_2xx == 0 and stats.feedback_sent > 0, why
