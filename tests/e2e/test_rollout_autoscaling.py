@@ -1,5 +1,6 @@
-"""spec.autoscaling end to end: the HorizontalPodAutoscaler the operator renders adds
-serving pods under load and removes them after, and no client request is lost either way.
+"""Serving capacity end to end: the HorizontalPodAutoscaler of spec.autoscaling adds
+serving pods under load and removes them after, a canary runs its traffic share of the
+pods as its weight grows, and no client request is lost in any of it.
 
 The cluster runs the real controller-manager (its HPA controller) and metrics-server,
 which reads the kubelet's CPU figures of the serving pods: the load is the demo's bounded
@@ -12,12 +13,23 @@ import json
 import time
 
 from operator_harness import until
-from rollout_harness import ROLLOUT_MARKS, Rollout, deploy, explain, traffic
+from rollout_harness import (
+    ROLLOUT_MARKS,
+    Recorder,
+    Rollout,
+    deploy,
+    explain,
+    phase_is,
+    traffic,
+    wait_for,
+)
 
 pytestmark = ROLLOUT_MARKS
 
 NAME = "elastic"
-# A small CPU request, so the demo's traffic is well above the target per pod.
+# A small CPU request (a target of 25m a pod): 120 predictions a second with their
+# feedback take all three pods, 2 a second take one (an idle pod, scraped every 2 s by
+# Prometheus and probed, uses a few millicores).
 SPEC = {
     "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
     "autoscaling": {
@@ -54,20 +66,21 @@ def test_the_autoscaler_adds_pods_under_load_and_removes_them_losing_nothing(
 
     assert desired() == 1, why()
     started = time.monotonic()
-    with traffic(base, NAME, v1, rate=60, seconds=300) as busy:
-        until(lambda: desired() >= 2, "the autoscaler to add pods under load", 180, why, 2)
+    with traffic(base, NAME, v1, rate=120, seconds=300) as busy:
+        until(lambda: desired() == 3, "the autoscaler to scale to 3 pods under load", 180, why, 2)
         scaled_up = time.monotonic() - started
-        until(lambda: ready_pods() >= 2, "the added pods to be ready", 120, why, 1)
+        until(lambda: ready_pods() == 3, "the added pods to be ready", 120, why, 1)
         time.sleep(5)  # the added pods take traffic through the router
     peak = desired()
     # Light traffic while the pods go: their requests must not be lost either.
-    with traffic(base, NAME, v1, rate=3, seconds=300) as light:
+    with traffic(base, NAME, v1, rate=2, seconds=300) as light:
         quiet = time.monotonic()
         until(lambda: desired() == 1 and ready_pods() == 1 and len(
               env.pods(ns, f"modelship.io/deployment={NAME},modelship.io/variant=stable")) == 1,
               "the autoscaler to remove the added pods", 240, why, 2)  # fmt: skip
         scaled_down = time.monotonic() - quiet
         time.sleep(3)
+    assert peak == 3, why()
     print(
         f"autoscaling: 1 -> {peak} pods {scaled_up:.0f} s into the load, back to 1 "
         f"{scaled_down:.0f} s after it; {busy.total} + {light.total} requests"
@@ -85,3 +98,32 @@ def test_the_autoscaler_adds_pods_under_load_and_removes_them_losing_nothing(
         if "f:replicas" in (e.get("fieldsV1") or {}).get("f:spec", {})
     }
     assert "modelship-operator" not in owners, owners
+
+
+def test_a_canary_runs_its_traffic_share_of_the_pods_as_its_weight_grows(
+    rollout: Rollout,
+) -> None:
+    env, models, ns = rollout.env, rollout.models, rollout.ns
+    v1, v2 = models["1.0.0"], models["2.0.0"]
+    # 3 stable pods; each step's canary is sized for the next step's share, rounded up:
+    # 10 % (next 30 %: 0.9 of a pod) -> 1 pod, 30 % (next 60 %: 1.8) -> 2, 60 % -> 2.
+    base = deploy(env, ns, "share", v1, v2, spec={"replicas": 3}, steps=[10, 30, 60])
+    with Recorder(env, ns, "share") as rec, traffic(base, "share", v1) as stats:
+        done = wait_for(env, ns, "share", phase_is("Promoted", "RolledBack"),
+                        "the canary to be promoted", 180, rec, stats)  # fmt: skip
+    why = explain(env, ns, "share", rec, stats)
+    assert done["phase"] == "Promoted", why
+    asked = [
+        ((status.get("traffic") or {}).get("canary"), (status.get("canary") or {}).get("replicas"))
+        for _, status in rec.statuses
+        if status.get("phase") == "Progressing" and status.get("canary")
+    ]
+    by_weight: dict[int, set[int]] = {}
+    for weight, replicas in asked:
+        if weight is not None and replicas is not None:
+            by_weight.setdefault(weight, set()).add(replicas)
+    print(f"canary pods asked for, by weight: {dict(sorted(by_weight.items()))}")
+    assert by_weight.get(10) == {1}, (by_weight, why)
+    assert 2 in by_weight.get(30, set()) | by_weight.get(60, set()), (by_weight, why)
+    assert max(max(r) for r in by_weight.values()) == 2, (by_weight, why)  # never all 3
+    assert stats.non_2xx == 0 and stats.total > 100, why
