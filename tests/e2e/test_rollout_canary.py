@@ -78,7 +78,11 @@ def test_a_canary_failing_part_of_its_requests_is_rolled_back_at_its_first_step(
 ) -> None:
     env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, broken = models["wine-1.0.0"], models["wine-2.0.0"]
-    base = deploy(env, ns, "wine", v1, broken)
+    # About a quarter of the canary's requests fail, so a window must hold enough of them
+    # that none failing is out of the question: at 20 % of 30 rps, a 10 s window over 2 s
+    # scrapes sees at least ~32 canary requests when 40 are counted (increase() extrapolates
+    # to the window), and 0.73**32 < 1e-4. A 5 s window sees as few as 12 (0.73**12 = 2 %).
+    base = deploy(env, ns, "wine", v1, broken, interval="10s", minSamples=40)
     with Recorder(env, ns, "wine") as rec, traffic(base, "wine", v1) as stats:
         status = wait_for(env, ns, "wine", phase_is("RolledBack", "Promoting", "Promoted"),
                           "the failing canary to be rolled back", 120, rec, stats)  # fmt: skip
