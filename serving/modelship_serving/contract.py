@@ -86,6 +86,12 @@ INPUT_ROWS: Final = "modelship_input_rows"
 INPUT_FEATURE_SUM: Final = "modelship_input_feature_sum"
 INPUT_FEATURE_WINDOW_MEAN: Final = "modelship_input_feature_window_mean"
 INPUT_FEATURE_WINDOW_QUANTILE: Final = "modelship_input_feature_window_quantile"
+#: Population stability index of each feature's recent window against the reference
+#: profile saved with the model (a gauge; only features with a reference, and only once the
+#: window holds :data:`PSI_MIN_ROWS` non-missing values of the feature).
+INPUT_FEATURE_PSI: Final = "modelship_input_feature_psi"
+#: Fewest non-missing values of a feature in the window for its PSI to be exported.
+PSI_MIN_ROWS: Final = 100
 
 #: Families that are counters (their samples are NAME_total).
 COUNTERS: Final = frozenset(

@@ -6,6 +6,11 @@ take the mean over any window as a ratio of rates), and the mean and quantiles o
 sums, means and quantiles. A request costs one slice copy into a ring buffer (a one-row request
 only an append to a short list of pending rows, copied in as one block); sums are folded in lazily
 (before unsummed rows would be overwritten, and at scrape time), quantiles only at scrape time.
+
+With a reference profile of the training inputs (saved with the model, see :mod:`.profile`),
+each feature that has one also gets the population stability index of its recent window
+against it, computed at scrape time once the window holds ``PSI_MIN_ROWS`` non-missing values
+of the feature (fewer: no sample, too few rows to judge).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from . import contract as c
+from .profile import FeatureProfile, psi
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # One-row requests queue their rows as Python lists and enter the buffer this many at a time.
@@ -41,6 +49,19 @@ class DriftSummary:
         self._sums = np.zeros(self._k)
         self._rows = 0
         self._pending: list[list[float]] = []
+        self._references: list[FeatureProfile | None] = []
+
+    def use_reference(self, references: Sequence[FeatureProfile | None]) -> None:
+        """Export the PSI of each feature against its reference profile (one per feature, in
+        the order of the feature names; None: that feature has none)."""
+        if len(references) != self._k:
+            raise ValueError(f"{len(references)} reference profiles for {self._k} features")
+        self._references = list(references)
+
+    @property
+    def has_reference(self) -> bool:
+        """True when some feature has a reference profile (its PSI is exported)."""
+        return any(r is not None for r in self._references)
 
     def observe_row(self, row: list[float]) -> None:
         """Fold one row in, given as plain floats (the one-row request path)."""
@@ -140,3 +161,25 @@ class DriftSummary:
         yield sums
         yield mean
         yield quantile
+        if self.has_reference:
+            yield self._psi(values, labels)
+
+    def _psi(self, values: list[str], labels: list[str]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            c.INPUT_FEATURE_PSI,
+            "Population stability index of each input feature's recent rows against the "
+            "reference profile saved with the model.",
+            labels=labels,
+        )
+        recent = self._buffer[: self._filled]
+        for j, (name, reference) in enumerate(zip(self._names, self._references, strict=True)):
+            if reference is None:
+                continue
+            column = recent[:, j]
+            column = column[~np.isnan(column)]
+            if column.shape[0] < c.PSI_MIN_ROWS:
+                continue
+            index = psi(reference, column)
+            if index is not None:
+                family.add_metric([*values, name], index)
+        return family

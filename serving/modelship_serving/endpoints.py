@@ -118,6 +118,7 @@ class Endpoints:
         plane = self.lifecycle.plane_for(name, version)
         settings = self.settings
         sig = plane.signature
+        drift = self.metrics.drift
         return {
             "name": settings.model_name,
             "versions": [settings.model_version],
@@ -129,6 +130,7 @@ class Endpoints:
                 "variant": settings.variant,
                 "sha256": plane.model.sha256,
                 "inference_path": plane.path.name,
+                "drift_reference": drift is not None and drift.has_reference,
             },
         }
 

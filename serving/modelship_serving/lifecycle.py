@@ -20,6 +20,7 @@ from .errors import ModelLoadError, ServingError
 from .fastpath import choose_path, quiet_feature_name_warnings
 from .loading import LoadedModel, load_model
 from .metrics import ServingMetrics
+from .profile import align
 
 log = logging.getLogger("modelship.serving")
 
@@ -98,6 +99,7 @@ class ModelLifecycle:
         self.dataplane = plane
         for subscriber in self.on_install:
             subscriber(plane)
+        self._use_reference(loaded)
         if not self.draining:
             self.metrics.ready.set(1)
         log.info(
@@ -111,6 +113,20 @@ class ModelLifecycle:
             loaded.load_seconds,
         )
         return plane
+
+    def _use_reference(self, loaded: LoadedModel) -> None:
+        """Hand the profile saved with the model to the drift summary, matched to its
+        features (by name; by position for a model without column names)."""
+        drift = self.metrics.drift
+        if loaded.reference is None or drift is None:
+            return
+        sig = loaded.signature
+        names = sig.drift_features()[: self.settings.drift_max_features]
+        positional = None if sig.tabular or sig.feature_names else sig.n_features
+        references, warning = align(loaded.reference, names, positional)
+        if warning is not None:
+            log.warning("drift reference of %s: %s", self.settings.model_uri, warning)
+        drift.use_reference(references)
 
     def start(self) -> None:
         """Begin loading in the background (the event loop runs); no-op once installed."""

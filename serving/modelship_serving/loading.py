@@ -23,6 +23,7 @@ from .artifacts import sha256_file
 from .config import Settings
 from .downloads import write_limited
 from .errors import ModelLoadError
+from .profile import REFERENCE_MEMBER, ReferenceProfile
 from .retries import TransientError, with_retries
 from .signature import SIGNATURE_MEMBER, ModelSignature, SavedSignature, signature_of
 
@@ -54,6 +55,8 @@ class LoadedModel:
     artifact_format: str
     load_seconds: float
     local_path: Path
+    #: The profile of the training inputs ``save_model(..., reference=)`` recorded, or None.
+    reference: ReferenceProfile | None = None
 
 
 def local_artifact(settings: Settings) -> Path:
@@ -168,22 +171,45 @@ def _load_skops(path: Path, extra_trusted: list[str]) -> Any:
     return sio.load(path, trusted=sorted(t for t in untrusted if t in allowed))
 
 
+def _member(path: Path, member: str) -> bytes | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if member not in archive.namelist():
+                return None
+            return archive.read(member)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+
+
 def recorded_signature(path: Path) -> SavedSignature | None:
     """The columns ``save_model(..., example=)`` recorded in a skops artifact (plain JSON,
     validated; nothing is unpickled), or None."""
     from pydantic import ValidationError
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if SIGNATURE_MEMBER not in archive.namelist():
-                return None
-            text = archive.read(SIGNATURE_MEMBER)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    text = _member(path, SIGNATURE_MEMBER)
+    if text is None:
+        return None
     try:
         return SavedSignature.model_validate_json(text)
     except ValidationError as exc:
         raise ModelLoadError(f"{path} has an invalid {SIGNATURE_MEMBER}: {exc}") from exc
+
+
+def recorded_reference(path: Path) -> ReferenceProfile | None:
+    """The profile of the training inputs ``save_model(..., reference=)`` recorded in a skops
+    artifact (plain JSON, validated), or None."""
+    from pydantic import ValidationError
+
+    text = _member(path, REFERENCE_MEMBER)
+    if text is None:
+        return None
+    try:
+        return ReferenceProfile.model_validate_json(text)
+    except ValidationError as exc:
+        raise ModelLoadError(
+            f"{path} has an invalid {REFERENCE_MEMBER} (the reference profile of the training "
+            f"inputs; save the model again with save_model(..., reference=)): {exc}"
+        ) from exc
 
 
 def _load_pickle(path: Path) -> Any:
@@ -213,6 +239,7 @@ def load_model(settings: Settings) -> LoadedModel:
         )
     fmt = detect_format(path, settings.model_format)
     saved = recorded_signature(path) if fmt == "skops" else None
+    reference = recorded_reference(path) if fmt == "skops" else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InconsistentVersionWarning)
         if fmt == "skops":
@@ -258,4 +285,5 @@ def load_model(settings: Settings) -> LoadedModel:
         artifact_format=fmt,
         load_seconds=time.perf_counter() - started,
         local_path=path,
+        reference=reference,
     )
