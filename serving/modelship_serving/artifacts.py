@@ -77,14 +77,22 @@ def reference_profile(estimator: Any, reference: Any) -> ReferenceProfile:
 
     from .profile import profile_of
 
-    if hasattr(reference, "columns") and hasattr(reference, "dtypes"):
-        return profile_of(reference)
-    shape = np.shape(reference)
+    names = getattr(estimator, "feature_names_in_", None)
     n_in = getattr(estimator, "n_features_in_", None)
+    if hasattr(reference, "columns") and hasattr(reference, "dtypes"):
+        profile = profile_of(reference)
+        width = len(profile.features)
+        if names is None and n_in is not None and width != int(n_in):
+            # the estimator's columns have no names: its profile is matched by position
+            raise ValueError(
+                f"reference has {width} numeric columns, the estimator was fitted on "
+                f"{int(n_in)} unnamed features"
+            )
+        return profile
+    shape = np.shape(reference)
     if len(shape) == 2 and n_in is not None and shape[1] != int(n_in):
         raise ValueError(
             f"reference has {shape[1]} columns, the estimator was fitted on {int(n_in)} "
             "features: pass the training inputs (a DataFrame for named columns)"
         )
-    names = getattr(estimator, "feature_names_in_", None)
     return profile_of(reference, None if names is None else [str(n) for n in names])

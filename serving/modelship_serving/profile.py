@@ -87,12 +87,12 @@ def bin_shares(edges: Sequence[float] | np.ndarray, values: np.ndarray) -> np.nd
 
 
 def feature_profile(name: str, column: np.ndarray, bins: int = DEFAULT_BINS) -> FeatureProfile:
-    """The profile of one training column (NaN and infinities left out), or an error when
-    no value is left."""
+    """The profile of one training column (NaN and infinities left out). A constant column,
+    or one without any finite value, has no edges: one bin."""
     values = np.asarray(column, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.shape[0] == 0:
-        raise ValueError(f"feature {name!r} has no finite value to profile")
+        return FeatureProfile(name=name, edges=[], proportions=[1.0])
     levels = np.arange(1, bins) / bins
     constant = values.min() == values.max()
     edges = np.empty(0) if bins == 1 or constant else np.unique(np.quantile(values, levels))
@@ -133,12 +133,12 @@ def profile_of(
     """The reference profile of training inputs ``X``: a DataFrame (its numeric columns, by
     name; bool and non-numeric columns are left out) or a 2-d array (names ``feature_names``,
     else ``x0`` .. ``x{n-1}``). Edges are the unique quantiles 1/bins .. (bins-1)/bins of
-    each column's finite values; a constant column has one bin, a column without any finite
-    value no profile (its feature gets no PSI)."""
+    each column's finite values; a constant column, or one without any finite value, has
+    one bin."""
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
     columns = _numeric_columns(X, feature_names)
-    features = [feature_profile(name, col, bins) for name, col in columns if np.isfinite(col).any()]
+    features = [feature_profile(name, col, bins) for name, col in columns]
     return ReferenceProfile(rows=len(X), features=features)
 
 

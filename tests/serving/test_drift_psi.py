@@ -144,6 +144,10 @@ def test_save_model_refuses_a_reference_of_another_width(
 ) -> None:
     with pytest.raises(ValueError, match="reference has 3 columns"):
         save_model(positional.estimator, tmp_path / "m.skops", reference=positional.X[:, :3])
+    narrow = pd.DataFrame(positional.X[:, :3], columns=["a", "b", "c"])
+    with pytest.raises(ValueError, match="3 numeric columns"):
+        save_model(positional.estimator, tmp_path / "m.skops", reference=narrow)
+    assert not (tmp_path / "m.skops").exists()
 
 
 def test_without_a_reference_no_psi(classifier_server: Server, classifier: Artifact) -> None:

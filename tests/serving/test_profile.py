@@ -79,8 +79,9 @@ def test_constant_missing_and_non_numeric_columns() -> None:
     )
     profile = profile_of(frame, bins=5)
     by_name = profile.by_name()
-    assert sorted(by_name) == ["constant", "count"]  # bool, strings, all-missing left out
-    assert by_name["constant"].edges == [] and by_name["constant"].proportions == [1.0]
+    assert sorted(by_name) == ["constant", "count", "empty"]  # bool and strings left out
+    for one_bin in ("constant", "empty"):
+        assert by_name[one_bin].edges == [] and by_name[one_bin].proportions == [1.0]
     counts = np.arange(49.0)
     assert by_name["count"].edges == pytest.approx(
         np.quantile(counts, [0.2, 0.4, 0.6, 0.8]).tolist()
