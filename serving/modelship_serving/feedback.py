@@ -58,9 +58,9 @@ class PredictionStore:
     def __init__(
         self, max_rows: int, ttl: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._entries: OrderedDict[
-            str, tuple[float, Sequence[Any], bool, Probabilities | None]
-        ] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Sequence[Any], bool, Probabilities | None]] = (
+            OrderedDict()
+        )
         self._dropped: OrderedDict[str, None] = OrderedDict()
         self._max_rows = max_rows
         self._ttl = ttl
