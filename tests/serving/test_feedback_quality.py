@@ -380,3 +380,53 @@ def test_three_classes_on_the_asgi_lane(
             assert_histogram(server, cls, proba[:, k], truth == cls)
     finally:
         stop_server(server)
+
+
+def test_the_exported_families_are_the_contracts() -> None:
+    """Names, types, labels and buckets as contract.py declares them (the operator's
+    queries import the same names)."""
+    from modelship_serving.metrics import ServingMetrics
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = ServingMetrics("bc", "1", "canary", deployment="bc")
+    metrics.model_loaded(
+        sha256="ab" * 32,
+        sklearn_version="1.9",
+        sklearn_saved_version="1.9",
+        inference_path="sklearn",
+        estimator="x.Y",
+        load_seconds=0.5,
+        classes=["no", "yes"],
+        feature_names=["f0"],
+        drift_window=16,
+        quality=plan_quality(
+            True,
+            ["yes"],
+            estimator_type="classifier",
+            has_predict_proba=True,
+            classes=["no", "yes"],
+        ),
+    )
+    metrics.observe_log_losses([0.5, 0.25])
+    metrics.observe_scores([("yes", True, 0.9), ("yes", False, 0.2), ("no", True, 0.3)])
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+    }
+    loss, score = families[LOSS], families[SCORE]
+    assert LOSS in contract.SUMMARIES and loss.type == "summary"
+    assert {s.name: s.value for s in loss.samples} == {f"{LOSS}_sum": 0.75, f"{LOSS}_count": 2}
+    assert SCORE in contract.HISTOGRAMS and score.type == "histogram"
+    buckets = [s for s in score.samples if s.name.endswith("_bucket")]
+    assert {(s.labels["class"], s.labels["positive"]) for s in buckets} == {
+        ("yes", "true"),
+        ("yes", "false"),
+    }
+    bounds = [float(s.labels["le"]) for s in buckets if s.labels["positive"] == "true"]
+    assert bounds == [*contract.SCORE_BUCKETS, math.inf]
+    assert set(buckets[0].labels) == {
+        *contract.BASE_LABELS,
+        contract.CLASS,
+        contract.POSITIVE,
+        "le",
+    }
