@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 import tritonclient.grpc as triton
 from modelship_serving import contract
@@ -28,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from tabular_models import TabularArtifact, records
 
 LOSS = contract.FEEDBACK_LOG_LOSS
 SCORE = contract.FEEDBACK_SCORE
@@ -430,3 +432,25 @@ def test_the_exported_families_are_the_contracts() -> None:
         contract.POSITIVE,
         "le",
     }
+
+
+def test_a_tabular_pipeline_remembers_probabilities_too(churn: TabularArtifact) -> None:
+    """Named, mixed-type columns (V1 records): the same, through the tabular decoding and
+    the DataFrame pipeline."""
+    settings = Settings(model_uri=churn.uri, feedback_log_loss=True)
+    app, _ = _app_text(settings)
+    plane = app.lifecycle.dataplane
+    frame = churn.frame.iloc[:6]
+    body = orjson.dumps({"instances": records(frame)})
+    for rid in ("t1", "t2"):
+        assert set(orjson.loads(plane.v1_predict_now(body, rid))) == {"predictions"}
+    expected = churn.estimator.predict_proba(frame)
+    np.testing.assert_allclose(plane.store.take("t1").probabilities, expected, rtol=1e-9)
+    truth = churn.y[:6].tolist()
+    plane.feedback(orjson.dumps({"feedback": [{"request_id": "t2", "labels": truth}]}))
+    text = generate_latest(app.metrics.registry).decode()
+    count = float(re.search(rf"{LOSS}_count\{{[^}}]*\}} (\S+)", text).group(1))  # type: ignore[union-attr]
+    total = float(re.search(rf"{LOSS}_sum\{{[^}}]*\}} (\S+)", text).group(1))  # type: ignore[union-attr]
+    assert count == 6
+    classes = churn.estimator.classes_
+    assert total / count == pytest.approx(log_loss(truth, expected, labels=classes), rel=1e-9)
