@@ -100,6 +100,9 @@ INPUT_ROWS: Final = "modelship_input_rows"
 INPUT_FEATURE_SUM: Final = "modelship_input_feature_sum"
 INPUT_FEATURE_WINDOW_MEAN: Final = "modelship_input_feature_window_mean"
 INPUT_FEATURE_WINDOW_QUANTILE: Final = "modelship_input_feature_window_quantile"
+#: Population stability index of each input feature over the recent window against the
+#: reference profile saved with the model (a gauge, by ``feature``).
+INPUT_FEATURE_PSI: Final = "modelship_input_feature_psi"
 
 #: scikit-learn's clip of probabilities in ``log_loss`` (float64 machine epsilon): a true
 #: class given probability 0 costs ``-ln(LOG_LOSS_EPS)`` (about 36), not infinity.
