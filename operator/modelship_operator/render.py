@@ -15,6 +15,7 @@ state the step machine chose.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -284,7 +285,22 @@ def serving_env(md: ModelDeployment, plan: VariantPlan) -> dict[str, str]:
             if md.spec.access is not None
             else {"MODELSHIP_FEEDBACK_ENABLED": "false"}
         ),
+        **_probability_settings(md),
     }
+
+
+def _probability_settings(md: ModelDeployment) -> dict[str, str]:
+    """What the pods score from the class probabilities they remember: the log loss, and
+    the score histograms of roc-auc's classes. Absent unless a check reads them, so other
+    deployments' pods pay nothing (and their templates do not change)."""
+    env = {}
+    if md.spec.needs_log_loss():
+        env["MODELSHIP_FEEDBACK_LOG_LOSS"] = "true"
+    classes = md.spec.score_classes()
+    if classes:
+        # A JSON list: a class name may hold a comma.
+        env["MODELSHIP_FEEDBACK_SCORE_CLASSES"] = json.dumps(classes)
+    return env
 
 
 def served_uri(model: ModelRef) -> str:

@@ -64,9 +64,12 @@ BUILTIN_METRICS: Final[dict[str, Better]] = {
     "precision": "Higher",  # percent of predictions of spec'd className that were right
     "recall": "Higher",  # percent of className's true rows the model predicted as it
     "f1": "Higher",  # harmonic mean of precision and recall for className, percent
+    "log-loss": "Lower",  # mean negative log of the probability given to the true class
+    "roc-auc": "Higher",  # area under the ROC curve of className's probability, 0..1
+    "drift": "Lower",  # worst input feature's PSI against the training profile
 }
 #: Built-in metrics about one class of a classifier: they need className.
-CLASS_METRICS: Final = frozenset({"precision", "recall", "f1"})
+CLASS_METRICS: Final = frozenset({"precision", "recall", "f1", "roc-auc"})
 _BUILTIN_LIST = "[" + ", ".join(f"'{n}'" for n in BUILTIN_METRICS) + "]"
 
 # --- string shapes --------------------------------------------------------------------------
@@ -370,8 +373,9 @@ RULE_METRIC_BUILTIN_OR_QUERY: Final = Rule(
 )
 RULE_METRIC_QUERY_NAME: Final = Rule(
     rule=f"!has(self.query) || !(self.name in {_BUILTIN_LIST})",
-    message="a custom query needs its own name (success-rate, latency-p99 and accuracy "
-    "are built in)",
+    message="a custom query needs its own name (these are built in: "
+    + ", ".join(BUILTIN_METRICS)
+    + ")",
     field_path=".name",
 )
 RULE_METRIC_MIN_BELOW_MAX: Final = Rule(
@@ -404,8 +408,8 @@ RULE_METRIC_CUSTOM_COMPARE_BETTER: Final = Rule(
 _CLASS_LIST = "[" + ", ".join(f"'{n}'" for n in sorted(CLASS_METRICS)) + "]"
 RULE_METRIC_CLASS_NAME: Final = Rule(
     rule=f"(self.name in {_CLASS_LIST}) == has(self.className)",
-    message="className is needed by precision, recall and f1 (the class they are about, "
-    'e.g. "1" or "churn") and by no other metric',
+    message="className is needed by precision, recall, f1 and roc-auc (the class they are "
+    'about, e.g. "1" or "churn") and by no other metric',
     field_path=".className",
 )
 METRIC_RULES: Final = (
@@ -433,14 +437,15 @@ class MetricCheck(ApiModel):
     model_config = ApiModel.model_config | {"json_schema_extra": cel(*METRIC_RULES)}
 
     name: MetricName = Field(
-        description="A built-in metric: success-rate, latency-p99, accuracy, precision, "
-        "recall, f1 (classifiers, with className), mae or rmse (regressors); any other name "
-        "(unique in the list) for a custom query."
+        description="A built-in metric: success-rate, latency-p99, accuracy, log-loss "
+        "(classifiers with predict_proba), precision, recall, f1, roc-auc (classifiers, with "
+        "className), mae or rmse (regressors), drift (inputs against the model's reference "
+        "profile); any other name (unique in the list) for a custom query."
     )
     class_name: ClassLabel | None = Field(
         default=None,
-        description="For precision, recall and f1: the class they are about, as the model "
-        "names it (a label of its classes_, e.g. 1 or churn, written as a string).",
+        description="For precision, recall, f1 and roc-auc: the class they are about, as the "
+        "model names it (a label of its classes_, e.g. 1 or churn, written as a string).",
     )
     query: PromQL | None = Field(
         default=None,
@@ -997,7 +1002,11 @@ TokenSecretName = Annotated[
 ]
 
 #: Built-in checks computed from ground truth (feedback), and so useless without it.
-FEEDBACK_METRICS: Final = frozenset({"accuracy", "mae", "rmse", "precision", "recall", "f1"})
+FEEDBACK_METRICS: Final = frozenset(
+    {"accuracy", "mae", "rmse", "precision", "recall", "f1", "log-loss", "roc-auc"}
+)
+#: Built-in metrics scored from the class probabilities the serving pods remember.
+PROBABILITY_METRICS: Final = frozenset({"log-loss", "roc-auc"})
 _FEEDBACK_LIST = "[" + ", ".join(f"'{n}'" for n in sorted(FEEDBACK_METRICS)) + "]"
 
 RULE_FEEDBACK_NEEDS_ACCESS: Final = Rule(
@@ -1007,10 +1016,10 @@ RULE_FEEDBACK_NEEDS_ACCESS: Final = Rule(
     "(!has(self.strategy.type) || self.strategy.type != 'ABTest' || "
     "(has(self.strategy.abTest) && has(self.strategy.abTest.metric) && "
     "has(self.strategy.abTest.metric.successes))))",
-    message="built-in checks from ground truth (accuracy, precision, recall, f1, mae, rmse, "
-    "and the A/B test's built-in accuracy) need feedback, which clients post with a token: "
-    "set access.tokenSecret to a Secret holding it (kubectl create secret generic "
-    "<name>-access --from-literal=token=$(openssl rand -hex 32))",
+    message="built-in checks from ground truth (accuracy, precision, recall, f1, log-loss, "
+    "roc-auc, mae, rmse, and the A/B test's built-in accuracy) need feedback, which clients "
+    "post with a token: set access.tokenSecret to a Secret holding it (kubectl create "
+    "secret generic <name>-access --from-literal=token=$(openssl rand -hex 32))",
     field_path=".access",
     reason="FieldValueRequired",
 )
@@ -1171,6 +1180,16 @@ class ModelDeploymentSpec(ApiModel):
         if any(m.query is None and m.name in FEEDBACK_METRICS for m in strategy.metrics):
             return True
         return strategy.type == "ABTest" and strategy.ab_test_settings.metric.successes is None
+
+    def needs_log_loss(self) -> bool:
+        """Whether a built-in log-loss check needs the pods to remember probabilities."""
+        return any(m.query is None and m.name == "log-loss" for m in self.strategy.metrics)
+
+    def score_classes(self) -> list[str]:
+        """The class whose probability the built-in roc-auc check ranks (metric names are
+        unique, so at most one)."""
+        found = (m.class_name for m in self.strategy.metrics if m.name == "roc-auc")
+        return [c for c in found if c is not None]
 
     def desired_model(self) -> ModelRef:
         """spec.model as the artifact it names (what status records and compares)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -98,6 +99,16 @@ class Settings(BaseSettings):
         "x-modelship-token header (re-read at most once a second, so a rotated Secret "
         "applies; empty or missing: all feedback refused). Unset: no token needed.",
     )
+    feedback_log_loss: bool = Field(
+        default=False,
+        description="Remember each predicted row's class probabilities and export the log "
+        "loss of feedback (classifiers with predict_proba).",
+    )
+    feedback_score_classes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Classes whose probability of feedback rows is exported as a score "
+        "histogram (one-vs-rest ROC AUC); a JSON list or comma separated in the environment.",
+    )
     drift_max_features: int = Field(
         default=32, ge=0, description="Input features summarised for drift (first N, bounded)."
     )
@@ -135,6 +146,23 @@ class Settings(BaseSettings):
     def _split_types(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("feedback_score_classes", mode="before")
+    @classmethod
+    def _split_classes(cls, value: object) -> object:
+        # The operator renders a JSON list (a class name may hold a comma); by hand, commas.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    parsed = json.loads(text)
+                except ValueError:
+                    raise ValueError("feedback_score_classes is not a valid JSON list") from None
+                if type(parsed) is not list:
+                    raise ValueError("feedback_score_classes must be a list")
+                return [str(item) for item in parsed]
+            return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
     @field_validator("model_name")

@@ -53,6 +53,10 @@ FEATURE: Final = "feature"
 QUANTILE: Final = "quantile"
 #: Why feedback was not joined to a prediction: ``expired`` or ``unknown``.
 REASON: Final = "reason"
+#: Whether a scored row's ground truth is the series' ``class``: ``true`` or ``false``
+#: (``false`` too for a truth that is none of the model's classes).
+POSITIVE: Final = "positive"
+POSITIVE_VALUES: Final = ("true", "false")
 
 #: ``handler`` values of inference requests (what the analysis counts).
 V1_PREDICT: Final = "v1_predict"
@@ -73,6 +77,16 @@ FEEDBACK_CORRECT: Final = "modelship_feedback_correct"
 FEEDBACK_ABSOLUTE_ERROR: Final = "modelship_feedback_absolute_error"
 FEEDBACK_SQUARED_ERROR: Final = "modelship_feedback_squared_error"
 FEEDBACK_CONFUSION: Final = "modelship_feedback_confusion"
+#: Log loss of feedback (classifiers, ``MODELSHIP_FEEDBACK_LOG_LOSS``): ``_sum`` adds
+#: ``-ln(max(p, LOG_LOSS_EPS))`` over scored rows, p the probability the model gave the
+#: row's true class; ``_count`` counts them. Scored rows: unpinned, truth one of the model's
+#: classes, probabilities remembered. sum / count is scikit-learn's ``log_loss`` on them.
+FEEDBACK_LOG_LOSS: Final = "modelship_feedback_log_loss"
+#: The probability the model gave ``class`` for each unpinned feedback row, by whether the
+#: row's truth is that class (``positive``): a histogram over :data:`SCORE_BUCKETS` per
+#: class named in ``MODELSHIP_FEEDBACK_SCORE_CLASSES``, from which the one-vs-rest ROC AUC
+#: of that class is computed.
+FEEDBACK_SCORE: Final = "modelship_feedback_score"
 #: Rows of feedback for pinned predictions (a tester a routing match rule sent to this
 #: variant, ``x-modelship-pinned: 1``): answered, but counted here instead of in the
 #: variant's feedback series above, so testers never move A/B statistics or quality checks.
@@ -93,15 +107,29 @@ INPUT_FEATURE_PSI: Final = "modelship_input_feature_psi"
 #: Fewest non-missing values of a feature in the window for its PSI to be exported.
 PSI_MIN_ROWS: Final = 100
 
+#: scikit-learn's clip of probabilities in ``log_loss`` (float64 machine epsilon): a true
+#: class given probability 0 costs ``-ln(LOG_LOSS_EPS)`` (about 36), not infinity.
+LOG_LOSS_EPS: Final = 2.220446049250313e-16
+#: Most classes a model may have for its probabilities to be remembered (per stored row).
+MAX_SCORED_CLASSES: Final = 32
+#: Upper bounds of the score histogram's buckets (and +Inf): fine at both ends, where a
+#: good model puts most of its scores, and every 0.05 between.
+SCORE_BUCKETS: Final = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+    0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
+    0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95,
+    0.98, 0.99, 0.995, 0.998, 0.999, 1.0,
+)  # fmt: skip
+
 #: Families that are counters (their samples are NAME_total).
 COUNTERS: Final = frozenset(
     {REQUESTS, PREDICTIONS, FEEDBACK, FEEDBACK_CORRECT, FEEDBACK_SQUARED_ERROR, FEEDBACK_CONFUSION,
      FEEDBACK_PINNED, FEEDBACK_UNKNOWN, FEEDBACK_UNJOINED, INPUT_ROWS, INPUT_FEATURE_SUM}
 )  # fmt: skip
 #: Families that are summaries without quantiles (their samples are NAME_sum, NAME_count).
-SUMMARIES: Final = frozenset({FEEDBACK_ABSOLUTE_ERROR})
+SUMMARIES: Final = frozenset({FEEDBACK_ABSOLUTE_ERROR, FEEDBACK_LOG_LOSS})
 #: Families that are histograms (their samples are NAME_bucket, NAME_sum, NAME_count).
-HISTOGRAMS: Final = frozenset({REQUEST_DURATION_SECONDS, PREDICTION_VALUE})
+HISTOGRAMS: Final = frozenset({REQUEST_DURATION_SECONDS, PREDICTION_VALUE, FEEDBACK_SCORE})
 
 
 def total(family: str) -> str:

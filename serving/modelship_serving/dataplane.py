@@ -38,6 +38,7 @@ from .fastpath import Prediction, RowPrediction, SklearnPath
 from .feedback import REASON_EXPIRED, REASON_UNKNOWN, PredictionStore, score_feedback
 from .loading import LoadedModel
 from .metrics import ServingMetrics
+from .quality import OFF, QualityPlan
 from .responses import Reply, binary_reply
 from .tabular import Table, decode_v1_table, decode_v2_table, to_frame
 
@@ -67,6 +68,7 @@ class DataPlane:
         model: LoadedModel,
         path: Any,
         metrics: ServingMetrics,
+        quality: QualityPlan = OFF,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -78,6 +80,10 @@ class DataPlane:
         self.store = PredictionStore(
             settings.prediction_store_size, settings.prediction_ttl_seconds
         )
+        self.quality = quality
+        # Probabilities are computed for every prediction (and remembered) when feedback
+        # scores them; answers still hold them only when the client asked.
+        self._proba_always = quality.remember and settings.prediction_store_size > 0
         self._regression = self.signature.estimator_type != "classifier"
         self._classifier = self.signature.estimator_type == "classifier"
         self._n_features = self.signature.n_features
@@ -137,8 +143,12 @@ class DataPlane:
         if metrics.drift is not None:
             metrics.drift.observe(features)
         if self.settings.prediction_store_size:
-            # A tuple of plain values: the garbage collector stops tracking it.
-            self.store.put(request_id, tuple(labels), pinned)
+            # Tuples of plain values: the garbage collector stops tracking them.
+            if self._proba_always and prediction.proba is not None:
+                rows = tuple(map(tuple, prediction.proba.tolist()))
+                self.store.put(request_id, tuple(labels), pinned, rows)
+            else:
+                self.store.put(request_id, tuple(labels), pinned)
         return labels  # type: ignore[no-any-return]
 
     def _record_row(
@@ -152,17 +162,20 @@ class DataPlane:
         if metrics.drift is not None:
             metrics.drift.observe_row(row)
         if self.settings.prediction_store_size:
-            self.store.put(request_id, (result.label,), pinned)
+            if self._proba_always and result.proba is not None:
+                self.store.put(request_id, (result.label,), pinned, (tuple(result.proba),))
+            else:
+                self.store.put(request_id, (result.label,), pinned)
 
     def _v1_row(
         self, payload: dict[str, Any], row: list[float], request_id: str, pinned: bool
     ) -> bytes:
         want_proba = v1_wants_proba(payload, self.signature)
         assert self._row_path is not None
-        result = self._row_path.run_row(row, want_proba)
+        result = self._row_path.run_row(row, want_proba or self._proba_always)
         self._record_row(row, result, request_id, pinned)
         response: dict[str, Any] = {"predictions": [result.label]}
-        if result.proba is not None:
+        if want_proba and result.proba is not None:
             response["probabilities"] = [result.proba]
             response["classes"] = list(self.signature.classes or ())
         return orjson.dumps(response)
@@ -173,7 +186,7 @@ class DataPlane:
         own_id = v2_request_id(payload)
         names = requested_outputs(payload.get("outputs"), self.signature)
         assert self._row_path is not None
-        result = self._row_path.run_row(row, "predict_proba" in names)
+        result = self._row_path.run_row(row, "predict_proba" in names or self._proba_always)
         self._record_row(row, result, request_id, pinned)
         label = str(result.label) if self._label_datatype == "BYTES" else result.label
         outputs = []
@@ -210,12 +223,17 @@ class DataPlane:
         return v1_single_row(payload, self._n_features)
 
     def _v1_response(
-        self, features: np.ndarray, prediction: Prediction, request_id: str, pinned: bool
+        self,
+        features: np.ndarray,
+        prediction: Prediction,
+        request_id: str,
+        pinned: bool,
+        want_proba: bool,
     ) -> bytes:
         response: dict[str, Any] = {
             "predictions": self._record(features, prediction, request_id, pinned)
         }
-        if prediction.proba is not None:
+        if want_proba and prediction.proba is not None:
             response["probabilities"] = prediction.proba.tolist()
             response["classes"] = list(self.signature.classes or ())
         return orjson.dumps(response)
@@ -228,13 +246,16 @@ class DataPlane:
         payload = parse_json(body)
         if self.tabular:
             table, want_proba = decode_v1_table(payload, self.signature, self.limits)
-            prediction = self._run_table(table, want_proba)
-            return self._v1_response(self._drift_of(table), prediction, request_id, pinned)
+            prediction = self._run_table(table, want_proba or self._proba_always)
+            return self._v1_response(
+                self._drift_of(table), prediction, request_id, pinned, want_proba
+            )
         row = self._single_row(payload, v2=False)
         if row is not None:
             return self._v1_row(payload, row, request_id, pinned)
         features, want_proba = decode_v1(payload, self.signature, self.limits)
-        return self._v1_response(features, self._run(features, want_proba), request_id, pinned)
+        prediction = self._run(features, want_proba or self._proba_always)
+        return self._v1_response(features, prediction, request_id, pinned, want_proba)
 
     async def v1_predict(
         self,
@@ -246,14 +267,16 @@ class DataPlane:
         payload = parse_json(body)
         if self.tabular:
             table, want_proba = decode_v1_table(payload, self.signature, self.limits)
-            prediction = await self._infer_table(table, want_proba)
-            return self._v1_response(self._drift_of(table), prediction, request_id, pinned)
+            prediction = await self._infer_table(table, want_proba or self._proba_always)
+            return self._v1_response(
+                self._drift_of(table), prediction, request_id, pinned, want_proba
+            )
         row = self._single_row(payload, v2=False)
         if row is not None:
             return self._v1_row(payload, row, request_id, pinned)
         features, want_proba = decode_v1(payload, self.signature, self.limits)
-        prediction = await self._infer(features, want_proba)
-        return self._v1_response(features, prediction, request_id, pinned)
+        prediction = await self._infer(features, want_proba or self._proba_always)
+        return self._v1_response(features, prediction, request_id, pinned, want_proba)
 
     def _drift_of(self, table: Table) -> np.ndarray:
         return table.numeric(self._drift_names)
@@ -308,7 +331,7 @@ class DataPlane:
         payload = parse_json(body)
         if self.tabular:
             tables = decode_v2_table(payload, self.signature, self.limits)
-            prediction = self._run_table(tables.table, tables.want_proba)
+            prediction = self._run_table(tables.table, tables.want_proba or self._proba_always)
             return self._v2_response(
                 payload,
                 tables.outputs,
@@ -322,7 +345,9 @@ class DataPlane:
         if row is not None:
             return self._v2_row(payload, row, request_id, pinned)
         request = decode_v2(payload, self.signature, self.limits)
-        prediction = self._run(request.features, "predict_proba" in request.outputs)
+        prediction = self._run(
+            request.features, "predict_proba" in request.outputs or self._proba_always
+        )
         return self._v2_response(
             payload,
             request.outputs,
@@ -343,7 +368,9 @@ class DataPlane:
         payload = self._v2_payload(body, header_length)
         if self.tabular:
             tables = decode_v2_table(payload, self.signature, self.limits)
-            prediction = await self._infer_table(tables.table, tables.want_proba)
+            prediction = await self._infer_table(
+                tables.table, tables.want_proba or self._proba_always
+            )
             return self._v2_response(
                 payload,
                 tables.outputs,
@@ -357,7 +384,9 @@ class DataPlane:
         if row is not None:
             return self._v2_row(payload, row, request_id, pinned)
         request = decode_v2(payload, self.signature, self.limits)
-        prediction = await self._infer(request.features, "predict_proba" in request.outputs)
+        prediction = await self._infer(
+            request.features, "predict_proba" in request.outputs or self._proba_always
+        )
         return self._v2_response(
             payload,
             request.outputs,
@@ -373,17 +402,21 @@ class DataPlane:
         :meth:`v2_infer` does, with the prediction left for the caller to encode."""
         if self.tabular:
             tables = decode_v2_table(payload, self.signature, self.limits)
-            prediction = await self._infer_table(tables.table, tables.want_proba)
+            prediction = await self._infer_table(
+                tables.table, tables.want_proba or self._proba_always
+            )
             self._record(self._drift_of(tables.table), prediction, request_id, pinned)
             return V2Prediction(tables.outputs, tables.request_id, prediction)
         request = decode_v2(payload, self.signature, self.limits)
-        prediction = await self._infer(request.features, "predict_proba" in request.outputs)
+        prediction = await self._infer(
+            request.features, "predict_proba" in request.outputs or self._proba_always
+        )
         self._record(request.features, prediction, request_id, pinned)
         return V2Prediction(request.outputs, request.request_id, prediction)
 
     def feedback(self, body: bytes) -> bytes:
         result = score_feedback(
-            parse_json(body), self.store, self._regression, self.metrics.hot.classes
+            parse_json(body), self.store, self._regression, self.metrics.hot.classes, self.quality
         )
         metrics = self.metrics
         # Pinned predictions (testers) are answered above but counted apart.
@@ -399,6 +432,10 @@ class DataPlane:
             metrics.feedback_squared_error.inc(sum(e * e for e in result.absolute_errors))
         if result.confusion:
             metrics.observe_confusion(result.confusion)
+        if result.log_losses:
+            metrics.observe_log_losses(result.log_losses)
+        if result.scores:
+            metrics.observe_scores(result.scores)
         if result.unknown_ids:
             metrics.feedback_unknown.inc(len(result.unknown_ids))
             expired = len(result.expired_ids)

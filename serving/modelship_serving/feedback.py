@@ -8,6 +8,9 @@ window passed, or it was pushed out by newer predictions) or ``unknown`` (this p
 predicted that request id, e.g. it was served by a pod that is gone). The store remembers
 the ids of recently dropped predictions (bounded like the predictions) to tell them apart.
 
+When asked to (``QualityPlan.remember``, see quality.py), the store also keeps each row's
+class probabilities, and their feedback gives log-loss terms and per-class scores.
+
 A prediction may be *pinned*: a tester a routing match rule sent to this variant (the
 router's ``x-modelship-pinned: 1``). Its feedback is joined and answered like any other,
 but scored apart (``FeedbackResult.pinned_*``) so it stays out of the variant's statistics.
@@ -15,14 +18,18 @@ but scored apart (``FeedbackResult.pinned_*``) so it stays out of the variant's 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .contract import OTHER_CLASS
+from .contract import LOG_LOSS_EPS, OTHER_CLASS
 from .errors import ServingError
+
+if TYPE_CHECKING:
+    from .quality import QualityPlan
 
 MAX_FEEDBACK_ITEMS = 10_000
 #: Reasons feedback is not joined to a prediction (the ``reason`` label of the metric).
@@ -32,11 +39,17 @@ UNJOINED_REASONS = (REASON_EXPIRED, REASON_UNKNOWN)
 _SCALARS = (int, float, str, bool)
 
 
+#: One request's class probabilities: a tuple of floats per row (in ``classes_`` order).
+Probabilities = Sequence[Sequence[float]]
+
+
 class Stored(NamedTuple):
-    """One request's remembered predictions, and whether the request was pinned."""
+    """One request's remembered predictions, whether the request was pinned, and its rows'
+    class probabilities (None when not remembered)."""
 
     predictions: Sequence[Any]
     pinned: bool
+    probabilities: Probabilities | None = None
 
 
 class PredictionStore:
@@ -45,7 +58,9 @@ class PredictionStore:
     def __init__(
         self, max_rows: int, ttl: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._entries: OrderedDict[str, tuple[float, Sequence[Any], bool]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Sequence[Any], bool, Probabilities | None]] = (
+            OrderedDict()
+        )
         self._dropped: OrderedDict[str, None] = OrderedDict()
         self._max_rows = max_rows
         self._ttl = ttl
@@ -59,16 +74,23 @@ class PredictionStore:
     def rows(self) -> int:
         return self._rows
 
-    def put(self, request_id: str, predictions: Sequence[Any], pinned: bool = False) -> None:
+    def put(
+        self,
+        request_id: str,
+        predictions: Sequence[Any],
+        pinned: bool = False,
+        probabilities: Probabilities | None = None,
+    ) -> None:
         """Remember one request's predictions (rows beyond the bound evict the oldest);
-        ``pinned``: a tester's request (see module docstring)."""
+        ``pinned``: a tester's request (see module docstring); ``probabilities``: one tuple
+        per row, when they are to be scored. Both count as the same rows of the bound."""
         if len(predictions) > self._max_rows:
             return
         now = self._clock()
         old = self._entries.pop(request_id, None)
         if old is not None:
             self._rows -= len(old[1])
-        self._entries[request_id] = (now, predictions, pinned)
+        self._entries[request_id] = (now, predictions, pinned, probabilities)
         self._rows += len(predictions)
         self._evict(now)
 
@@ -81,7 +103,7 @@ class PredictionStore:
         if entry is None:
             return None
         self._rows -= len(entry[1])
-        return Stored(entry[1], entry[2])
+        return Stored(entry[1], entry[2], entry[3])
 
     def pop(self, request_id: str) -> Sequence[Any] | None:
         """Take a request's predictions out (feedback counts once); None if unknown/expired."""
@@ -96,7 +118,7 @@ class PredictionStore:
         entries = self._entries
         deadline = now - self._ttl
         while entries:
-            request_id, (stamp, predictions, _) = next(iter(entries.items()))
+            request_id, (stamp, predictions, _, _) = next(iter(entries.items()))
             if stamp >= deadline and self._rows <= self._max_rows:
                 break
             del entries[request_id]
@@ -117,7 +139,8 @@ class FeedbackResult:
 
     ``rows``, ``correct`` and ``matched_ids`` count every joined prediction (the answer);
     ``pinned_rows`` and ``pinned_correct`` are the part of them that was pinned. Absolute
-    errors and confusion hold unpinned rows only: what the variant's series count."""
+    errors, confusion, log-loss terms and scores hold unpinned rows only: what the variant's
+    series count."""
 
     rows: int = 0
     correct: int = 0
@@ -131,6 +154,11 @@ class FeedbackResult:
     absolute_errors: list[float] = field(default_factory=list)
     #: Classifiers: rows by (true class, predicted class), as the model names its classes.
     confusion: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: ``-ln(max(p, LOG_LOSS_EPS))`` per row whose probabilities were remembered and whose
+    #: truth is one of the classes (p: the probability of the true class).
+    log_losses: list[float] = field(default_factory=list)
+    #: (class, truth is that class, its probability) per remembered row and scored class.
+    scores: list[tuple[str, bool, float]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -167,19 +195,46 @@ def _labels_of(item: dict[str, Any], where: str) -> list[Any]:
     return labels
 
 
+def class_index(value: Any, classes: Sequence[str]) -> int:
+    """The index of the class ``value`` is among ``classes`` (-1 if it is none of them)."""
+    for index, name in enumerate(classes):
+        if same_label(value, name):
+            return index
+    return -1
+
+
 def class_of(value: Any, classes: Sequence[str]) -> str:
     """The model's name for the class ``value`` is (``other`` if it is none of them)."""
-    for name in classes:
-        if same_label(value, name):
-            return name
-    return OTHER_CLASS
+    index = class_index(value, classes)
+    return classes[index] if index >= 0 else OTHER_CLASS
+
+
+def _score_probabilities(
+    result: FeedbackResult,
+    labels: Sequence[Any],
+    probabilities: Probabilities,
+    classes: Sequence[str],
+    quality: QualityPlan,
+) -> None:
+    scored = tuple(zip(quality.score_indices, quality.score_classes, strict=True))
+    for truth, row in zip(labels, probabilities, strict=True):
+        true_index = class_index(truth, classes)
+        if quality.log_loss and true_index >= 0:
+            result.log_losses.append(-math.log(max(row[true_index], LOG_LOSS_EPS)))
+        for index, name in scored:
+            result.scores.append((name, index == true_index, row[index]))
 
 
 def score_feedback(
-    payload: Any, store: PredictionStore, regression: bool, classes: Sequence[str] = ()
+    payload: Any,
+    store: PredictionStore,
+    regression: bool,
+    classes: Sequence[str] = (),
+    quality: QualityPlan | None = None,
 ) -> FeedbackResult:
     """Match ``{"feedback": [{"request_id", "label" | "labels"}]}`` against stored predictions.
-    ``classes`` (a classifier's, as strings) name the rows of the confusion counts."""
+    ``classes`` (a classifier's, as strings) name the rows of the confusion counts and the
+    columns of remembered probabilities, which ``quality`` says how to score."""
     if type(payload) is not dict or type(payload.get("feedback")) is not list:
         raise ServingError(
             422, 'body must be {"feedback": [{"request_id": "...", "label": ...}, ...]}'
@@ -203,7 +258,7 @@ def score_feedback(
             if store.missing_reason(request_id) == REASON_EXPIRED:
                 result.expired_ids.append(request_id)
             continue
-        predictions, pinned = stored
+        predictions, pinned, probabilities = stored
         if len(predictions) != len(labels):
             result.mismatched_ids.append(request_id)
             continue
@@ -222,4 +277,6 @@ def score_feedback(
                         result.pinned_correct += 1
                 if classes and not pinned:
                     result.confusion[(class_of(truth, classes), class_of(predicted, classes))] += 1
+        if probabilities is not None and quality is not None and classes and not pinned:
+            _score_probabilities(result, labels, probabilities, classes, quality)
     return result

@@ -21,6 +21,7 @@ from .fastpath import choose_path, quiet_feature_name_warnings
 from .loading import LoadedModel, load_model
 from .metrics import ServingMetrics
 from .profile import align
+from .quality import plan_quality
 
 log = logging.getLogger("modelship.serving")
 
@@ -84,6 +85,15 @@ class ModelLifecycle:
         settings = self.settings
         path = choose_path(loaded.estimator, settings.inference_path, loaded.signature)
         sig = loaded.signature
+        quality = plan_quality(
+            settings.feedback_log_loss,
+            settings.feedback_score_classes,
+            estimator_type=sig.estimator_type,
+            has_predict_proba=sig.has_predict_proba,
+            classes=sig.classes,
+        )
+        for warning in quality.warnings:
+            log.warning("%s", warning)
         self.metrics.model_loaded(
             sha256=loaded.sha256,
             sklearn_version=sig.sklearn_version_runtime,
@@ -94,8 +104,9 @@ class ModelLifecycle:
             classes=sig.classes,
             feature_names=sig.drift_features()[: settings.drift_max_features],
             drift_window=settings.drift_window,
+            quality=quality,
         )
-        plane = DataPlane(settings, loaded, path, self.metrics)
+        plane = DataPlane(settings, loaded, path, self.metrics, quality)
         self.dataplane = plane
         for subscriber in self.on_install:
             subscriber(plane)

@@ -20,6 +20,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     Summary,
     disable_created_metrics,
 )
@@ -35,6 +36,7 @@ from prometheus_client.utils import floatToGoString
 from . import contract as c
 from .drift import DriftSummary
 from .feedback import UNJOINED_REASONS
+from .quality import OFF, QualityPlan
 
 BASE_LABELS = c.BASE_LABELS
 INFERENCE_ENDPOINTS = c.INFERENCE_HANDLERS
@@ -261,6 +263,9 @@ class ServingMetrics:
             registry=r,
         )
         self.drift: DriftSummary | None = None
+        # Bound in model_loaded when the model and the settings give them (quality.py).
+        self.feedback_log_loss: Any = None
+        self.feedback_scores: dict[tuple[str, bool], Any] = {}
 
     def model_loaded(
         self,
@@ -274,8 +279,10 @@ class ServingMetrics:
         classes: Sequence[Any] | None,
         feature_names: Sequence[str],
         drift_window: int,
+        quality: QualityPlan = OFF,
     ) -> None:
-        """Publish what was loaded and bind the per-class, output and drift series."""
+        """Publish what was loaded and bind the per-class, output, drift and (as ``quality``
+        says) log-loss and score series."""
         self._info.labels(
             *self._values,
             sha256,
@@ -300,6 +307,49 @@ class ServingMetrics:
             for code in (200, 500):
                 self.hot.requests.setdefault((endpoint, code), 0)
             self.hot.durations.setdefault(endpoint, FastHistogram(LATENCY_BUCKETS))
+        self._bind_quality(quality)
+
+    def _bind_quality(self, quality: QualityPlan) -> None:
+        # Registered only when exported, and at zero (see above) for every class and both
+        # values of positive.
+        base, values, r = list(BASE_LABELS), self._values, self.registry
+        if quality.log_loss:
+            self.feedback_log_loss = Summary(
+                c.FEEDBACK_LOG_LOSS,
+                "Log loss of feedback (classifiers): sum of -ln(probability of the true "
+                "class) over rows whose truth is one of the classes, and their count.",
+                base,
+                registry=r,
+            ).labels(*values)
+        if quality.score_classes:
+            scores = Histogram(
+                c.FEEDBACK_SCORE,
+                "Probability the model gave the class to feedback rows, by whether the "
+                "truth is that class (positive); one-vs-rest ROC AUC of the class.",
+                [*base, c.CLASS, c.POSITIVE],
+                registry=r,
+                buckets=c.SCORE_BUCKETS,
+            )
+            self.feedback_scores = {
+                (name, positive == "true"): scores.labels(*values, name, positive)
+                for name in quality.score_classes
+                for positive in c.POSITIVE_VALUES
+            }
+
+    def observe_log_losses(self, terms: Sequence[float]) -> None:
+        """Add feedback rows' log-loss terms (ignored when the log loss is not exported)."""
+        summary = self.feedback_log_loss
+        if summary is not None:
+            for term in terms:
+                summary.observe(term)
+
+    def observe_scores(self, scores: Sequence[tuple[str, bool, float]]) -> None:
+        """Add (class, truth is that class, probability) of feedback rows."""
+        children = self.feedback_scores
+        for name, positive, score in scores:
+            child = children.get((name, positive))
+            if child is not None:
+                child.observe(score)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         hot = self.hot

@@ -51,7 +51,7 @@ def expand(template: str, labels: dict[str, str], value: float | None) -> str:
     """The two template forms the rules use: {{ $labels.x }} and $value printed %.1f."""
     text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], template)
     if value is not None:
-        text = text.replace('{{ $value | printf "%.1f" }}', f"{value:.1f}")
+        text = re.sub(r'\{\{ \$value \| printf "(%\.\df)" \}\}', lambda m: m.group(1) % value, text)
     assert "{{" not in text, text
     return text
 
@@ -79,7 +79,7 @@ def unit_test(rule_file: Path, tests: list[dict[str, Any]], tmp_path: Path) -> N
 def test_the_shipped_rules_pass_promtool_check(rule_file: Path) -> None:
     result = promtool("check", "rules", rule_file)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_the_rules_are_off_by_default() -> None:
@@ -95,6 +95,7 @@ def test_every_alert_has_a_severity_a_summary_and_a_description(rules: dict[str,
         "ModelshipCanaryErrorRate",
         "ModelshipServingErrorRate",
         "ModelshipFeedbackStopped",
+        "ModelshipInputDrift",
         "ModelshipOperatorDown",
     }
     for a in alerts:
@@ -279,6 +280,43 @@ def test_feedback_that_stops_while_predictions_go_on_alerts(
                             expected(rules, "ModelshipFeedbackStopped",
                                      {"namespace": "ml", "deployment": "churn",
                                       "variant": "stable"})
+                        ],
+                    },
+                ],
+            }
+        ],
+        tmp_path,
+    )  # fmt: skip
+
+
+def test_an_input_that_drifts_from_the_reference_profile_alerts_per_feature(
+    rules: dict[str, Any], rule_file: Path, tmp_path: Path
+) -> None:
+    labels = 'namespace="ml",deployment="churn",model="m",version="2",variant="canary"'
+    unit_test(
+        rule_file,
+        [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # two pods; one sees the drift in "age" from minute 10, "income" stays
+                    {"series": f'modelship_input_feature_psi{{{labels},feature="age",pod="a"}}',
+                     "values": "0.02x10 0.4x40"},
+                    {"series": f'modelship_input_feature_psi{{{labels},feature="age",pod="b"}}',
+                     "values": "0.03x50"},
+                    {"series": f'modelship_input_feature_psi{{{labels},feature="income",'
+                               'pod="a"}', "values": "0.05x50"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": "ModelshipInputDrift", "exp_alerts": []},
+                    {
+                        "eval_time": "30m",
+                        "alertname": "ModelshipInputDrift",
+                        "exp_alerts": [
+                            expected(rules, "ModelshipInputDrift",
+                                     {"namespace": "ml", "deployment": "churn",
+                                      "variant": "canary", "version": "2", "feature": "age"},
+                                     0.4)
                         ],
                     },
                 ],

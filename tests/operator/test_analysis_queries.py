@@ -9,6 +9,7 @@ import pytest
 from modelship_operator.analysis.queries import (
     BUILTIN_QUERIES,
     SCRAPE_TARGET_LABELS,
+    VECTOR_METRICS,
     LabelScheme,
     Scope,
     TemplateError,
@@ -149,6 +150,30 @@ def test_builtin_queries(name: str, pieces: list[str]) -> None:
     for piece in pieces:
         assert piece in query
     assert 'variant="canary"' in query and 'version="1.5.0"' in query
+
+
+def test_log_loss_divides_the_summed_loss_by_the_rows_scored() -> None:
+    sel = 'namespace="ml",deployment="churn",variant="canary",version="1.5.0"'
+    assert metric_query(MetricCheck(name="log-loss", max=0.5), CANARY) == (
+        f"sum(increase(modelship_feedback_log_loss_sum{{{sel}}}[30s]))"
+        f" / sum(increase(modelship_feedback_log_loss_count{{{sel}}}[30s]))"
+    )
+
+
+def test_roc_auc_asks_for_the_classes_score_histograms_by_side() -> None:
+    check = MetricCheck(name="roc-auc", class_name="yes", min=0.9)
+    assert metric_query(check, CANARY) == (
+        'sum by (positive, le) (increase(modelship_feedback_score_bucket{namespace="ml",'
+        'deployment="churn",variant="canary",version="1.5.0",class="yes"}[30s]))'
+    )
+    assert {"roc-auc"} == VECTOR_METRICS
+
+
+def test_drift_is_the_worst_features_psi_on_any_pod() -> None:
+    assert metric_query(MetricCheck(name="drift", max=0.25), CANARY) == (
+        'max(modelship_input_feature_psi{namespace="ml",deployment="churn",variant="canary",'
+        'version="1.5.0"})'
+    )
 
 
 def test_requests_count_only_inference() -> None:

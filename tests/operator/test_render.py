@@ -732,3 +732,29 @@ def test_spec_changes_do_not_rename_children() -> None:
     names_a = {(o["kind"], o["metadata"]["name"]) for o in a}
     names_b = {(o["kind"], o["metadata"]["name"]) for o in b if o["kind"] != "PodDisruptionBudget"}
     assert names_a == names_b
+
+
+def test_probability_checks_ask_the_pods_to_score_probabilities() -> None:
+    strategy = {
+        "metrics": [
+            {"name": "log-loss", "max": 0.3},
+            {"name": "roc-auc", "className": "yes, churned", "compareTo": "stable",
+             "margin": {"absolute": 0.02}},
+        ]
+    }  # fmt: skip
+    resource = md(canary=CANARY, strategy=strategy, access=ACCESS)
+    for name in ("churn-stable", "churn-canary"):
+        (container,) = pod_spec(render(resource, SETTINGS), name)["containers"]
+        env = env_of(container)
+        assert env["MODELSHIP_FEEDBACK_LOG_LOSS"] == "true"
+        # A JSON list: a class name may hold a comma.
+        assert json.loads(env["MODELSHIP_FEEDBACK_SCORE_CLASSES"]) == ["yes, churned"]
+
+
+def test_without_probability_checks_the_pods_remember_no_probabilities() -> None:
+    strategy = {"metrics": [{"name": "accuracy", "min": 80}]}
+    (container,) = pod_spec(render(md(strategy=strategy, access=ACCESS), SETTINGS),
+                            "churn-stable")["containers"]  # fmt: skip
+    env = env_of(container)
+    assert "MODELSHIP_FEEDBACK_LOG_LOSS" not in env
+    assert "MODELSHIP_FEEDBACK_SCORE_CLASSES" not in env

@@ -300,8 +300,24 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "precision-without-class",
         set_path(base_resource(), "spec.strategy", {"metrics": [{"name": "precision", "min": 80}]}),
-        "className is needed by precision, recall and f1",
-        "className is needed by precision, recall and f1",
+        "className is needed by precision, recall, f1 and roc-auc",
+        "className is needed by precision, recall, f1 and roc-auc",
+    ),
+    (
+        "roc-auc-without-class",
+        set_path(base_resource(), "spec.strategy", {"metrics": [{"name": "roc-auc", "min": 0.9}]}),
+        "className is needed by precision, recall, f1 and roc-auc",
+        "className is needed by precision, recall, f1 and roc-auc",
+    ),
+    (
+        "class-on-log-loss",
+        set_path(
+            base_resource(),
+            "spec.strategy",
+            {"metrics": [{"name": "log-loss", "max": 0.5, "className": "1"}]},
+        ),
+        "className is needed by precision, recall, f1 and roc-auc",
+        "className is needed by precision, recall, f1 and roc-auc",
     ),
     (
         "class-on-accuracy",
@@ -310,8 +326,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
             "spec.strategy",
             {"metrics": [{"name": "accuracy", "min": 80, "className": "1"}]},
         ),
-        "className is needed by precision, recall and f1",
-        "className is needed by precision, recall and f1",
+        "className is needed by precision, recall, f1 and roc-auc",
+        "className is needed by precision, recall, f1 and roc-auc",
     ),
     (
         "uri-pvc-escapes-its-claim",
@@ -430,6 +446,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "rmse-without-access",
         with_metrics(metric(name="rmse", max=2.5)),
+        "set access.tokenSecret",
+        "set access.tokenSecret",
+    ),
+    (
+        "log-loss-without-access",
+        with_metrics(metric(name="log-loss", max=0.4)),
         "set access.tokenSecret",
         "set access.tokenSecret",
     ),

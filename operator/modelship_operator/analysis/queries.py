@@ -128,6 +128,10 @@ _SQUARED_ERROR: Final = serving.total(serving.FEEDBACK_SQUARED_ERROR)
 _CONFUSION: Final = serving.total(serving.FEEDBACK_CONFUSION)
 _PREDICTIONS: Final = serving.total(serving.PREDICTIONS)
 _PREDICTION_VALUE_BUCKET: Final = serving.bucket(serving.PREDICTION_VALUE)
+_LOG_LOSS_SUM: Final = serving.summed(serving.FEEDBACK_LOG_LOSS)
+_LOG_LOSS_ROWS: Final = serving.counted(serving.FEEDBACK_LOG_LOSS)
+_SCORE_BUCKET: Final = serving.bucket(serving.FEEDBACK_SCORE)
+_FEATURE_PSI: Final = serving.INPUT_FEATURE_PSI
 
 
 def requests_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
@@ -180,6 +184,31 @@ def rmse_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
     return f"sqrt({squared} / {rows})"
 
 
+def log_loss_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
+    """Mean log loss (cross-entropy) of a classifier's probabilities against feedback, in
+    the window: the summed -ln p(true class) over the rows scored."""
+    loss, rows = (_increase(s, scope, labels) for s in (_LOG_LOSS_SUM, _LOG_LOSS_ROWS))
+    return f"{loss} / {rows}"
+
+
+def score_histogram_query(
+    scope: Scope, class_name: str, labels: LabelScheme = DEFAULT_LABELS
+) -> str:
+    """Cumulative buckets of CLASS_NAME's predicted probability on the feedback rows of the
+    window, split by whether the truth was that class (``positive``): the two score
+    distributions the ROC AUC ranks (:func:`..ranking.roc_auc`). A vector, not one number."""
+    sel = selector(scope, labels, f"{serving.CLASS}={quote(class_name)}")
+    window = duration(scope.interval)
+    return f"sum by ({serving.POSITIVE}, le) (increase({_SCORE_BUCKET}{{{sel}}}[{window}]))"
+
+
+def drift_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
+    """The worst input feature's population stability index (PSI) against the reference
+    profile saved with the model, on any pod of the variant. Each pod computes it over its
+    recent window of rows (a gauge), so it needs no range."""
+    return f"max({_FEATURE_PSI}{{{selector(scope, labels)}}})"
+
+
 def class_query(
     name: str, scope: Scope, class_name: str, labels: LabelScheme = DEFAULT_LABELS
 ) -> str:
@@ -206,7 +235,11 @@ BUILTIN_QUERIES: Final = {
     "accuracy": accuracy_query,
     "mae": mae_query,
     "rmse": rmse_query,
+    "log-loss": log_loss_query,
+    "drift": drift_query,
 }
+#: Built-in metrics whose query returns a distribution the operator reduces to one number.
+VECTOR_METRICS: Final = frozenset({"roc-auc"})
 
 
 def template_problems(template: str) -> list[str]:
@@ -244,6 +277,8 @@ def metric_query(check: MetricCheck, scope: Scope, labels: LabelScheme = DEFAULT
     """The query of one metric check for one variant (raises :class:`TemplateError`)."""
     if check.query is not None:
         return render_template(check.query, scope)
+    if check.name == "roc-auc" and check.class_name is not None:
+        return score_histogram_query(scope, check.class_name, labels)
     if check.class_name is not None:
         return class_query(check.name, scope, check.class_name, labels)
     return BUILTIN_QUERIES[check.name](scope, labels)

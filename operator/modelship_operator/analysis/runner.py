@@ -19,6 +19,7 @@ from datetime import datetime
 from modelship_operator.analysis.abtest import Counts, decide
 from modelship_operator.analysis.queries import (
     DEFAULT_LABELS,
+    VECTOR_METRICS,
     LabelScheme,
     Scope,
     TemplateError,
@@ -30,6 +31,7 @@ from modelship_operator.analysis.queries import (
     requests_query,
     value_distribution_query,
 )
+from modelship_operator.analysis.ranking import roc_auc
 from modelship_operator.analysis.results import (
     MetricsSource,
     QueryError,
@@ -157,9 +159,9 @@ async def _metric_checks(
         except TemplateError as exc:
             results.append(CheckResult(check.name, "Error", f"the query cannot be used: {exc}"))
             continue
-        calls = [source.query(canary_query, now)]
+        calls = [_measure(check, canary_query, source, now)]
         if stable_query is not None:
-            calls.append(source.query(stable_query, now))
+            calls.append(_measure(check, stable_query, source, now))
         answers = await _gather(*calls)
         results.append(
             judge(
@@ -172,6 +174,16 @@ async def _metric_checks(
             )
         )
     return results
+
+
+async def _measure(
+    check: MetricCheck, promql: str, source: MetricsSource, now: datetime
+) -> QueryResult:
+    """One variant's value of a check: one number from Prometheus, or for a ranking metric
+    (roc-auc) the score histograms reduced here."""
+    if check.is_builtin and check.name in VECTOR_METRICS:
+        return roc_auc(await source.query_vector(promql, now), promql)
+    return await source.query(promql, now)
 
 
 async def _agreement(
