@@ -177,7 +177,7 @@ class DriftSummary:
                 continue
             column = recent[:, j]
             column = column[~np.isnan(column)]
-            if column.shape[0] < c.PSI_MIN_ROWS:
+            if column.shape[0] < min(c.PSI_MIN_ROWS, self._window):
                 continue
             index = psi(reference, column)
             if index is not None:

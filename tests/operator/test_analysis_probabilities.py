@@ -1,8 +1,9 @@
-"""log-loss and roc-auc end to end without a cluster: two real model servers (stable and
-canary, real scikit-learn models trained here) answer predictions and ground truth over
-HTTP, a real Prometheus scrapes their /metrics, and the operator's analysis queries it and
-judges. The values must be scikit-learn's own ``log_loss`` and ``roc_auc_score`` on the same
-rows.
+"""log-loss, roc-auc and drift end to end without a cluster: real model servers (stable and
+canary, real scikit-learn models trained here and saved with a reference profile of their
+training inputs) answer predictions and ground truth over HTTP, a real Prometheus scrapes
+their /metrics, and the operator's analysis queries it and judges. The values must be
+scikit-learn's own ``log_loss`` and ``roc_auc_score`` on the same rows, and the PSI of the
+rows sent against the profile.
 
 Every series is scraped at zero for a whole window before the traffic, and the analysis is
 evaluated at a last scrape once everything shows (as in test_analysis_runner.py), so the
@@ -33,6 +34,7 @@ from modelship_operator.spec import ModelDeployment
 from modelship_operator.status import Traffic
 from modelship_serving.artifacts import save_model
 from modelship_serving.contract import SCORE_BUCKETS
+from modelship_serving.profile import profile_of, psi
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
@@ -47,8 +49,10 @@ from serving_helpers import Artifact, Server, start_server, stop_server
 pytestmark = pytest.mark.slow
 
 WINDOW = 15
-ROWS = 120
+ROWS = 500  # PSI_MIN_ROWS: each pod's drift needs as many rows
 STABLE, CANARY = "1.4.0", "2.0.0"
+#: A third server, a canary version sent inputs whose first feature moved by 3 std.
+DRIFTED = "3.0.0"
 
 
 @dataclass
@@ -67,6 +71,9 @@ class Bed:
     rows: np.ndarray
     truth: np.ndarray
     models: dict[str, Pipeline]
+    #: The training inputs (the reference profile) and the rows the drifted canary got.
+    train: np.ndarray
+    shifted: np.ndarray
 
 
 def _train(C: float, X: np.ndarray, y: np.ndarray) -> Pipeline:
@@ -75,8 +82,8 @@ def _train(C: float, X: np.ndarray, y: np.ndarray) -> Pipeline:
 
 def _server(tmp: Path, model: Pipeline, X: np.ndarray, y: np.ndarray, variant: str,
             version: str) -> Server:  # fmt: skip
-    path = tmp / f"{variant}.skops"
-    artifact = Artifact(path, save_model(model, path), X, y, model)
+    path = tmp / f"{variant}-{version}.skops"
+    artifact = Artifact(path, save_model(model, path, reference=X), X, y, model)
     env = {
         "MODELSHIP_DEPLOYMENT": "churn",
         "MODELSHIP_FEEDBACK_LOG_LOSS": "true",
@@ -109,8 +116,9 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     # (about as often right, far less sure: what log-loss sees and accuracy does not).
     models = {"stable": _train(1.0, X_train, y_train), "canary": _train(0.002, X_train, y_train)}
     servers = {
-        variant: _server(tmp, model, X_train, y_train, variant, version)
-        for (variant, model), version in zip(models.items(), (STABLE, CANARY), strict=True)
+        STABLE: _server(tmp, models["stable"], X_train, y_train, "stable", STABLE),
+        CANARY: _server(tmp, models["canary"], X_train, y_train, "canary", CANARY),
+        DRIFTED: _server(tmp, models["canary"], X_train, y_train, "canary", DRIFTED),
     }
     targets = [
         Scraped(int(s.base.rsplit(":", 1)[1]), {"namespace": "ml", "pod": f"churn-{v}"})
@@ -119,37 +127,43 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     prom = PrometheusProcess(tmp, targets)  # type: ignore[arg-type]
     try:
         prom.start()
-        prom.wait_value('count(up{job="pods"} == 1)', lambda v: v == 2)
+        prom.wait_value('count(up{job="pods"} == 1)', lambda v: v == len(targets))
         # a whole window of zeros before the traffic
         prom.wait_value(
             f"min(count_over_time(modelship_feedback_log_loss_count[{WINDOW + 2}s]))",
             lambda v: v >= WINDOW + 1,
         )
-        rows, truth = X_test[:ROWS], y_test[:ROWS]
-        for variant, server in servers.items():
-            _traffic(server, rows, truth, variant)
-        for variant in servers:
+        # The test split's rows drawn with replacement (the PSI needs 500 of them).
+        pick = np.random.default_rng(5).integers(0, len(X_test), ROWS)
+        rows, truth = X_test[pick], y_test[pick]
+        shifted = rows.copy()
+        shifted[:, 0] += 3 * X_train[:, 0].std()
+        for version, server in servers.items():
+            _traffic(server, shifted if version == DRIFTED else rows, truth, version)
+        for version in servers:
             prom.wait_value(
-                f'sum(modelship_feedback_log_loss_count{{variant="{variant}"}})',
+                f'sum(modelship_feedback_log_loss_count{{version="{version}"}})',
                 lambda v: v == ROWS,
             )
+            prom.wait_value(f'count(modelship_input_feature_psi{{version="{version}"}})',
+                            lambda v: v == X.shape[1])  # fmt: skip
         # The evaluation instant: the later of the two targets' last scrapes, both of which
         # show every row (each variant's numbers are ratios of its own series, so the other
         # target's last scrape being up to a second earlier changes nothing).
         stamp = prom.instant("max(timestamp(modelship_feedback_log_loss_count))")
         at = datetime.fromtimestamp(float(stamp[0]["value"][1]), UTC)
-        yield Bed(prom, at, rows, truth, models)
+        yield Bed(prom, at, rows, truth, models, X_train, shifted)
     finally:
         prom.stop()
         for server in servers.values():
             stop_server(server)
 
 
-def _analyse(bed: Bed, metrics: list[dict[str, Any]]) -> Analysis:
+def _analyse(bed: Bed, metrics: list[dict[str, Any]], version: str = CANARY) -> Analysis:
     body = base_resource(
         strategy={"interval": f"{WINDOW}s", "minSamples": 50, "metrics": metrics}, access=ACCESS
     )
-    candidate = {"version": CANARY, "uri": "file:///models/x.skops", "sha256": SHA_CANARY}
+    candidate = {"version": version, "uri": "file:///models/x.skops", "sha256": SHA_CANARY}
     md = ModelDeployment.from_api(rolling_out(body, candidate))
     key = target(md).key
     assert key is not None
@@ -227,3 +241,21 @@ def test_a_class_without_feedback_rows_on_one_side_is_inconclusive(bed: Bed) -> 
     analysis = _analyse(bed, [{"name": "roc-auc", "className": "0", "min": 0.5}])
     # Only class "1" has score histograms (MODELSHIP_FEEDBACK_SCORE_CLASSES): no data.
     assert analysis.checks[0].verdict == "Inconclusive", analysis.checks[0]
+
+
+def _worst_psi(train: np.ndarray, rows: np.ndarray) -> float:
+    profile = profile_of(train)
+    values = [psi(f, rows[:, j]) for j, f in enumerate(profile.features)]
+    return max(v for v in values if v is not None)
+
+
+def test_drift_is_the_worst_features_psi_and_stops_a_canary_sent_other_inputs(bed: Bed) -> None:
+    check = {"name": "drift", "max": 0.25}
+    calm = _analyse(bed, [check]).checks[0]
+    # Sampling noise alone gives a PSI of about 9/500 against deciles.
+    assert calm.value == pytest.approx(_worst_psi(bed.train, bed.rows), rel=1e-9)
+    assert calm.verdict == "Successful", calm
+    drifted = _analyse(bed, [check], version=DRIFTED).checks[0]
+    assert drifted.value == pytest.approx(_worst_psi(bed.train, bed.shifted), rel=1e-9)
+    assert drifted.value > 1, drifted  # a 3-std shift empties most training bins
+    assert drifted.verdict == "Failed", drifted
