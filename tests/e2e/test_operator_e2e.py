@@ -144,7 +144,10 @@ def test_deploy_predict_roll_out_and_delete(
     rows = X[:16]
     describe = lambda: env.describe(ns, "churn")  # noqa: E731
 
-    env.apply(ns, model_deployment("churn", v1, replicas=2))
+    # The rollout below is judged on the test client's own traffic, a few requests a second
+    # on a loaded machine: minSamples is what that traffic surely gives a 20 % step in 15 s.
+    strategy = {"steps": [20, 60], "interval": "15s", "minSamples": 3}
+    env.apply(ns, model_deployment("churn", v1, replicas=2, strategy=strategy))
     obj = wait_ready(env, ns, "churn")
 
     # Serving and router pods were admitted under `restricted` and are Ready.

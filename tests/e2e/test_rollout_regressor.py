@@ -37,8 +37,9 @@ def test_a_regressor_worse_on_rmse_is_rolled_back(rollout: Rollout) -> None:
     assert done["phase"] == "RolledBack", why
     rmse = last_result(done, "rmse")
     assert rmse["verdict"] == "Failed", why
-    # About 54 for 1.0.0 against the data it learnt from; 2.0.0 is off by half the target.
-    assert rmse["value"] > 80, why
+    # Measured over the same window as stable's (a few dozen rows at the first step, so the
+    # values themselves vary from run to run): worse than stable's by more than the margin.
+    assert rmse["value"] > 1.25 * rmse["stableValue"] > 0, why
     (entry,) = done["history"]
     assert entry["outcome"] == "RolledBack" and "rmse" in entry["reason"], why
     for check in ("success-rate", "latency-p99"):
