@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelship_cluster import binaries
+from modelship_cluster import binaries, ports
 
 
 @dataclass(frozen=True)
@@ -77,19 +76,6 @@ def weed_binary() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def _free_ports(count: int, host: str) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @dataclass
 class SeaweedFS:
     """One running `weed server -filer -s3` on HOST, data under ROOT."""
@@ -135,7 +121,7 @@ class SeaweedFS:
         (self.root / "s3.json").write_text(s3_config(self.identities))
         names = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
                  "s3", "s3_grpc")  # fmt: skip
-        self.ports = dict(zip(names, _free_ports(len(names), self.host), strict=True))
+        self.ports = dict(zip(names, ports.free_ports(len(names), self.host), strict=True))
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.command(), cwd=self.root, stdout=log, stderr=subprocess.STDOUT

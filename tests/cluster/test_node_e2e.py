@@ -433,11 +433,9 @@ def test_plain_prometheus_scrapes_an_annotated_pod_with_the_community_relabellin
 
 
 def free_port() -> int:
-    import socket
+    from modelship_cluster.ports import free_port as pick
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return pick()
 
 
 def test_pods_reach_prometheus_at_its_in_cluster_address(namespace: str, kubectl: Any) -> None:

@@ -95,15 +95,14 @@ def test_the_built_operator_and_reloader_report_their_version() -> None:
 def test_the_built_prometheus_serves_its_api_without_ui_assets(tmp_path: Path) -> None:
     """Run with flags the Prometheus Operator v0.85 passes a 3.x server: ready, the query
     API answers, the UI pages do not (no builtinassets, by choice)."""
-    import socket
     import time
     import urllib.error
     import urllib.request
 
     bin_dir = _built(binaries.prometheus_bin_dir(), binaries.PROMETHEUS_COMMANDS)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from modelship_cluster.ports import free_port
+
+    port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text("global: {scrape_interval: 2s}\n")
     url = f"http://127.0.0.1:{port}"

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from modelship_cluster import images
+from modelship_cluster.ports import free_port as _free_port
 
 pytestmark = pytest.mark.slow
 # The child's PATH is the image's, so find chroot with ours.
@@ -281,12 +281,6 @@ def test_sbom_lists_debian_and_python_packages(
         )
     else:
         assert "scikit-learn" not in names and "numpy" not in names
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_testbed_image_serves_http_as_nonroot(built: dict[str, images.BuiltImage]) -> None:

@@ -9,7 +9,6 @@ stops with the test module. The full local cluster is for tests that need pods.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,14 +19,9 @@ from pathlib import Path
 
 import pytest
 from modelship_cluster import binaries
+from modelship_cluster.ports import free_port as _free_port
 
 ADMIN_TOKEN = "modelship-test-admin"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

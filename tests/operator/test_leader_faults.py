@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 from apiserver import ApiServer, install_crd, start_apiserver, start_operator, stop_process
+from modelship_cluster.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +37,7 @@ class StallingProxy:
         self.upstream_port = upstream_port
         self.stalled = threading.Event()
         self.loop = asyncio.new_event_loop()
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         ready = threading.Event()
         self.thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
         self.thread.start()
