@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelship_operator.capacity import bounds
+from modelship_operator.capacity import bounds, with_floor
 from modelship_operator.conditions import (
     Event,
     Failure,
@@ -120,7 +120,12 @@ def plan(
         )
     )
     state = DesiredState(
-        stable=VariantPlan("stable", rollout.stable_model, md.spec.replicas, bounds(scaling)),
+        stable=VariantPlan(
+            "stable",
+            rollout.stable_model,
+            md.spec.replicas,
+            with_floor(bounds(scaling), rollout.stable_floor),
+        ),
         canary=canary,
         traffic=rollout.traffic,
     )

@@ -19,7 +19,8 @@ The state is exactly what ``status`` holds (phase, step, traffic, counters and t
 ``status.rollout`` timestamps, the A/B test's p-value), so a restarted operator resumes at
 the same step: a decision is acted on only after the status recording it is written, and a
 phase that is already ``Promoting`` or terminal is never decided again (no double promotion).
-``Promoting`` becomes ``Promoted`` once the stable Deployment runs the candidate on every pod;
+``Promoting`` becomes ``Promoted`` once the stable Deployment runs the candidate on every pod
+(under autoscaling, on as many as the whole load needs: ``capacity.promotion_floor``);
 ``rolledOut.current`` is then the candidate and nothing is left for the user to edit.
 """
 
@@ -34,7 +35,7 @@ from typing import Final, Literal
 
 from modelship_operator.analysis.abtest import ABResult, Counts
 from modelship_operator.analysis.verdict import CheckResult, first, overall
-from modelship_operator.capacity import share_of
+from modelship_operator.capacity import promotion_floor, share_of
 from modelship_operator.conditions import Event, EventType, timestamp
 from modelship_operator.observed import DeploymentView, Observed
 from modelship_operator.render import variant_name
@@ -511,7 +512,8 @@ TRANSITIONS: Final[tuple[Transition, ...]] = (
     Transition(
         "promoted",
         "Promoting",
-        "the stable Deployment runs the candidate on every pod",
+        "the stable Deployment runs the candidate on every pod (with autoscaling: on at "
+        "least `rollout.stableFloor` available pods)",
         "**Promoted**",
         "stable 100",
         also="history `Promoted`; `rolledOut.current` is the candidate; its canary kept for "
@@ -1008,6 +1010,10 @@ class _Machine:
             entered = replace(
                 state, traffic=traffic, progress=state._progress(step_started_at=self.now)
             )
+            if strategy.type == "ABTest":
+                # The test counts from here: before, stable had all the traffic.
+                split = (state.ab_test or ABTestStatus()).model_copy(update={"split_at": self.now})
+                entered = replace(entered, ab_test=split)
             reason = f"canary {_version(state)} {_where(strategy, entered)}"
             name: TransitionName = "enter"
             if strategy.type == "ABTest":
@@ -1351,6 +1357,31 @@ class Rollout:
     path: tuple[TransitionName, ...] = ()
     #: What stable serves now and served before (``status.rolledOut``).
     rolled_out: RolledOut | None = None
+    #: With autoscaling, the least pods stable's autoscaler runs (None: its own minimum):
+    #: raised while a promotion moves the canary's traffic to stable, and held
+    #: :data:`FLOOR_HOLD` after (:func:`modelship_operator.capacity.promotion_floor`).
+    stable_floor: int | None = None
+
+
+#: How long stable keeps its promotion floor once the traffic has moved: long enough for
+#: the autoscaler to see stable's CPU under the whole load (metrics-server's resolution
+#: and the autoscaler's sync period are 15 s each by default), so it never scales stable
+#: down on the use it measured with its old share.
+FLOOR_HOLD: Final = timedelta(seconds=60)
+
+
+def floor_held(progress: RolloutProgress | None, now: datetime) -> tuple[int | None, float | None]:
+    """A finished rollout's promotion floor while it is held, and the seconds until it is
+    lifted (None, None: no floor)."""
+    if progress is None or progress.stable_floor is None or progress.finished_at is None:
+        return None, None
+    remaining = (progress.finished_at + FLOOR_HOLD - now).total_seconds()
+    return (progress.stable_floor, remaining) if remaining > 0 else (None, None)
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    """The earlier of two requeue delays (None: none asked)."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 def runs(view: DeploymentView | None, model: ModelRef) -> bool:
@@ -1436,8 +1467,18 @@ def track_rollout(
     if decided.finished is not None:
         history = _history(history, decided.finished)
 
+    # Before the canary's traffic moves to stable, stable runs the pods the whole load
+    # needs (with autoscaling; without, it has kept its full count throughout).
+    stable_floor: int | None = None
+    canary_pods = canary_view.desired if canary_view else 0
+    if phase == "Promoting":
+        stable_floor = promotion_floor(md.spec.autoscaling, canary_pods, traffic.canary)
+        progress = progress.model_copy(update={"stable_floor": stable_floor})
+    scaled = stable_floor is None or (
+        stable_view is not None and stable_view.available >= stable_floor
+    )
     path = decided.path
-    if phase == "Promoting" and runs(stable_view, candidate):
+    if phase == "Promoting" and runs(stable_view, candidate) and scaled:
         path = (*path, "promoted")
         phase = transition("promoted").phase or phase
         progress = progress.model_copy(update={"finished_at": now})
@@ -1459,6 +1500,8 @@ def track_rollout(
         traffic = Traffic()
         share = None  # no more traffic: the pods it runs are held, then removed
         canary_replicas, requeue = _scale_down(md, progress, now, canary_view)
+        stable_floor, lifted = floor_held(progress, now) if phase == "Promoted" else (None, None)
+        requeue = _sooner(requeue, lifted)
     due = next_analysis_at(md.spec.strategy, state)
     if due is None and phase == "Progressing" and not state.entered:
         # Waiting for a ready canary: its pods' changes wake the operator, but a canary that
@@ -1466,9 +1509,14 @@ def track_rollout(
         due = deadline_at(md.spec.strategy, state)
     if due is not None:
         # The exact clock, not the whole second: an analysis is never a second late.
-        wait = max(0.5, (due - exact_now).total_seconds())
-        requeue = wait if requeue is None else min(requeue, wait)
+        requeue = _sooner(requeue, max(0.5, (due - exact_now).total_seconds()))
     detail = decided.decision.reason
+    if phase == "Promoting" and not scaled and stable_floor is not None:
+        detail = (
+            f"stable scales to {stable_floor} pods, what the whole load needs (the canary "
+            f"runs {canary_pods} for {traffic.canary}%), "
+            "before the traffic moves"
+        )
     if phase == "Promoted":
         detail = f"stable serves {candidate.version}"
     elif phase in REJECTED_PHASES:
@@ -1495,7 +1543,14 @@ def track_rollout(
         ab_test=state.ab_test,
         events=decided.events,
         path=path,
-        rolled_out=rolled_out(prev.rolled_out, stable_view, stable_target),
+        # Still Promoting, stable may already run the candidate on every pod it has (but
+        # not yet on the floor's): the candidate is recorded as serving once promoted.
+        rolled_out=(
+            prev.rolled_out or RolledOut()
+            if phase == "Promoting"
+            else rolled_out(prev.rolled_out, stable_view, stable_target)
+        ),
+        stable_floor=stable_floor,
     )
 
 
@@ -1529,6 +1584,8 @@ def _no_candidate(
     if leftover is not None:
         canary_view = observed.deployment(variant_name(md.name, "canary"))
         replicas, requeue = _scale_down(md, progress, now, canary_view)
+    floor, lifted = floor_held(progress, now) if phase == "Promoted" else (None, None)
+    requeue = _sooner(requeue, lifted)
     detail = (
         f"stable serves {goal.stable.version}"
         if phase == "Promoted"
@@ -1549,4 +1606,5 @@ def _no_candidate(
         rolled_out=rolled_out(
             prev.rolled_out, observed.deployment(variant_name(md.name, "stable")), goal.stable
         ),
+        stable_floor=floor,
     )

@@ -559,7 +559,8 @@ RULE_BUSINESS_BUILTIN: Final = Rule(
 class BusinessMetric(ApiModel):
     """The rate the A/B test compares: successes / trials per variant.
 
-    Built in: accuracy, from the feedback the application posts for each prediction.
+    Built in: accuracy, from the feedback the application posts for each prediction,
+    counting each user (the sticky key's; a request without one is its own user) once.
     Custom: two PromQL counters (templated like metric queries) counting successes and
     trials of the variant since the test began.
     """
@@ -837,7 +838,15 @@ class Router(ApiModel):
         "traffic there. none: no router; clients call <name>-stable directly and canary "
         "weights are not enforced.",
     )
-    replicas: int = Field(default=1, ge=1, le=10, description="Router pods.")
+    replicas: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="Router pods. Two by default, spread over nodes where there are several, "
+        "with a PodDisruptionBudget that keeps one up: a drain, an eviction or a restart of "
+        "one router never leaves the model without a way in. 1 saves a pod where that is "
+        "acceptable.",
+    )
     resources: RouterResources = Field(
         default_factory=RouterResources, description="Router container resources."
     )

@@ -167,6 +167,12 @@ class RolloutProgress(ApiModel):
     pause_reason: LongText | None = Field(
         default=None, description="Why the rollout is paused (user request or errors)."
     )
+    stable_floor: Count | None = Field(
+        default=None,
+        description="With autoscaling: the pods stable's autoscaler runs at least while a "
+        "promotion moves the canary's traffic to it (what the whole load needs, from the "
+        "canary's pods and share), and for a while after, until its CPU use shows that load.",
+    )
 
 
 class ABVariantStats(ApiModel):
@@ -186,6 +192,11 @@ class ABTestStatus(ApiModel):
     )
     winner: Literal["stable", "canary", "none"] | None = Field(
         default=None, description="The better variant once significant; none: no difference."
+    )
+    split_at: datetime | None = Field(
+        default=None,
+        description="When the traffic was first split between the variants: the test counts "
+        "from then (before it, while the canary got ready, stable had all of it).",
     )
 
 

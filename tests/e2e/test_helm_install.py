@@ -84,8 +84,9 @@ def release_objects(api: Any, namespace: str) -> list[str]:
 
 
 def check_examples(kubectl: Any, local_cluster: Any, namespace: str, tmp_path: Path) -> None:
-    """manifests/examples/ as a user adapts them: their own artifacts, one replica here;
-    applied, then applied again with a new model, which starts the example's rollout."""
+    """manifests/examples/ as a user adapts them: their own artifacts, one replica and one
+    router pod here; applied, then applied again with a new model, which starts the
+    example's rollout."""
     X, y = make_classification(n_samples=200, n_features=4, random_state=5)
     docs: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
     for example in EXAMPLES:
@@ -99,6 +100,8 @@ def check_examples(kubectl: Any, local_cluster: Any, namespace: str, tmp_path: P
             )
         doc["spec"]["model"].update(uri=stored[0].uri, sha256=stored[0].sha256)
         doc["spec"]["replicas"] = 1
+        # One router pod each too: six examples at once fill the one node's CPU requests.
+        doc["spec"].setdefault("router", {})["replicas"] = 1
         if "s3" in doc["spec"]:
             # The model comes from the model store here; the example's Secret must exist for
             # its pods to start (the kubelet resolves its keys).

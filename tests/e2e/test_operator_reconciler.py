@@ -92,7 +92,8 @@ def test_a_second_reconcile_changes_nothing(
         children = versions(kubectl, namespace, "idem")
         assert {"Deployment/idem-stable", "Deployment/idem-router", "Service/idem-stable",
                 "Service/idem-router", "ConfigMap/idem-router", "ServiceAccount/idem-router",
-                "Role/idem-router", "RoleBinding/idem-router"} == set(children)  # fmt: skip
+                "Role/idem-router", "RoleBinding/idem-router",
+                "PodDisruptionBudget/idem-router"} == set(children)  # fmt: skip
         body = await kube.get_model_deployment(namespace, "idem")
         assert body is not None and body["status"]["observedGeneration"] == 1
         assert body["status"]["phase"] == "Idle"

@@ -15,23 +15,24 @@ from rollout_harness import ROLLOUT_MARKS, Recorder, Rollout, deploy, explain, t
 pytestmark = ROLLOUT_MARKS
 
 REPLICAS = 3
-# At 50 % the canary runs its share of the replicas, rounded up (docs/operator.md, "How
-# many serving pods"): 2 of 3, so both variants spread their answers over several pods.
-PODS = {"stable": REPLICAS, "canary": 2}
+# At 70 % the canary runs its share of the replicas, rounded up (docs/operator.md, "How
+# many serving pods"): 3 of 3, so each variant spreads its answers over 3 pods.
+WEIGHT = 70
+PODS = {"stable": REPLICAS, "canary": 3}
 
 
 def test_feedback_is_joined_with_several_replicas_per_variant(rollout: Rollout) -> None:
     env, models, ns = rollout.env, rollout.models, rollout.ns
     v1, v2 = models["1.0.0"], models["2.0.0"]
     spec = {"replicas": REPLICAS, "feedback": {"window": "10m"}}
-    # One step at 50 % held for manual promotion: both variants serve throughout.
-    base = deploy(env, ns, "join", v1, v2, spec=spec, steps=[50], promotion="Manual",
+    # One step held for manual promotion: both variants serve throughout.
+    base = deploy(env, ns, "join", v1, v2, spec=spec, steps=[WEIGHT], promotion="Manual",
                   progressDeadline="10m")  # fmt: skip
     with Recorder(env, ns, "join") as rec:
-        wait_for(env, ns, "join", lambda s: (s.get("traffic") or {}).get("canary") == 50,
-                 "the canary to take 50 %", 180, rec)  # fmt: skip
+        wait_for(env, ns, "join", lambda s: (s.get("traffic") or {}).get("canary") == WEIGHT,
+                 f"the canary to take {WEIGHT} %", 180, rec)  # fmt: skip
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and 50.0 not in rec.router_canary_weights():
+        while time.monotonic() < deadline and float(WEIGHT) not in rec.router_canary_weights():
             time.sleep(0.2)
         for variant in ("stable", "canary"):
             selector = f"modelship.io/deployment=join,modelship.io/variant={variant}"

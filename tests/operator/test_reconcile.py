@@ -550,7 +550,11 @@ def test_autoscaling_renders_an_autoscaler_per_variant_and_leaves_replicas_to_it
     assert stable["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
     # The canary at 10 %, sized for its next step (50 %): half the range, at least one.
     assert (canary["minReplicas"], canary["maxReplicas"]) == (1, 5)
-    assert set(kinds(entered, "PodDisruptionBudget")) == {"churn-stable", "churn-canary"}
+    assert set(kinds(entered, "PodDisruptionBudget")) == {
+        "churn-stable",
+        "churn-canary",
+        "churn-router",
+    }
 
 
 def test_an_ended_rollout_holds_the_canary_pods_without_an_autoscaler() -> None:
@@ -565,6 +569,78 @@ def test_an_ended_rollout_holds_the_canary_pods_without_an_autoscaler() -> None:
     assert ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", "churn-canary") in set(
         aborted.delete
     )
+
+
+def autoscaled(p: Plan, stable: int, canary: int, stable_available: int | None = None) -> Observed:
+    """The cluster after ``p`` once the autoscalers run ``stable`` and ``canary`` pods
+    (``stable_available`` of stable's available; default all)."""
+    items = listed(p.apply)
+    for item in items:
+        name = item["metadata"]["name"]
+        if item["kind"] == "Deployment" and name in ("churn-stable", "churn-canary"):
+            want = stable if name == "churn-stable" else canary
+            up = stable_available if name == "churn-stable" and stable_available else want
+            item["spec"]["replicas"] = want
+            item["status"].update(
+                replicas=want, readyReplicas=up, updatedReplicas=want, availableReplicas=up
+            )
+    return observe(items, routing_configmap="churn-router")
+
+
+def test_promotion_scales_an_autoscaled_stable_for_the_whole_load_before_traffic_moves() -> None:
+    spec: dict[str, Any] = {
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 10},
+        "strategy": {"steps": [80]},
+    }
+    running = converge(md(canary=CANARY, **spec))
+    assert running.status.traffic is not None and running.status.traffic.canary == 80
+    promoting_status = running.status.model_copy(update={"phase": "Promoting"})
+
+    def stable_min(p: Plan) -> int:
+        return int(kinds(p, "HorizontalPodAutoscaler")["churn-stable"]["spec"]["minReplicas"])
+
+    def after(p: Plan, status: Any, stable: int, canary: int, seconds: int = 0) -> Plan:
+        """The next plan once the autoscalers of ``p`` run these pods, ``seconds`` in."""
+        resource = md(status=status, canary=CANARY, **spec)
+        observed = autoscaled(p, stable=stable, canary=canary)
+        return plan(resource, observed, SETTINGS, T0 + timedelta(seconds=seconds))
+
+    # The canary's autoscaler runs 4 pods for its 80 %, stable's 1 for its 20 %: before
+    # the canary's traffic moves, stable's floor is what the whole load needs, 4 / 0.8.
+    promoting = after(running, promoting_status, stable=1, canary=4)
+    assert promoting.status.phase == "Promoting"
+    assert stable_min(promoting) == 5
+    assert promoting.status.traffic == running.status.traffic
+    # Stable runs the candidate on every pod it has, but only 2: not promoted yet.
+    short = after(promoting, promoting.status, stable=2, canary=4)
+    assert short.status.phase == "Promoting"
+    assert short.status.traffic == running.status.traffic
+    assert "stable scales to 5 pods" in message(short, "Progressing")
+    # With 5 available the traffic moves, and the floor stays for FLOOR_HOLD (60 s), so the
+    # autoscaler does not scale stable down on the CPU it measured with a fifth of the load.
+    done = after(short, short.status, stable=5, canary=4)
+    assert done.status.phase == "Promoted"
+    assert routing(done).weights() == {"stable": 100.0, "canary": 0.0}
+    assert stable_min(done) == 5
+    assert done.requeue_after == pytest.approx(30)  # the canary's scaleDownDelay comes first
+    held = after(done, done.status, stable=5, canary=4, seconds=40)
+    assert stable_min(held) == 5
+    assert held.requeue_after == pytest.approx(20)
+    lifted = after(held, held.status, stable=5, canary=0, seconds=61)
+    assert lifted.status.phase == "Promoted"
+    assert stable_min(lifted) == 2
+    assert lifted.requeue_after is None
+
+
+def test_promotion_without_autoscaling_has_no_floor() -> None:
+    running = converge(md(canary=CANARY, replicas=3))
+    promoting_status = running.status.model_copy(update={"phase": "Promoting"})
+    promoting = plan(
+        md(status=promoting_status, canary=CANARY, replicas=3), cluster(running), SETTINGS, T0
+    )
+    assert promoting.status.rollout is not None
+    assert promoting.status.rollout.stable_floor is None
+    assert kinds(promoting, "HorizontalPodAutoscaler") == {}
 
 
 @pytest.mark.parametrize(

@@ -516,6 +516,17 @@ def test_ab_test_runs_at_the_split_and_promotes_a_significant_canary() -> None:
     assert r.s.ab_test is not None and r.s.ab_test.winner == "canary"
 
 
+def test_ab_test_counts_from_the_split_not_from_the_wait_for_a_ready_canary() -> None:
+    r = Rollout(strategy(type="ABTest"))
+    r.tick(ready=False)
+    assert r.s.ab_test is None or r.s.ab_test.split_at is None
+    r.tick(after=20)  # the canary pod got ready 20 s after the rollout began
+    assert r.s.ab_test is not None and r.s.ab_test.split_at == r.now
+    assert r.s.ab_test.split_at == r.s.progress.started_at + timedelta(seconds=20)
+    r.tick(ok(), ab=ab("undecided", 0.4), after=30)
+    assert r.s.ab_test is not None and r.s.ab_test.split_at == T0 + timedelta(seconds=20)
+
+
 def test_ab_test_manual_waits_for_promote_after_a_win() -> None:
     r = entered(strategy(type="ABTest", promotion="Manual"))
     first = r.tick(ok(), ab=ab("canary-wins"), after=30)
@@ -569,3 +580,13 @@ def test_a_canary_is_sized_for_its_next_step(kind: str, ticks: list[str], share:
         else:
             r.tick(ready=tick == "entered")
     assert sizing_share(r.strategy, r.s) == share
+
+
+def test_the_ab_counts_begin_at_the_split_or_for_an_older_status_at_the_start() -> None:
+    from modelship_operator.analysis.runner import ab_counted_from
+
+    r = Rollout(strategy(type="ABTest"))
+    r.tick(ready=False)
+    assert ab_counted_from(r.s) == T0  # no split yet (or a status from before splitAt)
+    r.tick(after=20)
+    assert ab_counted_from(r.s) == T0 + timedelta(seconds=20)
