@@ -40,6 +40,8 @@ _REQUEST_SPECIAL = frozenset(
         b"x-modelship-mirror",
         # Only the router says a request is pinned (a match rule decided it).
         b"x-modelship-pinned",
+        # Nor what a request's unit is (its sticky key's hash, see routing.py).
+        b"x-modelship-unit",
     }
 )
 _PIPELINE_LIMIT = 16

@@ -9,6 +9,11 @@ A refused decision (a privileged match rule without a valid token, or a match na
 shadow) is answered 403 by the router. A request a non-privileged match rule decided (a
 tester's) goes upstream with ``x-modelship-pinned: 1``; the client's own value of that
 header is never forwarded (the parser drops it).
+
+A request with a sticky key goes upstream with ``x-modelship-unit: <16 hex>`` (its
+decision's unit; a client's own is dropped too) to the variant's upstream that rendezvous
+hashing picks for the unit (:mod:`modelship_router.replica`), so a user stays on one pod.
+Feedback naming its replica still goes to that replica first.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING
 from modelship_router.config import BUCKETS
 from modelship_router.local import LOCAL_PATHS, LocalEndpoints
 from modelship_router.metrics import LATENCY_BUCKETS
-from modelship_router.replica import REPLICA_HEADER, find_replica
+from modelship_router.replica import REPLICA_HEADER, UNIT_HEADER, find_replica, rendezvous
 from modelship_router.request import Request
 from modelship_router.retry import Retries, retryable
 from modelship_router.routing import REFUSED_STATUS, TokenCheck, decide
@@ -43,6 +48,8 @@ log = logging.getLogger(__name__)
 _NO_HEADERS: dict[str, str] = {}
 #: Added to the upstream request when a non-privileged match rule chose the variant.
 PINNED_LINE = b"x-modelship-pinned: 1\r\n"
+#: Start of the line added to the upstream request of a request with a unit.
+UNIT_PREFIX = UNIT_HEADER.encode() + b": "
 
 
 class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
@@ -82,6 +89,10 @@ class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
                     return
                 if decision.pinned:
                     req.lines.append(PINNED_LINE)
+                unit = decision.unit
+                if unit is not None:
+                    req.unit = unit
+                    req.lines += (UNIT_PREFIX, unit.encode(), b"\r\n")
                 chosen = variant = snapshot.variants[decision.variant]
             ups = variant.upstreams
             wanted = req.wanted
@@ -91,10 +102,12 @@ class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
                 upstream: Upstream | None = pinned  # feedback back to the predicting pod
             elif len(ups) == 1 and ups[0].down_until <= now:
                 upstream = ups[0]  # one upstream: no round robin to advance
+            elif req.unit is not None:
+                upstream = rendezvous(ups, req.unit, now)  # the user's pod of the variant
             else:
                 upstream = variant.pick(now)
             if upstream is None:
-                variant, upstream = self._fall_back(snapshot, variant, now)
+                variant, upstream = self._fall_back(snapshot, variant, now, req.unit)
                 if upstream is None:
                     message = f"no ready upstream for variant {variant.name}"
                     self.write_error(conn, req, 503, message, variant)

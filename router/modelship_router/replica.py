@@ -22,6 +22,18 @@ Why this design:
 
 Clients send feedback with the ``x-modelship-variant`` and ``x-modelship-replica``
 headers of the prediction's response, one feedback request per (variant, replica).
+
+Unit affinity. A request with a sticky key carries a *unit* (``routing.sticky_unit``,
+forwarded as ``x-modelship-unit``). Within its variant it goes to the upstream that wins
+rendezvous (highest-random-weight) hashing of the unit over the variant's usable upstreams,
+so one user's predictions (and the feedback it sends without a replica token) land on one
+pod, which counts the user once. The weight of an upstream for a unit is::
+
+    int.from_bytes(sha256(f"{unit}\x00{token}".encode()).digest()[:8], "big")
+
+``token`` being the upstream's replica token: every router replica agrees without shared
+state. An ejected upstream's users move to their second choice until it is back, and a
+pod that joins or leaves only moves the users it wins or had won.
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ from typing import Final, Protocol, TypeVar
 
 #: Response header naming the replica that served; as a request header it selects it.
 REPLICA_HEADER: Final = "x-modelship-replica"
+#: Request header the router adds with a sticky request's unit (a client's is dropped).
+UNIT_HEADER: Final = "x-modelship-unit"
 
 
 class _Tokened(Protocol):
@@ -39,7 +53,13 @@ class _Tokened(Protocol):
     def token(self) -> str: ...
 
 
+class _Ejectable(_Tokened, Protocol):
+    @property
+    def down_until(self) -> float: ...
+
+
 T = TypeVar("T", bound=_Tokened)
+E = TypeVar("E", bound=_Ejectable)
 
 
 def replica_token(address: str) -> str:
@@ -53,3 +73,25 @@ def find_replica(upstreams: Sequence[T], token: str) -> T | None:
         if upstream.token == token:
             return upstream
     return None
+
+
+def rendezvous_weight(unit: str, token: str) -> int:
+    """The weight of the upstream with replica token ``token`` for ``unit``."""
+    return int.from_bytes(hashlib.sha256(f"{unit}\x00{token}".encode()).digest()[:8], "big")
+
+
+def rendezvous(upstreams: Sequence[E], unit: str, now: float, exclude: object = None) -> E | None:
+    """The usable upstream (not ejected at ``now``, not ``exclude``) of highest weight for
+    ``unit``; None if none is usable. Ties (2**-64) go to the first in ``upstreams``."""
+    prefix = unit.encode() + b"\x00"
+    sha256 = hashlib.sha256
+    best: E | None = None
+    best_weight = b""
+    for upstream in upstreams:
+        if upstream.down_until > now or upstream is exclude:
+            continue
+        # Big-endian bytes of one length order as the integers of rendezvous_weight.
+        weight = sha256(prefix + upstream.token.encode()).digest()[:8]
+        if weight > best_weight:
+            best, best_weight = upstream, weight
+    return best

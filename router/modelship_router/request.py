@@ -58,6 +58,7 @@ class Request:
         "request_id",
         "snapshot",
         "started",
+        "unit",
         "upstream",
         "url",
         "variant",
@@ -90,6 +91,8 @@ class Request:
         self.chosen: VariantRuntime | None = None
         self.variant: VariantRuntime | None = None
         self.upstream: Upstream | None = None
+        #: The sticky unit (``x-modelship-unit``) of a request with a sticky key.
+        self.unit: str | None = None
         self.data = b""
         self.started = 0.0
 

@@ -72,12 +72,13 @@ class Retries:
     timeout: float
 
     def _fall_back(
-        self, snapshot: Snapshot, variant: VariantRuntime, now: float
+        self, snapshot: Snapshot, variant: VariantRuntime, now: float, unit: str | None = None
     ) -> tuple[VariantRuntime, Upstream | None]:
-        """The chosen variant has no usable upstream: use stable, or anything at all."""
+        """The chosen variant has no usable upstream: use stable (the unit's pod of it, for
+        a request with a unit), or anything at all."""
         fallback = snapshot.fallback
         if variant is not fallback:
-            upstream = fallback.pick(now)
+            upstream = fallback.pick_for(unit, now)
             if upstream is not None:
                 self._note_fallback(snapshot, variant)
                 return fallback, upstream
@@ -122,9 +123,9 @@ class Retries:
                 raise
             upstream.eject()
             now = self.loop.time()
-            retry = variant.pick(now, exclude=upstream)
+            retry = variant.pick_for(req.unit, now, exclude=upstream)
             if retry is None and variant is not snapshot.fallback:
-                retry = snapshot.fallback.pick(now, exclude=upstream)
+                retry = snapshot.fallback.pick_for(req.unit, now, exclude=upstream)
                 if retry is not None:
                     self._note_fallback(snapshot, variant)
                     variant = req.variant = snapshot.fallback

@@ -19,6 +19,12 @@ per rollout (deployment and candidate version), so two experiments split their u
 independently, while within one rollout a key's bucket never changes: as the canary's
 weight grows from 10% to 20%, 50% and 100% a user in the canary stays in it.
 
+Unit. A request with a sticky key also carries its *unit*: the first 16 lower hex chars of
+that same digest (``sha256(...).digest()[:8].hex()``; one hash gives both). The router
+forwards it as ``x-modelship-unit`` (the raw key never leaves the router), serving pods
+count A/B statistics per unit (user), and it chooses the user's pod within the variant
+(:func:`modelship_router.replica.rendezvous`).
+
 Refusals. A privileged match rule is honoured only when the request's
 ``x-modelship-token`` is valid; the check comes in as an argument (:class:`TokenCheck`),
 asked only when such a rule matched, so requests no privileged rule matches never touch
@@ -104,12 +110,15 @@ class Decision:
     ``refusal`` (a message for a 403) is set when a match rule named a variant the
     request may not force; ``variant`` is then that variant, not one to serve.
     ``pinned`` is set when a non-privileged match rule decided (a tester's request).
+    ``unit`` is the request's sticky unit (16 hex chars) when the table has a sticky key and
+    the request carries it, whatever decided the variant (None for a refused request).
     """
 
     variant: str
     reason: str
     refusal: str | None = None
     pinned: bool = False
+    unit: str | None = None
 
 
 def build_table(config: RoutingConfig) -> RoutingTable:
@@ -148,10 +157,19 @@ def build_table(config: RoutingConfig) -> RoutingTable:
     )
 
 
+def sticky_digest(salt: str, key: str) -> bytes:
+    """The first 8 bytes of the salted sticky hash of ``key``: its bucket and its unit."""
+    return hashlib.sha256(f"{salt}\x00{key}".encode()).digest()[:8]
+
+
 def sticky_bucket(salt: str, key: str) -> int:
     """Stable bucket in ``range(BUCKETS)`` for ``key``, salted per rollout."""
-    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % BUCKETS
+    return int.from_bytes(sticky_digest(salt, key), "big") % BUCKETS
+
+
+def sticky_unit(salt: str, key: str) -> str:
+    """The unit of ``key``: 16 lower hex chars of the same digest as its bucket."""
+    return sticky_digest(salt, key).hex()
 
 
 def variant_for_bucket(table: RoutingTable, bucket: int) -> str:
@@ -200,16 +218,25 @@ def decide(
                 cookies = parse_cookies(headers.get("cookie", ""))
             if cookies.get(rule.cookie or "") == rule.value:
                 return _matched(table, rule, headers, token)
-    key: str | None = None
+    key = sticky_key(table, headers, cookies)
+    if key:
+        digest = sticky_digest(table.salt, key)
+        bucket = int.from_bytes(digest, "big") % BUCKETS
+        return Decision(variant_for_bucket(table, bucket), REASON_STICKY, unit=digest.hex())
+    return Decision(variant_for_bucket(table, draw), REASON_WEIGHT)
+
+
+def sticky_key(
+    table: RoutingTable, headers: Mapping[str, str], cookies: dict[str, str] | None = None
+) -> str | None:
+    """The request's sticky key (header or cookie, as the table says), if it has one."""
     if table.sticky_header is not None:
-        key = headers.get(table.sticky_header)
-    elif table.sticky_cookie is not None:
+        return headers.get(table.sticky_header)
+    if table.sticky_cookie is not None:
         if cookies is None:
             cookies = parse_cookies(headers.get("cookie", ""))
-        key = cookies.get(table.sticky_cookie)
-    if key:
-        return Decision(variant_for_bucket(table, sticky_bucket(table.salt, key)), REASON_STICKY)
-    return Decision(variant_for_bucket(table, draw), REASON_WEIGHT)
+        return cookies.get(table.sticky_cookie)
+    return None
 
 
 def _matched(
@@ -224,7 +251,9 @@ def _matched(
             return Decision(variant, REASON_REFUSED, needs_token(variant))
     if variant == table.shadow:
         return Decision(variant, REASON_REFUSED, is_shadow(variant))
-    return Decision(variant, REASON_MATCH, pinned=not rule.privileged)
+    key = sticky_key(table, headers)
+    unit = sticky_unit(table.salt, key) if key else None
+    return Decision(variant, REASON_MATCH, pinned=not rule.privileged, unit=unit)
 
 
 def mirror_target(table: RoutingTable, served: str, draw: int) -> str | None:

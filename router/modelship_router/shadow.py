@@ -61,7 +61,7 @@ class ShadowMirror:
             return
         deployment = snapshot.deployment
         variant = self.state.mirror_snapshot.get(target)
-        upstream = variant.pick(self.loop.time()) if variant is not None else None
+        upstream = variant.pick_for(req.unit, self.loop.time()) if variant is not None else None
         if upstream is None and variant is not None:
             upstream = variant.pick_any()
         if upstream is None or len(self._mirrors) >= self.settings.mirror_max_in_flight:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from modelship_router.config import BUCKETS, RoutingConfig
 from modelship_router.endpoints import Address, EndpointSource
 from modelship_router.metrics import VariantStats
-from modelship_router.replica import REPLICA_HEADER
+from modelship_router.replica import REPLICA_HEADER, rendezvous
 from modelship_router.routing import RoutingTable, build_table
 from modelship_router.upstream import Limits, Upstream
 
@@ -59,6 +59,14 @@ class VariantRuntime:
             if up.down_until <= now and up is not exclude:
                 return up
         return None
+
+    def pick_for(
+        self, unit: str | None, now: float, exclude: Upstream | None = None
+    ) -> Upstream | None:
+        """The unit's upstream by rendezvous hashing (no unit: :meth:`pick`, round robin)."""
+        if unit is None:
+            return self.pick(now, exclude)
+        return rendezvous(self.upstreams, unit, now, exclude)
 
     def pick_any(self, exclude: Upstream | None = None) -> Upstream | None:
         """Any upstream, ejected or not: the last resort before answering 503."""

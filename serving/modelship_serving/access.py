@@ -9,7 +9,8 @@ compared in constant time.
 
 Also the name of the header the router sets on requests a tester's match rule decided
 (``x-modelship-pinned: 1``): their predictions' feedback is kept out of the variant's
-statistics (feedback.py).
+statistics (feedback.py); and of the one it sets to a sticky request's unit
+(``x-modelship-unit``), by which feedback counts users.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .contract import MAX_UNIT_LENGTH, UNIT_HEADER
 from .errors import ServingError
 
 log = logging.getLogger("modelship.serving")
@@ -28,6 +30,7 @@ log = logging.getLogger("modelship.serving")
 TOKEN_HEADER = b"x-modelship-token"
 #: The request header (value ``1``) the router sets on requests a tester's match rule decided.
 PINNED_HEADER = b"x-modelship-pinned"
+_UNIT_HEADER = UNIT_HEADER.encode()
 
 FEEDBACK_OFF = "feedback is off: this server is configured to take no feedback"
 NO_VALID_TOKEN = "feedback is off: no valid access token is configured"
@@ -49,6 +52,22 @@ def is_pinned(headers: Iterable[tuple[bytes, bytes]]) -> bool:
         if key == PINNED_HEADER:
             return value.strip() == b"1"
     return False
+
+
+def unit_from(value: bytes | str | None) -> str | None:
+    """A unit header's value as a unit: None when absent, empty or over
+    :data:`MAX_UNIT_LENGTH` characters."""
+    if value is None or not value or len(value) > MAX_UNIT_LENGTH:
+        return None
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def unit_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The request's ``x-modelship-unit`` (see :func:`unit_from`)."""
+    for key, value in headers:
+        if key == _UNIT_HEADER:
+            return unit_from(value)
+    return None
 
 
 class TokenFile:

@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from .access import is_pinned
+from .access import is_pinned, unit_of
 from .config import Settings
 from .dataplane import DataPlane
 from .endpoints import REQUEST_ID_SCOPE_KEY, Endpoints, build_api
@@ -38,9 +38,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-# (body, request id, Inference-Header-Content-Length, pinned) -> answer
-Handler = Callable[[bytes, str, int | None, bool], Awaitable[bytes | Reply]]
-NowHandler = Callable[[bytes, str, bool], bytes | Reply]
+# (body, request id, Inference-Header-Content-Length, pinned, unit) -> answer
+Handler = Callable[[bytes, str, int | None, bool, str | None], Awaitable[bytes | Reply]]
+NowHandler = Callable[[bytes, str, bool, str | None], bytes | Reply]
 # Bodies the protocol-level fast lane may take are also bounded by this, whatever the rows.
 FAST_LANE_MAX_BODY = 1024 * 1024
 
@@ -244,7 +244,7 @@ class ModelServerApp:
         status = 200
         content_type, extra = JSON, b""
         try:
-            payload = route.handler(body, request_id, is_pinned(headers))
+            payload = route.handler(body, request_id, is_pinned(headers), unit_of(headers))
         except ServingError as exc:
             status, payload = exc.status, error_body(exc.reason)
         except Exception:
@@ -289,7 +289,7 @@ class ModelServerApp:
             body = await _read_body(scope, receive, self.settings.max_body_bytes)
             headers = scope["headers"]
             payload = await handler(
-                body, request_id, header_length_from(headers), is_pinned(headers)
+                body, request_id, header_length_from(headers), is_pinned(headers), unit_of(headers)
             )
         except ServingError as exc:
             status, payload = exc.status, error_body(exc.reason)

@@ -93,6 +93,13 @@ FEEDBACK_SCORE: Final = "modelship_feedback_score"
 FEEDBACK_PINNED: Final = "modelship_feedback_pinned"
 FEEDBACK_UNKNOWN: Final = "modelship_feedback_unknown"
 FEEDBACK_UNJOINED: Final = "modelship_feedback_unjoined"
+#: Units (users) whose first unpinned feedback this pod joined, each counted once: a
+#: prediction the router marked with ``x-modelship-unit`` (a sticky key's hash) counts its
+#: unit; one without a unit is a unit of its own. With a sticky key, A/B statistics count
+#: these (users), not rows: one user's requests are not independent trials.
+FEEDBACK_UNITS: Final = "modelship_feedback_units"
+#: Those units whose counted feedback's first row matched the prediction (classifiers).
+FEEDBACK_UNITS_CORRECT: Final = "modelship_feedback_units_correct"
 MODEL_LOAD_SECONDS: Final = "modelship_model_load_seconds"
 READY: Final = "modelship_ready"
 MODEL_INFO: Final = "modelship_model_info"
@@ -127,12 +134,18 @@ SCORE_BUCKETS: Final = (
 #: Families that are counters (their samples are NAME_total).
 COUNTERS: Final = frozenset(
     {REQUESTS, PREDICTIONS, FEEDBACK, FEEDBACK_CORRECT, FEEDBACK_SQUARED_ERROR, FEEDBACK_CONFUSION,
-     FEEDBACK_PINNED, FEEDBACK_UNKNOWN, FEEDBACK_UNJOINED, INPUT_ROWS, INPUT_FEATURE_SUM}
+     FEEDBACK_PINNED, FEEDBACK_UNKNOWN, FEEDBACK_UNJOINED, INPUT_ROWS, INPUT_FEATURE_SUM,
+     FEEDBACK_UNITS, FEEDBACK_UNITS_CORRECT}
 )  # fmt: skip
 #: Families that are summaries without quantiles (their samples are NAME_sum, NAME_count).
 SUMMARIES: Final = frozenset({FEEDBACK_ABSOLUTE_ERROR, FEEDBACK_LOG_LOSS})
 #: Families that are histograms (their samples are NAME_bucket, NAME_sum, NAME_count).
 HISTOGRAMS: Final = frozenset({REQUEST_DURATION_SECONDS, PREDICTION_VALUE, FEEDBACK_SCORE})
+
+#: The request header the router sets to a sticky request's unit (16 hex chars).
+UNIT_HEADER: Final = "x-modelship-unit"
+#: Longest unit a server remembers (a longer header value is no unit).
+MAX_UNIT_LENGTH: Final = 64
 
 
 def total(family: str) -> str:

@@ -35,7 +35,13 @@ from .codec import (
 from .config import Settings
 from .errors import ServingError
 from .fastpath import Prediction, RowPrediction, SklearnPath
-from .feedback import REASON_EXPIRED, REASON_UNKNOWN, PredictionStore, score_feedback
+from .feedback import (
+    REASON_EXPIRED,
+    REASON_UNKNOWN,
+    CountedUnits,
+    PredictionStore,
+    score_feedback,
+)
 from .loading import LoadedModel
 from .metrics import ServingMetrics
 from .quality import OFF, QualityPlan
@@ -80,6 +86,8 @@ class DataPlane:
         self.store = PredictionStore(
             settings.prediction_store_size, settings.prediction_ttl_seconds
         )
+        #: Units whose feedback this pod has counted (feedback.py).
+        self.counted_units = CountedUnits()
         self.quality = quality
         # Probabilities are computed for every prediction (and remembered) when feedback
         # scores them; answers still hold them only when the client asked.
@@ -132,7 +140,12 @@ class DataPlane:
         return self._run(features, want_proba)
 
     def _record(
-        self, features: np.ndarray, prediction: Prediction, request_id: str, pinned: bool
+        self,
+        features: np.ndarray,
+        prediction: Prediction,
+        request_id: str,
+        pinned: bool,
+        unit: str | None,
     ) -> list[Any]:
         labels = prediction.labels.tolist()
         metrics = self.metrics
@@ -146,13 +159,18 @@ class DataPlane:
             # Tuples of plain values: the garbage collector stops tracking them.
             if self._proba_always and prediction.proba is not None:
                 rows = tuple(map(tuple, prediction.proba.tolist()))
-                self.store.put(request_id, tuple(labels), pinned, rows)
+                self.store.put(request_id, tuple(labels), pinned, rows, unit)
             else:
-                self.store.put(request_id, tuple(labels), pinned)
+                self.store.put(request_id, tuple(labels), pinned, None, unit)
         return labels  # type: ignore[no-any-return]
 
     def _record_row(
-        self, row: list[float], result: RowPrediction, request_id: str, pinned: bool
+        self,
+        row: list[float],
+        result: RowPrediction,
+        request_id: str,
+        pinned: bool,
+        unit: str | None,
     ) -> None:
         metrics = self.metrics
         if result.class_index is not None:
@@ -163,17 +181,22 @@ class DataPlane:
             metrics.drift.observe_row(row)
         if self.settings.prediction_store_size:
             if self._proba_always and result.proba is not None:
-                self.store.put(request_id, (result.label,), pinned, (tuple(result.proba),))
+                self.store.put(request_id, (result.label,), pinned, (tuple(result.proba),), unit)
             else:
-                self.store.put(request_id, (result.label,), pinned)
+                self.store.put(request_id, (result.label,), pinned, None, unit)
 
     def _v1_row(
-        self, payload: dict[str, Any], row: list[float], request_id: str, pinned: bool
+        self,
+        payload: dict[str, Any],
+        row: list[float],
+        request_id: str,
+        pinned: bool,
+        unit: str | None,
     ) -> bytes:
         want_proba = v1_wants_proba(payload, self.signature)
         assert self._row_path is not None
         result = self._row_path.run_row(row, want_proba or self._proba_always)
-        self._record_row(row, result, request_id, pinned)
+        self._record_row(row, result, request_id, pinned, unit)
         response: dict[str, Any] = {"predictions": [result.label]}
         if want_proba and result.proba is not None:
             response["probabilities"] = [result.proba]
@@ -181,13 +204,18 @@ class DataPlane:
         return orjson.dumps(response)
 
     def _v2_row(
-        self, payload: dict[str, Any], row: list[float], request_id: str, pinned: bool
+        self,
+        payload: dict[str, Any],
+        row: list[float],
+        request_id: str,
+        pinned: bool,
+        unit: str | None,
     ) -> bytes:
         own_id = v2_request_id(payload)
         names = requested_outputs(payload.get("outputs"), self.signature)
         assert self._row_path is not None
         result = self._row_path.run_row(row, "predict_proba" in names or self._proba_always)
-        self._record_row(row, result, request_id, pinned)
+        self._record_row(row, result, request_id, pinned, unit)
         label = str(result.label) if self._label_datatype == "BYTES" else result.label
         outputs = []
         for name in names:
@@ -228,10 +256,11 @@ class DataPlane:
         prediction: Prediction,
         request_id: str,
         pinned: bool,
+        unit: str | None,
         want_proba: bool,
     ) -> bytes:
         response: dict[str, Any] = {
-            "predictions": self._record(features, prediction, request_id, pinned)
+            "predictions": self._record(features, prediction, request_id, pinned, unit)
         }
         if want_proba and prediction.proba is not None:
             response["probabilities"] = prediction.proba.tolist()
@@ -242,20 +271,22 @@ class DataPlane:
     # protocol-level fast lane uses it only for bodies too small to hold more than
     # ``inline_max_rows`` rows), the async form moves larger batches to a worker thread.
 
-    def v1_predict_now(self, body: bytes, request_id: str, pinned: bool = False) -> bytes:
+    def v1_predict_now(
+        self, body: bytes, request_id: str, pinned: bool = False, unit: str | None = None
+    ) -> bytes:
         payload = parse_json(body)
         if self.tabular:
             table, want_proba = decode_v1_table(payload, self.signature, self.limits)
             prediction = self._run_table(table, want_proba or self._proba_always)
             return self._v1_response(
-                self._drift_of(table), prediction, request_id, pinned, want_proba
+                self._drift_of(table), prediction, request_id, pinned, unit, want_proba
             )
         row = self._single_row(payload, v2=False)
         if row is not None:
-            return self._v1_row(payload, row, request_id, pinned)
+            return self._v1_row(payload, row, request_id, pinned, unit)
         features, want_proba = decode_v1(payload, self.signature, self.limits)
         prediction = self._run(features, want_proba or self._proba_always)
-        return self._v1_response(features, prediction, request_id, pinned, want_proba)
+        return self._v1_response(features, prediction, request_id, pinned, unit, want_proba)
 
     async def v1_predict(
         self,
@@ -263,20 +294,21 @@ class DataPlane:
         request_id: str,
         header_length: int | None = None,
         pinned: bool = False,
+        unit: str | None = None,
     ) -> bytes:
         payload = parse_json(body)
         if self.tabular:
             table, want_proba = decode_v1_table(payload, self.signature, self.limits)
             prediction = await self._infer_table(table, want_proba or self._proba_always)
             return self._v1_response(
-                self._drift_of(table), prediction, request_id, pinned, want_proba
+                self._drift_of(table), prediction, request_id, pinned, unit, want_proba
             )
         row = self._single_row(payload, v2=False)
         if row is not None:
-            return self._v1_row(payload, row, request_id, pinned)
+            return self._v1_row(payload, row, request_id, pinned, unit)
         features, want_proba = decode_v1(payload, self.signature, self.limits)
         prediction = await self._infer(features, want_proba or self._proba_always)
-        return self._v1_response(features, prediction, request_id, pinned, want_proba)
+        return self._v1_response(features, prediction, request_id, pinned, unit, want_proba)
 
     def _drift_of(self, table: Table) -> np.ndarray:
         return table.numeric(self._drift_names)
@@ -290,8 +322,9 @@ class DataPlane:
         prediction: Prediction,
         request_id: str,
         pinned: bool,
+        unit: str | None,
     ) -> bytes | Reply:
-        self._record(features, prediction, request_id, pinned)
+        self._record(features, prediction, request_id, pinned, unit)
         binary = binary_outputs(payload, outputs)
         tensors: list[dict[str, Any]] = []
         blobs: list[bytes] = []
@@ -327,7 +360,9 @@ class DataPlane:
             return parse_json(body)
         return split_binary_request(body, header_length)
 
-    def v2_infer_now(self, body: bytes, request_id: str, pinned: bool = False) -> bytes | Reply:
+    def v2_infer_now(
+        self, body: bytes, request_id: str, pinned: bool = False, unit: str | None = None
+    ) -> bytes | Reply:
         payload = parse_json(body)
         if self.tabular:
             tables = decode_v2_table(payload, self.signature, self.limits)
@@ -340,10 +375,11 @@ class DataPlane:
                 prediction,
                 request_id,
                 pinned,
+                unit,
             )
         row = self._single_row(payload, v2=True)
         if row is not None:
-            return self._v2_row(payload, row, request_id, pinned)
+            return self._v2_row(payload, row, request_id, pinned, unit)
         request = decode_v2(payload, self.signature, self.limits)
         prediction = self._run(
             request.features, "predict_proba" in request.outputs or self._proba_always
@@ -356,6 +392,7 @@ class DataPlane:
             prediction,
             request_id,
             pinned,
+            unit,
         )
 
     async def v2_infer(
@@ -364,6 +401,7 @@ class DataPlane:
         request_id: str,
         header_length: int | None = None,
         pinned: bool = False,
+        unit: str | None = None,
     ) -> bytes | Reply:
         payload = self._v2_payload(body, header_length)
         if self.tabular:
@@ -379,10 +417,11 @@ class DataPlane:
                 prediction,
                 request_id,
                 pinned,
+                unit,
             )
         row = self._single_row(payload, v2=True)
         if row is not None:
-            return self._v2_row(payload, row, request_id, pinned)
+            return self._v2_row(payload, row, request_id, pinned, unit)
         request = decode_v2(payload, self.signature, self.limits)
         prediction = await self._infer(
             request.features, "predict_proba" in request.outputs or self._proba_always
@@ -395,9 +434,12 @@ class DataPlane:
             prediction,
             request_id,
             pinned,
+            unit,
         )
 
-    async def v2_predict(self, payload: Any, request_id: str, pinned: bool = False) -> V2Prediction:
+    async def v2_predict(
+        self, payload: Any, request_id: str, pinned: bool = False, unit: str | None = None
+    ) -> V2Prediction:
         """A decoded V2 request (the gRPC service's), validated, run and recorded as
         :meth:`v2_infer` does, with the prediction left for the caller to encode."""
         if self.tabular:
@@ -405,18 +447,23 @@ class DataPlane:
             prediction = await self._infer_table(
                 tables.table, tables.want_proba or self._proba_always
             )
-            self._record(self._drift_of(tables.table), prediction, request_id, pinned)
+            self._record(self._drift_of(tables.table), prediction, request_id, pinned, unit)
             return V2Prediction(tables.outputs, tables.request_id, prediction)
         request = decode_v2(payload, self.signature, self.limits)
         prediction = await self._infer(
             request.features, "predict_proba" in request.outputs or self._proba_always
         )
-        self._record(request.features, prediction, request_id, pinned)
+        self._record(request.features, prediction, request_id, pinned, unit)
         return V2Prediction(request.outputs, request.request_id, prediction)
 
     def feedback(self, body: bytes) -> bytes:
         result = score_feedback(
-            parse_json(body), self.store, self._regression, self.metrics.hot.classes, self.quality
+            parse_json(body),
+            self.store,
+            self._regression,
+            self.metrics.hot.classes,
+            self.quality,
+            self.counted_units,
         )
         metrics = self.metrics
         # Pinned predictions (testers) are answered above but counted apart.
@@ -424,6 +471,11 @@ class DataPlane:
             metrics.feedback_pinned.inc(result.pinned_rows)
         if result.rows > result.pinned_rows:
             metrics.feedback_total.inc(result.rows - result.pinned_rows)
+        # Units (users with a sticky key) once each: what A/B tests count with a sticky key.
+        if result.units:
+            metrics.feedback_units.inc(result.units)
+        if result.units_correct:
+            metrics.feedback_units_correct.inc(result.units_correct)
         if result.correct > result.pinned_correct:
             metrics.feedback_correct.inc(result.correct - result.pinned_correct)
         for error in result.absolute_errors:

@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .access import FeedbackGate, is_pinned
+from .access import FeedbackGate, is_pinned, unit_of
 from .config import Settings
 from .errors import ServingError
 from .lifecycle import ModelLifecycle
@@ -59,6 +59,11 @@ def request_id_of(request: Request) -> str:
 def pinned_of(request: Request) -> bool:
     """Whether the router marked the request as a tester's (``x-modelship-pinned: 1``)."""
     return is_pinned(request.scope["headers"])
+
+
+def unit_of_request(request: Request) -> str | None:
+    """The request's unit (``x-modelship-unit``, set by the router for a sticky key)."""
+    return unit_of(request.scope["headers"])
 
 
 def header_length_of(request: Request) -> int | None:
@@ -157,7 +162,11 @@ class Endpoints:
         body = await self.read_body(request)
         return reply_response(
             await plane.v2_infer(
-                body, request_id_of(request), header_length_of(request), pinned_of(request)
+                body,
+                request_id_of(request),
+                header_length_of(request),
+                pinned_of(request),
+                unit_of_request(request),
             )
         )
 
@@ -166,7 +175,11 @@ class Endpoints:
         body = await self.read_body(request)
         return reply_response(
             await plane.v2_infer(
-                body, request_id_of(request), header_length_of(request), pinned_of(request)
+                body,
+                request_id_of(request),
+                header_length_of(request),
+                pinned_of(request),
+                unit_of_request(request),
             )
         )
 
@@ -192,7 +205,9 @@ class Endpoints:
         plane = self.lifecycle.plane_for(name)
         body = await self.read_body(request)
         return json_response(
-            await plane.v1_predict(body, request_id_of(request), None, pinned_of(request))
+            await plane.v1_predict(
+                body, request_id_of(request), None, pinned_of(request), unit_of_request(request)
+            )
         )
 
     async def feedback(self, name: str, request: Request) -> Response:

@@ -14,6 +14,15 @@ class probabilities, and their feedback gives log-loss terms and per-class score
 A prediction may be *pinned*: a tester a routing match rule sent to this variant (the
 router's ``x-modelship-pinned: 1``). Its feedback is joined and answered like any other,
 but scored apart (``FeedbackResult.pinned_*``) so it stays out of the variant's statistics.
+
+Units. With a sticky key, the router marks each request with its user's *unit*
+(``x-modelship-unit``) and sends a user's requests to one pod; one user's requests are not
+independent trials, so feedback also counts units: a unit's first joined, unpinned
+feedback counts it once (``FeedbackResult.units``), and, for classifiers, as correct when
+that feedback's first row is (``units_correct``). A prediction without a unit is a unit of
+its own (counted once: its feedback joins once). :class:`CountedUnits` remembers the
+counted units, bounded by :data:`MAX_COUNTED_UNITS`: the unit seen longest ago is
+forgotten first, and a forgotten unit that sends feedback again counts again.
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ if TYPE_CHECKING:
     from .quality import QualityPlan
 
 MAX_FEEDBACK_ITEMS = 10_000
+#: Most units a pod remembers as counted (see :class:`CountedUnits`).
+MAX_COUNTED_UNITS = 100_000
 #: Reasons feedback is not joined to a prediction (the ``reason`` label of the metric).
 REASON_EXPIRED = "expired"
 REASON_UNKNOWN = "unknown"
@@ -44,12 +55,39 @@ Probabilities = Sequence[Sequence[float]]
 
 
 class Stored(NamedTuple):
-    """One request's remembered predictions, whether the request was pinned, and its rows'
-    class probabilities (None when not remembered)."""
+    """One request's remembered predictions, whether the request was pinned, its rows'
+    class probabilities (None when not remembered) and its unit (None: none was sent)."""
 
     predictions: Sequence[Any]
     pinned: bool
     probabilities: Probabilities | None = None
+    unit: str | None = None
+
+
+class CountedUnits:
+    """The units whose feedback was counted, at most ``limit``; the one seen longest ago is
+    forgotten first (it would count again)."""
+
+    def __init__(self, limit: int = MAX_COUNTED_UNITS) -> None:
+        self._units: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def __contains__(self, unit: object) -> bool:
+        return unit in self._units
+
+    def first(self, unit: str) -> bool:
+        """Whether ``unit`` is counted now for the first time (it is remembered either way)."""
+        units = self._units
+        if unit in units:
+            units.move_to_end(unit)
+            return False
+        units[unit] = None
+        if len(units) > self._limit:
+            units.popitem(last=False)
+        return True
 
 
 class PredictionStore:
@@ -58,9 +96,9 @@ class PredictionStore:
     def __init__(
         self, max_rows: int, ttl: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._entries: OrderedDict[str, tuple[float, Sequence[Any], bool, Probabilities | None]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[
+            str, tuple[float, Sequence[Any], bool, Probabilities | None, str | None]
+        ] = OrderedDict()
         self._dropped: OrderedDict[str, None] = OrderedDict()
         self._max_rows = max_rows
         self._ttl = ttl
@@ -80,17 +118,19 @@ class PredictionStore:
         predictions: Sequence[Any],
         pinned: bool = False,
         probabilities: Probabilities | None = None,
+        unit: str | None = None,
     ) -> None:
         """Remember one request's predictions (rows beyond the bound evict the oldest);
         ``pinned``: a tester's request (see module docstring); ``probabilities``: one tuple
-        per row, when they are to be scored. Both count as the same rows of the bound."""
+        per row, when they are to be scored. Both count as the same rows of the bound.
+        ``unit``: the request's unit (``x-modelship-unit``), if it had one."""
         if len(predictions) > self._max_rows:
             return
         now = self._clock()
         old = self._entries.pop(request_id, None)
         if old is not None:
             self._rows -= len(old[1])
-        self._entries[request_id] = (now, predictions, pinned, probabilities)
+        self._entries[request_id] = (now, predictions, pinned, probabilities, unit)
         self._rows += len(predictions)
         self._evict(now)
 
@@ -103,7 +143,7 @@ class PredictionStore:
         if entry is None:
             return None
         self._rows -= len(entry[1])
-        return Stored(entry[1], entry[2], entry[3])
+        return Stored(entry[1], entry[2], entry[3], entry[4])
 
     def pop(self, request_id: str) -> Sequence[Any] | None:
         """Take a request's predictions out (feedback counts once); None if unknown/expired."""
@@ -118,7 +158,7 @@ class PredictionStore:
         entries = self._entries
         deadline = now - self._ttl
         while entries:
-            request_id, (stamp, predictions, _, _) = next(iter(entries.items()))
+            request_id, (stamp, predictions, _, _, _) = next(iter(entries.items()))
             if stamp >= deadline and self._rows <= self._max_rows:
                 break
             del entries[request_id]
@@ -147,6 +187,9 @@ class FeedbackResult:
     matched_ids: int = 0
     pinned_rows: int = 0
     pinned_correct: int = 0
+    #: Units counted for the first time (unpinned), and those whose first row was correct.
+    units: int = 0
+    units_correct: int = 0
     #: Ids not joined (any reason), and those of them whose prediction had expired.
     unknown_ids: list[str] = field(default_factory=list)
     expired_ids: list[str] = field(default_factory=list)
@@ -231,10 +274,12 @@ def score_feedback(
     regression: bool,
     classes: Sequence[str] = (),
     quality: QualityPlan | None = None,
+    counted: CountedUnits | None = None,
 ) -> FeedbackResult:
     """Match ``{"feedback": [{"request_id", "label" | "labels"}]}`` against stored predictions.
     ``classes`` (a classifier's, as strings) name the rows of the confusion counts and the
-    columns of remembered probabilities, which ``quality`` says how to score."""
+    columns of remembered probabilities, which ``quality`` says how to score. ``counted``:
+    the units already counted (see module docstring; None: units are not counted)."""
     if type(payload) is not dict or type(payload.get("feedback")) is not list:
         raise ServingError(
             422, 'body must be {"feedback": [{"request_id": "...", "label": ...}, ...]}'
@@ -258,10 +303,14 @@ def score_feedback(
             if store.missing_reason(request_id) == REASON_EXPIRED:
                 result.expired_ids.append(request_id)
             continue
-        predictions, pinned, probabilities = stored
+        predictions, pinned, probabilities, unit = stored
         if len(predictions) != len(labels):
             result.mismatched_ids.append(request_id)
             continue
+        if counted is not None and not pinned and (unit is None or counted.first(unit)):
+            result.units += 1
+            if not regression and same_label(predictions[0], labels[0]):
+                result.units_correct += 1
         result.matched_ids += 1
         result.rows += len(labels)
         if pinned:

@@ -6,10 +6,11 @@ ModelInfer goes through the same data plane as ``POST /v2/models/NAME/infer``
 ``grpc_infer``, ``code`` the HTTP status the same request gets over HTTP) and the same
 prediction store for feedback (keyed by the ``x-request-id`` metadata, or an id the server
 makes and sends back as ``x-request-id`` initial metadata; ``x-modelship-pinned: 1``
-metadata marks a tester's prediction, as the HTTP header does). A refusal is a gRPC status with
-the reason as its details: INVALID_ARGUMENT for client input, NOT_FOUND for another model,
-UNAVAILABLE before the model is loaded; INTERNAL only for a server bug. While draining,
-calls are still answered (ServerReady and ModelReady say false), as over HTTP.
+metadata marks a tester's prediction, and ``x-modelship-unit`` its unit, as the HTTP headers
+do). A refusal is a gRPC status with the reason as its details: INVALID_ARGUMENT for client
+input, NOT_FOUND for another model, UNAVAILABLE before the model is loaded; INTERNAL only
+for a server bug. While draining, calls are still answered (ServerReady and ModelReady say
+false), as over HTTP.
 
 The methods are registered by name with a generic handler (the messages come from
 ``oip/``, generated from serving/proto/grpc_predict_v2.proto), so no generated servicer
@@ -29,6 +30,7 @@ from grpc import aio
 
 from . import __version__
 from . import contract as c
+from .access import unit_from
 from .app import ModelServerApp
 from .errors import ServingError
 from .grpc_codec import infer_response, payload_of
@@ -57,6 +59,14 @@ def _pinned(context: aio.ServicerContext[Any, Any]) -> bool:
         if key == "x-modelship-pinned":
             return isinstance(value, str) and value.strip() == "1"
     return False
+
+
+def _unit(context: aio.ServicerContext[Any, Any]) -> str | None:
+    """The call's unit (``x-modelship-unit`` metadata, set by the router for a sticky key)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == c.UNIT_HEADER:
+            return unit_from(value) if isinstance(value, str) else None
+    return None
 
 
 def _request_id(context: aio.ServicerContext[Any, Any]) -> str | None:
@@ -148,7 +158,9 @@ class InferenceService:
         try:
             await context.send_initial_metadata((*self._static, ("x-request-id", request_id)))
             plane = self.lifecycle.plane_for(request.model_name, request.model_version or None)
-            result = await plane.v2_predict(payload_of(request), request_id, _pinned(context))
+            result = await plane.v2_predict(
+                payload_of(request), request_id, _pinned(context), _unit(context)
+            )
             settings = self.settings
             return infer_response(
                 settings.model_name,

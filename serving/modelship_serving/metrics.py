@@ -240,6 +240,19 @@ class ServingMetrics:
         self.feedback_unjoined = {
             reason: unjoined.labels(*values, reason) for reason in UNJOINED_REASONS
         }
+        self.feedback_units = Counter(
+            c.FEEDBACK_UNITS,
+            "Units (users by the router's x-modelship-unit; a request without one is its own "
+            "unit) whose first unpinned feedback this pod joined, each counted once.",
+            base,
+            registry=r,
+        ).labels(*values)
+        self.feedback_units_correct = Counter(
+            c.FEEDBACK_UNITS_CORRECT,
+            "Counted units whose feedback's first row matched the prediction (classifiers).",
+            base,
+            registry=r,
+        ).labels(*values)
         self.load_seconds = Gauge(
             c.MODEL_LOAD_SECONDS,
             "Seconds spent fetching, verifying and loading the model.",

@@ -11,7 +11,6 @@ fixed sleep) until Prometheus has seen the change.
 from __future__ import annotations
 
 import base64
-import socket
 import subprocess
 import threading
 import time
@@ -25,17 +24,12 @@ from wsgiref.simple_server import WSGIServer, make_server
 
 import yaml
 from modelship_cluster.binaries import toolset
+from modelship_cluster.ports import free_port
 from modelship_serving import contract as c
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 SERVING_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -62,6 +56,8 @@ class Target:
         )
         self.feedback = Counter(c.FEEDBACK, "feedback", base, registry=r)
         self.feedback_correct = Counter(c.FEEDBACK_CORRECT, "correct feedback", base, registry=r)
+        self.units = Counter(c.FEEDBACK_UNITS, "units with feedback", base, registry=r)
+        self.units_correct = Counter(c.FEEDBACK_UNITS_CORRECT, "units right", base, registry=r)
         self.predictions = Counter(c.PREDICTIONS, "predictions", [*base, c.CLASS], registry=r)
 
     def start(self) -> None:
@@ -94,10 +90,21 @@ class Target:
         for _ in range(count):
             hist.observe(seconds)
 
-    def feedback_rows(self, rows: int, correct: int, **labels: str) -> None:
+    def feedback_rows(
+        self,
+        rows: int,
+        correct: int,
+        units: int | None = None,
+        units_correct: int | None = None,
+        **labels: str,
+    ) -> None:
+        """Feedback rows (and of them, right); ``units`` (users, or requests without a
+        sticky key) counted once each, by default one per row."""
         values = {**self.metric_labels, **labels}
         self.feedback.labels(**values).inc(rows)
         self.feedback_correct.labels(**values).inc(correct)
+        self.units.labels(**values).inc(rows if units is None else units)
+        self.units_correct.labels(**values).inc(correct if units_correct is None else units_correct)
 
     def predict_classes(self, counts: Mapping[str, int], **labels: str) -> None:
         values = {**self.metric_labels, **labels}

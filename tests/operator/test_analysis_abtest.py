@@ -225,3 +225,55 @@ def test_equal_variants_with_a_fair_split_rarely_pause() -> None:
         )
         paused += result.mismatch
     assert paused <= 10  # 2000 x 0.001 = 2 expected
+
+
+def clustered(rng: np.random.Generator, users: int, requests: int) -> tuple[np.ndarray, ...]:
+    """Equal variants with sticky users: each user's accuracy is their own (some users'
+    inputs are easy, some hard: beta-distributed around 70 %), and all of a user's
+    ``requests`` go to the variant the user is assigned. Cumulative (successes, trials) per
+    look, counted by request and by user (the user's first request)."""
+    per_look = users // LOOKS
+    rates = rng.beta(2.1, 0.9, size=(RUNS, LOOKS, per_look))  # mean 0.7, wide spread
+    right = rng.random((RUNS, LOOKS, per_look, requests)) < rates[..., None]
+    by_request = right.sum(axis=(2, 3)).cumsum(axis=1)
+    by_user = right[..., 0].sum(axis=2).cumsum(axis=1)
+    return by_request, by_user
+
+
+def peek_counts(stable: np.ndarray, canary: np.ndarray, per_look: int) -> dict[str, int]:
+    ends = {"canary-wins": 0, "stable-wins": 0, "no-difference": 0}
+    for run in range(RUNS):
+        p, winner, result = None, None, None
+        for look in range(LOOKS):
+            n = (look + 1) * per_look
+            result = decide(Counts(stable[run, look], n), Counts(canary[run, look], n),
+                            alpha=ALPHA, min_samples=MIN_SAMPLES, previous_p=p,
+                            previous_winner=winner, deadline_passed=look == LOOKS - 1,
+                            unit="users")  # fmt: skip
+            p, winner = result.p_value, result.winner
+            if result.decision != "undecided":
+                break
+        assert result is not None
+        ends[result.decision] += 1
+    return ends
+
+
+def test_counting_sticky_users_keeps_the_error_rate_that_counting_requests_loses() -> None:
+    """Why the built-in metric counts users: with 20 correlated requests per sticky user,
+    equal variants counted by request name a false winner far more often than alpha, while
+    the same runs counted by user stay within it."""
+    users, requests = 2000, 20
+    rng = np.random.default_rng(31)
+    stable_req, stable_user = clustered(rng, users, requests)
+    canary_req, canary_user = clustered(rng, users, requests)
+    per_look = users // LOOKS
+    by_user = peek_counts(stable_user, canary_user, per_look)
+    by_request = peek_counts(stable_req, canary_req, per_look * requests)
+    assert by_user["canary-wins"] + by_user["stable-wins"] <= 2 * ALPHA * RUNS, by_user
+    assert by_request["canary-wins"] + by_request["stable-wins"] > 4 * ALPHA * RUNS, by_request
+
+
+def test_messages_name_what_a_trial_is() -> None:
+    result = decide(Counts(10, 100), Counts(20, 100), alpha=ALPHA, min_samples=200, unit="users")
+    assert "waiting for 200 users per variant" in result.message
+    assert "of 100 users" in result.message

@@ -220,8 +220,9 @@ def test_plain_promql_braces_are_not_placeholders() -> None:
 def test_business_metric_queries() -> None:
     since = CANARY.with_interval(timedelta(minutes=20))
     successes, trials = business_queries(BusinessMetric(), since)
-    assert "modelship_feedback_correct_total" in successes and "[1200s]" in successes
-    assert "modelship_feedback_total" in trials
+    # One trial per user (or per request without the sticky key), not per row.
+    assert "modelship_feedback_units_correct_total" in successes and "[1200s]" in successes
+    assert "modelship_feedback_units_total" in trials
     custom = BusinessMetric(
         name="conversion",
         successes='sum(increase(buys_total{v="{{ variant }}"}[{{ interval }}]))',

@@ -69,7 +69,8 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
         scale = 1 if count else 0
         stable.serve(1000 * scale, seconds=0.004)
         stable.serve(0, code=503)
-        stable.feedback_rows(1000 * scale, 700 * scale)
+        # Two rows of feedback per user: the A/B test counts the users (units).
+        stable.feedback_rows(2000 * scale, 1400 * scale, 1000 * scale, 700 * scale)
         stable.predict_classes({"yes": 600 * scale, "no": 400 * scale})
         stable.serve(200 * scale, endpoint="health")  # probes are not inference requests
         for version in SCENARIOS:
@@ -83,7 +84,8 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
             labels = {**canary_labels, "version": version}
             pods.serve(good * scale, seconds=seconds, **labels)
             pods.serve(bad * scale, code=503, **labels)
-            pods.feedback_rows(500 * scale if good else 0, 390 * scale if good else 0, **labels)
+            rows, right = (500 * scale, 390 * scale) if good else (0, 0)
+            pods.feedback_rows(2 * rows, 2 * right, rows, right, **labels)
             split = (100, 400) if version == "disagree" else (300, 200)
             counts = {"yes": split[0] * scale, "no": split[1] * scale} if good else {}
             pods.predict_classes(counts or {"yes": 0, "no": 0}, **labels)
@@ -98,7 +100,8 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
         every_series(1)
         p.wait_value('sum(modelship_requests_total{variant="stable"})', lambda v: v == 1200)
         p.wait_value('sum(modelship_requests_total{variant="canary"})', lambda v: v == 2000)
-        p.wait_value("sum(modelship_feedback_total)", lambda v: v == 3000)
+        p.wait_value("sum(modelship_feedback_total)", lambda v: v == 6000)
+        p.wait_value("sum(modelship_feedback_units_total)", lambda v: v == 3000)
         stamp = p.instant("max(timestamp(modelship_requests_total))")
         yield Prom(p, datetime.fromtimestamp(float(stamp[0]["value"][1]), UTC))
 
@@ -254,7 +257,7 @@ def test_ab_split_far_from_the_configured_one_pauses_the_test(prom: Prom) -> Non
     analysis = run(prom, resource(prom, "good", ab, traffic=Traffic(stable=50, canary=50)))
     assert analysis.ab is not None and analysis.ab.mismatch
     assert analysis.ab.decision == "undecided"
-    assert "sample ratio mismatch: canary has 33.3% of the trials, 50% configured" in (
+    assert "sample ratio mismatch: canary has 33.3% of the users, 50% configured" in (
         analysis.ab.message
     )
 

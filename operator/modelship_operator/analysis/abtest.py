@@ -35,10 +35,10 @@ only), and a verdict on such data would be wrong in a way no p-value shows: the 
 paused, with the observed and configured shares in the message, and decides nothing (not
 even "no difference" at the deadline) until the split recovers.
 
-Assumptions to know: trials are independent (sticky assignment makes a heavy user's requests
-correlated, which inflates confidence; count one trial per user where that matters, with a
-custom successes/trials pair), and the normal approximation needs some data, hence a minimum
-sample size per variant before any verdict.
+Assumptions to know: trials are independent (so the built-in metric counts one trial per
+user, the unit assignment randomises, not one per request: a heavy user's requests all go
+one way; :func:`..queries.business_queries`), and the normal approximation needs some data,
+hence a minimum sample size per variant before any verdict.
 """
 
 from __future__ import annotations
@@ -155,6 +155,7 @@ def decide(
     deadline_passed: bool = False,
     tau: float = DEFAULT_TAU,
     canary_share: float | None = None,
+    unit: str = "trials",
 ) -> ABResult:
     """The verdict after one look at the counts.
 
@@ -163,11 +164,12 @@ def decide(
     move. When ``deadline_passed`` and nothing is significant, the answer is no difference
     (keep stable). With ``canary_share`` (the configured split, 0..1) a sample-ratio
     mismatch pauses the test: undecided, whatever the deadline, until the split recovers.
+    ``unit`` names what a trial is in the messages (``users`` for the built-in metric).
     """
     stable, canary = clean(stable), clean(canary)
     rates = (
-        f"stable {_pct(stable.rate)} of {stable.trials:g}, "
-        f"canary {_pct(canary.rate)} of {canary.trials:g}"
+        f"stable {_pct(stable.rate)} of {stable.trials:g} {unit}, "
+        f"canary {_pct(canary.rate)} of {canary.trials:g} {unit}"
     )
     if previous_p is not None and previous_p <= alpha and previous_winner in ("stable", "canary"):
         decision: Decision = "canary-wins" if previous_winner == "canary" else "stable-wins"
@@ -182,7 +184,7 @@ def decide(
             return ABResult(
                 "undecided",
                 previous_p,
-                f"sample ratio mismatch: canary has {100 * observed:.1f}% of the trials, "
+                f"sample ratio mismatch: canary has {100 * observed:.1f}% of the {unit}, "
                 f"{100 * canary_share:g}% configured (chi-square p={srm:.2g} < {SRM_ALPHA:g}); "
                 "the test is paused and decides nothing until the split recovers: check the "
                 "match rules, the sticky key and both variants' pods",
@@ -203,7 +205,7 @@ def decide(
         )
     if deadline_passed:
         why = (
-            f"fewer than {min_samples} trials per variant"
+            f"fewer than {min_samples} {unit} per variant"
             if not enough
             else "no significant difference"
         )
@@ -219,7 +221,7 @@ def decide(
         return ABResult(
             "undecided",
             p_value,
-            f"waiting for {min_samples} trials per variant ({rates})",
+            f"waiting for {min_samples} {unit} per variant ({rates})",
             difference,
         )
     return ABResult(

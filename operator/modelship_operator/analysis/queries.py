@@ -132,6 +132,8 @@ _LOG_LOSS_SUM: Final = serving.summed(serving.FEEDBACK_LOG_LOSS)
 _LOG_LOSS_ROWS: Final = serving.counted(serving.FEEDBACK_LOG_LOSS)
 _SCORE_BUCKET: Final = serving.bucket(serving.FEEDBACK_SCORE)
 _FEATURE_PSI: Final = serving.INPUT_FEATURE_PSI
+_UNITS: Final = serving.total(serving.FEEDBACK_UNITS)
+_UNITS_CORRECT: Final = serving.total(serving.FEEDBACK_UNITS_CORRECT)
 
 
 def requests_query(scope: Scope, labels: LabelScheme = DEFAULT_LABELS) -> str:
@@ -291,10 +293,13 @@ def business_queries(
     metric: BusinessMetric, scope: Scope, labels: LabelScheme = DEFAULT_LABELS
 ) -> tuple[str, str]:
     """(successes, trials) of one variant since the test began; ``scope.interval`` is the
-    time since then. Built in: correct feedback and all feedback (online accuracy)."""
+    time since then. Built in: online accuracy per unit of assignment, i.e. per user (the
+    sticky key's) or per request without a key: each unit's first prediction with feedback,
+    once, and whether it was right. A user's requests are not independent trials (they all
+    go one way), so counting them would make the test surer than its data."""
     if metric.successes is not None and metric.trials is not None:
         return render_template(metric.successes, scope), render_template(metric.trials, scope)
-    return _increase(_FEEDBACK_CORRECT, scope, labels), _increase(_FEEDBACK, scope, labels)
+    return _increase(_UNITS_CORRECT, scope, labels), _increase(_UNITS, scope, labels)
 
 
 # --- shadow --------------------------------------------------------------------------------

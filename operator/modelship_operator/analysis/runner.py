@@ -73,6 +73,14 @@ async def analyse_if_due(
     return await analyse(md, state, source, now, labels)
 
 
+def ab_counted_from(state: RolloutState) -> datetime:
+    """When an A/B test's counts begin: the split (before it, while the canary got ready,
+    stable had all the traffic, which would skew the counts and the sample-ratio check);
+    the rollout's start for a status written before the split was recorded."""
+    split_at = state.ab_test.split_at if state.ab_test is not None else None
+    return split_at or state.progress.started_at
+
+
 async def analyse(
     md: ModelDeployment,
     state: RolloutState,
@@ -100,8 +108,7 @@ async def analyse(
         )  # fmt: skip
     elif current == "abtest":
         settings = strategy.ab_test_settings
-        since = now - state.progress.started_at
-        window = max(since, strategy.interval_delta)
+        window = max(now - ab_counted_from(state), strategy.interval_delta)
         counts = await _ab_counts(
             settings.metric, canary.with_interval(window), stable.with_interval(window),
             source, now, labels,
@@ -120,6 +127,7 @@ async def analyse(
                 previous_winner=previous.winner if previous else None,
                 deadline_passed=deadline_passed(strategy, state, now),
                 canary_share=settings.split / 100,
+                unit="trials" if settings.metric.successes is not None else "users",
             )
     return Analysis(
         key=state.key,
