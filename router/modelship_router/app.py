@@ -125,6 +125,17 @@ class Router:
             if ticks % _SWEEP_EVERY == 0:
                 self.proxy.sweep()
 
+    async def drain(self, seconds: float, skip: asyncio.Event | None = None) -> None:
+        """Keep listening and answering for SECONDS (or until SKIP is set) with readiness
+        false and every answer closing its connection: Kubernetes takes the pod out of its
+        endpoints meanwhile, and a client sent here late is still answered, not refused."""
+        # Idle keep-alive connections stay open: a client sending on one is answered with
+        # Connection: close and reconnects to a ready pod; closing them now would race it.
+        self.proxy.stopping = True
+        waiter = asyncio.Event() if skip is None else skip
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.wait(), timeout=seconds)
+
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let requests in flight finish (up to ``grace`` s), close all."""
         proxy = self.proxy

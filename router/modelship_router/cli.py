@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", help="debug, info, warning, error [info]")
     parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        help="after SIGTERM, seconds to keep answering with /readyz 503 before stopping [5]",
+    )
+    parser.add_argument(
         "--check",
         type=Path,
         metavar="FILE",
@@ -97,6 +102,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "configmap",
         "kubeconfig",
         "upstream_timeout",
+        "drain_seconds",
         "token_file",
         "log_level",
     )
@@ -118,12 +124,24 @@ async def _serve(router: Router) -> None:
     # Long-lived startup objects never become garbage: keep the collector off them.
     gc.collect()
     gc.freeze()
-    stop = asyncio.Event()
+    signals = 0
+    first, second = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        (first if signals == 1 else second).set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    logging.getLogger(__name__).info("stopping: finishing requests in flight")
+        loop.add_signal_handler(sig, on_signal)
+    await first.wait()
+    log = logging.getLogger(__name__)
+    drain = router.settings.drain_seconds
+    if drain > 0:
+        log.info("draining: answering for %gs more with readiness false", drain)
+        await router.drain(drain, second)
+    log.info("stopping: finishing requests in flight")
     await router.stop()
 
 

@@ -86,6 +86,15 @@ class RouterSettings(BaseSettings):
         description="File holding the access token that privileged match rules need "
         "(x-modelship-token; re-read at most once per second). Unset: they are refused.",
     )
+    drain_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="After SIGTERM, seconds to keep accepting and answering while /readyz "
+        "answers 503, so Kubernetes takes the pod out of its Service before it stops listening "
+        "(clients kube-proxy still sends here meanwhile are answered, with Connection: close). "
+        "A second signal ends the wait.",
+    )
     log_level: str = Field(default="info", description="Log level (debug, info, warning, ...).")
 
     @model_validator(mode="after")

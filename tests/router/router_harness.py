@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from modelship_cluster.ports import free_port
 
 HERE = Path(__file__).parent
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -104,6 +98,8 @@ class RouterProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"router-{self.port}-{time.monotonic_ns()}.log"
+        # No drain after SIGTERM unless a test asks for one (test_router_drain.py).
+        env = {"drain_seconds": "0", **env}
         environment = {**os.environ, **{f"MODELSHIP_ROUTER_{k.upper()}": v for k, v in env.items()}}
         self.proc = subprocess.Popen(
             [
