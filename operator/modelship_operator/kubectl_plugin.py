@@ -5,7 +5,8 @@ ModelDeployments with the same kubeconfig rules as kubectl (--kubeconfig, $KUBEC
 --context, -n/--namespace, the context's namespace, in-cluster).
 
 Commands:
-  status NAME    phase, traffic, conditions and the last analysis as a table
+  status NAME    phase, traffic, conditions, the models (with their source and sha256)
+                 and the last analysis as a table
   history NAME   past rollouts and the versions rolled out
   promote NAME   skip the remaining analysis and promote the canary now
   abort NAME     roll the canary back now
@@ -32,7 +33,13 @@ from modelship_kube.request import Client, PatchType
 
 from modelship_operator.sources import spec_model
 from modelship_operator.spec import ACTION_ANNOTATION, GROUP, PLURAL, VERSION
-from modelship_operator.statusview import analysis_table, parse_status, summary, table
+from modelship_operator.statusview import (
+    analysis_table,
+    models_table,
+    parse_status,
+    summary,
+    table,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--context", help="kubeconfig context")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (
-        ("status", "phase, traffic, conditions and the last analysis"),
+        ("status", "phase, traffic, conditions, models and the last analysis"),
         ("history", "past rollouts and rolled-out versions"),
         ("promote", "promote the canary now, skipping the remaining analysis"),
         ("abort", "roll the canary back now"),
@@ -167,6 +174,9 @@ def render_status(body: dict[str, Any]) -> str:
         if status.conditions
         else "  (none yet)"
     )
+    lines.append("")
+    lines.append("models:")
+    lines.append(models_table(status, indent="  "))
     lines.append("")
     lines.append("last analysis:")
     lines.append(analysis_table(status.last_analysis, indent="  "))

@@ -1,5 +1,5 @@
-"""Human-readable views of a ModelDeployment's status (pure): the one-line summary and the
-analysis table shown by `kubectl modelship status` and the demo."""
+"""Human-readable views of a ModelDeployment's status (pure): the one-line summary, the
+models and the analysis table shown by `kubectl modelship status` and the demo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelship_operator.status import AnalysisResult, ModelDeploymentStatus
+from modelship_operator.status import AnalysisResult, ModelDeploymentStatus, ModelRef
 
 
 def parse_status(body: Mapping[str, Any]) -> ModelDeploymentStatus:
@@ -76,3 +76,42 @@ def analysis_table(results: Sequence[AnalysisResult], indent: str = "") -> str:
     if not results:
         return f"{indent}(no analysis yet)"
     return table(ANALYSIS_HEADER, analysis_rows(results), indent)
+
+
+MODELS_HEADER = ("ROLE", "VERSION", "SOURCE", "ARTIFACT", "SHA256")
+
+
+def _short_sha(ref: ModelRef) -> str:
+    if not ref.sha256:
+        return "unpinned"
+    by = {"operator": " (hashed by operator)", "spec": " (pinned)"}.get(ref.sha256_source or "", "")
+    return ref.sha256[:12] + by
+
+
+def model_rows(status: ModelDeploymentStatus) -> list[tuple[str, ...]]:
+    """What stable serves, what it served before and the candidate being rolled out, each
+    with where it came from: a registry model shows its resolved version, so a moved alias
+    can be told from what runs."""
+    refs: list[tuple[str, ModelRef]] = []
+    if status.rolled_out is not None:
+        if status.rolled_out.current is not None:
+            refs.append(("stable", status.rolled_out.current))
+        if status.rolled_out.previous is not None:
+            refs.append(("previous", status.rolled_out.previous))
+    if status.rollout is not None and status.rollout.candidate is not None:
+        refs.append(("candidate", status.rollout.candidate))
+    rows: list[tuple[str, ...]] = []
+    for role, ref in refs:
+        source = ref.resolved_from or ref.uri
+        if ref.resolved_from and ref.registry_version:
+            source += f" (version {ref.registry_version})"
+        artifact = ref.uri if ref.resolved_from else "-"
+        rows.append((role, ref.version, source, artifact, _short_sha(ref)))
+    return rows
+
+
+def models_table(status: ModelDeploymentStatus, indent: str = "") -> str:
+    rows = model_rows(status)
+    if not rows:
+        return f"{indent}(none rolled out yet)"
+    return table(MODELS_HEADER, rows, indent)

@@ -1,10 +1,16 @@
-"""The human views of status: one summary line and the analysis table."""
+"""The human views of status: one summary line, the models and the analysis table."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from modelship_operator.statusview import analysis_table, parse_status, summary
+from modelship_operator.statusview import (
+    analysis_table,
+    model_rows,
+    models_table,
+    parse_status,
+    summary,
+)
 
 
 def body(**status: Any) -> dict[str, Any]:
@@ -77,3 +83,44 @@ def test_analysis_table_aligns_values_thresholds_and_verdicts() -> None:
     }
     assert len(offsets) == 1
     assert analysis_table([]) == "(no analysis yet)"
+
+
+def test_models_show_a_registry_models_resolved_version_artifact_and_hash() -> None:
+    sha = "ab" * 32
+    status = parse_status(
+        body(
+            rolledOut={
+                "current": {
+                    "version": "3",
+                    "uri": "s3://mlflow/1/models/m-1/artifacts",
+                    "sha256": sha,
+                    "resolvedFrom": "models:/churn@champion",
+                    "registryVersion": "3",
+                    "sha256Source": "operator",
+                },
+                "previous": {"version": "1.0.0", "uri": "s3://models/a.skops", "sha256": sha},
+            },
+            rollout={
+                "key": "k",
+                "startedAt": "2026-01-01T00:00:00Z",
+                "candidate": {"version": "2.0.0", "uri": "pvc://models/b.skops", "sha256": ""},
+            },
+        )
+    )
+    assert model_rows(status) == [
+        (
+            "stable",
+            "3",
+            "models:/churn@champion (version 3)",
+            "s3://mlflow/1/models/m-1/artifacts",
+            "abababababab (hashed by operator)",
+        ),
+        ("previous", "1.0.0", "s3://models/a.skops", "-", "abababababab"),
+        ("candidate", "2.0.0", "pvc://models/b.skops", "-", "unpinned"),
+    ]
+    text = models_table(status, indent="  ")
+    assert text.splitlines()[0].split() == ["ROLE", "VERSION", "SOURCE", "ARTIFACT", "SHA256"]
+
+
+def test_models_before_any_rollout() -> None:
+    assert models_table(parse_status({})) == "(none rolled out yet)"
