@@ -44,6 +44,7 @@ CHILD_KINDS: Final[tuple[ChildKind, ...]] = (
     ChildKind("apps/v1", "Deployment", "deployments"),
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
 )
 
 

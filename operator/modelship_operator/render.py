@@ -35,6 +35,7 @@ from modelship_router.config import (
 )
 from modelship_serving.contract import DEPLOYMENT_ENV
 
+from modelship_operator import netpol
 from modelship_operator.capacity import Bounds, bounds
 from modelship_operator.kinds import (
     CHILD_KINDS,
@@ -182,6 +183,11 @@ def router_selector(md: ModelDeployment) -> dict[str, str]:
     return {LABEL_DEPLOYMENT: md.name, LABEL_COMPONENT: "router"}
 
 
+def serving_pods_selector(md: ModelDeployment) -> dict[str, str]:
+    """Every serving pod of the ModelDeployment, whichever variant."""
+    return {LABEL_DEPLOYMENT: md.name, LABEL_COMPONENT: "serving"}
+
+
 def owner_reference(md: ModelDeployment) -> dict[str, Any]:
     """Controller reference: garbage collection deletes children with their owner."""
     return {
@@ -215,6 +221,21 @@ def pod_security_context() -> dict[str, Any]:
         "fsGroup": RUN_AS,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def spread(selector: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Spread a group's pods over nodes, then zones, where the cluster has several: a
+    preference (``ScheduleAnyway``), so a one-node cluster still runs them all, and a
+    node lost takes only its share of the group with it."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(selector)},
+        }
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+    ]
 
 
 def container_security_context() -> dict[str, Any]:
@@ -485,6 +506,7 @@ def serving_deployment(
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(),
                     "terminationGracePeriodSeconds": 30,
+                    "topologySpreadConstraints": spread(serving_selector(md, plan.variant)),
                     "containers": [container],
                     "volumes": volumes,
                 },
@@ -564,6 +586,29 @@ def pod_disruption_budget(
 
 #: Response header naming the variant that served; as a request header it selects it.
 VARIANT_HEADER: Final = "x-modelship-variant"
+
+
+def network_policies(md: ModelDeployment, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Serving pods admit only their router and the scrapers; the router admits clients
+    (modelship_operator.netpol). None without the builtin router (clients then call the
+    variants' Services) or when the installation turns them off."""
+    if not settings.network_policies or md.spec.router.type != "builtin":
+        return []
+    serving_name = f"{md.name}-serving"
+    serving_meta_labels = common_labels(md) | {LABEL_COMPONENT: "serving"}
+    scrapers = netpol.scraper_peer(settings.scraper_namespace, settings.scraper_pod_labels)
+    name = router_name(md.name)
+    return [
+        netpol.serving_policy(
+            _meta(md, serving_name, serving_meta_labels),
+            serving_pods_selector(md),
+            router_selector(md),
+            scrapers,
+            http_port=PORT,
+            grpc_port=GRPC_PORT,
+        ),
+        netpol.router_policy(_meta(md, name, router_labels(md)), router_selector(md), PORT),
+    ]
 
 
 def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
@@ -735,6 +780,7 @@ def router_deployment(md: ModelDeployment, settings: OperatorSettings) -> dict[s
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(),
                     "terminationGracePeriodSeconds": 30,
+                    "topologySpreadConstraints": spread(router_selector(md)),
                     "containers": [container],
                     "volumes": volumes,
                 },
@@ -766,6 +812,8 @@ def render(
     if builtin_router:
         name = router_name(md.name)
         objects.append(service(md, name, router_labels(md), router_selector(md)))
+    # Before any pod: a serving pod is never reachable from elsewhere, not even at first.
+    objects += network_policies(md, settings)
     for plan in state.variants():
         objects.append(serving_deployment(md, plan, settings))
     if builtin_router:

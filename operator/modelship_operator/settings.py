@@ -29,6 +29,12 @@ def package_version() -> str:
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+def _namespace_name(name: str) -> str:
+    if len(name) > 63 or not _NAMESPACE.match(name):
+        raise ValueError(f"{name!r} is not a namespace name")
+    return name
+
+
 class OperatorSettings(BaseSettings):
     """How the operator runs; each field is also ``MODELSHIP_OPERATOR_<FIELD>``."""
 
@@ -96,6 +102,28 @@ class OperatorSettings(BaseSettings):
         "(namespace with the Prometheus Operator, the prometheus-community chart and most "
         "managed ones). The analysis selects by it and by labels the pods export themselves.",
     )
+    network_policies: bool = Field(
+        default=True,
+        description="Render a NetworkPolicy per ModelDeployment with the builtin router: its "
+        "serving pods admit only its router pods (HTTP and gRPC) and the scrapers below "
+        "(metrics, on the HTTP port); another per router admitting any client on its port, "
+        "so the model stays reachable in a namespace whose default denies ingress. They take "
+        "effect where the cluster's network enforces NetworkPolicy; traffic from the node "
+        "itself (kubelet probes) is never subject to them.",
+    )
+    scraper_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the Prometheus that scrapes the serving pods (e.g. "
+        "monitoring), admitted by the serving pods' NetworkPolicy. Unset: pods with "
+        "scraper_pod_labels in any namespace.",
+    )
+    scraper_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"},
+        description="Labels of the Prometheus pods admitted to scrape, as JSON (the "
+        "Prometheus Operator and kube-prometheus-stack label theirs "
+        '{"app.kubernetes.io/name": "prometheus"}); {} admits every pod of '
+        "scraper_namespace.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe level logged."
     )
@@ -148,10 +176,21 @@ class OperatorSettings(BaseSettings):
     @field_validator("namespaces")
     @classmethod
     def _check_namespaces(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if len(name) > 63 or not _NAMESPACE.match(name):
-                raise ValueError(f"{name!r} is not a namespace name")
-        return sorted(set(value))
+        return sorted({_namespace_name(name) for name in value})
+
+    @field_validator("scraper_namespace")
+    @classmethod
+    def _check_scraper_namespace(cls, value: str | None) -> str | None:
+        return None if value is None else _namespace_name(value)
+
+    @model_validator(mode="after")
+    def _check_scrapers(self) -> OperatorSettings:
+        if self.network_policies and not self.scraper_pod_labels and not self.scraper_namespace:
+            raise ValueError(
+                "an empty MODELSHIP_OPERATOR_SCRAPER_POD_LABELS needs "
+                "MODELSHIP_OPERATOR_SCRAPER_NAMESPACE: it would admit every pod of the cluster"
+            )
+        return self
 
     @field_validator("prometheus_headers")
     @classmethod

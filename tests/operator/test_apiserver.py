@@ -105,7 +105,8 @@ def test_operator_account_applies_reads_and_prunes_every_child(api: ApiServer) -
     api.kubectl(*apply, input=manifest)  # idempotent: a second apply changes nothing
     listed = api.kubectl(
         OPERATOR, "-n", "ml", "get", "deployments,services,configmaps,serviceaccounts,roles,"
-        "rolebindings,poddisruptionbudgets", "-l", "modelship.io/deployment=churn", "-o", "name",
+        "rolebindings,poddisruptionbudgets,networkpolicies", "-l", "modelship.io/deployment=churn",
+        "-o", "name",
     ).stdout.split()  # fmt: skip
     assert len(listed) == len(objects)
     api.kubectl(OPERATOR, "-n", "ml", "get", "pods,endpointslices")

@@ -68,6 +68,11 @@ ROUTER_OBJECTS = {
     ("ConfigMap", "churn-router"),
     ("Service", "churn-router"),
     ("Deployment", "churn-router"),
+    # Two router pods by default, so one may be evicted at a time.
+    ("PodDisruptionBudget", "churn-router"),
+    # Serving pods admit only the router and the scrapers; the router admits clients.
+    ("NetworkPolicy", "churn-serving"),
+    ("NetworkPolicy", "churn-router"),
 }
 STABLE = {("Service", "churn-stable"), ("Deployment", "churn-stable")}
 CANARY_OBJS = {("Service", "churn-canary"), ("Deployment", "churn-canary")}
@@ -88,11 +93,11 @@ CANARY_OBJS = {("Service", "churn-canary"), ("Deployment", "churn-canary")}
         ({"router": {"type": "none"}}, STABLE),
         ({"router": {"type": "none"}, "canary": CANARY}, STABLE | CANARY_OBJS),
         (
-            {"router": {"replicas": 2}},
-            STABLE | ROUTER_OBJECTS | {("PodDisruptionBudget", "churn-router")},
+            {"router": {"replicas": 1}},
+            STABLE | ROUTER_OBJECTS - {("PodDisruptionBudget", "churn-router")},
         ),
     ],
-    ids=["stable-only", "canary", "replicas-2", "no-router", "no-router-canary", "router-ha"],
+    ids=["stable-only", "canary", "replicas-2", "no-router", "no-router-canary", "one-router"],
 )
 def test_children_per_configuration(spec: dict[str, Any], expected: set[tuple[str, str]]) -> None:
     objects = render(md(**spec), SETTINGS)
@@ -515,6 +520,29 @@ def test_router_deployment_and_its_least_privilege_role() -> None:
     ]
 
 
+def test_two_router_pods_by_default_and_every_group_spread_over_nodes() -> None:
+    objects = by_key(render(md(canary=CANARY), SETTINGS))
+    router = objects[("Deployment", "churn-router")]["spec"]
+    assert router["replicas"] == 2
+    budget = objects[("PodDisruptionBudget", "churn-router")]["spec"]
+    assert budget == {"maxUnavailable": 1, "selector": router["selector"]}
+    for name in ("churn-router", "churn-stable", "churn-canary"):
+        spec = objects[("Deployment", name)]["spec"]
+        constraints = spec["template"]["spec"]["topologySpreadConstraints"]
+        assert [c["topologyKey"] for c in constraints] == [
+            "kubernetes.io/hostname",
+            "topology.kubernetes.io/zone",
+        ]
+        for constraint in constraints:
+            # A preference over the group's own pods: one node still runs them all.
+            assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+            assert constraint["maxSkew"] == 1
+            assert constraint["labelSelector"] == spec["selector"]
+    single = by_key(render(md(router={"replicas": 1}), SETTINGS))
+    assert single[("Deployment", "churn-router")]["spec"]["replicas"] == 1
+    assert ("PodDisruptionBudget", "churn-router") not in single
+
+
 def routing(resource: ModelDeployment, traffic: Traffic | None = None) -> RoutingConfig:
     state = state_from_spec(resource, traffic, _CANDIDATES.get(id(resource)))
     objects = by_key(render(resource, SETTINGS, state))
@@ -659,15 +687,7 @@ def existing(
 
 
 def refs(*pairs: tuple[str, str]) -> list[ChildRef]:
-    versions = {
-        "Deployment": "apps/v1",
-        "Service": "v1",
-        "PodDisruptionBudget": "policy/v1",
-        "ServiceAccount": "v1",
-        "ConfigMap": "v1",
-        "Role": "rbac.authorization.k8s.io/v1",
-        "RoleBinding": "rbac.authorization.k8s.io/v1",
-    }
+    versions = {k.kind: k.api_version for k in CHILD_KINDS}
     return sorted(ChildRef(versions[k], k, n) for k, n in pairs)
 
 
@@ -692,6 +712,9 @@ def test_budget_is_pruned_when_scaled_to_one_and_router_objects_when_router_goes
         ("ConfigMap", "churn-router"),
         ("Service", "churn-router"),
         ("Deployment", "churn-router"),
+        ("PodDisruptionBudget", "churn-router"),
+        ("NetworkPolicy", "churn-serving"),
+        ("NetworkPolicy", "churn-router"),
     )
 
 
@@ -729,7 +752,7 @@ def test_nothing_is_pruned_when_everything_is_still_wanted() -> None:
 def test_spec_changes_do_not_rename_children() -> None:
     a = render(md(canary=CANARY), SETTINGS)
     b = render(md(canary={**CANARY, "version": "2.0"}, replicas=4), SETTINGS)
-    names_a = {(o["kind"], o["metadata"]["name"]) for o in a}
+    names_a = {(o["kind"], o["metadata"]["name"]) for o in a if o["kind"] != "PodDisruptionBudget"}
     names_b = {(o["kind"], o["metadata"]["name"]) for o in b if o["kind"] != "PodDisruptionBudget"}
     assert names_a == names_b
 
