@@ -24,7 +24,7 @@ system-deps: ## Install the Debian packages the local cluster and the images nee
 	@scripts/system-deps.sh
 
 .PHONY: binaries
-binaries: venv ## Build (or reuse cached) Kubernetes, etcd, helm, crictl, Prometheus, Prometheus Operator, SeaweedFS and metrics-server binaries
+binaries: venv ## Build (or reuse cached) Kubernetes, etcd, helm, crictl, Prometheus, Prometheus Operator, SeaweedFS, metrics-server and kube-router binaries
 	@$(CLUSTER) build
 
 .PHONY: lint

@@ -5,6 +5,8 @@ need=()
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v conntrack >/dev/null || need+=(conntrack)
+# ipset: the node's NetworkPolicy agent (kube-router) keeps its peer sets in it.
+command -v ipset >/dev/null || need+=(ipset)
 command -v nsenter >/dev/null || need+=(util-linux)
 # The node: containerd with runc and the CNI plugins (kubelet and crictl are built from Go).
 command -v containerd >/dev/null || need+=(containerd)

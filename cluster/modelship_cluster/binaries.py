@@ -41,6 +41,12 @@ SEAWEEDFS_MODULE = "github.com/seaweedfs/seaweedfs"
 # and `kubectl top`: scrapes each kubelet's /metrics/resource.
 METRICS_SERVER_VERSION = "0.8.0"
 METRICS_SERVER_MODULE = "sigs.k8s.io/metrics-server"
+# NetworkPolicy enforcement for the node (the pod network's bridge plugin enforces none):
+# kube-router's network policy controller, iptables and ipsets (see netpolagent.py for why
+# not kube-network-policies). v2.1.0 is the newest version the Go module proxy serves.
+NETWORK_POLICIES_VERSION = "2.1.0"
+NETWORK_POLICIES_MODULE = "github.com/cloudnativelabs/kube-router/v2"
+NETWORK_POLICIES_COMMAND = "kube-router"
 
 KUBERNETES_COMMANDS = (
     "kube-apiserver",
@@ -107,6 +113,7 @@ def toolset() -> Toolset:
             prometheus_operator_bin_dir(),
             seaweedfs_bin_dir(),
             metrics_server_bin_dir(),
+            network_policies_bin_dir(),
         )
     )
 
@@ -251,6 +258,22 @@ def metrics_server_recipe(version: str = METRICS_SERVER_VERSION) -> GoRecipe:
 def metrics_server_bin_dir(version: str = METRICS_SERVER_VERSION) -> Path:
     key = metrics_server_recipe(version).key()
     return cache_root() / "metrics-server" / f"v{version}-{key}" / "bin"
+
+
+def network_policies_recipe(version: str = NETWORK_POLICIES_VERSION) -> GoRecipe:
+    """`kube-router` from github.com/cloudnativelabs/kube-router/v2 (CGO off; the version
+    ldflags are upstream's Makefile's, so `kube-router --version` names it)."""
+    m = NETWORK_POLICIES_MODULE
+    return GoRecipe(
+        modules=(f"{m}@v{version}",),
+        packages=(f"{m}/cmd/kube-router",),
+        ldflags=f"-s -w -X {m}/pkg/version.Version=v{version}",
+    )
+
+
+def network_policies_bin_dir(version: str = NETWORK_POLICIES_VERSION) -> Path:
+    key = network_policies_recipe(version).key()
+    return cache_root() / "kube-router" / f"v{version}-{key}" / "bin"
 
 
 def seaweedfs_bin_dir(version: str = SEAWEEDFS_VERSION) -> Path:
@@ -545,6 +568,17 @@ def build_metrics_server(version: str = METRICS_SERVER_VERSION) -> Path:
     )
 
 
+def build_network_policies(version: str = NETWORK_POLICIES_VERSION) -> Path:
+    """`kube-router`, the node's NetworkPolicy agent (see modelship_cluster.netpolagent)."""
+    return _build_go_recipe(
+        f"kube-router v{version}",
+        "kuberouterbin",
+        network_policies_recipe(version),
+        network_policies_bin_dir(version),
+        (NETWORK_POLICIES_COMMAND,),
+    )
+
+
 def prometheus_operator_crd_files(module_dir: Path) -> list[Path]:
     """The CRD files the test bed applies, inside the Prometheus Operator's module folder."""
     folder = module_dir / "example" / "prometheus-operator-crd"
@@ -580,6 +614,7 @@ def ensure_all() -> Toolset:
             (prometheus_operator_bin_dir(), PROMETHEUS_OPERATOR_COMMANDS),
             (seaweedfs_bin_dir(), ("weed",)),
             (metrics_server_bin_dir(), ("metrics-server",)),
+            (network_policies_bin_dir(), (NETWORK_POLICIES_COMMAND,)),
         )
         for n in names
     )
@@ -590,6 +625,7 @@ def ensure_all() -> Toolset:
     build_prometheus_operator()
     build_seaweedfs()
     build_metrics_server()
+    build_network_policies()
     build_kubernetes()
     if not cached:
         _log(f"binaries ready in {time.monotonic() - started:.0f}s under {cache_root()}")

@@ -44,6 +44,7 @@ from modelship_cluster import (
     kubeproxy,
     metricsserver,
     monitoring,
+    netpolagent,
     objectstore,
     pki,
     podnet,
@@ -54,8 +55,9 @@ if TYPE_CHECKING:
 
 NODE_NAME = "modelship-node"
 CONTAINERD, KUBELET, PROXY = "containerd", "kubelet", "kube-proxy"
+FIREWALL = "kube-router"
 #: Node processes, in the order `stop()` ends them.
-STOP_ORDER = (KUBELET, CONTAINERD, PROXY)
+STOP_ORDER = (KUBELET, CONTAINERD, FIREWALL, PROXY)
 DNS_SERVICE_IP = "10.96.0.10"
 RUN_DIR = Path("/run/modelship")
 #: crictl reads it from CONTAINER_RUNTIME_ENDPOINT (`modelship-cluster env` exports it).
@@ -178,7 +180,8 @@ def _deployment_available(cluster: Cluster, namespace: str, name: str) -> bool:
 
 
 def start(cluster: Cluster, timeout: float) -> None:
-    """Images, containerd, kubelet, kube-proxy, CoreDNS and monitoring."""
+    """Images, containerd, kubelet, kube-proxy, the NetworkPolicy agent, CoreDNS and
+    monitoring."""
     if not enabled():
         _say(f"pods disabled ({why_disabled()}): control plane only")
         return
@@ -186,6 +189,7 @@ def start(cluster: Cluster, timeout: float) -> None:
     root = cluster.root
     node_kc = _identity(cluster, "node", f"system:node:{NODE_NAME}", ("system:nodes",))
     proxy_kc = _identity(cluster, "kube-proxy", "system:kube-proxy", ())
+    firewall_kc = _identity(cluster, "kube-router", netpolagent.USER, ())
 
     built = images.ensure_images()
     runtime = runtime_config()
@@ -234,16 +238,24 @@ def start(cluster: Cluster, timeout: float) -> None:
     _say(f"node {NODE_NAME} Ready (kubelet + containerd, pods on {podnet.DEFAULT.pod_cidr})")
 
     proxy_config = kubeproxy.write_config(root / "kube-proxy", proxy_kc, NODE_NAME)
-    proxy = cluster.processes.start(
-        PROXY, kubeproxy.args(binaries.toolset().path("kube-proxy"), proxy_config)
-    )
-    controlplane.wait_healthy(
+    cluster.start_healthy(
+        PROXY,
+        kubeproxy.args(binaries.toolset().path("kube-proxy"), proxy_config),
         f"http://{kubeproxy.HEALTHZ}/healthz",
-        ca=None,
-        client=None,
-        timeout=timeout,
-        alive=proxy.alive,
-        what=cluster._what(PROXY),
+        timeout,
+    )
+    # Before any workload: NetworkPolicies are enforced from the first pod on.
+    kubectl_apply(cluster, netpolagent.manifests())
+    cluster.start_healthy(
+        FIREWALL,
+        netpolagent.args(
+            binaries.toolset().path(binaries.NETWORK_POLICIES_COMMAND),
+            firewall_kc,
+            NODE_NAME,
+            cluster.config.service_cidr,
+        ),
+        f"http://127.0.0.1:{netpolagent.HEALTH_PORT}/healthz",
+        timeout,
     )
     kubectl_apply(cluster, coredns.manifests(DNS_SERVICE_IP))
     _start_monitoring(cluster)
@@ -442,6 +454,7 @@ def teardown(cluster: Cluster | None = None) -> None:
     proxy_bin = binaries.kubernetes_bin_dir() / "kube-proxy"
     config = cluster.root / "kube-proxy" / "kube-proxy.yaml" if cluster else None
     kubeproxy.cleanup(proxy_bin, config)
+    netpolagent.cleanup()
     podnet.teardown()
     if RUN_DIR.exists():
         shutil.rmtree(RUN_DIR, ignore_errors=True)
@@ -450,7 +463,7 @@ def teardown(cluster: Cluster | None = None) -> None:
 def leftovers() -> list[str]:
     """Everything of the node still on the machine (empty after `teardown()`)."""
     runtime = runtime_config()
-    found = podnet.leftovers() + kubeproxy.leftovers()
+    found = podnet.leftovers() + kubeproxy.leftovers() + netpolagent.leftovers()
     found += [f"containerd shim process {pid}" for pid in shim_processes(runtime)]
     points = kubelet.mount_points()
     found += [f"mount {p}" for p in points if "/node/kubelet" in p or p.startswith(str(RUN_DIR))]
