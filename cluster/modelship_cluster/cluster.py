@@ -7,12 +7,13 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelship_cluster import binaries, controlplane, modelstore, node, pki, registry
 from modelship_cluster.controlplane import ClusterConfig
-from modelship_cluster.processes import ProcessDir, tail
+from modelship_cluster.processes import ManagedProcess, ProcessDir, tail
 
 # Stop order: the reverse of start order.
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -85,28 +86,13 @@ class Cluster:
         cfg = self.config
         node.before_control_plane()  # the apiserver listens on the bridge's gateway
 
-        etcd = self.processes.start(
-            "etcd", controlplane.etcd_args(tools, cfg, self.root / "etcd-data")
-        )
-        controlplane.wait_healthy(
+        self.start_healthy(
+            "etcd",
+            controlplane.etcd_args(tools, cfg, self.root / "etcd-data"),
             f"http://127.0.0.1:{cfg.etcd_client_port}/health",
-            ca=None,
-            client=None,
-            timeout=timeout,
-            alive=etcd.alive,
-            what=self._what("etcd"),
+            timeout,
         )
-        apiserver = self.processes.start(
-            "kube-apiserver", controlplane.apiserver_args(tools, cfg, self.pki_dir)
-        )
-        controlplane.wait_healthy(
-            f"{cfg.server_url}/readyz",
-            ca=self.ca,
-            client=self.admin_cert,
-            timeout=timeout,
-            alive=apiserver.alive,
-            what=self._what("kube-apiserver"),
-        )
+        self._start_apiserver(timeout)
         _say(f"kube-apiserver ready at {cfg.server_url}")
         manager = self.processes.start(
             "kube-controller-manager", controlplane.controller_manager_args(tools, cfg, self.root)
@@ -163,6 +149,39 @@ class Cluster:
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; {self._what(registry.PROCESS)}") from exc
         _say(f"model registry (MLflow) at {self.registry_url} (MODELSHIP_MLFLOW=0 skips it)")
+
+    def restart_apiserver(self, timeout: float = 60.0) -> float:
+        """Stop kube-apiserver (SIGTERM, as a control-plane upgrade does) and start it again
+        with the same arguments; returns the seconds until it was ready again."""
+        started = time.monotonic()
+        self.processes.stop("kube-apiserver")
+        self._start_apiserver(timeout)
+        return time.monotonic() - started
+
+    def _start_apiserver(self, timeout: float) -> None:
+        self.start_healthy(
+            "kube-apiserver",
+            controlplane.apiserver_args(binaries.toolset(), self.config, self.pki_dir),
+            f"{self.config.server_url}/readyz",
+            timeout,
+            tls=True,
+        )
+
+    def start_healthy(
+        self, name: str, argv: Sequence[str], health_url: str, timeout: float, tls: bool = False
+    ) -> ManagedProcess:
+        """Start NAME (unless it runs) and wait until HEALTH_URL answers 200; with TLS, as
+        the admin over the cluster CA. Fails with the process's log if it dies meanwhile."""
+        proc = self.processes.start(name, argv)
+        controlplane.wait_healthy(
+            health_url,
+            ca=self.ca if tls else None,
+            client=self.admin_cert if tls else None,
+            timeout=timeout,
+            alive=proc.alive,
+            what=self._what(name),
+        )
+        return proc
 
     def down(self, keep_data: bool = False) -> None:
         """Stop every component in reverse order; remove the state unless asked to keep it."""

@@ -116,6 +116,10 @@ def config_yaml(
             "imagefs.available": "1%",
             "nodefs.inodesFree": "1%",
         },
+        # A crashed container is restarted within 10 s however often it crashed (the
+        # default grows to 5 min): the chaos suite SIGKILLs the operator 10 times in one
+        # rollout, and what it tests is the rollout, not the back-off.
+        "crashLoopBackOff": {"maxContainerRestartPeriod": "10s"},
         "shutdownGracePeriod": "0s",
         "volumePluginDir": str(paths.state / "kubelet-plugins"),
         "rotateCertificates": False,

@@ -21,6 +21,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -114,10 +115,17 @@ def namespace(request: pytest.FixtureRequest, kube_api: object) -> Iterator[str]
 
     core = client.CoreV1Api(kube_api)
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:6]}"
+    name = create_namespace(core, f"{base}-{uuid.uuid4().hex[:6]}")
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def create_namespace(core: Any, name: str) -> str:
+    """Create namespace NAME through CORE (a CoreV1Api) and return it once it can take pods:
+    they are refused until the controller manager has made its `default` ServiceAccount."""
+    from kubernetes import client
+
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    # Pods are refused until the controller manager has made the namespace's `default`
-    # ServiceAccount; hand out the namespace only once it can take pods.
     deadline = time.monotonic() + 30
     while not core.list_namespaced_service_account(
         name, field_selector="metadata.name=default"
@@ -125,5 +133,4 @@ def namespace(request: pytest.FixtureRequest, kube_api: object) -> Iterator[str]
         if time.monotonic() > deadline:
             raise AssertionError(f"namespace {name} got no default ServiceAccount in 30s")
         time.sleep(0.1)
-    yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    return name

@@ -41,6 +41,9 @@ class TrafficStats:
     feedback_joined: int = 0
     #: Feedback the server refused for want of a valid token, or because it is off (401/403).
     feedback_refused: int = 0
+    #: Requests (or their feedback) still unanswered 15 s after the generator stopped,
+    #: cancelled before its client closed.
+    abandoned: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -130,6 +133,13 @@ async def run_traffic(
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         if in_flight:
             await asyncio.wait(in_flight, timeout=15)
+        # Still unanswered after that: given up before the client closes (counted, not lost
+        # silently as errors of a closed client).
+        for task in list(in_flight):
+            task.cancel()
+        if in_flight:
+            stats.abandoned += len(in_flight)
+            await asyncio.gather(*in_flight, return_exceptions=True)
     return stats
 
 

@@ -226,6 +226,18 @@ def _state(state: Any) -> str:
     return "running"
 
 
+def deployment_settled(dep: Any) -> bool:
+    """The Deployment's controller saw its spec, and every pod it wants runs that
+    template and is ready (no more, no fewer)."""
+    status = dep.status
+    return (
+        (status.observed_generation or 0) >= dep.metadata.generation
+        and (status.updated_replicas or 0) == dep.spec.replicas
+        and (status.ready_replicas or 0) == dep.spec.replicas
+        and (status.replicas or 0) == dep.spec.replicas
+    )
+
+
 def pod_ready(pod: Any) -> bool:
     return (
         any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
@@ -298,13 +310,8 @@ class Operator:
 
     def wait_available(self, limit: float = 120.0) -> None:
         def available() -> bool:
-            dep = self.env.apps.read_namespaced_deployment(OPERATOR, OPERATOR_NS)
-            status = dep.status
-            return (
-                (status.observed_generation or 0) >= dep.metadata.generation
-                and (status.updated_replicas or 0) == dep.spec.replicas
-                and (status.ready_replicas or 0) == dep.spec.replicas
-                and (status.replicas or 0) == dep.spec.replicas
+            return deployment_settled(
+                self.env.apps.read_namespaced_deployment(OPERATOR, OPERATOR_NS)
             )
 
         until(available, "the operator Deployment to be available", limit,

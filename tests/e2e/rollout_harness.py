@@ -24,6 +24,7 @@ The models (trained here, in seconds, on scikit-learn's bundled data):
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -43,7 +44,15 @@ import yaml
 from modelship_demo.models import train as train_demo_models
 from modelship_demo.traffic import TrafficStats, background_traffic
 from modelship_serving.artifacts import save_model
-from operator_harness import Env, Operator, prometheus_query, router_url, serving, until
+from operator_harness import (
+    Env,
+    Operator,
+    pod_ready,
+    prometheus_query,
+    router_url,
+    serving,
+    until,
+)
 
 #: Marks of every rollout test module (``pytestmark = ROLLOUT_MARKS``).
 ROLLOUT_MARKS = [
@@ -338,13 +347,23 @@ class Recorder:
         key = _key(status)
         if not self.statuses or _key(self.statuses[-1][1]) != key:
             self.statuses.append((now, status))
+        # What every ready router pod applies, asked of each pod: the router has applied a
+        # configuration once all its replicas have (they may differ for a moment).
+        selector = f"modelship.io/deployment={self.name},app.kubernetes.io/component=router"
         try:
-            svc = self.env.core.read_namespaced_service(f"{self.name}-router", self.namespace)
-            ready = http.get(f"http://{svc.spec.cluster_ip}/readyz").json()
+            pods = [p for p in self.env.pods(self.namespace, selector) if pod_ready(p)]
+            applied = {
+                (ready.get("generation"), json.dumps(ready.get("variants") or {}, sort_keys=True))
+                for ready in (
+                    http.get(f"http://{pod.status.pod_ip}:8080/readyz").json() for pod in pods
+                )
+            }
         except Exception:
             return
-        weights = {k: float(v["weight"]) for k, v in (ready.get("variants") or {}).items()}
-        generation = ready.get("generation")
+        if len(applied) != 1:
+            return
+        ((generation, variants),) = applied
+        weights = {k: float(v["weight"]) for k, v in json.loads(variants).items()}
         if not self.router or self.router[-1][1:] != (generation, weights):
             self.router.append((now, generation, weights))
 
@@ -414,11 +433,37 @@ def explain(env: Env, namespace: str, name: str, recorder: Recorder | None = Non
             f"{e.type} {e.reason}: {e.message}" for e in events))  # fmt: skip
     except Exception as exc:
         parts.append(f"(events: {exc!r})")
+    parts.append(scrape_health(namespace))
     if recorder is not None:
         parts.append("--- timeline:\n" + recorder.timeline())
     if stats is not None:
-        parts.append(f"--- client: answers {dict(stats.answers)} errors {dict(stats.errors)}")
+        parts.append(
+            f"--- client: answers {dict(stats.answers)} errors {dict(stats.errors)}"
+            f" abandoned at the end {stats.abandoned}"
+        )
     return "\n".join(parts)
+
+
+def scrape_health(namespace: str) -> str:
+    """What Prometheus scrapes in ``namespace`` (each target's health, last scrape and
+    error) and since when it has run: analyses see only what it scraped."""
+    from modelship_cluster.node import prometheus_url
+
+    try:
+        answer = httpx.get(f"{prometheus_url()}/api/v1/targets", timeout=10).json()
+        runtime = httpx.get(f"{prometheus_url()}/api/v1/status/runtimeinfo", timeout=10).json()
+    except Exception as exc:  # diagnostics only: say why there are none
+        return f"--- prometheus: {exc!r}"
+    rows = [
+        f"{t['labels'].get('pod')} {t['labels'].get('job')}: {t.get('health')}, last scrape "
+        f"{t.get('lastScrape')} ({t.get('lastScrapeDuration', 0):.3f}s) {t.get('lastError') or ''}"
+        for t in answer["data"]["activeTargets"]
+        if t["labels"].get("namespace") == namespace
+    ]
+    started = runtime.get("data", {}).get("startTime", "unknown")
+    return f"--- prometheus (started {started}) targets in {namespace}:\n" + (
+        "\n".join(rows) or "(none)"
+    )
 
 
 def wait_for(env: Env, namespace: str, name: str, predicate: Any, what: str, limit: float,
@@ -451,6 +496,34 @@ def event_count(env: Env, namespace: str, name: str, reason: str) -> int:
         (e.count or 1) for e in env.events(namespace, name)
         if e.reason == reason and e.source.component == "modelship-operator"
     )  # fmt: skip
+
+
+def every_transition_evented_once(env: Any, ns: str, name: str) -> str:
+    """What is wrong with the Events of the transitions ``status.transitions`` records ("" if
+    nothing): each must have exactly one Event, named ``<name>.<uid[:8]>.<seq>``, with its
+    reason, and ``lastEventedTransition`` must have reached the newest."""
+    body = env.md(ns, name)
+    status, uid = body["status"], body["metadata"]["uid"]
+    transitions = status.get("transitions") or []
+    if not transitions:
+        return "no transitions recorded"
+    if status.get("lastEventedTransition") != transitions[-1]["seq"]:
+        return f"lastEventedTransition {status.get('lastEventedTransition')} behind {transitions}"
+    ours = {e.metadata.name: e for e in env.events(ns, name)
+            if e.source.component == "modelship-operator"}  # fmt: skip
+    for t in transitions:
+        event = ours.get(f"{name}.{uid[:8]}.{t['seq']}")
+        if event is None:
+            return f"no Event for transition {t}"
+        if event.reason != t["reason"] or (event.count or 1) != 1:
+            return f"Event {event.metadata.name}: {event.reason} x{event.count} for {t}"
+    return ""
+
+
+def steps_never_go_back(rec: Recorder) -> bool:
+    """Recorded steps only ever increase within the rollout (no restart, no replay)."""
+    steps = [s.get("step") for _, s in rec.statuses if s.get("step") is not None]
+    return all(a <= b for a, b in itertools.pairwise(steps))
 
 
 def status_yaml(status: dict[str, Any]) -> str:

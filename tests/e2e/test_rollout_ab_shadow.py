@@ -8,6 +8,7 @@ got right, Prometheus scrapes the counts, the operator tests the difference.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rollout_harness import (
@@ -46,12 +47,14 @@ def test_ab_a_truly_better_canary_wins_with_significance_and_is_promoted(
     env, models, ns = rollout.env, rollout.models, rollout.ns
     stump, better = models["stump"], models["2.0.0"]  # about 90 % and 98 % accurate
     base = deploy(env, ns, "ab", stump, better, **ab_strategy("3m"))
+    started = time.monotonic()
     with Recorder(env, ns, "ab") as rec, traffic(base, "ab", stump, rate=40) as stats:
         done = wait_for(env, ns, "ab", phase_is("Promoted", "RolledBack", "Failed"),
-                        "the A/B test to end", 180, rec, stats)  # fmt: skip
+                        "the A/B test to end", 240, rec, stats)  # fmt: skip
     why = explain(env, ns, "ab", rec, stats)
     assert done["phase"] == "Promoted", why
     ab = done["abTest"]
+    print(f"A/B test decided in {time.monotonic() - started:.0f} s: {ab}")
     assert ab["winner"] == "canary" and ab["pValue"] <= AB_SIGNIFICANCE, why
     rate = {v: ab[v]["successes"] / ab[v]["trials"] for v in ("stable", "canary")}
     assert ab["stable"]["trials"] >= 100 and ab["canary"]["trials"] >= 100, why

@@ -40,6 +40,7 @@ def test_a_regressor_worse_on_rmse_is_rolled_back(rollout: Rollout) -> None:
     # Measured over the same window as stable's (a few dozen rows at the first step, so the
     # values themselves vary from run to run): worse than stable's by more than the margin.
     assert rmse["value"] > 1.25 * rmse["stableValue"] > 0, why
+    print(f"rolled back on rmse: canary {rmse['value']:.1f}, stable {rmse['stableValue']:.1f}")
     (entry,) = done["history"]
     assert entry["outcome"] == "RolledBack" and "rmse" in entry["reason"], why
     for check in ("success-rate", "latency-p99"):
