@@ -4,7 +4,8 @@ Each request predicts one held-out row through the router; the answer names the 
 and the request id, and the true label goes back as feedback to that same variant and pod
 (the router sends a request naming `x-modelship-variant` and `x-modelship-replica` to it).
 A deployment that protects feedback needs its access token: pass `token`, sent as
-`x-modelship-token` with each feedback post.
+`x-modelship-token` with each feedback post. With `force` every prediction names that
+variant (`x-modelship-variant`, with the token), as a client that pins itself does.
 The generator stops by itself after `duration` seconds or `max_requests` predictions,
 whichever comes first.
 """
@@ -75,10 +76,14 @@ async def run_traffic(
     stop: asyncio.Event | None = None,
     seed: int = 1,
     token: str | None = None,
+    force: str | None = None,
 ) -> TrafficStats:
     """Send about `rate` predictions per second (each followed by its feedback, with
     ``token`` as ``x-modelship-token`` when given). ``labels`` are class labels or, for a
-    regressor, the true values: each is sent as the JSON number or string it holds."""
+    regressor, the true values: each is sent as the JSON number or string it holds.
+    ``force`` names the variant every prediction asks for (it needs ``token``)."""
+    if force is not None and token is None:
+        raise ValueError("forcing a variant needs the access token")
     rng = random.Random(seed)
     deadline = time.monotonic() + duration
     interval = 1.0 / rate
@@ -87,10 +92,13 @@ async def run_traffic(
     predict_url = f"{base_url}/v1/models/{model}:predict"
     feedback_url = f"{base_url}/v1/models/{model}:feedback"
     in_flight: set[asyncio.Task[None]] = set()
+    forced = {} if force is None or token is None else {VARIANT_HEADER: force, TOKEN_HEADER: token}
 
     async def one(client: httpx.AsyncClient, row: int) -> None:
         try:
-            response = await client.post(predict_url, json={"instances": [features[row].tolist()]})
+            response = await client.post(
+                predict_url, json={"instances": [features[row].tolist()]}, headers=forced
+            )
         except httpx.HTTPError as error:
             stats.errors[type(error).__name__] += 1
             return
@@ -154,9 +162,11 @@ def background_traffic(
     seconds: float,
     join_timeout: float = 30,
     token: str | None = None,
+    force: str | None = None,
 ) -> Iterator[TrafficStats]:
     """:func:`run_traffic` on its own thread and event loop while the caller watches; stops
-    when the block ends, or by itself after ``seconds``. ``token``: see :func:`run_traffic`."""
+    when the block ends, or by itself after ``seconds``. ``token`` and ``force``: see
+    :func:`run_traffic`."""
     stats = TrafficStats()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -174,6 +184,7 @@ def background_traffic(
                 stats=stats,
                 stop=stop,
                 token=token,
+                force=force,
             )
         )
 

@@ -294,12 +294,20 @@ def traffic(
     rate: float = 30,
     seconds: float = 240,
     token: str | None = ACCESS_TOKEN,
+    force: str | None = None,
 ) -> Iterator[TrafficStats]:
     """The demo's bounded traffic (each prediction followed by its true label as feedback,
-    sent with ``token``) on its own thread and event loop; stops when the block ends or by
-    itself."""
+    sent with ``token``; every prediction asking for variant ``force`` when given) on its
+    own thread and event loop; stops when the block ends or by itself."""
     with background_traffic(
-        url, model, data.features, data.labels, rate=rate, seconds=seconds, token=token
+        url,
+        model,
+        data.features,
+        data.labels,
+        rate=rate,
+        seconds=seconds,
+        token=token,
+        force=force,
     ) as stats:
         yield stats
 

@@ -8,6 +8,7 @@ got right, Prometheus scrapes the counts, the operator tests the difference.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -85,6 +86,49 @@ def test_ab_two_equal_models_end_without_a_winner_and_keep_stable(
     assert done["rolledOut"]["current"]["version"] == "1.0.0", why
     assert done["traffic"]["canary"] == 0, why
     assert "ABTestDecided" in reasons(env, ns, "same"), why
+
+
+def test_ab_a_skewed_split_pauses_the_test_and_it_decides_nothing_past_its_deadline(
+    rollout: Rollout,
+) -> None:
+    # A client that forces its predictions to the canary (with the token) turns a 50/50
+    # test into about 25/75. The canary is the better model, so on these counts the test
+    # would promote it; the sample-ratio check pauses it instead, past the deadline too.
+    env, models, ns = rollout.env, rollout.models, rollout.ns
+    stump, better = models["stump"], models["2.0.0"]
+    deadline = 40
+    base = deploy(env, ns, "skew", stump, better, **ab_strategy(f"{deadline}s"))
+    started = time.monotonic()
+
+    def paused(status: dict[str, Any]) -> bool:
+        return "sample ratio mismatch" in json.dumps(status)
+
+    with (
+        Recorder(env, ns, "skew") as rec,
+        traffic(base, "skew", stump, rate=20) as stats,
+        traffic(base, "skew", stump, rate=20, force="canary") as forced,
+    ):
+        wait_for(env, ns, "skew", paused, "the A/B test to pause on its split", 150, rec, stats)
+        # Held past the deadline, with the skewed traffic still coming.
+        time.sleep(max(15.0, deadline + 10 - (time.monotonic() - started)))
+    why = explain(env, ns, "skew", rec, stats) + f"\nforced: {forced}"
+    recorded = [status for _, status in rec.statuses]
+    first = next((i for i, status in enumerate(recorded) if paused(status)), None)
+    assert first is not None, why
+    after = recorded[first:]
+    assert all(s.get("phase") == "Progressing" for s in after), why
+    assert paused(after[-1]), why
+    final = after[-1]
+    assert not final.get("history"), why  # the rollout has not ended either way
+    ab = final["abTest"]
+    assert ab.get("winner") is None, why
+    canary_share = ab["canary"]["trials"] / (ab["canary"]["trials"] + ab["stable"]["trials"])
+    assert canary_share > 0.6, why
+    assert {v for v, _ in forced.answers} == {"canary"} and forced.feedback_refused == 0, why
+    assert stats.non_2xx == 0 and forced.non_2xx == 0, why
+    assert "Promoted" not in reasons(env, ns, "skew"), why
+    print(f"A/B test paused on its split: canary {canary_share:.1%} of the users, "
+          f"50% configured; still Progressing {time.monotonic() - started:.0f} s in")  # fmt: skip
 
 
 # --- 8. shadow -------------------------------------------------------------------------------
