@@ -25,6 +25,8 @@ from modelship_kube.paths import apply_params
 #: Seconds for one ordinary request (lists of a few objects, small patches).
 REQUEST_TIMEOUT: Final = 15.0
 CONNECT_TIMEOUT: Final = 10.0
+#: What the API server answers a JSON patch whose ``test`` operation fails.
+TEST_FAILED_STATUS: Final = 422
 #: A watch's read timeout is the server-side timeout plus this much.
 WATCH_SLACK_SECONDS: Final = 30.0
 
@@ -236,6 +238,22 @@ class Client:
             params=apply_params(field_manager, force),
             what=what,
         )
+
+    async def scale(self, path: str, replicas: int, to: int, what: str | None = None) -> bool:
+        """Set the replicas of the ``scale`` subresource at ``path`` from ``replicas`` to
+        ``to`` in one JSON patch that tests the count first: False (nothing written) when it
+        was no longer ``replicas``, so a count someone else set meanwhile is never undone."""
+        patch = [
+            {"op": "test", "path": "/spec/replicas", "value": replicas},
+            {"op": "replace", "path": "/spec/replicas", "value": to},
+        ]
+        try:
+            await self.patch(path, patch, PatchType.JSON, what=what)
+        except ApiError as exc:
+            if exc.status == TEST_FAILED_STATUS:
+                return False
+            raise
+        return True
 
     async def delete(
         self,

@@ -70,18 +70,30 @@ def set_condition(
 
 
 def ready(
-    stable: DeploymentView | None, router: DeploymentView | None, router_expected: bool
+    stable: DeploymentView | None,
+    router: DeploymentView | None,
+    router_expected: bool,
+    scaled_to_zero: bool = False,
 ) -> Verdict:
-    """Ready: the stable variant (and the router, if any) has a pod able to answer."""
+    """Ready: the stable variant (and the router, if any) has a pod able to answer, or is
+    scaled to zero (``scaled_to_zero``) behind a router that starts one on demand."""
     if stable is None:
         return Verdict("False", "Pending", "the stable Deployment does not exist yet")
-    if stable.ready == 0:
+    reason = "Available"
+    if scaled_to_zero and stable.desired == 0:
+        reason = "ScaledToZero"
+        served = (
+            f"stable {stable.model_version} is scaled to zero: the router starts a pod on "
+            "the next request"
+        )
+    elif stable.ready == 0:
         return Verdict(
             "False",
             "StableUnavailable",
             f"0/{stable.desired} pods of {stable.name} ready",
         )
-    served = f"stable {stable.model_version}: {stable.ready}/{stable.desired} pods ready"
+    else:
+        served = f"stable {stable.model_version}: {stable.ready}/{stable.desired} pods ready"
     if router_expected:
         if router is None:
             return Verdict("False", "Pending", "the router Deployment does not exist yet")
@@ -90,7 +102,7 @@ def ready(
                 "False", "RouterUnavailable", f"0/{router.desired} pods of {router.name} ready"
             )
         served += f"; router: {router.ready}/{router.desired} ready"
-    return Verdict("True", "Available", served)
+    return Verdict("True", reason, served)
 
 
 _PHASE_PROGRESS: Final[dict[Phase, Verdict]] = {

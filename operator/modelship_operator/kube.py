@@ -135,6 +135,14 @@ class Kube:
             what=f"apply {obj['kind']} {meta.get('namespace')}/{meta['name']}",
         )
 
+    async def scale(self, namespace: str, name: str, replicas: int, to: int) -> bool:
+        """Deployment ``name``'s replicas from ``replicas`` to ``to`` through its scale
+        subresource; False (nothing written) when it no longer ran ``replicas``."""
+        path = object_path("apps/v1", "deployments", namespace, name, "scale")
+        return await self.client.scale(
+            path, replicas, to, what=f"scale Deployment {namespace}/{name}"
+        )
+
     async def delete(self, ref: ChildRef, namespace: str) -> None:
         """Delete a child (its dependents in the background); gone already is fine."""
         kind = child_kind(ref.api_version, ref.kind)

@@ -20,6 +20,9 @@ What each permission is for:
   router's ConfigMap permission is covered by the ConfigMap child rule.
 - ``pods`` get/list/watch: why a variant is not ready (image, crash, sha256 mismatch) for
   status; watched, so a pod's change reaches status at once.
+- ``deployments/scale`` get/patch: scale to zero (stable's last pod goes when idle, and a
+  rollout wakes it); a router whose stable may be scaled to zero gets the same on that one
+  Deployment, to scale it back from zero.
 - ``events`` create: an Event per transition.
 - ``leases`` in the operator's own namespace: leader election, so two replicas are safe.
   ``create`` cannot be limited to a name (the name is not known to the authorizer before the
@@ -46,6 +49,8 @@ OPERATOR_NAME: Final = "modelship-operator"
 DEFAULT_NAMESPACE: Final = "modelship-system"
 READ: Final = ("get", "list", "watch")
 APPLY: Final = ("get", "list", "watch", "create", "patch", "delete")
+#: A Deployment's replica count through its scale subresource, and nothing else of it.
+SCALE: Final = ("get", "patch")
 
 
 @dataclass(frozen=True)
@@ -68,16 +73,21 @@ class PolicyRule:
         return rule
 
 
-def router_rules(configmap: str) -> tuple[PolicyRule, ...]:
-    """What one router may do in its namespace: read its own ConfigMap and EndpointSlices.
+def router_rules(configmap: str, scale_targets: tuple[str, ...] = ()) -> tuple[PolicyRule, ...]:
+    """What one router may do in its namespace: read its own ConfigMap and EndpointSlices,
+    and scale the Deployments in ``scale_targets`` from zero (get and patch their ``scale``
+    subresource only: it cannot change what they run).
 
     ``resourceNames`` limits list/watch too when the router lists with
     ``fieldSelector=metadata.name=<configmap>``, which it must.
     """
-    return (
+    rules: tuple[PolicyRule, ...] = (
         PolicyRule(("",), ("configmaps",), READ, (configmap,)),
         PolicyRule(("discovery.k8s.io",), ("endpointslices",), READ),
     )
+    if scale_targets:
+        rules += (PolicyRule(("apps",), ("deployments/scale",), SCALE, scale_targets),)
+    return rules
 
 
 def operator_rules() -> tuple[PolicyRule, ...]:
@@ -91,6 +101,8 @@ def operator_rules() -> tuple[PolicyRule, ...]:
         PolicyRule((GROUP,), (f"{PLURAL}/finalizers",), ("update",)),
         *(PolicyRule((group,), tuple(plurals), APPLY) for group, plurals in children.items()),
         PolicyRule(("discovery.k8s.io",), ("endpointslices",), READ),
+        # Scale to zero, and granting a router the same to scale from zero.
+        PolicyRule(("apps",), ("deployments/scale",), SCALE),
         PolicyRule(("",), ("pods",), ("get", "list", "watch")),
         PolicyRule(("",), ("events",), ("create",)),
     )

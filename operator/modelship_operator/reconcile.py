@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modelship_operator import scaletozero
 from modelship_operator.capacity import bounds, with_floor
 from modelship_operator.conditions import (
     Event,
@@ -52,7 +53,7 @@ from modelship_operator.render import (
     stale_children,
     variant_name,
 )
-from modelship_operator.rollout import Analysis, track_rollout
+from modelship_operator.rollout import Analysis, sooner, track_rollout
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.spec import ACTION_ANNOTATION, ModelDeployment
 from modelship_operator.status import (
@@ -74,6 +75,9 @@ class Plan:
     #: The Events of the transitions ``status`` records on top of the resource's status.
     events: tuple[Event, ...]
     requeue_after: float | None = None
+    #: Replica counts to set through the scale subresource after applying (scale to zero,
+    #: :mod:`modelship_operator.scaletozero`).
+    scale: tuple[scaletozero.Scale, ...] = ()
 
 
 def next_router_generation(
@@ -103,8 +107,10 @@ def plan(
     settings: OperatorSettings,
     now: datetime,
     analysis: Analysis | None = None,
+    idle: bool | None = None,
 ) -> Plan:
-    """What to apply, delete, write to status and announce for ``md`` now."""
+    """What to apply, delete, write to status and announce for ``md`` now. ``idle``: whether
+    Prometheus says stable had no request over scaleToZeroAfter (None: not asked)."""
     rollout = track_rollout(md, observed, now, analysis)
     builtin_router = md.spec.router.type == "builtin"
     scaling = md.spec.autoscaling
@@ -142,10 +148,19 @@ def plan(
     stable_view = observed.deployment(variant_name(md.name, "stable"))
     canary_view = observed.deployment(variant_name(md.name, "canary"))
     router_view = observed.deployment(router_name(md.name))
+    sleep = scaletozero.decide(md, stable_view, rollout.canary_model is not None, idle, now)
     gen = md.metadata.generation
     conditions = list(md.status.conditions)  # Degraded stays as it was: settle() decides it
     verdicts: list[tuple[Any, Verdict]] = [
-        ("Ready", ready(stable_view, router_view, builtin_router)),
+        (
+            "Ready",
+            ready(
+                stable_view,
+                router_view,
+                builtin_router,
+                sleep.status is not None and sleep.status.asleep_since is not None,
+            ),
+        ),
         (
             "Progressing",
             progressing(rollout.phase, stable_view, rollout.stable_model, rollout.detail),
@@ -166,6 +181,7 @@ def plan(
         rolled_out=rollout.rolled_out,
         rollout=rollout.progress,
         ab_test=rollout.ab_test,
+        scale_to_zero=sleep.status,
         history=list(rollout.history),
         conditions=conditions,
         router_config_generation=generation,
@@ -182,7 +198,8 @@ def plan(
         decided=decided,
         status=settled,
         events=recorded_since(md.status, settled),
-        requeue_after=rollout.requeue_after,
+        requeue_after=sooner(rollout.requeue_after, sleep.requeue_after),
+        scale=() if sleep.scale is None else (sleep.scale,),
     )
 
 

@@ -46,10 +46,11 @@ import httpx
 from modelship_kube.errors import ApiError
 from pydantic import ValidationError
 
-from modelship_operator import kinds
+from modelship_operator import kinds, scaletozero
 from modelship_operator.analysis.access import access_for, http_client
 from modelship_operator.analysis.prometheus import PrometheusClient
 from modelship_operator.analysis.queries import label_scheme
+from modelship_operator.analysis.results import QueryError, Value
 from modelship_operator.analysis.runner import analyse_if_due
 from modelship_operator.applied import (
     Applied,
@@ -65,7 +66,7 @@ from modelship_operator.handover import HANDOVER_SUFFIX, handover
 from modelship_operator.kube import Kube
 from modelship_operator.metrics import OperatorMetrics
 from modelship_operator.mlflow_registry import registry_for
-from modelship_operator.observed import observe
+from modelship_operator.observed import Observed, observe
 from modelship_operator.reconcile import (
     Plan,
     describe_invalid,
@@ -74,7 +75,7 @@ from modelship_operator.reconcile import (
     settle,
     status_patch,
 )
-from modelship_operator.render import router_name
+from modelship_operator.render import router_name, variant_name
 from modelship_operator.rollout import Analysis
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.sources import RegistryError, is_registry_uri, recorded
@@ -178,7 +179,8 @@ class Reconciler:
                 )
             observed = observe(children, pods, routing_configmap=router_name(md.name))
             analysis = await self._analyse(md, now)
-            result = plan(md, observed, self.settings, now, analysis=analysis)
+            idle = await self._idle(md, observed, now)
+            result = plan(md, observed, self.settings, now, analysis=analysis, idle=idle)
             # The decision (and the transitions it announces) is recorded before anything
             # acts on it; observedGeneration only once acted on (below), so a status at the
             # resource's generation means its children were applied.
@@ -188,6 +190,7 @@ class Reconciler:
             if not await self._write_status(body, decided, worker):
                 return Outcome("conflict")
             failures = await self._act(result, namespace, name)
+            failures += await self._scale(result, namespace, name)
             if unresolved is not None:
                 failures.append(Failure(RESOLVE_FAILED, f"cannot resolve {unresolved}"))
             status = settle(result.decided, observed, failures, now)
@@ -266,6 +269,45 @@ class Reconciler:
                 "; ".join(c.summary for c in analysis.checks) or analysis.verdict,
             )
         return analysis
+
+    async def _idle(self, md: ModelDeployment, observed: Observed, now: datetime) -> bool | None:
+        """Whether Prometheus says the router answered no request of ``md`` over
+        scaleToZeroAfter; None when not asked (:func:`scaletozero.check_due`) or unknown."""
+        stable = observed.deployment(variant_name(md.name, "stable"))
+        if not scaletozero.check_due(md, stable, now):
+            return None
+        source = PrometheusClient(
+            access_for(md, self.settings), timeout=PROMETHEUS_TIMEOUT_SECONDS, client=self._http
+        )
+        labels = label_scheme(self.settings.prometheus_namespace_label)
+        answer = await source.query(scaletozero.idle_query(md, labels), now)
+        if isinstance(answer, Value):
+            return scaletozero.is_idle(answer.value)
+        why = answer if isinstance(answer, QueryError) else "no series of its router"
+        log.info("%s/%s: not scaled to zero, idleness unknown: %s", md.namespace, md.name, why)
+        return None
+
+    async def _scale(self, result: Plan, namespace: str, name: str) -> list[Failure]:
+        """Set the replica counts the plan asks for (scale to zero); refusals are Failures."""
+        failures: list[Failure] = []
+        for action in result.scale:
+            try:
+                done = await self.kube.scale(namespace, action.name, action.replicas, action.to)
+            except ApiError as exc:
+                if exc.transient:
+                    raise
+                self.metrics.errors.labels(namespace, name, error_reason(exc)).inc()
+                failures.append(
+                    Failure("ScaleFailed", f"scaling {action.name} was refused: {exc.message}")
+                )
+                continue
+            if done:
+                log.info("%s/%s: scaled %s from %d to %d pods", namespace, name,
+                         action.name, action.replicas, action.to)  # fmt: skip
+            else:
+                log.info("%s/%s: %s no longer runs %d pods: not scaled", namespace, name,
+                         action.name, action.replicas)  # fmt: skip
+        return failures
 
     async def _act(self, result: Plan, namespace: str, name: str) -> list[Failure]:
         """Apply then delete; refusals become Failures, transient errors propagate."""

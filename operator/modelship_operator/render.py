@@ -459,6 +459,7 @@ def serving_deployment(
         if extra is not None:
             volumes.append(extra[0])
             mounts.append(extra[1])
+    probe = 1 if md.spec.scales_to_zero() else 2
     container = {
         "name": "serving",
         "image": md.spec.images.serving or settings.serving_image,
@@ -470,8 +471,9 @@ def serving_deployment(
         "env": [*_env(serving_env(md, plan)), *s3_env(md)],
         "resources": _resources(md.spec.resources.requests, md.spec.resources.limits),
         # Loading (and downloading) a model can take a while; liveness waits for startup.
-        "startupProbe": _probe("/v2/health/live", period=2, failures=150),
-        "readinessProbe": _probe("/v2/health/ready", period=2, failures=2),
+        # A pod started from zero has a request waiting for it: probe it every second.
+        "startupProbe": _probe("/v2/health/live", period=probe, failures=300 // probe),
+        "readinessProbe": _probe("/v2/health/ready", period=probe, failures=2),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -627,6 +629,12 @@ def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
             weight=float(
                 state.traffic.stable if plan.variant == "stable" else state.traffic.canary
             ),
+            # Stable may be scaled to zero: a request for it wakes it (modelship_router.activate).
+            scale_target=(
+                variant_name(md.name, plan.variant)
+                if plan.variant == "stable" and md.spec.scales_to_zero()
+                else None
+            ),
         )
         for plan in state.variants()
     ]
@@ -665,6 +673,11 @@ def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
         salt=sticky_salt(md, state) if sticky is not None else None,
         match=match,
         mirror=mirror,
+        activation_seconds=(
+            md.spec.autoscaling.activation_timeout_seconds
+            if md.spec.autoscaling is not None and md.spec.scales_to_zero()
+            else RoutingConfig.model_fields["activation_seconds"].default
+        ),
     )
 
 
@@ -689,6 +702,11 @@ def router_configmap(md: ModelDeployment, state: DesiredState) -> dict[str, Any]
     }
 
 
+def scale_targets(md: ModelDeployment) -> tuple[str, ...]:
+    """The Deployments the router may scale from zero (stable's, with scale to zero)."""
+    return (variant_name(md.name, "stable"),) if md.spec.scales_to_zero() else ()
+
+
 def router_rbac(md: ModelDeployment) -> list[dict[str, Any]]:
     """ServiceAccount, Role (read its ConfigMap and EndpointSlices) and RoleBinding."""
     name = router_name(md.name)
@@ -704,7 +722,7 @@ def router_rbac(md: ModelDeployment) -> list[dict[str, Any]]:
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": _meta(md, name, labels),
-            "rules": [rule.to_api() for rule in router_rules(name)],
+            "rules": [rule.to_api() for rule in router_rules(name, scale_targets(md))],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -1379,7 +1379,7 @@ def floor_held(progress: RolloutProgress | None, now: datetime) -> tuple[int | N
     return (progress.stable_floor, remaining) if remaining > 0 else (None, None)
 
 
-def _sooner(a: float | None, b: float | None) -> float | None:
+def sooner(a: float | None, b: float | None) -> float | None:
     """The earlier of two requeue delays (None: none asked)."""
     return b if a is None else a if b is None else min(a, b)
 
@@ -1501,7 +1501,7 @@ def track_rollout(
         share = None  # no more traffic: the pods it runs are held, then removed
         canary_replicas, requeue = _scale_down(md, progress, now, canary_view)
         stable_floor, lifted = floor_held(progress, now) if phase == "Promoted" else (None, None)
-        requeue = _sooner(requeue, lifted)
+        requeue = sooner(requeue, lifted)
     due = next_analysis_at(md.spec.strategy, state)
     if due is None and phase == "Progressing" and not state.entered:
         # Waiting for a ready canary: its pods' changes wake the operator, but a canary that
@@ -1509,7 +1509,7 @@ def track_rollout(
         due = deadline_at(md.spec.strategy, state)
     if due is not None:
         # The exact clock, not the whole second: an analysis is never a second late.
-        requeue = _sooner(requeue, max(0.5, (due - exact_now).total_seconds()))
+        requeue = sooner(requeue, max(0.5, (due - exact_now).total_seconds()))
     detail = decided.decision.reason
     if phase == "Promoting" and not scaled and stable_floor is not None:
         detail = (
@@ -1585,7 +1585,7 @@ def _no_candidate(
         canary_view = observed.deployment(variant_name(md.name, "canary"))
         replicas, requeue = _scale_down(md, progress, now, canary_view)
     floor, lifted = floor_held(progress, now) if phase == "Promoted" else (None, None)
-    requeue = _sooner(requeue, lifted)
+    requeue = sooner(requeue, lifted)
     detail = (
         f"stable serves {goal.stable.version}"
         if phase == "Promoted"

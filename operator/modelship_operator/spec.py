@@ -1060,11 +1060,21 @@ class Access(ApiModel):
 # --- autoscaling ----------------------------------------------------------------------------
 
 ScaleDownStabilization = Annotated[str, DurationBounds("0s", "1h", "scaleDownStabilization")]
+ScaleToZeroAfter = Annotated[str, DurationBounds("10s", "24h", "scaleToZeroAfter")]
+ActivationTimeout = Annotated[str, DurationBounds("1s", "5m", "activationTimeout")]
 
 RULE_AUTOSCALING_MIN_BELOW_MAX: Final = Rule(
     rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
     message="autoscaling.minReplicas must not exceed maxReplicas",
     field_path=".minReplicas",
+)
+RULE_SCALE_TO_ZERO_NEEDS_ROUTER: Final = Rule(
+    rule="!has(self.autoscaling) || !has(self.autoscaling.minReplicas) || "
+    "self.autoscaling.minReplicas > 0 || !has(self.router) || !has(self.router.type) || "
+    "self.router.type == 'builtin'",
+    message="autoscaling.minReplicas 0 (scale to zero) needs router.type builtin: the "
+    "router starts a pod when a request comes for a variant that has none",
+    field_path=".autoscaling.minReplicas",
 )
 RULE_AUTOSCALING_NEEDS_CPU_REQUEST: Final = Rule(
     rule="!has(self.autoscaling) || !has(self.resources) || !has(self.resources.requests) "
@@ -1077,14 +1087,21 @@ RULE_AUTOSCALING_NEEDS_CPU_REQUEST: Final = Rule(
 
 
 class Autoscaling(ApiModel):
-    """A HorizontalPodAutoscaler per variant, on CPU utilisation (needs metrics-server)."""
+    """A HorizontalPodAutoscaler per variant, on CPU utilisation (needs metrics-server);
+    with ``minReplicas: 0``, stable is also scaled to zero when idle."""
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": cel(RULE_AUTOSCALING_MIN_BELOW_MAX)
     }
 
     min_replicas: int = Field(
-        default=1, ge=1, le=100, description="Fewest stable pods the autoscaler keeps."
+        default=1,
+        ge=0,
+        le=100,
+        description="Fewest stable pods the autoscaler keeps. 0: scale to zero (opt-in): "
+        "after scaleToZeroAfter without a request stable runs no pod, and the router "
+        "starts one on the next request, holding it until the pod is ready (up to "
+        "activationTimeout). Needs the builtin router and Prometheus scraping it.",
     )
     max_replicas: int = Field(ge=1, le=100, description="Most stable pods the autoscaler adds.")
     target_cpu_utilization: int = Field(
@@ -1100,6 +1117,17 @@ class Autoscaling(ApiModel):
         description="How long the load must stay low before pods are removed (the "
         "HorizontalPodAutoscaler's scaleDown stabilizationWindowSeconds).",
     )
+    scale_to_zero_after: ScaleToZeroAfter = Field(
+        default="5m",
+        description="With minReplicas 0: how long stable must go without a request (as "
+        "the router's metrics in Prometheus show) before its last pod is removed. No "
+        "rollout is running then.",
+    )
+    activation_timeout: ActivationTimeout = Field(
+        default="30s",
+        description="With minReplicas 0: how long the router holds a request while stable "
+        "starts from zero; a request still waiting then is answered 503 with the reason.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> Self:
@@ -1111,6 +1139,18 @@ class Autoscaling(ApiModel):
     def scale_down_stabilization_seconds(self) -> int:
         return int(parse_duration(self.scale_down_stabilization).total_seconds())
 
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.min_replicas == 0
+
+    @property
+    def scale_to_zero_after_seconds(self) -> float:
+        return parse_duration(self.scale_to_zero_after).total_seconds()
+
+    @property
+    def activation_timeout_seconds(self) -> float:
+        return parse_duration(self.activation_timeout).total_seconds()
+
 
 # --- the spec -------------------------------------------------------------------------------
 
@@ -1119,7 +1159,11 @@ class ModelDeploymentSpec(ApiModel):
     """What to serve and how to roll out a new version."""
 
     model_config = ApiModel.model_config | {
-        "json_schema_extra": cel(RULE_AUTOSCALING_NEEDS_CPU_REQUEST, RULE_FEEDBACK_NEEDS_ACCESS)
+        "json_schema_extra": cel(
+            RULE_AUTOSCALING_NEEDS_CPU_REQUEST,
+            RULE_FEEDBACK_NEEDS_ACCESS,
+            RULE_SCALE_TO_ZERO_NEEDS_ROUTER,
+        )
     }
 
     model: ModelSource = Field(
@@ -1179,9 +1223,15 @@ class ModelDeploymentSpec(ApiModel):
     def _autoscaling(self) -> Self:
         if self.autoscaling is not None and self.resources.requests.cpu is None:
             raise ValueError(RULE_AUTOSCALING_NEEDS_CPU_REQUEST.message)
+        if self.scales_to_zero() and self.router.type != "builtin":
+            raise ValueError(RULE_SCALE_TO_ZERO_NEEDS_ROUTER.message)
         if self.access is None and self.needs_feedback():
             raise ValueError(RULE_FEEDBACK_NEEDS_ACCESS.message)
         return self
+
+    def scales_to_zero(self) -> bool:
+        """Whether stable may be scaled to zero (autoscaling.minReplicas 0)."""
+        return self.autoscaling is not None and self.autoscaling.scales_to_zero
 
     def needs_feedback(self) -> bool:
         """Whether a built-in check (or the A/B test's built-in metric) reads ground truth."""

@@ -200,6 +200,19 @@ class ABTestStatus(ApiModel):
     )
 
 
+class ScaleToZeroStatus(ApiModel):
+    """Whether stable is awake or scaled to zero, and since when (as the operator saw it)."""
+
+    awake_since: datetime | None = Field(
+        default=None,
+        description="When the operator first saw stable run pods again (after being scaled "
+        "to zero, or first): it is scaled to zero no sooner than scaleToZeroAfter from then.",
+    )
+    asleep_since: datetime | None = Field(
+        default=None, description="When stable was scaled to zero (absent: it is awake)."
+    )
+
+
 class HistoryEntry(ApiModel):
     """One finished rollout."""
 
@@ -264,6 +277,11 @@ class ModelDeploymentStatus(ApiModel):
         default=None, description="Progress of the rollout in this spec (absent: none)."
     )
     ab_test: ABTestStatus | None = Field(default=None, description="A/B test state.")
+    scale_to_zero: ScaleToZeroStatus | None = Field(
+        default=None,
+        description="With autoscaling.minReplicas 0: since when stable has run pods, or "
+        "since when it has been scaled to zero.",
+    )
     history: list[HistoryEntry] = Field(
         default_factory=list, max_length=20, description="Finished rollouts, newest last."
     )

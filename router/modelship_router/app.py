@@ -10,6 +10,7 @@ import contextlib
 import logging
 import socket
 
+from modelship_router.activate import Activator, NoWaker, Waker
 from modelship_router.config import RoutingConfig
 from modelship_router.endpoints import EndpointSource, StaticEndpointSource
 from modelship_router.metrics import RouterMetrics
@@ -36,10 +37,13 @@ class Router:
         config_source: ConfigSource,
         endpoints: EndpointSource,
         metrics: RouterMetrics | None = None,
+        waker: Waker | None = None,
     ) -> None:
         self.settings = settings
         self.config_source = config_source
         self.endpoints = endpoints
+        #: Scales variants from zero (the Kubernetes API's scale subresource, or nothing).
+        self.waker = waker if waker is not None else NoWaker()
         self.metrics = metrics if metrics is not None else RouterMetrics()
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -62,6 +66,7 @@ class Router:
         self.state = RouterState(self.endpoints, limits, loop)
         self.state.subscribe(self._on_snapshot)
         self.proxy = Proxy(s, self.state, self.metrics, loop)
+        self.proxy.activator = Activator(self.state, self.waker, loop)
         await self.endpoints.start()
         self._tasks.append(loop.create_task(self._watch_config()))
         self._tasks.append(loop.create_task(self._timers()))
@@ -149,6 +154,8 @@ class Router:
             await asyncio.sleep(0.05)
             proxy.close_idle_clients()
         await proxy.drain_mirrors()
+        if proxy.activator is not None:
+            await proxy.activator.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -171,5 +178,5 @@ def create_router(settings: RouterSettings) -> Router:
         )
     from modelship_router.kube_sources import kubernetes_sources
 
-    config_source, endpoints = kubernetes_sources(settings)
-    return Router(settings, config_source, endpoints)
+    config_source, endpoints, waker = kubernetes_sources(settings)
+    return Router(settings, config_source, endpoints, waker=waker)

@@ -191,6 +191,13 @@ class Variant(_Model):
         default=(),
         description="Static upstream addresses 'host:port' (used when there is no service).",
     )
+    scale_target: str | None = Field(
+        default=None,
+        description="Deployment (same namespace) that runs this variant's pods when it may "
+        "be scaled to zero: a request that finds no ready upstream scales it from 0 to 1 "
+        "and waits up to activationSeconds for a pod (modelship_router.activate), instead "
+        "of falling back.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -205,6 +212,13 @@ class Variant(_Model):
         if not value:
             raise ValueError("must not be empty")
         return _header_value(value)
+
+    @field_validator("scale_target")
+    @classmethod
+    def _check_scale_target(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or not _DNS_LABEL.match(value)):
+            raise ValueError(f"{value!r} is not a valid Deployment name")
+        return value
 
     @field_validator("service")
     @classmethod
@@ -285,6 +299,13 @@ class RoutingConfig(_Model):
     )
     match: tuple[MatchRule, ...] = Field(default=(), description="Rules that force a variant.")
     mirror: Mirror | None = Field(default=None, description="Shadow traffic settings.")
+    activation_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=300,
+        description="How long a request for a variant scaled to zero (scaleTarget) waits "
+        "for its first ready pod before it is answered 503.",
+    )
 
     @field_validator("deployment")
     @classmethod

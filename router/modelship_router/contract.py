@@ -55,6 +55,11 @@ PRIMARY_ERROR: Final = "primary_error"  # the client's answer was not 2xx (or ne
 SHADOW_ERROR: Final = "shadow_error"  # the shadow's answer was not 2xx (or never came)
 INCOMPARABLE_REASONS: Final = (NOT_JSON, NO_PREDICTIONS, PRIMARY_ERROR, SHADOW_ERROR)
 
+# How a request held for a variant scaled to zero ended (``outcome``).
+ACTIVATED: Final = "activated"  # a pod got ready in time: the request was sent to it
+ACTIVATION_TIMEOUT: Final = "timeout"  # none did: answered 503
+ACTIVATION_OUTCOMES: Final = (ACTIVATED, ACTIVATION_TIMEOUT)
+
 # --- metric families (as registered; a counter is scraped as NAME_total) -----------------
 
 REQUESTS: Final = "modelship_router_requests"
@@ -67,11 +72,13 @@ SHADOW_INCOMPARABLE: Final = "modelship_router_shadow_incomparable"
 CONFIG_GENERATION: Final = "modelship_router_config_generation"
 CONFIG_ERRORS: Final = "modelship_router_config_errors"
 UPSTREAMS: Final = "modelship_router_upstreams"
+ACTIVATIONS: Final = "modelship_router_activations"
+ACTIVATION_WAIT_SECONDS: Final = "modelship_router_activation_wait_seconds"
 
 #: Families that are counters (their samples are NAME_total).
 COUNTERS: Final = frozenset(
     {REQUESTS, RETRIES, FALLBACKS, MIRROR_REQUESTS, SHADOW_PREDICTIONS, SHADOW_INCOMPARABLE,
-     CONFIG_ERRORS}
+     CONFIG_ERRORS, ACTIVATIONS}
 )  # fmt: skip
 
 

@@ -14,6 +14,10 @@ A request with a sticky key goes upstream with ``x-modelship-unit: <16 hex>`` (i
 decision's unit; a client's own is dropped too) to the variant's upstream that rendezvous
 hashing picks for the unit (:mod:`modelship_router.replica`), so a user stays on one pod.
 Feedback naming its replica still goes to that replica first.
+
+A variant with no usable upstream falls back to stable, except one that may be scaled to
+zero (its ``scaleTarget``): its request is held while the activator wakes it
+(:mod:`modelship_router.activate`), so the split is kept.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from modelship_router.config import BUCKETS
+from modelship_router.contract import ACTIVATED, ACTIVATION_TIMEOUT
 from modelship_router.local import LOCAL_PATHS, LocalEndpoints
 from modelship_router.metrics import LATENCY_BUCKETS
 from modelship_router.replica import REPLICA_HEADER, UNIT_HEADER, find_replica, rendezvous
@@ -41,6 +46,7 @@ from modelship_router.upstream import (
 )
 
 if TYPE_CHECKING:
+    from modelship_router.activate import Activator
     from modelship_router.connection import ClientConnection
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,8 @@ class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
     _ids: itertools.count[int]
     #: The access token privileged match rules need (None: none is configured).
     access: TokenCheck | None
+    #: Wakes variants scaled to zero and holds their requests (None: they answer 503).
+    activator: Activator | None
 
     def dispatch(self, conn: ClientConnection, req: Request) -> None:
         """Route ``req`` and send it upstream; ``conn.finished(req)`` follows its answer."""
@@ -107,6 +115,10 @@ class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
             else:
                 upstream = variant.pick(now)
             if upstream is None:
+                if variant.scale_target is not None and self.activator is not None:
+                    # Scaled to zero: wake it and hold the request (never another variant).
+                    self.loop.create_task(self._activate(conn, req, variant))
+                    return
                 variant, upstream = self._fall_back(snapshot, variant, now, req.unit)
                 if upstream is None:
                     message = f"no ready upstream for variant {variant.name}"
@@ -114,18 +126,61 @@ class Dispatcher(Retries, LocalEndpoints, ShadowMirror):
                     self.metrics.count_request(snapshot.deployment, variant.name, 503)
                     conn.finished(req)
                     return
-            req.snapshot = snapshot
-            req.chosen = chosen
-            req.variant = variant
-            req.upstream = upstream
-            req.started = now
-            req.data = req.serialise(conn.peer, upstream.address)
-            pooled = upstream.take_idle(now) if upstream.idle else None
-            if pooled is not None:
-                # The common case: plain callbacks, no task or future.
-                pooled.send(req.data, req.head_only, now + self.timeout, req)
-            else:
-                self.loop.create_task(self._slow_path(req, None))
+            self._send(conn, req, snapshot, chosen, variant, upstream, now)
+        except Exception:
+            self.crashed(req)
+
+    def _send(
+        self,
+        conn: ClientConnection,
+        req: Request,
+        snapshot: Snapshot,
+        chosen: VariantRuntime,
+        variant: VariantRuntime,
+        upstream: Upstream,
+        now: float,
+    ) -> None:
+        """Send the routed ``req`` to ``upstream`` (of ``variant``, for ``chosen``)."""
+        req.snapshot = snapshot
+        req.chosen = chosen
+        req.variant = variant
+        req.upstream = upstream
+        req.started = now
+        req.data = req.serialise(conn.peer, upstream.address)
+        pooled = upstream.take_idle(now) if upstream.idle else None
+        if pooled is not None:
+            # The common case: plain callbacks, no task or future.
+            pooled.send(req.data, req.head_only, now + self.timeout, req)
+        else:
+            self.loop.create_task(self._slow_path(req, None))
+
+    async def _activate(
+        self, conn: ClientConnection, req: Request, variant: VariantRuntime
+    ) -> None:
+        """Hold ``req`` while ``variant`` (scaled to zero) gets its first pod, then send it
+        there; 503 with the reason when none is ready in time."""
+        activator = self.activator
+        assert activator is not None and variant.scale_target is not None
+        started = self.loop.time()
+        try:
+            found = await activator.hold(variant.name, variant.scale_target, req.unit)
+            waited = self.loop.time() - started
+            snapshot = found[0] if found is not None else self.state.snapshot
+            deployment = snapshot.deployment if snapshot is not None else self.deployment
+            outcome = ACTIVATED if found is not None else ACTIVATION_TIMEOUT
+            self.metrics.count_activation(deployment, variant.name, outcome, waited)
+            if found is None:
+                message = (
+                    f"variant {variant.name} is scaled to zero and no pod of it was ready "
+                    f"within {waited:.0f} s of this request"
+                )
+                self.write_error(conn, req, 503, message, variant)
+                self.metrics.count_request(deployment, variant.name, 503)
+                conn.finished(req)
+                return
+            snapshot, runtime, upstream = found
+            log.info("variant %s woke %.2f s after a request came for it", variant.name, waited)
+            self._send(conn, req, snapshot, runtime, runtime, upstream, self.loop.time())
         except Exception:
             self.crashed(req)
 

@@ -5,7 +5,9 @@ ConfigMap ``<deployment>-router``; the router watches that one object. Each vari
 ``service`` is resolved by watching the EndpointSlices labelled
 ``kubernetes.io/service-name=<service>`` in the same namespace, so the router balances
 over ready pod IPs directly (no kube-proxy, no cluster DNS). RBAC needed: get/list/watch
-on configmaps and on discovery.k8s.io endpointslices, in the namespace.
+on configmaps and on discovery.k8s.io endpointslices, in the namespace (and, for variants
+that may be scaled to zero, get/patch on their Deployments' ``scale``:
+:mod:`modelship_router.activate`).
 
 Both are :class:`modelship_kube.informer.ListWatch` loops over one
 :class:`modelship_kube.request.Client`: list, watch from the list's version, list again
@@ -27,6 +29,7 @@ from modelship_kube.paths import collection_path
 from modelship_kube.request import Client
 from pydantic import ValidationError
 
+from modelship_router.activate import KubernetesWaker
 from modelship_router.config import (
     CONFIGMAP_KEY,
     RoutingConfig,
@@ -171,8 +174,9 @@ class KubernetesEndpointSource(EndpointSource):
 
 def kubernetes_sources(
     settings: RouterSettings,
-) -> tuple[ConfigMapSource, KubernetesEndpointSource]:
-    """The config and endpoint sources for Kubernetes mode (in-cluster or kubeconfig)."""
+) -> tuple[ConfigMapSource, KubernetesEndpointSource, KubernetesWaker]:
+    """The config and endpoint sources for Kubernetes mode (in-cluster or kubeconfig), and
+    the waker of variants scaled to zero, over one client."""
     assert settings.deployment is not None
     namespace = settings.resolved_namespace()
     # A kubeconfig only when one is given: in a pod, the ServiceAccount, never a fallback.
@@ -180,4 +184,8 @@ def kubernetes_sources(
     api = Client(credentials)
     name = settings.configmap or configmap_name(settings.deployment)
     log.info("Kubernetes mode: watching ConfigMap %s/%s and EndpointSlices", namespace, name)
-    return ConfigMapSource(api, namespace, name), KubernetesEndpointSource(api, namespace)
+    return (
+        ConfigMapSource(api, namespace, name),
+        KubernetesEndpointSource(api, namespace),
+        KubernetesWaker(api, namespace),
+    )

@@ -61,6 +61,10 @@ LATENCY_BUCKETS = (
 )
 
 
+# prometheus_client ships this helper without annotations.
+_BOUNDS = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
+
+
 class _Histogram:
     """Bucket counts of one label set (non-cumulative; cumulated at scrape time)."""
 
@@ -102,6 +106,8 @@ class RouterMetrics:
         self.generation: dict[str, int] = {}
         self.config_errors: dict[str, int] = {}
         self.upstreams: dict[tuple[str, str], int] = {}
+        self.activations: dict[tuple[str, str, str], int] = {}
+        self.activation_waits: dict[tuple[str, str], _Histogram] = {}
         self.registry.register(self)
 
     # -- hot path --------------------------------------------------------------------------
@@ -154,6 +160,15 @@ class RouterMetrics:
         key = (deployment, variant, reason)
         self.shadow_incomparable[key] = self.shadow_incomparable.get(key, 0) + 1
 
+    def count_activation(self, deployment: str, variant: str, outcome: str, waited: float) -> None:
+        """A request held for a variant scaled to zero ended (``outcome``) after ``waited``."""
+        key = (deployment, variant, outcome)
+        self.activations[key] = self.activations.get(key, 0) + 1
+        waits = self.activation_waits.get((deployment, variant))
+        if waits is None:
+            waits = self.activation_waits[(deployment, variant)] = _Histogram()
+        waits.observe(waited)
+
     def set_generation(self, deployment: str, generation: int) -> None:
         self.generation[deployment] = generation
 
@@ -184,19 +199,28 @@ class RouterMetrics:
             "Time from sending a request upstream to its complete response (retries included).",
             labels=[c.DEPLOYMENT, c.VARIANT],
         )
-        # prometheus_client ships this helper without annotations.
-        bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
         for (deployment, variant), counters in stats:
             histogram = counters.histogram
             if not histogram.total and not any(histogram.counts):
                 continue  # answered without an upstream exchange (e.g. 503): no latency
-            cumulative, buckets = 0, []
-            for bound, count in zip(bounds, histogram.counts, strict=True):
-                cumulative += count
-                buckets.append((bound, cumulative))
-            durations.add_metric([deployment, variant], buckets, histogram.total)
+            durations.add_metric([deployment, variant], _buckets(histogram), histogram.total)
         yield durations
 
+        yield _counter(
+            c.ACTIVATIONS,
+            "Requests held for a variant scaled to zero, by outcome: activated (sent to its "
+            "first ready pod), timeout (answered 503).",
+            [c.DEPLOYMENT, c.VARIANT, c.OUTCOME],
+            self.activations,
+        )
+        waits = HistogramMetricFamily(
+            c.ACTIVATION_WAIT_SECONDS,
+            "Time a request for a variant scaled to zero waited for its first ready pod.",
+            labels=[c.DEPLOYMENT, c.VARIANT],
+        )
+        for (deployment, variant), histogram in list(self.activation_waits.items()):
+            waits.add_metric([deployment, variant], _buckets(histogram), histogram.total)
+        yield waits
         yield _counter(
             c.RETRIES,
             "Requests retried on another upstream after a connection failure.",
@@ -255,6 +279,15 @@ class RouterMetrics:
     def render(self) -> bytes:
         """The exposition text."""
         return generate_latest(self.registry)
+
+
+def _buckets(histogram: _Histogram) -> list[tuple[str, float]]:
+    """Cumulative ``(le, count)`` pairs of ``histogram``, +Inf last."""
+    cumulative, buckets = 0, []
+    for bound, count in zip(_BOUNDS, histogram.counts, strict=True):
+        cumulative += count
+        buckets.append((bound, float(cumulative)))
+    return buckets
 
 
 def _counter(

@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable
 
 from modelship_router.access import AccessToken
+from modelship_router.activate import Activator
 from modelship_router.connection import ClientConnection
 from modelship_router.dispatch import Dispatcher
 from modelship_router.metrics import RouterMetrics
@@ -67,6 +68,8 @@ class Proxy(Dispatcher):
         #: Metric label for answers given before any configuration names the deployment.
         self.deployment = settings.deployment or ""
         self.access = AccessToken(settings.token_file) if settings.token_file else None
+        #: Set by the router once it runs (modelship_router.activate).
+        self.activator: Activator | None = None
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)

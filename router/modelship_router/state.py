@@ -30,12 +30,19 @@ class VariantRuntime:
         "header_line",
         "name",
         "name_b",
+        "scale_target",
         "stats",
         "upstreams",
         "version_b",
     )
 
-    def __init__(self, name: str, version: str, upstreams: list[Upstream]) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        upstreams: list[Upstream],
+        scale_target: str | None = None,
+    ) -> None:
         self.name = name
         self.name_b = name.encode()
         self.version_b = version.encode()
@@ -47,6 +54,8 @@ class VariantRuntime:
         self.falling_back = False
         #: This variant's metric counters, attached by the proxy on first use.
         self.stats: VariantStats | None = None
+        #: The Deployment to scale from zero when it has no upstream (None: it never is).
+        self.scale_target = scale_target
 
     def pick(self, now: float, exclude: Upstream | None = None) -> Upstream | None:
         """Next upstream in round-robin order that is not ejected (and not ``exclude``)."""
@@ -191,7 +200,9 @@ class RouterState:
             addresses = self.endpoints.addresses(variant)
             used.update(addresses)
             ups = [self.upstreams.get(a) for a in addresses]
-            variants[variant.name] = VariantRuntime(variant.name, variant.model_version, ups)
+            variants[variant.name] = VariantRuntime(
+                variant.name, variant.model_version, ups, variant.scale_target
+            )
         mirror = config.mirror
         mirror_used: set[Address] = set()
         if mirror is not None:
@@ -212,7 +223,9 @@ class RouterState:
     def _log_empty(self, snapshot: Snapshot) -> None:
         empty = {name for name, v in snapshot.variants.items() if not v.upstreams}
         for name in sorted(empty - self._empty):
-            if name == snapshot.config.fallback:
+            if snapshot.variants[name].scale_target is not None:
+                log.info("variant %s has no ready upstream: requests for it wake it", name)
+            elif name == snapshot.config.fallback:
                 log.error("fallback variant %s has no ready upstream: answering 503", name)
             else:
                 log.warning(

@@ -227,3 +227,54 @@ def test_the_shared_client_against_the_real_api_server(api: ApiServer) -> None:
             await kube.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_scale_to_zero_and_back_only_through_the_scale_subresource(api: ApiServer) -> None:
+    import asyncio
+
+    from modelship_operator.kube import Kube
+    from modelship_router.activate import KubernetesWaker
+
+    spec = {"autoscaling": {"minReplicas": 0, "maxReplicas": 3},
+            "resources": {"requests": {"cpu": "100m"}}}  # fmt: skip
+    resource = ModelDeployment.from_api(base_resource(name="sleepy", **spec))
+    manifest = "".join("---\n" + dump_yaml(o) for o in render(resource, OperatorSettings()))
+    api.kubectl("apply", OPERATOR, "--server-side", "--field-manager=modelship-operator",
+                "-f", "-", input=manifest)  # fmt: skip
+    router = "--as=system:serviceaccount:ml:sleepy-router"
+
+    def can(*args: str) -> bool:
+        answer = api.kubectl("auth", "can-i", "-n", "ml", *args, check=False).stdout.strip()
+        return answer == "yes"
+
+    # The router may scale its stable Deployment, and nothing else of it or of others.
+    assert can(router, "patch", "deployments/sleepy-stable", "--subresource=scale")
+    assert not can(router, "patch", "deployments/sleepy-stable")
+    assert not can(router, "patch", "deployments/sleepy-router", "--subresource=scale")
+    assert can(OPERATOR, "patch", "deployments/sleepy-stable", "--subresource=scale")
+
+    def replicas() -> int:
+        out = api.kubectl("-n", "ml", "get", "deployment", "sleepy-stable",
+                          "-o", "jsonpath={.spec.replicas}").stdout  # fmt: skip
+        return int(out)
+
+    async def flow() -> list[object]:
+        kube = Kube.connect(api.kubeconfig)
+        waker = KubernetesWaker(kube.client, "ml")
+        try:
+            seen: list[object] = [replicas()]
+            seen.append(await kube.scale("ml", "sleepy-stable", 1, 0))  # idle: to zero
+            seen.append(await kube.scale("ml", "sleepy-stable", 1, 0))  # not at 1 any more
+            seen.append(replicas())
+            seen.append(await waker.wake("sleepy-stable"))  # a request: from 0 to 1
+            api.kubectl("-n", "ml", "scale", "deployment/sleepy-stable", "--replicas=3")
+            seen.append(await waker.wake("sleepy-stable"))  # the autoscaler's 3 stays
+            seen.append(replicas())
+            return seen
+        finally:
+            await kube.close()
+
+    assert asyncio.run(flow()) == [
+        1, True, False, 0, "scaled from 0 to 1",
+        "not at 0 replicas (scaled meanwhile): left as it is", 3,
+    ]  # fmt: skip

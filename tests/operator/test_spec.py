@@ -479,6 +479,25 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "trackingUri must be http(s)://host[:port]",
         "trackingUri must be http(s)://host[:port]",
     ),
+    (
+        "scale-to-zero-without-router",
+        base_resource(
+            autoscaling={"minReplicas": 0, "maxReplicas": 2},
+            resources={"requests": {"cpu": "100m"}},
+            router={"type": "none"},
+        ),
+        "autoscaling.minReplicas 0 (scale to zero) needs router.type builtin",
+        "autoscaling.minReplicas 0 (scale to zero) needs router.type builtin",
+    ),
+    (
+        "scale-to-zero-after-too-short",
+        base_resource(
+            autoscaling={"minReplicas": 0, "maxReplicas": 2, "scaleToZeroAfter": "2s"},
+            resources={"requests": {"cpu": "100m"}},
+        ),
+        "scaleToZeroAfter must be between 10s and 24h",
+        "scaleToZeroAfter must be between 10s and 24h",
+    ),
 ]
 
 
@@ -494,6 +513,18 @@ def test_invalid_resources_are_refused_by_both_layers_with_a_reason(
 
 VALID: list[tuple[str, dict[str, Any]]] = [
     ("minimal", base_resource()),
+    (
+        "scale-to-zero",
+        base_resource(
+            autoscaling={
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "scaleToZeroAfter": "15m",
+                "activationTimeout": "45s",
+            },
+            resources={"requests": {"cpu": "250m"}},
+        ),
+    ),
     ("with-canary", base_resource(model=CANARY, replicas=3)),
     ("uppercase-sha256", set_path(base_resource(), "spec.model.sha256", "ABCDEF" * 10 + "0123")),
     (
