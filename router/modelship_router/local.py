@@ -34,7 +34,8 @@ class LocalEndpoints(ResponseWriters):
             self._write_local(conn, req, 200, body, [ctype])
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready: a configuration is applied and the fallback variant has an upstream."""
+        """Ready: a configuration is applied and the fallback variant has an upstream (or
+        may be scaled to zero: the router wakes it on demand)."""
         snapshot = self.state.snapshot
         if self.stopping:
             return False, {"ready": False, "reason": "shutting down"}

@@ -125,8 +125,10 @@ class Snapshot:
             self.by_bucket = tuple(owners)
 
     def ready(self) -> bool:
-        """Whether the fallback (stable) variant has at least one upstream."""
-        return bool(self.fallback.upstreams)
+        """Whether the fallback (stable) variant has at least one upstream, or may be
+        scaled to zero (its requests are held while the router wakes it)."""
+        fallback = self.fallback
+        return bool(fallback.upstreams) or fallback.scale_target is not None
 
 
 class UpstreamRegistry:

@@ -43,6 +43,9 @@ def test_requests_for_a_variant_scaled_to_zero_wait_for_its_first_pod(
     config = tmp_path / "routing.json"
     write_config(config, asleep(activation=30))
     router = spawn_router(config)
+    # Ready with no pod of stable: clients must reach the router to wake it.
+    assert router.ready()["ready"] is True
+    assert httpx.get(f"{router.url}/readyz").status_code == 200
     answers: list[httpx.Response] = []
     sent = time.monotonic()
 
