@@ -15,7 +15,7 @@ Wake-ups are de-duplicated per Deployment: one call at a time, and none more oft
 
 :class:`KubernetesWaker` scales through the Deployment's ``scale`` subresource with a JSON
 patch that first *tests* that ``spec.replicas`` is 0, so it never lowers a count an
-autoscaler (or a person) has raised meanwhile. RBAC: get and patch on
+autoscaler (or a person) has raised meanwhile. RBAC: patch on
 ``deployments/scale`` of that Deployment only (the operator renders it).
 """
 
