@@ -136,3 +136,37 @@ def test_a_canary_runs_its_traffic_share_of_the_pods_as_its_weight_grows(
     assert 2 in by_weight.get(30, set()) | by_weight.get(60, set()), (by_weight, why)
     assert max(max(r) for r in by_weight.values()) == 2, (by_weight, why)  # never all 3
     assert stats.non_2xx == 0 and stats.total > 100, why
+
+
+def test_promotion_scales_stable_for_the_whole_load_before_the_traffic_moves(
+    rollout: Rollout,
+) -> None:
+    # Under autoscaling stable is sized for its own share. At 50 % the canary runs at least
+    # one pod, so the whole load needs at least two: the promotion raises stable's floor to
+    # that and moves the traffic only once stable runs the candidate on that many pods.
+    env, models, ns = rollout.env, rollout.models, rollout.ns
+    v1, v2 = models["1.0.0"], models["2.0.0"]
+    spec = {
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilization": 80},
+    }
+    base = deploy(env, ns, "floor", v1, v2, spec=spec, steps=[50])
+    with Recorder(env, ns, "floor") as rec, traffic(base, "floor", v1, rate=20) as stats:
+        done = wait_for(env, ns, "floor", phase_is("Promoted", "RolledBack", "Failed"),
+                        "the canary to be promoted", 240, rec, stats)  # fmt: skip
+    why = explain(env, ns, "floor", rec, stats)
+    assert done["phase"] == "Promoted", why
+    statuses = [status for _, status in rec.statuses]
+    promoting = [s for s in statuses if s.get("phase") == "Promoting"]
+    floors = {(s.get("rollout") or {}).get("stableFloor") for s in promoting} - {None}
+    assert floors and min(floors) >= 2, why
+    # The traffic stayed at the last step's 50 % while stable scaled...
+    assert {(s.get("traffic") or {}).get("canary") for s in promoting} == {50}, why
+    # ...and moved once stable ran the candidate on the floor's pods.
+    promoted = next(s for s in statuses if s.get("phase") == "Promoted")
+    floor = max(floors)
+    assert promoted["stable"]["readyReplicas"] >= floor, why
+    assert promoted["stable"]["version"] == v2.version, why
+    assert stats.total > 0 and stats.non_2xx == 0 and not stats.errors, why
+    print(f"promotion floor: stable raised to {floor} pods before the traffic moved "
+          f"({len(promoting)} Promoting statuses); {stats.total} requests, 0 lost")  # fmt: skip
