@@ -25,8 +25,6 @@ from modelship_kube.paths import apply_params
 #: Seconds for one ordinary request (lists of a few objects, small patches).
 REQUEST_TIMEOUT: Final = 15.0
 CONNECT_TIMEOUT: Final = 10.0
-#: What the API server answers a JSON patch whose ``test`` operation fails.
-TEST_FAILED_STATUS: Final = 422
 #: A watch's read timeout is the server-side timeout plus this much.
 WATCH_SLACK_SECONDS: Final = 30.0
 
@@ -241,16 +239,21 @@ class Client:
 
     async def scale(self, path: str, replicas: int, to: int, what: str | None = None) -> bool:
         """Set the replicas of the ``scale`` subresource at ``path`` from ``replicas`` to
-        ``to`` in one JSON patch that tests the count first: False (nothing written) when it
-        was no longer ``replicas``, so a count someone else set meanwhile is never undone."""
-        patch = [
-            {"op": "test", "path": "/spec/replicas", "value": replicas},
-            {"op": "replace", "path": "/spec/replicas", "value": to},
-        ]
+        ``to``: read it, and patch it only if it runs ``replicas``, with its resourceVersion
+        as a precondition. False (nothing written) when it ran another count, or changed
+        between the read and the write: a count someone else set meanwhile is never undone.
+
+        (Not a JSON patch ``test``: a Scale's ``spec.replicas`` is omitted at 0, so no
+        ``test`` operation can say it is 0.)"""
+        scale = await self.get(path, what=what)
+        if int((scale.get("spec") or {}).get("replicas") or 0) != replicas:
+            return False
+        version = (scale.get("metadata") or {}).get("resourceVersion")
+        body = {"metadata": {"resourceVersion": version}, "spec": {"replicas": to}}
         try:
-            await self.patch(path, patch, PatchType.JSON, what=what)
+            await self.patch(path, body, PatchType.MERGE, what=what)
         except ApiError as exc:
-            if exc.status == TEST_FAILED_STATUS:
+            if exc.conflict:
                 return False
             raise
         return True

@@ -20,7 +20,7 @@ What each permission is for:
   router's ConfigMap permission is covered by the ConfigMap child rule.
 - ``pods`` get/list/watch: why a variant is not ready (image, crash, sha256 mismatch) for
   status; watched, so a pod's change reaches status at once.
-- ``deployments/scale`` patch: scale to zero (stable's last pod goes when idle, and a
+- ``deployments/scale`` get/patch: scale to zero (stable's last pod goes when idle, and a
   rollout wakes it); a router whose stable may be scaled to zero gets the same on that one
   Deployment, to scale it back from zero.
 - ``events`` create: an Event per transition.
@@ -50,7 +50,7 @@ DEFAULT_NAMESPACE: Final = "modelship-system"
 READ: Final = ("get", "list", "watch")
 APPLY: Final = ("get", "list", "watch", "create", "patch", "delete")
 #: A Deployment's replica count through its scale subresource, and nothing else of it.
-SCALE: Final = ("patch",)
+SCALE: Final = ("get", "patch")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class PolicyRule:
 
 def router_rules(configmap: str, scale_targets: tuple[str, ...] = ()) -> tuple[PolicyRule, ...]:
     """What one router may do in its namespace: read its own ConfigMap and EndpointSlices,
-    and scale the Deployments in ``scale_targets`` from zero (patch their ``scale``
+    and scale the Deployments in ``scale_targets`` from zero (get and patch their ``scale``
     subresource only: it cannot change what they run).
 
     ``resourceNames`` limits list/watch too when the router lists with

@@ -16,8 +16,9 @@ scales stable from N to 0 through the Deployment's ``scale`` subresource when:
 
 The router scales it back from 0 to 1 when a request comes (``modelship_router.activate``),
 and the autoscaler takes over from there. A rollout that starts while stable is at zero
-wakes it the same way (0 to 1). Both writes are JSON patches that first test the count
-they change, so they never undo an autoscaler's or a person's write made meanwhile.
+wakes it the same way (0 to 1). Both writes read the count first and patch it with the
+resourceVersion they read as a precondition (``modelship_kube.request.Client.scale``), so
+they never undo an autoscaler's or a person's write made meanwhile.
 """
 
 from __future__ import annotations

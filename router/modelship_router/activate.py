@@ -13,10 +13,11 @@ that are up).
 Wake-ups are de-duplicated per Deployment: one call at a time, and none more often than
 :data:`WAKE_EVERY` seconds while requests keep waiting (a failed call is tried again then).
 
-:class:`KubernetesWaker` scales through the Deployment's ``scale`` subresource with a JSON
-patch that first *tests* that ``spec.replicas`` is 0, so it never lowers a count an
-autoscaler (or a person) has raised meanwhile. RBAC: patch on
-``deployments/scale`` of that Deployment only (the operator renders it).
+:class:`KubernetesWaker` scales through the Deployment's ``scale`` subresource: it reads it
+and patches it only if it runs 0, with the resourceVersion it read as a precondition
+(``Client.scale``), so it never lowers a count an autoscaler (or a person) has raised
+meanwhile. RBAC: get and patch on ``deployments/scale`` of that Deployment only (the
+operator renders it).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ ConfigMap ``<deployment>-router``; the router watches that one object. Each vari
 ``kubernetes.io/service-name=<service>`` in the same namespace, so the router balances
 over ready pod IPs directly (no kube-proxy, no cluster DNS). RBAC needed: get/list/watch
 on configmaps and on discovery.k8s.io endpointslices, in the namespace (and, for variants
-that may be scaled to zero, patch on their Deployments' ``scale``:
+that may be scaled to zero, get/patch on their Deployments' ``scale``:
 :mod:`modelship_router.activate`).
 
 Both are :class:`modelship_kube.informer.ListWatch` loops over one

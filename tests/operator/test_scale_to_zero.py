@@ -116,7 +116,7 @@ def test_the_router_may_wake_stable_and_only_stable() -> None:
     (role,) = kinds(p, "Role").values()
     scale_rules = [r for r in role["rules"] if "deployments/scale" in r["resources"]]
     assert scale_rules == [
-        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"],
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"],
          "resourceNames": ["churn-stable"]}
     ]  # fmt: skip
 
