@@ -222,7 +222,21 @@ def transition_events(old: ModelDeploymentStatus, new: ModelDeploymentStatus) ->
             events.append(Event("Normal", "Ready", after.message))
         elif before is not None and before.status == "True":
             events.append(Event("Warning", "NotReady", after.message))
+    events += _scale_to_zero_events(old, new)
     return [*events, *degraded_events(old, new)]
+
+
+def _scale_to_zero_events(old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> list[Event]:
+    """An Event when stable goes to zero pods or comes back (autoscaling.minReplicas 0)."""
+    was = old.scale_to_zero.asleep_since if old.scale_to_zero else None
+    now = new.scale_to_zero.asleep_since if new.scale_to_zero else None
+    if now is not None and was is None:
+        return [Event("Normal", "ScaledToZero",
+                      "stable runs no pod: no request came for scaleToZeroAfter; the router "
+                      "starts one on the next request")]  # fmt: skip
+    if was is not None and now is None and new.scale_to_zero is not None:
+        return [Event("Normal", "ScaledFromZero", "stable runs pods again")]
+    return []
 
 
 def degraded_events(old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> list[Event]:

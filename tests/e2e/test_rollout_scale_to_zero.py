@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from operator_harness import until
-from rollout_harness import ROLLOUT_MARKS, Rollout, deploy, explain
+from rollout_harness import ROLLOUT_MARKS, Rollout, deploy, explain, reasons
 
 pytestmark = ROLLOUT_MARKS
 
@@ -79,6 +79,7 @@ def test_an_idle_stable_scales_to_zero_and_the_next_requests_wake_it(rollout: Ro
     assert desired() >= 1, why()
     # ...and is once it has.
     until(lambda: desired() == 0, "stable to be scaled to zero again", IDLE + 150, why, 1)
+    assert {"ScaledToZero", "ScaledFromZero"} <= set(reasons(env, ns, NAME)), why()
     print(
         f"scale to zero: idle -> 0 pods {slept_after:.0f} s after the last request "
         f"(scaleToZeroAfter {IDLE}s); from zero, {BURST} requests answered by the woken pod "

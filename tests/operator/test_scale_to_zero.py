@@ -84,6 +84,7 @@ def test_scaled_to_zero_it_is_ready_and_its_autoscaler_keeps_a_minimum_of_one() 
     assert slept.status.scale_to_zero is not None
     assert slept.status.scale_to_zero.asleep_since == T0 + timedelta(seconds=62)
     assert cond(slept, "Ready") == ("True", "ScaledToZero")
+    assert "ScaledToZero" in [e.reason for e in slept.events]
     hpa = kinds(slept, "HorizontalPodAutoscaler")["churn-stable"]["spec"]
     assert hpa["minReplicas"] == 1  # the autoscaler is idle at 0 and resumes from 1
     assert "replicas" not in kinds(slept, "Deployment")["churn-stable"]["spec"]
@@ -95,6 +96,7 @@ def test_scaled_to_zero_it_is_ready_and_its_autoscaler_keeps_a_minimum_of_one() 
     assert woken.status.scale_to_zero is not None
     assert woken.status.scale_to_zero.awake_since == woken_at
     assert woken.status.scale_to_zero.asleep_since is None
+    assert "ScaledFromZero" in [e.reason for e in woken.events]
 
 
 def test_a_rollout_wakes_stable_and_keeps_it_up() -> None:
