@@ -673,10 +673,11 @@ def routing_config(md: ModelDeployment, state: DesiredState) -> RoutingConfig:
         salt=sticky_salt(md, state) if sticky is not None else None,
         match=match,
         mirror=mirror,
+        # Only with scale to zero: a router of an earlier version refuses the key.
         activation_seconds=(
             md.spec.autoscaling.activation_timeout_seconds
             if md.spec.autoscaling is not None and md.spec.scales_to_zero()
-            else RoutingConfig.model_fields["activation_seconds"].default
+            else None
         ),
     )
 

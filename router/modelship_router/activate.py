@@ -32,6 +32,7 @@ from typing import Final
 from modelship_kube.paths import object_path
 from modelship_kube.request import Client
 
+from modelship_router.config import DEFAULT_ACTIVATION_SECONDS
 from modelship_router.state import RouterState, Snapshot, VariantRuntime
 from modelship_router.upstream import Upstream
 
@@ -104,7 +105,8 @@ class Activator:
         snapshot's ``activationSeconds``."""
         started = self._clock()
         snapshot = self.state.snapshot
-        timeout = snapshot.config.activation_seconds if snapshot is not None else 30.0
+        configured = snapshot.config.activation_seconds if snapshot is not None else None
+        timeout = DEFAULT_ACTIVATION_SECONDS if configured is None else configured
         deadline = started + timeout
         while True:
             now = self._clock()

@@ -42,6 +42,9 @@ BUCKETS = 10_000
 #: Name of the variant that receives traffic when the chosen variant has no ready upstream.
 DEFAULT_FALLBACK = "stable"
 
+#: Seconds a request for a variant scaled to zero waits for a pod, unless configured.
+DEFAULT_ACTIVATION_SECONDS = 30.0
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # RFC 9110 token characters: what an HTTP header name may contain.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -299,12 +302,13 @@ class RoutingConfig(_Model):
     )
     match: tuple[MatchRule, ...] = Field(default=(), description="Rules that force a variant.")
     mirror: Mirror | None = Field(default=None, description="Shadow traffic settings.")
-    activation_seconds: float = Field(
-        default=30.0,
+    activation_seconds: float | None = Field(
+        default=None,
         ge=1,
         le=300,
         description="How long a request for a variant scaled to zero (scaleTarget) waits "
-        "for its first ready pod before it is answered 503.",
+        f"for its first ready pod before it is answered 503 (omitted: "
+        f"{DEFAULT_ACTIVATION_SECONDS:g}).",
     )
 
     @field_validator("deployment")

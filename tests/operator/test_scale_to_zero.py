@@ -128,6 +128,9 @@ def test_without_scale_to_zero_nothing_sleeps_or_wakes(scaling: dict[str, Any] |
     resource = md(autoscaling=scaling) if scaling else md()
     p = run(resource, Observed(), T0)
     assert routing(p).variant("stable").scale_target is None
+    # Nothing new in the routing document: a router of an earlier version reads it too.
+    document = kinds(p, "ConfigMap")["churn-router"]["data"]["routing.json"]
+    assert "scaleTarget" not in document and "activationSeconds" not in document
     (role,) = kinds(p, "Role").values()
     assert not [r for r in role["rules"] if "deployments/scale" in r["resources"]]
     later = run(again(p, resource), observed(p), T0 + timedelta(hours=1), idle=True)
