@@ -163,7 +163,7 @@ def test_promotion_scales_stable_for_the_whole_load_before_the_traffic_moves(
     # The traffic stayed at the last step's 50 % while stable scaled...
     assert {(s.get("traffic") or {}).get("canary") for s in promoting} == {50}, why
     # ...and moved once stable ran the candidate on the floor's pods.
-    promoted = next(s for s in statuses if s.get("phase") == "Promoted")
+    promoted = next((s for s in statuses if s.get("phase") == "Promoted"), done)
     floor = max(floors)
     assert promoted["stable"]["readyReplicas"] >= floor, why
     assert promoted["stable"]["version"] == v2.version, why

@@ -91,7 +91,7 @@ def test_an_idle_stable_scales_to_zero_and_the_next_requests_wake_it(rollout: Ro
 def router_metrics(env: Any, ns: str) -> str:
     """Every router pod's /metrics, joined."""
     texts = []
-    for pod in env.pods(ns, f"modelship.io/deployment={NAME},modelship.io/component=router"):
+    for pod in env.pods(ns, f"modelship.io/deployment={NAME},app.kubernetes.io/component=router"):
         if pod.status.pod_ip and not pod.metadata.deletion_timestamp:
             texts.append(httpx.get(f"http://{pod.status.pod_ip}:8080/metrics", timeout=5).text)
     return "\n".join(texts)
