@@ -78,7 +78,14 @@ def decide(
     ``rolling``: a canary is planned (stable must run). ``idle``: Prometheus's answer to
     :func:`idle_query` (None: not asked, or no answer)."""
     scaling = md.spec.autoscaling
-    if scaling is None or not scaling.scales_to_zero or stable is None:
+    if stable is None:
+        return Decision()
+    if scaling is None or not scaling.scales_to_zero:
+        if scaling is not None and md.status.scale_to_zero is not None and stable.desired == 0:
+            # Scale to zero was turned off while stable slept: its autoscaler does nothing
+            # at 0 replicas, so wake it (without autoscaling spec.replicas is applied). The
+            # status stays until stable runs pods, so a failed wake is tried again.
+            return Decision(md.status.scale_to_zero, Scale(stable.name, 0, 1))
         return Decision()
     before = md.status.scale_to_zero or ScaleToZeroStatus()
     if stable.desired == 0:

@@ -153,3 +153,18 @@ def test_idle_query_counts_the_routers_answers_and_knows_an_unscraped_router() -
     assert is_idle(0.0) is True
     assert is_idle(1.02) is False
     assert is_idle(None) is None
+
+
+def test_turning_scale_to_zero_off_while_asleep_wakes_stable() -> None:
+    resource, p, _ = awake_for(61)
+    asleep = observed(p, stable_replicas=0)
+    slept = run(resource, asleep, T0 + timedelta(seconds=62))
+    off = md(status=slept.status, autoscaling={"minReplicas": 1, "maxReplicas": 3})
+    woken = run(off, asleep, T0 + timedelta(seconds=90))
+    assert woken.scale == (Scale("churn-stable", 0, 1),)
+    assert woken.status.scale_to_zero is not None  # kept until it runs pods
+    assert routing(woken).variant("stable").scale_target is None
+    # Once it runs pods, nothing more is done.
+    up = run(md(status=woken.status, autoscaling={"minReplicas": 1, "maxReplicas": 3}),
+             observed(p), T0 + timedelta(seconds=120))  # fmt: skip
+    assert up.scale == () and up.status.scale_to_zero is None
