@@ -4,7 +4,6 @@ to the pod that predicted it."""
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,47 +11,18 @@ from typing import Any
 
 import httpx
 import pytest
-from modelship_serving.artifacts import save_model
+from replica_servers import REPLICAS, replicas_per_variant
 from router_harness import RouterProcess, routing, write_config
+from serving_helpers import Server
 from sklearn.datasets import load_breast_cancer
-from sklearn.linear_model import LogisticRegression
 
-sys.path.append(str(Path(__file__).resolve().parents[1] / "serving"))
-
-from serving_helpers import Artifact, Server, start_server, stop_server, wait_for
-
-REPLICAS = 3
 PREDICTIONS = 300
 
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[dict[str, list[Server]]]:
-    X, y = load_breast_cancer(return_X_y=True)
-    est = LogisticRegression(solver="newton-cholesky").fit(X, y)
-    path = tmp_path / "bc.skops"
-    artifact = Artifact(path, save_model(est, path), X, y, est)
-    started: dict[str, list[Server]] = {"stable": [], "canary": []}
-    try:
-        for variant, started_list in started.items():
-            for _ in range(REPLICAS):
-                started_list.append(
-                    start_server(
-                        tmp_path,
-                        artifact,
-                        "--sha256",
-                        artifact.sha256,
-                        "--variant",
-                        variant,
-                        name="bc",
-                        wait_ready=False,
-                    )
-                )
-        for server in started["stable"] + started["canary"]:
-            wait_for(server, "/v2/health/ready")
+    with replicas_per_variant(tmp_path) as started:
         yield started
-    finally:
-        for server in started["stable"] + started["canary"]:
-            stop_server(server)
 
 
 def test_feedback_joins_with_three_replicas_per_variant_across_a_router_restart(

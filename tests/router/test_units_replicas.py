@@ -5,7 +5,6 @@ users each variant got (and the users whose first feedback row was right)."""
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,48 +12,19 @@ from typing import Any
 
 import httpx
 import pytest
-from modelship_serving.artifacts import save_model
+from replica_servers import replicas_per_variant
 from router_harness import RouterProcess, routing, write_config
+from serving_helpers import Server
 from sklearn.datasets import load_breast_cancer
-from sklearn.linear_model import LogisticRegression
 
-sys.path.append(str(Path(__file__).resolve().parents[1] / "serving"))
-
-from serving_helpers import Artifact, Server, start_server, stop_server, wait_for
-
-REPLICAS = 3
 USERS = 50
 PREDICTIONS = 10
 
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[dict[str, list[Server]]]:
-    X, y = load_breast_cancer(return_X_y=True)
-    est = LogisticRegression(solver="newton-cholesky").fit(X, y)
-    path = tmp_path / "bc.skops"
-    artifact = Artifact(path, save_model(est, path), X, y, est)
-    started: dict[str, list[Server]] = {"stable": [], "canary": []}
-    try:
-        for variant, group in started.items():
-            for _ in range(REPLICAS):
-                group.append(
-                    start_server(
-                        tmp_path,
-                        artifact,
-                        "--sha256",
-                        artifact.sha256,
-                        "--variant",
-                        variant,
-                        name="bc",
-                        wait_ready=False,
-                    )
-                )
-        for server in started["stable"] + started["canary"]:
-            wait_for(server, "/v2/health/ready")
+    with replicas_per_variant(tmp_path) as started:
         yield started
-    finally:
-        for server in started["stable"] + started["canary"]:
-            stop_server(server)
 
 
 def scraped(group: list[Server], name: str) -> float:
