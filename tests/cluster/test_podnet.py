@@ -114,6 +114,40 @@ def pods(network: podnet.PodNetConfig, tmp_path: Path) -> Iterator[Pods]:
     made.remove_all()
 
 
+#: A network off the bridge that the host routes to: a namespace behind a veth, standing in
+#: for "the rest of the world" whatever this machine's own routes and addresses are.
+OUTSIDE_NETNS, OUTSIDE_LINK = NETNS_PREFIX + "outside", "mshtest-out"
+OUTSIDE_HOST, OUTSIDE_IP = "203.0.113.1", "203.0.113.2"
+
+
+@pytest.fixture
+def outside() -> Iterator[str]:
+    """The netns path of a host reachable from this machine at OUTSIDE_IP."""
+
+    def clean() -> None:
+        subprocess.run(["ip", "link", "delete", OUTSIDE_LINK], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "delete", OUTSIDE_NETNS], capture_output=True, check=False)
+
+    clean()
+    inside = ["ip", "-n", OUTSIDE_NETNS]
+    try:
+        for args in (
+            ["ip", "netns", "add", OUTSIDE_NETNS],
+            ["ip", "link", "add", OUTSIDE_LINK, "type", "veth", "peer", "name", "eth0",
+             "netns", OUTSIDE_NETNS],
+            ["ip", "addr", "add", f"{OUTSIDE_HOST}/24", "dev", OUTSIDE_LINK],
+            ["ip", "link", "set", OUTSIDE_LINK, "up"],
+            [*inside, "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0"],
+            [*inside, "link", "set", "eth0", "up"],
+            [*inside, "link", "set", "lo", "up"],
+            [*inside, "route", "add", "default", "via", OUTSIDE_HOST],
+        ):  # fmt: skip
+            subprocess.run(args, check=True, capture_output=True)
+        yield f"/run/netns/{OUTSIDE_NETNS}"
+    finally:
+        clean()
+
+
 def test_overlap_check_refuses_clashing_host_networks() -> None:
     assert podnet.overlaps(podnet.DEFAULT, ["192.0.2.0/24", "0.0.0.0/0"]) == []
     clash = podnet.overlaps(podnet.DEFAULT, ["10.0.0.0/8"])
@@ -124,7 +158,7 @@ def test_overlap_check_refuses_clashing_host_networks() -> None:
 
 
 def test_pod_answers_host_and_other_pod_and_nothing_leaves(
-    network: podnet.PodNetConfig, pods: Pods
+    network: podnet.PodNetConfig, pods: Pods, outside: str
 ) -> None:
     a, a_ip = pods.add("a")
     b, b_ip = pods.add("b")
@@ -149,14 +183,22 @@ def test_pod_answers_host_and_other_pod_and_nothing_leaves(
         finally:
             second.kill()
             second.wait()
-        # Pod traffic towards any address off the bridge is dropped, not forwarded.
-        before = _drop_count(network)
-        leave = in_netns(
-            b, sys.executable, "-c", FETCH, "http://192.0.2.1:80/", "1", stdout=subprocess.PIPE
-        )
-        out, _ = leave.communicate(timeout=30)
-        assert leave.returncode == 3, out
-        assert _drop_count(network) > before
+        # Pod traffic towards any address off the bridge is dropped, not forwarded: a server
+        # the host reaches is out of the pods' reach, and our guard is what stopped it.
+        world = in_netns(outside, sys.executable, "-c", SERVER, stdout=subprocess.PIPE)
+        try:
+            assert world.stdout is not None and world.stdout.readline().strip() == "ready"
+            url = f"http://{OUTSIDE_IP}:8080/"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                assert response.read() == b"hello from the pod"  # the host: routed there
+            before = _drop_count(network)
+            leave = in_netns(b, sys.executable, "-c", FETCH, url, "1", stdout=subprocess.PIPE)
+            out, _ = leave.communicate(timeout=30)
+            assert leave.returncode == 3, out
+            assert _drop_count(network) > before
+        finally:
+            world.kill()
+            world.wait()
     finally:
         server.kill()
         server.wait()

@@ -156,8 +156,8 @@ def test_a_rollout_under_faults_is_promoted_once_and_loses_no_request(
         deleted: list[str] = []
 
         def cause() -> None:
-            pods = ready_pods(env, ns, selector)
-            assert pods, f"no ready pod for {selector}"
+            # A pod that is serving: the canary's first pod may still be starting.
+            pods = until(lambda: ready_pods(env, ns, selector), f"a ready pod for {selector}", 120)
             victim = rng.choice(pods).metadata.name
             env.core.delete_namespaced_pod(victim, ns)
             deleted.append(victim)

@@ -103,14 +103,18 @@ def test_ab_a_skewed_split_pauses_the_test_and_it_decides_nothing_past_its_deadl
     def paused(status: dict[str, Any]) -> bool:
         return "sample ratio mismatch" in json.dumps(status)
 
-    with (
-        Recorder(env, ns, "skew") as rec,
-        traffic(base, "skew", stump, rate=20) as stats,
-        traffic(base, "skew", stump, rate=20, force="canary") as forced,
-    ):
-        wait_for(env, ns, "skew", paused, "the A/B test to pause on its split", 150, rec, stats)
-        # Held past the deadline, with the skewed traffic still coming.
-        time.sleep(max(15.0, deadline + 10 - (time.monotonic() - started)))
+    def canary_ready(status: dict[str, Any]) -> bool:
+        return bool((status.get("canary") or {}).get("readyReplicas"))
+
+    with Recorder(env, ns, "skew") as rec, traffic(base, "skew", stump, rate=20) as stats:
+        # The skewing client starts once the canary serves (before, the router sends a
+        # forced request to stable, which is no skew at all).
+        wait_for(env, ns, "skew", canary_ready, "a ready canary pod", 120, rec, stats)
+        with traffic(base, "skew", stump, rate=20, force="canary") as forced:
+            wait_for(env, ns, "skew", paused, "the A/B test to pause on its split", 150, rec,
+                     stats)  # fmt: skip
+            # Held past the deadline, with the skewed traffic still coming.
+            time.sleep(max(15.0, deadline + 10 - (time.monotonic() - started)))
     why = explain(env, ns, "skew", rec, stats) + f"\nforced: {forced}"
     recorded = [status for _, status in rec.statuses]
     first = next((i for i, status in enumerate(recorded) if paused(status)), None)
@@ -124,7 +128,7 @@ def test_ab_a_skewed_split_pauses_the_test_and_it_decides_nothing_past_its_deadl
     assert ab.get("winner") is None, why
     canary_share = ab["canary"]["trials"] / (ab["canary"]["trials"] + ab["stable"]["trials"])
     assert canary_share > 0.6, why
-    # Forced to the canary (until its pods are ready, a forced request falls back to stable).
+    # Forced to the canary, which was ready all along.
     assert forced.by_variant()["canary"] > 0.9 * sum(forced.by_variant().values()), why
     assert forced.feedback_refused == 0, why
     assert stats.non_2xx == 0 and forced.non_2xx == 0, why

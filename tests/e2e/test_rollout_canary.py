@@ -47,7 +47,9 @@ def test_a_good_canary_is_promoted_through_every_step_with_only_2xx(
         # Traffic is back on stable (now running 2.0.0) at the router; keep the client on
         # a little longer, through the canary's scale-down.
         until_router = time.monotonic() + 20
-        while time.monotonic() < until_router and rec.router_canary_weights()[-1:] != [0.0]:
+        while time.monotonic() < until_router and (
+            rec.router_canary_weights()[-1:] != [0.0] or rec.canary_weights()[-1:] != [0]
+        ):
             time.sleep(0.2)
         time.sleep(3)
     why = explain(env, ns, "good", rec, stats)
@@ -88,7 +90,9 @@ def test_a_canary_failing_part_of_its_requests_is_rolled_back_at_its_first_step(
                           "the failing canary to be rolled back", 120, rec, stats)  # fmt: skip
         weights = rec.router_canary_weights()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and rec.router_canary_weights()[-1:] != [0.0]:
+        while time.monotonic() < deadline and (
+            rec.router_canary_weights()[-1:] != [0.0] or rec.canary_weights()[-1:] != [0]
+        ):
             time.sleep(0.1)
     why = explain(env, ns, "wine", rec, stats)
     assert status["phase"] == "RolledBack", why
