@@ -20,7 +20,11 @@ with ``git archive``; ``now``: this checkout), in one run and the same way:
    operator's own histogram over the size's window (bucket upper bounds);
 4. at the largest size: ``--changes`` concurrent spec changes (``spec.replicas`` 1 -> 2):
    how many were acted on (status at the new generation and the stable Deployment at 2
-   replicas) within 10 s, and when the last one was.
+   replicas) within 10 s, and when the last one was;
+5. then ``--rollouts`` canary rollouts started at once, analysed for ``--rollout-seconds``
+   against a real Prometheus: how late each analysis ran after its due time
+   (``bench/operator_rollouts.py`` says what stands in for the pods a bare API server
+   never runs).
 
 Bounded: each wait for "all reconciled" stops after ``--timeout`` seconds (what was done by
 then is reported), the spec changes after 60 s. Progress goes to stderr, the results (a
@@ -54,6 +58,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "operator"))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+import operator_rollouts  # noqa: E402
 from apiserver import ADMIN_TOKEN, ApiServer, start_apiserver  # noqa: E402
 
 NAMESPACE = "bench"
@@ -95,8 +102,11 @@ def resource(name: str) -> dict[str, Any]:
 class Operator:
     """One operator process from ``source``, restarted like a kubelet would."""
 
-    def __init__(self, source: Path, kubeconfig: Path, logfile: Path) -> None:
+    def __init__(
+        self, source: Path, kubeconfig: Path, logfile: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.source = source
+        self.env = env or {}
         self.kubeconfig = kubeconfig
         self.logfile = logfile
         self.port = free_port()
@@ -114,6 +124,7 @@ class Operator:
             MODELSHIP_OPERATOR_LOG_LEVEL="warning",
             POD_NAME="bench-operator",
         )
+        env.update(self.env)
         out = open(self.logfile, "ab")  # noqa: SIM115 - the process keeps it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "modelship_operator.cli", "--kubeconfig", str(self.kubeconfig)],
@@ -169,8 +180,10 @@ class Operator:
                 return int(line.split()[1]) / 1024
         return 0.0
 
-    def histogram(self) -> dict[float, float]:
-        """Cumulative bucket counts of the reconcile duration histogram."""
+    def histogram(
+        self, name: str = "modelship_operator_reconcile_duration_seconds"
+    ) -> dict[float, float]:
+        """Cumulative bucket counts of one of the operator's histograms."""
         url = f"http://127.0.0.1:{self.port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=10) as answer:
@@ -178,7 +191,7 @@ class Operator:
         except OSError:
             return {}
         buckets: dict[float, float] = {}
-        pattern = r'^modelship_operator_reconcile_duration_seconds_bucket\{le="([^"]+)"\} (\S+)$'
+        pattern = rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$'
         for match in re.finditer(pattern, text, re.M):
             buckets[float(match.group(1))] = float(match.group(2))
         return buckets
@@ -311,6 +324,7 @@ class SideResult:
     changes: int = 0
     changes_in_10s: int = 0
     changes_last_seconds: float | None = None
+    rollouts: operator_rollouts.RolloutsResult | None = None
     restarts: int = 0
     restart_reasons: list[str] = field(default_factory=list)
 
@@ -381,9 +395,11 @@ async def run_side(
     sizes: list[int],
     args: argparse.Namespace,
     logdir: Path,
+    prometheus_url: str | None = None,
 ) -> SideResult:
     result = SideResult(side)
-    operator = Operator(source, server.kubeconfig, logdir / f"operator-{side}.log")
+    env = {"MODELSHIP_OPERATOR_PROMETHEUS_URL": prometheus_url} if prometheus_url else {}
+    operator = Operator(source, server.kubeconfig, logdir / f"operator-{side}.log", env)
     operator.start()
     api = api_client(server)
     try:
@@ -450,12 +466,31 @@ async def run_side(
                 last,
             )
             log(f"{side}: {within}/{len(names)} acted on within 10 s; all after {last}s")
+        if args.rollouts:
+            names = rollout_names(made, args.rollouts)
+            log(f"{side}: {len(names)} rollouts at once at N={made}, {args.rollout_seconds:.0f}s")
+            delay = "modelship_operator_analysis_delay_seconds"
+            hist0, late0 = operator.histogram(), operator.histogram(delay)
+            result.rollouts = await operator_rollouts.run(
+                api, MDS, DEPLOYMENTS, names, args.rollout_seconds, log
+            )
+            hist1, late1 = operator.histogram(), operator.histogram(delay)
+            result.rollouts.reconcile_p50 = quantile(hist0, hist1, 0.5)
+            result.rollouts.reconcile_p99 = quantile(hist0, hist1, 0.99)
+            result.rollouts.delay_p99_bucket = quantile(late0, late1, 0.99)
+            log(f"{side}: {asdict(result.rollouts)}")
         result.restarts = operator.restarts
         result.restart_reasons = operator.reasons
         return result
     finally:
         await api.aclose()
         operator.stop()
+
+
+def rollout_names(n: int, k: int) -> list[str]:
+    """K resources spread over the N (offset from the ones the spec changes touch)."""
+    step = max(1, n // k)
+    return [f"md-{i:04d}" for i in range(step // 2, n, step)][:k]
 
 
 @contextlib.contextmanager
@@ -546,6 +581,30 @@ def table(before: SideResult, now: SideResult, timeout: float) -> str:
             f"{before.changes_in_10s} ({fmt(before.changes_last_seconds, ' s')})",
             f"{now.changes_in_10s} ({fmt(now.changes_last_seconds, ' s')})",
         )
+    if now.rollouts is not None:
+        old, new = before.rollouts, now.rollouts
+        n = now.sizes[-1].n
+
+        def late(r: operator_rollouts.RolloutsResult | None) -> str:
+            if r is None:
+                return "-"
+            return (
+                f"{r.within_2s}/{r.analyses} ({fmt(r.lateness_p50, ' s')} / "
+                f"{fmt(r.lateness_p99, ' s')} / {fmt(r.lateness_max, ' s')})"
+            )
+
+        row(n, f"{new.rollouts} rollouts at once: canaries in their first step",
+            str(old.entered) if old else "-", str(new.entered))  # fmt: skip
+        row(n, "analyses within 2 s of due (lateness p50 / p99 / max)", late(old), late(new))
+        row(
+            n,
+            "analysis delay p99, the operator's histogram (bucket bound)",
+            fmt(old.delay_p99_bucket, " s") if old else "-",
+            fmt(new.delay_p99_bucket, " s"),
+        )
+        row(n, "reconcile p50 / p99 meanwhile (histogram bucket bound)",
+            f"{fmt(old.reconcile_p50, ' s')} / {fmt(old.reconcile_p99, ' s')}" if old else "-",
+            f"{fmt(new.reconcile_p50, ' s')} / {fmt(new.reconcile_p99, ' s')}")  # fmt: skip
     return "\n".join(rows)
 
 
@@ -555,9 +614,21 @@ async def main_async(args: argparse.Namespace) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="modelship-scale-") as tmp,
         before_source(args.before) as old,
+        contextlib.ExitStack() as stack,
     ):
         logdir = Path(args.logs or tmp)
         os.makedirs(logdir, exist_ok=True)
+        prometheus_url = None
+        if args.rollouts:
+            names = rollout_names(sizes[-1], args.rollouts)
+            scraped = operator_rollouts.targets(
+                names, NAMESPACE, resource("-")["spec"]["model"]["version"]
+            )
+            log(f"starting Prometheus and {len(scraped)} scrape targets")
+            prom = operator_rollouts.start_prometheus(Path(tmp), scraped)
+            stack.callback(operator_rollouts.stop_prometheus, prom)
+            stack.enter_context(operator_rollouts.Traffic(scraped))
+            prometheus_url = prom.url
         for side, source in (("before", old), ("now", ROOT)):
             if side not in args.sides.split(","):
                 continue
@@ -566,7 +637,9 @@ async def main_async(args: argparse.Namespace) -> int:
             # Two Services per ModelDeployment: room for 30,000.
             for server in start_apiserver(root, service_cidr="10.96.0.0/16"):
                 prepare(server)
-                results[side] = await run_side(side, source, server, sizes, args, logdir)
+                results[side] = await run_side(
+                    side, source, server, sizes, args, logdir, prometheus_url
+                )
     report = {
         "command": " ".join(sys.argv),
         "before": args.before,
@@ -600,6 +673,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="wait this long after all reconciled before the idle window",
+    )
+    parser.add_argument(
+        "--rollouts", type=int, default=20, help="rollouts at once at the largest N (0: none)"
+    )
+    parser.add_argument(
+        "--rollout-seconds", type=float, default=120.0, help="how long the rollouts are timed"
     )
     parser.add_argument("--sides", default="before,now", help="which sides to run")
     parser.add_argument("--json", help="write the results as JSON here")

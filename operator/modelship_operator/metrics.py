@@ -74,6 +74,13 @@ class OperatorMetrics:
             [*RESOURCE, "verdict"],
             registry=r,
         )
+        self.analysis_delay = Histogram(
+            "modelship_operator_analysis_delay_seconds",
+            "How long after it was due (an interval after the later of the step's start and "
+            "the last analysis) an analysis ran: a busy operator or API shows here first",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
+        )
         self.leader = Gauge(
             "modelship_operator_leader",
             "1 while this replica holds the leader Lease and acts; 0 while it stands by",

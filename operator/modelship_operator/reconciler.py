@@ -76,7 +76,7 @@ from modelship_operator.reconcile import (
     status_patch,
 )
 from modelship_operator.render import router_name, variant_name
-from modelship_operator.rollout import Analysis
+from modelship_operator.rollout import Analysis, RolloutState, analysis_delay
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.sources import RegistryError, is_registry_uri, recorded
 from modelship_operator.spec import ModelDeployment
@@ -260,6 +260,10 @@ class Reconciler:
         analysis = await analyse_if_due(md, source, now, labels)
         if analysis is not None:
             self.metrics.analyses.labels(md.namespace, md.name, analysis.verdict).inc()
+            state = RolloutState.from_status(md.status)
+            late = None if state is None else analysis_delay(md.spec.strategy, state, now)
+            if late is not None:
+                self.metrics.analysis_delay.observe(late)
             log.info(
                 "analysis of %s/%s (%s, step %d): %s",
                 md.namespace,

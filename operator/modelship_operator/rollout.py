@@ -754,6 +754,12 @@ def next_analysis_at(strategy: Strategy, state: RolloutState) -> datetime | None
     return since + strategy.interval_delta
 
 
+def analysis_delay(strategy: Strategy, state: RolloutState, now: datetime) -> float | None:
+    """Seconds an analysis run at ``now`` came after its due time (None: none was due)."""
+    due = next_analysis_at(strategy, state)
+    return None if due is None or due > now else (now - due).total_seconds()
+
+
 def deadline_at(strategy: Strategy, state: RolloutState) -> datetime:
     """When this step (or the wait for a ready canary) reaches progressDeadline."""
     since = state.progress.step_started_at or state.progress.started_at

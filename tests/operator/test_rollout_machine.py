@@ -18,6 +18,7 @@ from modelship_operator.rollout import (
     RolloutState,
     Step,
     advance,
+    analysis_delay,
     analysis_due,
     deadline_passed,
     next_analysis_at,
@@ -176,6 +177,17 @@ def test_an_analysis_is_due_one_whole_interval_into_a_step() -> None:
     assert analysis_due(r.strategy, r.s, start + timedelta(seconds=30))
     r.tick(inconclusive(), after=30)
     assert next_analysis_at(r.strategy, r.s) == start + timedelta(seconds=60)
+
+
+def test_an_analysis_is_late_by_the_time_past_its_due_time() -> None:
+    r = entered()
+    start = r.now
+    assert analysis_delay(r.strategy, r.s, start + timedelta(seconds=29)) is None  # not due
+    assert analysis_delay(r.strategy, r.s, start + timedelta(seconds=30)) == 0.0
+    assert analysis_delay(r.strategy, r.s, start + timedelta(seconds=31.5)) == 1.5
+    r.tick(inconclusive(), after=33)  # the next is due an interval after this one
+    assert analysis_delay(r.strategy, r.s, start + timedelta(seconds=63)) == 0.0
+    assert analysis_delay(r.strategy, r.s, start + timedelta(seconds=65)) == 2.0
 
 
 def test_an_analysis_from_before_the_step_is_ignored() -> None:
