@@ -75,7 +75,7 @@ from modelship_operator.reconcile import (
     settle,
     status_patch,
 )
-from modelship_operator.render import router_name, variant_name
+from modelship_operator.render import apply_waves, router_name, variant_name
 from modelship_operator.rollout import Analysis, RolloutState, analysis_delay
 from modelship_operator.settings import OperatorSettings
 from modelship_operator.sources import RegistryError, is_registry_uri, recorded
@@ -314,31 +314,18 @@ class Reconciler:
         return failures
 
     async def _act(self, result: Plan, namespace: str, name: str) -> list[Failure]:
-        """Apply then delete; refusals become Failures, transient errors propagate."""
+        """Apply (wave by wave, each wave's objects at once: :func:`render.apply_waves`),
+        then delete; refusals become Failures, transient errors propagate (once the whole
+        wave has been answered, so no apply is left running)."""
         failures: list[Failure] = []
-        for obj in result.apply:
-            key = object_key(obj)
-            digest = rendered_digest(obj)
-            live = self.cache.get(key) if self.cache is not None else None
-            if unchanged(self.applied.get(key), digest, live):
-                continue
-            self.applied.pop(key, None)
-            manager = self.settings.field_manager
-            try:
-                keep = handover(obj, live, manager)
-                if keep is not None:
-                    # First apply without replicas (an autoscaler takes over): keep the count.
-                    await self.kube.apply(keep, manager + HANDOVER_SUFFIX, force=True)
-                answer = await self.kube.apply(obj, manager, force=True)
-            except ApiError as exc:
-                if exc.transient:
-                    raise
-                self.metrics.errors.labels(namespace, name, error_reason(exc)).inc()
-                what = f"{obj['kind']} {obj['metadata']['name']}"
-                failures.append(Failure("ApplyFailed", f"{what} was refused: {exc.message}"))
-                log.warning("reconcile %s/%s: %s refused: %s", namespace, name, what, exc)
-            else:
-                self.applied[key] = Applied((namespace, name), digest, fingerprint(answer))
+        for wave in apply_waves(result.apply):
+            outcomes = await asyncio.gather(
+                *(self._apply(obj, namespace, name) for obj in wave), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            failures += [o for o in outcomes if isinstance(o, Failure)]
         for ref in result.delete:
             self.applied.pop((namespace, ref.kind, ref.name), None)
             try:
@@ -352,6 +339,31 @@ class Reconciler:
             else:
                 log.info("deleted %s %s/%s (no longer in the spec)", ref.kind, namespace, ref.name)
         return failures
+
+    async def _apply(self, obj: dict[str, Any], namespace: str, name: str) -> Failure | None:
+        """Apply one child unless the cache shows it as last applied; a refusal is a Failure."""
+        key = object_key(obj)
+        digest = rendered_digest(obj)
+        live = self.cache.get(key) if self.cache is not None else None
+        if unchanged(self.applied.get(key), digest, live):
+            return None
+        self.applied.pop(key, None)
+        manager = self.settings.field_manager
+        try:
+            keep = handover(obj, live, manager)
+            if keep is not None:
+                # First apply without replicas (an autoscaler takes over): keep the count.
+                await self.kube.apply(keep, manager + HANDOVER_SUFFIX, force=True)
+            answer = await self.kube.apply(obj, manager, force=True)
+        except ApiError as exc:
+            if exc.transient:
+                raise
+            self.metrics.errors.labels(namespace, name, error_reason(exc)).inc()
+            what = f"{obj['kind']} {obj['metadata']['name']}"
+            log.warning("reconcile %s/%s: %s refused: %s", namespace, name, what, exc)
+            return Failure("ApplyFailed", f"{what} was refused: {exc.message}")
+        self.applied[key] = Applied((namespace, name), digest, fingerprint(answer))
+        return None
 
     def is_own(self, key: ObjectKey, resource_version: str) -> bool:
         """Whether ``resource_version`` of child ``key`` is what this process's apply wrote

@@ -854,6 +854,25 @@ def render(
     return objects
 
 
+#: Kinds whose objects make pods: everything rendered before them is in place first.
+WORKLOAD_KINDS: Final = frozenset({"Deployment"})
+
+
+def apply_waves(objects: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``objects`` (in :func:`render`'s apply order) cut into waves that may each be applied
+    at once: a wave ends where the objects turn from ones that make no pod to workloads, or
+    back. So the RBAC, configuration, Services and NetworkPolicies are all in place before
+    any pod can exist, and a workload's autoscaler and disruption budget come after it."""
+    waves: list[list[dict[str, Any]]] = []
+    for obj in objects:
+        workload = obj["kind"] in WORKLOAD_KINDS
+        if waves and (waves[-1][-1]["kind"] in WORKLOAD_KINDS) == workload:
+            waves[-1].append(obj)
+        else:
+            waves.append([obj])
+    return waves
+
+
 def ref(obj: Mapping[str, Any]) -> ChildRef:
     """The address of an object (API dict or rendered)."""
     return ChildRef(obj["apiVersion"], obj["kind"], obj["metadata"]["name"])

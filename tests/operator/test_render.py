@@ -11,6 +11,7 @@ from modelship_operator.kinds import CHILD_KINDS, ChildRef
 from modelship_operator.render import (
     DesiredState,
     VariantPlan,
+    apply_waves,
     stale_children,
     state_from_spec,
 )
@@ -131,6 +132,20 @@ def test_apply_order_puts_rbac_and_config_before_the_pods_that_need_them() -> No
     assert kinds.index("Role") < kinds.index("Deployment")
     assert kinds.index("RoleBinding") < kinds.index("Deployment")
     assert kinds.index("ConfigMap") < kinds.index("Deployment")
+
+
+def test_apply_waves_put_everything_a_pod_needs_first_and_keep_the_order() -> None:
+    resource = md(canary=CANARY, replicas=2, autoscaling={"maxReplicas": 4})
+    objects = render(resource, SETTINGS)
+    waves = apply_waves(objects)
+    assert [o for wave in waves for o in wave] == objects  # nothing lost, nothing reordered
+    kinds = [sorted({o["kind"] for o in wave}) for wave in waves]
+    assert kinds == [
+        ["ConfigMap", "NetworkPolicy", "Role", "RoleBinding", "Service", "ServiceAccount"],
+        ["Deployment"],  # stable, canary and the router at once
+        ["HorizontalPodAutoscaler", "PodDisruptionBudget"],
+    ]
+    assert len(waves[1]) == 3
 
 
 def test_rendering_is_deterministic_and_plain_json() -> None:
