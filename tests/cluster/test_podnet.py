@@ -195,7 +195,7 @@ def test_pod_answers_host_and_other_pod_and_nothing_leaves(
             leave = in_netns(b, sys.executable, "-c", FETCH, url, "1", stdout=subprocess.PIPE)
             out, _ = leave.communicate(timeout=30)
             assert leave.returncode == 3, out
-            assert _drop_count(network) > before
+            assert _drop_count(network) > before, _forwarding_state(network, b)
         finally:
             world.kill()
             world.wait()
@@ -222,10 +222,33 @@ def test_teardown_leaves_nothing_even_with_a_pod_attached(tmp_path: Path) -> Non
 
 
 def _drop_count(config: podnet.PodNetConfig) -> int:
-    out = subprocess.run(
+    """Packets our guards dropped: in FORWARD, or in mangle POSTROUTING when a chain before
+    ours in FORWARD (the cluster's kube-router and kube-proxy put theirs first) let the
+    packet through."""
+    total = 0
+    for table, chain in (("filter", "FORWARD"), ("mangle", "POSTROUTING")):
+        out = subprocess.run(
+            ["iptables", "-w", "-t", table, "-n", "-v", "-x", "-L", config.chain_prefix + chain],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        total += sum(int(line.split()[0]) for line in out.splitlines()[2:] if " DROP " in line)
+    return total
+
+
+def _forwarding_state(config: podnet.PodNetConfig, pod: str) -> str:
+    """What decides where a pod's packet goes, for a failure's message."""
+    commands = [
+        ["iptables", "-w", "-S", "FORWARD"],
+        ["iptables", "-w", "-t", "mangle", "-S", "POSTROUTING"],
         ["iptables", "-w", "-n", "-v", "-x", "-L", f"{config.chain_prefix}FORWARD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return sum(int(line.split()[0]) for line in out.splitlines()[2:] if " DROP " in line)
+        ["sysctl", "net.ipv4.ip_forward", f"net.ipv4.conf.{config.bridge}.forwarding"],
+        ["ip", "route", "get", OUTSIDE_IP, "from", "10.89.1.9", "iif", config.bridge],
+        ["nsenter", f"--net={pod}", "ip", "route"],
+    ]
+    parts = []
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        parts.append(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}")
+    return "\n".join(parts)

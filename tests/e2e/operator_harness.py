@@ -424,7 +424,9 @@ def prometheus_query(query: str) -> list[dict[str, Any]]:
     from modelship_cluster.node import prometheus_url
 
     url = f"{prometheus_url()}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    answer = httpx.get(url, timeout=10).json()
+    # Raises for a non-2xx answer (a starting Prometheus says 503 in plain text): polling
+    # callers (until) retry on httpx errors.
+    answer = httpx.get(url, timeout=10).raise_for_status().json()
     result: list[dict[str, Any]] = answer["data"]["result"]
     return result
 
