@@ -184,6 +184,21 @@ async def run(
 ) -> RolloutsResult:
     result = RolloutsResult(rollouts=len(names), seconds=seconds)
     headers = {"content-type": "application/merge-patch+json"}
+    # First stable serves (a rollout needs a model rolled out to compare with).
+    loop = asyncio.get_running_loop()
+    limit = loop.time() + 120
+    while True:
+        await mark_ready(api, deployments, names)
+        got = await asyncio.gather(*(api.get(f"{mds}/{n}") for n in names))
+        serving = [
+            ((a.json().get("status") or {}).get("rolledOut") or {}).get("current") for a in got
+        ]
+        if all(serving):
+            break
+        if loop.time() > limit:
+            result.errors.append(f"stable never served: {serving.count(None)} of {len(names)}")
+            return result
+        await asyncio.sleep(1)
     answers = await asyncio.gather(
         *(api.patch(f"{mds}/{n}", json=rollout_patch(n), headers=headers) for n in names)
     )
@@ -193,7 +208,6 @@ async def run(
     seen = {n: _Seen() for n in names}
     late: list[float] = []
     interval = timedelta(seconds=INTERVAL)
-    loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     next_ready = 0.0
     while loop.time() < end:
@@ -213,6 +227,10 @@ async def run(
             state.last, state.since = last, step_start or _time(progress.get("startedAt"))
         await asyncio.sleep(0.5)
     result.entered = sum(1 for s in seen.values() if s.entered)
+    for name in [n for n, s in seen.items() if not s.entered][:3]:
+        status = (await api.get(f"{mds}/{name}")).json().get("status") or {}
+        said = {c.get("type"): c.get("message") for c in status.get("conditions") or []}
+        result.errors.append(f"{name} never entered: {status.get('phase')}: {said}")
     result.analyses = len(late)
     result.within_2s = sum(1 for x in late if x <= 2.0)
     result.lateness_p50 = _quantile(late, 0.5)
