@@ -866,7 +866,10 @@ def apply_waves(objects: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]
     waves: list[list[dict[str, Any]]] = []
     for obj in objects:
         workload = obj["kind"] in WORKLOAD_KINDS
-        if waves and (waves[-1][-1]["kind"] in WORKLOAD_KINDS) == workload:
+        # A RoleBinding after its Role: the API server refuses to bind a Role it cannot see
+        # (it checks the binder holds every permission of it).
+        binding = obj["kind"] == "RoleBinding"
+        if waves and not binding and (waves[-1][-1]["kind"] in WORKLOAD_KINDS) == workload:
             waves[-1].append(obj)
         else:
             waves.append([obj])
