@@ -861,8 +861,9 @@ WORKLOAD_KINDS: Final = frozenset({"Deployment"})
 def apply_waves(objects: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """``objects`` (in :func:`render`'s apply order) cut into waves that may each be applied
     at once: a wave ends where the objects turn from ones that make no pod to workloads, or
-    back. So the RBAC, configuration, Services and NetworkPolicies are all in place before
-    any pod can exist, and a workload's autoscaler and disruption budget come after it."""
+    back, and before a RoleBinding (after the Role it binds). So the RBAC, configuration,
+    Services and NetworkPolicies are all in place before any pod can exist, and a
+    workload's autoscaler and disruption budget come after it."""
     waves: list[list[dict[str, Any]]] = []
     for obj in objects:
         workload = obj["kind"] in WORKLOAD_KINDS
